@@ -1,0 +1,416 @@
+package auth
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"time"
+
+	"github.com/google/uuid"
+
+	"gqlauth/model"
+	"gqlauth/store"
+)
+
+// Service holds the rules of authentication: sign-in, sessions, refresh rotation, roles.
+// Resolvers call it; it calls the store.
+type Service struct {
+	db        *store.DB
+	tokens    *Tokens
+	passwords *Passwords
+	cfg       ServiceConfig
+	now       func() time.Time
+	log       *slog.Logger
+}
+
+// ServiceConfig configures a Service.
+type ServiceConfig struct {
+	RefreshTTL    time.Duration    // absolute lifetime of a session
+	ReuseInterval time.Duration    // grace window in which a retired refresh token still works
+	SignupEnabled bool             // whether Register works
+	Now           func() time.Time // nil means time.Now
+	Logger        *slog.Logger     // nil means slog.Default()
+}
+
+// NewService returns a Service.
+func NewService(db *store.DB, tokens *Tokens, passwords *Passwords, cfg ServiceConfig) *Service {
+	s := &Service{db: db, tokens: tokens, passwords: passwords, cfg: cfg, now: cfg.Now, log: cfg.Logger}
+	if s.now == nil {
+		s.now = time.Now
+	}
+	if s.log == nil {
+		s.log = slog.Default()
+	}
+	return s
+}
+
+// errInternal is what a client sees of any unexpected failure; the cause is logged, not shown.
+var errInternal = &model.Error{Code: model.ErrorCodeInternalServerError, Message: "internal server error"}
+
+// internal logs err with its operation and returns the opaque error clients see.
+func (s *Service) internal(ctx context.Context, op string, err error) error {
+	s.log.ErrorContext(ctx, "internal error", "op", op, "err", err)
+	return errInternal
+}
+
+// Register creates a USER account and signs it in, in one transaction.
+func (s *Service) Register(ctx context.Context, username, password string, email *string) (*model.AuthPayload, error) {
+	if !s.cfg.SignupEnabled {
+		return nil, &model.Error{Code: model.ErrorCodeForbidden, Message: "sign-up is disabled on this server"}
+	}
+	u, err := s.newUser(username, password, email, model.RoleUser)
+	if err != nil {
+		return nil, err
+	}
+	var payload *model.AuthPayload
+	err = s.db.Transact(ctx, func(tx *store.DB) error {
+		if err := tx.CreateUser(ctx, u); err != nil {
+			return err
+		}
+		payload, err = s.startSession(ctx, tx, u)
+		return err
+	})
+	return payload, s.check(ctx, "Register", err)
+}
+
+// CreateUser creates an account with any role (for admins).
+func (s *Service) CreateUser(ctx context.Context, username, password string, email *string, role model.Role) (*model.User, error) {
+	u, err := s.newUser(username, password, email, role)
+	if err != nil {
+		return nil, err
+	}
+	return u, s.check(ctx, "CreateUser", s.db.CreateUser(ctx, u))
+}
+
+// newUser validates the input of a new account and hashes its password.
+func (s *Service) newUser(username, password string, email *string, role model.Role) (*model.User, error) {
+	if err := ValidateUsername(username); err != nil {
+		return nil, err
+	}
+	pw := NormalizePassword(password)
+	if err := ValidatePassword("password", pw); err != nil {
+		return nil, err
+	}
+	email, err := NormalizeEmail(email)
+	if err != nil {
+		return nil, err
+	}
+	hash, err := s.passwords.Hash(pw)
+	if err != nil {
+		return nil, err
+	}
+	return &model.User{
+		ID: uuid.Must(uuid.NewV7()).String(), Username: username, Email: email, Role: role,
+		PasswordHash: hash, CreatedAt: s.now().UTC(),
+	}, nil
+}
+
+// Login checks a username and password and starts a session. Unknown usernames, malformed
+// usernames and wrong passwords fail alike and take about as long. A hash made at another bcrypt
+// cost is replaced by one at the configured cost.
+func (s *Service) Login(ctx context.Context, username, password string) (*model.AuthPayload, error) {
+	pw := NormalizePassword(password)
+	u, err := s.db.UserByUsername(ctx, username)
+	if err != nil && !errors.Is(err, store.ErrNotFound) {
+		return nil, s.internal(ctx, "Login", err)
+	}
+	if err != nil {
+		u = &model.User{}
+	}
+	if !s.passwords.Match(u.PasswordHash, pw) {
+		return nil, model.Unauthenticated(model.AuthErrorReasonInvalidCredentials)
+	}
+	if u.Disabled {
+		return nil, model.Forbidden(model.AuthErrorReasonAccountDisabled)
+	}
+	if s.passwords.NeedsRehash(u.PasswordHash) {
+		if hash, err := s.passwords.Hash(pw); err == nil {
+			if err := s.db.SetPasswordHash(ctx, u.ID, hash); err != nil {
+				s.log.WarnContext(ctx, "rehash failed", "err", err)
+			}
+		}
+	}
+	payload, err := s.startSession(ctx, s.db, u)
+	return payload, s.check(ctx, "Login", err)
+}
+
+// startSession creates a session for u and returns its first token pair.
+func (s *Service) startSession(ctx context.Context, db *store.DB, u *model.User) (*model.AuthPayload, error) {
+	now := s.now().UTC()
+	refresh := NewRefreshToken()
+	sess := &model.Session{
+		ID: uuid.Must(uuid.NewV7()).String(), UserID: u.ID, RefreshHash: HashRefreshToken(refresh),
+		CreatedAt: now, LastUsedAt: now, ExpiresAt: now.Add(s.cfg.RefreshTTL),
+	}
+	if ua := UserAgent(ctx); ua != "" {
+		sess.UserAgent = &ua
+	}
+	if err := db.CreateSession(ctx, sess); err != nil {
+		return nil, err
+	}
+	return s.payload(u, sess.ID, refresh)
+}
+
+func (s *Service) payload(u *model.User, sessionID, refresh string) (*model.AuthPayload, error) {
+	access, err := s.tokens.Issue(u, sessionID)
+	if err != nil {
+		return nil, err
+	}
+	return &model.AuthPayload{
+		AccessToken: access, TokenType: "Bearer", ExpiresIn: int(s.tokens.TTL().Seconds()),
+		RefreshToken: refresh, User: u,
+	}, nil
+}
+
+// Refresh exchanges a refresh token for a new pair in one transaction that holds the session's
+// row lock, so concurrent exchanges of one token take turns:
+//   - the current token is retired and its successor becomes current;
+//   - the token retired last, presented again within the reuse interval, gets the same successor
+//     again (a retried request, or two tabs refreshing at once, stay on one chain);
+//   - presented after the interval, it is a replay: the whole session is revoked.
+//
+// A session's lifetime is absolute: refreshing never moves expiresAt.
+func (s *Service) Refresh(ctx context.Context, token string) (*model.AuthPayload, error) {
+	if token == "" {
+		return nil, model.Unauthenticated(model.AuthErrorReasonInvalidRefreshToken)
+	}
+	presented := HashRefreshToken(token)
+	successor := s.tokens.Successor(token)
+	successorHash := HashRefreshToken(successor)
+	now := s.now().UTC()
+
+	var (
+		sess    *model.Session
+		user    *model.User
+		outcome error // a refusal that must not roll back what the transaction wrote
+	)
+	err := s.db.Transact(ctx, func(tx *store.DB) error {
+		var err error
+		sess, user, err = tx.SessionByRefreshHash(ctx, presented)
+		switch {
+		case errors.Is(err, store.ErrNotFound):
+			outcome = model.Unauthenticated(model.AuthErrorReasonInvalidRefreshToken)
+			return nil
+		case err != nil:
+			return err
+		case user.Disabled:
+			outcome = model.Forbidden(model.AuthErrorReasonAccountDisabled)
+			return nil
+		case !sess.Live(now):
+			outcome = model.Unauthenticated(model.AuthErrorReasonInvalidRefreshToken)
+			return nil
+		case equalTokens(sess.RefreshHash, presented):
+			return tx.RotateRefreshToken(ctx, sess, successorHash, now)
+		case equalTokens(sess.RefreshHash, successorHash) && sess.RotatedAt != nil &&
+			now.Sub(*sess.RotatedAt) <= s.cfg.ReuseInterval:
+			return nil // a retry within the grace window: same successor, nothing to write
+		default:
+			s.log.WarnContext(ctx, "refresh token reused; session revoked", "session", sess.ID, "user", user.ID)
+			outcome = model.Unauthenticated(model.AuthErrorReasonRefreshTokenReused)
+			_, err := tx.RevokeSessions(ctx, user.ID, sess.ID, store.RevokeOne, now)
+			return err
+		}
+	})
+	if err != nil {
+		return nil, s.internal(ctx, "Refresh", err)
+	}
+	if outcome != nil {
+		return nil, outcome
+	}
+	payload, err := s.payload(user, sess.ID, successor)
+	return payload, s.check(ctx, "Refresh", err)
+}
+
+// Authenticate returns the caller of the request in ctx: a verified access token whose session is
+// live and whose user is enabled. The session and user are loaded with one query, once per request.
+func (s *Service) Authenticate(ctx context.Context) (*Principal, error) {
+	ra := fromContext(ctx)
+	if ra == nil {
+		return nil, model.Unauthenticated(model.AuthErrorReasonMissingToken)
+	}
+	if ra.reason != "" {
+		return nil, model.Unauthenticated(ra.reason)
+	}
+	ra.once.Do(func() { ra.principal, ra.err = s.loadPrincipal(ctx, ra.claims) })
+	return ra.principal, ra.err
+}
+
+func (s *Service) loadPrincipal(ctx context.Context, claims *Claims) (*Principal, error) {
+	sess, user, err := s.db.Principal(ctx, claims.SessionID, claims.Subject)
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		return nil, model.Unauthenticated(model.AuthErrorReasonSessionRevoked)
+	case err != nil:
+		return nil, s.internal(ctx, "Authenticate", err)
+	case user.Disabled:
+		return nil, model.Forbidden(model.AuthErrorReasonAccountDisabled)
+	case !sess.Live(s.now()):
+		return nil, model.Unauthenticated(model.AuthErrorReasonSessionRevoked)
+	}
+	sess.Current = true
+	return &Principal{User: user, Session: sess}, nil
+}
+
+// Authorize authenticates the caller and checks that their role, as stored now, is at least required.
+func (s *Service) Authorize(ctx context.Context, required model.Role) (*Principal, error) {
+	p, err := s.Authenticate(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if !p.User.Role.Satisfies(required) {
+		return nil, model.InsufficientRole(required)
+	}
+	return p, nil
+}
+
+// Logout revokes the caller's sessions that scope names.
+func (s *Service) Logout(ctx context.Context, scope model.LogoutScope) (bool, error) {
+	p, err := s.Authenticate(ctx)
+	if err != nil {
+		return false, err
+	}
+	revoke := map[model.LogoutScope]store.RevokeScope{
+		model.LogoutScopeCurrent: store.RevokeOne,
+		model.LogoutScopeOthers:  store.RevokeOthers,
+		model.LogoutScopeAll:     store.RevokeAll,
+	}[scope]
+	_, err = s.db.RevokeSessions(ctx, p.User.ID, p.Session.ID, revoke, s.now().UTC())
+	return err == nil, s.check(ctx, "Logout", err)
+}
+
+// Sessions lists the caller's live sessions, newest first.
+func (s *Service) Sessions(ctx context.Context) ([]*model.Session, error) {
+	p, err := s.Authenticate(ctx)
+	if err != nil {
+		return nil, err
+	}
+	sessions, err := s.db.LiveSessions(ctx, p.User.ID, s.now().UTC())
+	for _, sess := range sessions {
+		sess.Current = sess.ID == p.Session.ID
+	}
+	return sessions, s.check(ctx, "Sessions", err)
+}
+
+// ChangePassword replaces the caller's password after checking the current one, and revokes every
+// other session of the caller in the same transaction. A wrong current password is BAD_USER_INPUT
+// on currentPassword rather than UNAUTHENTICATED, so that clients do not mistake it for a dead
+// session and sign the user out.
+func (s *Service) ChangePassword(ctx context.Context, current, next string) (bool, error) {
+	p, err := s.Authenticate(ctx)
+	if err != nil {
+		return false, err
+	}
+	nextPw := NormalizePassword(next)
+	if err := ValidatePassword("newPassword", nextPw); err != nil {
+		return false, err
+	}
+	if !s.passwords.Match(p.User.PasswordHash, NormalizePassword(current)) {
+		return false, model.BadInput("currentPassword", "current password is incorrect")
+	}
+	hash, err := s.passwords.Hash(nextPw)
+	if err != nil {
+		return false, s.internal(ctx, "ChangePassword", err)
+	}
+	err = s.db.Transact(ctx, func(tx *store.DB) error {
+		if err := tx.SetPasswordHash(ctx, p.User.ID, hash); err != nil {
+			return err
+		}
+		_, err := tx.RevokeSessions(ctx, p.User.ID, p.Session.ID, store.RevokeOthers, s.now().UTC())
+		return err
+	})
+	return err == nil, s.check(ctx, "ChangePassword", err)
+}
+
+// ListUsers returns a page of users, oldest first. limit is capped at MaxPageSize.
+func (s *Service) ListUsers(ctx context.Context, limit, offset int) ([]*model.User, error) {
+	switch {
+	case limit < 0:
+		return nil, model.BadInput("limit", "limit must not be negative")
+	case offset < 0:
+		return nil, model.BadInput("offset", "offset must not be negative")
+	}
+	users, err := s.db.ListUsers(ctx, min(limit, MaxPageSize), offset)
+	return users, s.check(ctx, "ListUsers", err)
+}
+
+// MaxPageSize caps the limit of ListUsers.
+const MaxPageSize = 100
+
+// SetUserRole changes a user's role; it applies from the user's next request.
+func (s *Service) SetUserRole(ctx context.Context, id string, role model.Role) (*model.User, error) {
+	if err := validateID(id); err != nil {
+		return nil, err
+	}
+	u, err := s.db.SetUserRole(ctx, id, role)
+	return u, s.check(ctx, "SetUserRole", err)
+}
+
+// SetUserDisabled disables a user and revokes all their sessions, or enables them again (their old
+// sessions stay revoked).
+func (s *Service) SetUserDisabled(ctx context.Context, id string, disabled bool) (*model.User, error) {
+	if err := validateID(id); err != nil {
+		return nil, err
+	}
+	u, err := s.db.SetUserDisabled(ctx, id, disabled, s.now().UTC())
+	return u, s.check(ctx, "SetUserDisabled", err)
+}
+
+// EnsureAdmin creates an ADMIN with these credentials unless the username exists already (an
+// existing user is left untouched). It reports whether it created one.
+func (s *Service) EnsureAdmin(ctx context.Context, username, password string) (bool, error) {
+	if _, err := s.db.UserByUsername(ctx, username); err == nil {
+		return false, nil
+	} else if !errors.Is(err, store.ErrNotFound) {
+		return false, err
+	}
+	u, err := s.newUser(username, password, nil, model.RoleAdmin)
+	if err != nil {
+		return false, err
+	}
+	err = s.db.CreateUser(ctx, u)
+	var merr *model.Error
+	if errors.As(err, &merr) && merr.Field == "username" {
+		return false, nil // another instance created it first
+	}
+	return err == nil, err
+}
+
+// SweepSessions deletes sessions that have expired, and revoked sessions a day after revocation,
+// in bounded batches. It returns how many it deleted.
+func (s *Service) SweepSessions(ctx context.Context) (int, error) {
+	now := s.now().UTC()
+	total := 0
+	for {
+		n, err := s.db.DeleteDeadSessions(ctx, now, now.Add(-RevokedSessionRetention), 1000)
+		total += n
+		if err != nil || n < 1000 {
+			return total, err
+		}
+	}
+}
+
+// RevokedSessionRetention is how long a revoked session is kept before the sweep deletes it.
+const RevokedSessionRetention = 24 * time.Hour
+
+func validateID(id string) error {
+	if _, err := uuid.Parse(id); err != nil {
+		return model.BadInput("id", "id is malformed")
+	}
+	return nil
+}
+
+// check passes *model.Error through, maps store.ErrNotFound to NOT_FOUND, and turns anything else
+// into an opaque internal error after logging it.
+func (s *Service) check(ctx context.Context, op string, err error) error {
+	var merr *model.Error
+	switch {
+	case err == nil:
+		return nil
+	case errors.As(err, &merr):
+		return merr
+	case errors.Is(err, store.ErrNotFound):
+		return model.NotFound("no user with this id")
+	default:
+		return s.internal(ctx, op, err)
+	}
+}

@@ -1,0 +1,158 @@
+package auth
+
+import (
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
+	"errors"
+	"strings"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+	"github.com/google/uuid"
+
+	"gqlauth/model"
+)
+
+// AccessTokenType is the JWT "typ" header of access tokens (RFC 9068), which sets them apart from
+// any other JWT signed with the same key.
+const AccessTokenType = "at+jwt"
+
+// Claims are the claims of an access token.
+type Claims struct {
+	jwt.RegisteredClaims
+	SessionID string     `json:"sid"`
+	Role      model.Role `json:"role"`
+}
+
+// Tokens issues and verifies access tokens, and makes and hashes refresh tokens.
+type Tokens struct {
+	key           []byte
+	successorKey  []byte
+	issuer        string
+	audience      string
+	ttl           time.Duration
+	now           func() time.Time
+	parser        *jwt.Parser
+	signingMethod jwt.SigningMethod
+}
+
+// TokenConfig configures Tokens.
+type TokenConfig struct {
+	Secret   []byte // HS256 key, at least 32 bytes
+	Issuer   string
+	Audience string
+	TTL      time.Duration
+	Now      func() time.Time // nil means time.Now
+}
+
+// leeway is the clock skew tolerated between instances on exp, nbf and iat.
+const leeway = 5 * time.Second
+
+// NewTokens returns Tokens for cfg.
+func NewTokens(cfg TokenConfig) (*Tokens, error) {
+	if len(cfg.Secret) < 32 {
+		return nil, errors.New("JWT secret must be at least 32 bytes")
+	}
+	now := cfg.Now
+	if now == nil {
+		now = time.Now
+	}
+	t := &Tokens{
+		key:           cfg.Secret,
+		successorKey:  mac(cfg.Secret, "gqlauth refresh-token successor"),
+		issuer:        cfg.Issuer,
+		audience:      cfg.Audience,
+		ttl:           cfg.TTL,
+		now:           now,
+		signingMethod: jwt.SigningMethodHS256,
+	}
+	t.parser = jwt.NewParser(
+		jwt.WithValidMethods([]string{t.signingMethod.Alg()}),
+		jwt.WithExpirationRequired(),
+		jwt.WithIssuer(cfg.Issuer),
+		jwt.WithAudience(cfg.Audience),
+		jwt.WithLeeway(leeway),
+		jwt.WithTimeFunc(now),
+	)
+	return t, nil
+}
+
+// TTL is the lifetime of access tokens.
+func (t *Tokens) TTL() time.Duration { return t.ttl }
+
+// Issue signs an access token for user in session sessionID.
+func (t *Tokens) Issue(user *model.User, sessionID string) (string, error) {
+	now := t.now()
+	claims := Claims{
+		RegisteredClaims: jwt.RegisteredClaims{
+			Issuer:    t.issuer,
+			Subject:   user.ID,
+			Audience:  jwt.ClaimStrings{t.audience},
+			IssuedAt:  jwt.NewNumericDate(now),
+			ExpiresAt: jwt.NewNumericDate(now.Add(t.ttl)),
+			ID:        uuid.NewString(),
+		},
+		SessionID: sessionID,
+		Role:      user.Role,
+	}
+	tok := jwt.NewWithClaims(t.signingMethod, claims)
+	tok.Header["typ"] = AccessTokenType
+	return tok.SignedString(t.key)
+}
+
+// Verify checks an access token and returns its claims, or the reason it is unusable
+// (INVALID_TOKEN or TOKEN_EXPIRED). The algorithm is pinned, and typ, exp, iss, aud, sub and sid
+// are required.
+func (t *Tokens) Verify(token string) (*Claims, model.AuthErrorReason) {
+	claims := new(Claims)
+	_, err := t.parser.ParseWithClaims(token, claims, t.keyFor)
+	switch {
+	case errors.Is(err, jwt.ErrTokenExpired) && !errors.Is(err, jwt.ErrTokenSignatureInvalid):
+		return nil, model.AuthErrorReasonTokenExpired
+	case err != nil, claims.Subject == "", claims.SessionID == "":
+		return nil, model.AuthErrorReasonInvalidToken
+	}
+	return claims, ""
+}
+
+func (t *Tokens) keyFor(tok *jwt.Token) (any, error) {
+	if typ, _ := tok.Header["typ"].(string); !strings.EqualFold(typ, AccessTokenType) {
+		return nil, errors.New("not an access token")
+	}
+	return t.key, nil
+}
+
+// NewRefreshToken returns a fresh opaque refresh token: 256 random bits, base64url.
+func NewRefreshToken() string { return randomToken(32) }
+
+// Successor is the refresh token that replaces token when it is exchanged. It is derived, not
+// random, so that a retry of the same exchange within the reuse interval gets the same successor
+// without any token being stored in plaintext; without the server key it cannot be predicted.
+func (t *Tokens) Successor(token string) string {
+	return base64.RawURLEncoding.EncodeToString(mac(t.successorKey, token))
+}
+
+// HashRefreshToken is the form in which a refresh token is stored. A plain SHA-256 suffices (no
+// salt or stretching): the token has 256 random bits, so there is nothing to guess.
+func HashRefreshToken(token string) string {
+	sum := sha256.Sum256([]byte(token))
+	return hex.EncodeToString(sum[:])
+}
+
+func mac(key []byte, msg string) []byte {
+	m := hmac.New(sha256.New, key)
+	m.Write([]byte(msg))
+	return m.Sum(nil)
+}
+
+func randomToken(n int) string {
+	b := make([]byte, n)
+	rand.Read(b) // never fails (crypto/rand panics instead)
+	return base64.RawURLEncoding.EncodeToString(b)
+}
+
+// NewSecret returns a random HS256 key for the embedded database, base64url-encoded.
+func NewSecret() string { return randomToken(32) }

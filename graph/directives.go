@@ -1,0 +1,59 @@
+package graph
+
+import (
+	"context"
+	"fmt"
+	"strings"
+
+	"github.com/99designs/gqlgen/graphql"
+	"github.com/vektah/gqlparser/v2/ast"
+
+	"gqlauth/auth"
+	"gqlauth/model"
+)
+
+// directives implements @auth and @public.
+func directives(svc *auth.Service) DirectiveRoot {
+	return DirectiveRoot{
+		// The check is memoized per request by the auth service, so a request pays one database
+		// query however many guarded fields it resolves.
+		Auth: func(ctx context.Context, _ any, next graphql.Resolver, role model.Role) (any, error) {
+			if _, err := svc.Authorize(ctx, role); err != nil {
+				return nil, err
+			}
+			return next(ctx)
+		},
+		Public: func(ctx context.Context, _ any, next graphql.Resolver) (any, error) {
+			return next(ctx)
+		},
+	}
+}
+
+// CheckGuards enforces "secure by default": every field of the root operation types carries
+// exactly one of @auth or @public, so that a new root field can never be open by accident.
+func CheckGuards(schema *ast.Schema) error {
+	var bad []string
+	for _, root := range []*ast.Definition{schema.Query, schema.Mutation, schema.Subscription} {
+		if root == nil {
+			continue
+		}
+		for _, f := range root.Fields {
+			if strings.HasPrefix(f.Name, "__") {
+				continue // introspection
+			}
+			n := 0
+			for _, d := range f.Directives {
+				if d.Name == "auth" || d.Name == "public" {
+					n++
+				}
+			}
+			if n != 1 {
+				bad = append(bad, root.Name+"."+f.Name)
+			}
+		}
+	}
+	if len(bad) > 0 {
+		return fmt.Errorf("schema: these root fields need exactly one of @auth or @public: %s", strings.Join(bad, ", "))
+	}
+	return nil
+}

@@ -1,0 +1,269 @@
+package graph_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/uptrace/bun"
+
+	"gqlauth/auth"
+	"gqlauth/graph"
+	"gqlauth/store"
+	"gqlauth/store/storetest"
+)
+
+// testSecret signs the access tokens of every test server.
+var testSecret = []byte("test-secret-of-at-least-32-bytes!!")
+
+// clock is a settable time source shared by a server's token issuer and auth service.
+type clock struct {
+	mu  sync.Mutex
+	now time.Time
+}
+
+func (c *clock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.now
+}
+
+func (c *clock) Advance(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.now = c.now.Add(d)
+}
+
+// server is gqlauth's GraphQL endpoint over real HTTP on a fresh database.
+type server struct {
+	URL     string
+	DB      *store.DB
+	Clock   *clock
+	Queries *queryCounter
+}
+
+type serverOptions struct {
+	cost          int
+	reuseInterval time.Duration
+	refreshTTL    time.Duration
+	signup        bool
+}
+
+type option func(*serverOptions)
+
+func withBcryptCost(c int) option              { return func(o *serverOptions) { o.cost = c } }
+func withSignupDisabled() option               { return func(o *serverOptions) { o.signup = false } }
+func withReuseInterval(d time.Duration) option { return func(o *serverOptions) { o.reuseInterval = d } }
+func withRefreshTTL(d time.Duration) option    { return func(o *serverOptions) { o.refreshTTL = d } }
+
+// newServer starts a server on a fresh database of kind.
+func newServer(t *testing.T, kind storetest.Kind, opts ...option) *server {
+	t.Helper()
+	return newServerOn(t, storetest.Open(t, kind), &clock{now: time.Now().UTC()}, opts...)
+}
+
+// newServerOn starts a server on db, as one more instance in front of the same database.
+func newServerOn(t *testing.T, db *store.DB, clk *clock, opts ...option) *server {
+	t.Helper()
+	o := serverOptions{cost: 4, reuseInterval: 10 * time.Second, refreshTTL: 720 * time.Hour, signup: true}
+	for _, opt := range opts {
+		opt(&o)
+	}
+	tokens, err := auth.NewTokens(auth.TokenConfig{Secret: testSecret, Issuer: "gqlauth", Audience: "gqlauth", TTL: 15 * time.Minute, Now: clk.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	passwords, err := auth.NewPasswords(o.cost)
+	if err != nil {
+		t.Fatal(err)
+	}
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	svc := auth.NewService(db, tokens, passwords, auth.ServiceConfig{
+		RefreshTTL: o.refreshTTL, ReuseInterval: o.reuseInterval, SignupEnabled: o.signup, Now: clk.Now, Logger: log,
+	})
+	h, err := graph.NewHandler(svc, tokens, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts := httptest.NewServer(h)
+	t.Cleanup(ts.Close)
+	counter := &queryCounter{}
+	db.AddQueryHook(counter)
+	return &server{URL: ts.URL, DB: db, Clock: clk, Queries: counter}
+}
+
+// queryCounter counts the queries a database runs.
+type queryCounter struct{ n atomic.Int64 }
+
+func (c *queryCounter) BeforeQuery(ctx context.Context, _ *bun.QueryEvent) context.Context {
+	return ctx
+}
+func (c *queryCounter) AfterQuery(context.Context, *bun.QueryEvent) { c.n.Add(1) }
+
+// response is a GraphQL response as a client sees it.
+type response struct {
+	Data   map[string]json.RawMessage `json:"data"`
+	Errors []gqlError                 `json:"errors"`
+	Header http.Header                `json:"-"`
+	Status int                        `json:"-"`
+}
+
+type gqlError struct {
+	Message    string `json:"message"`
+	Path       []any  `json:"path"`
+	Extensions struct {
+		Code         string `json:"code"`
+		Reason       string `json:"reason"`
+		Field        string `json:"field"`
+		RequiredRole string `json:"requiredRole"`
+		RetryAfter   int    `json:"retryAfter"`
+	} `json:"extensions"`
+}
+
+// call is one GraphQL request. token, if not empty, goes in the Authorization header as Bearer.
+type call struct {
+	Query     string
+	Variables map[string]any
+	Token     string
+	Header    http.Header
+}
+
+// do sends c to the server and decodes the response.
+func (s *server) do(t testing.TB, c call) response {
+	t.Helper()
+	body, _ := json.Marshal(map[string]any{"query": c.Query, "variables": c.Variables})
+	req, err := http.NewRequest(http.MethodPost, s.URL, bytes.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	for k, v := range c.Header {
+		req.Header[k] = v
+	}
+	if c.Token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.Token)
+	}
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	var r response
+	raw, _ := io.ReadAll(res.Body)
+	if err := json.Unmarshal(raw, &r); err != nil {
+		t.Fatalf("response is not JSON (%d): %s", res.StatusCode, raw)
+	}
+	r.Header, r.Status = res.Header, res.StatusCode
+	return r
+}
+
+// query sends a query with a token and fails the test on any error.
+func (s *server) query(t testing.TB, token, query string, vars map[string]any) response {
+	t.Helper()
+	r := s.do(t, call{Query: query, Variables: vars, Token: token})
+	if len(r.Errors) > 0 {
+		t.Fatalf("%s: unexpected errors: %+v", query, r.Errors)
+	}
+	return r
+}
+
+// field decodes one top-level field of the data into v.
+func (r response) field(t testing.TB, name string, v any) {
+	t.Helper()
+	raw, ok := r.Data[name]
+	if !ok {
+		t.Fatalf("no data.%s in response: errors %+v", name, r.Errors)
+	}
+	if err := json.Unmarshal(raw, v); err != nil {
+		t.Fatalf("data.%s: %v", name, err)
+	}
+}
+
+// wantError fails the test unless the response has exactly one error, with this code and reason.
+func (r response) wantError(t testing.TB, code, reason string) gqlError {
+	t.Helper()
+	if len(r.Errors) != 1 {
+		t.Fatalf("want one %s/%s error, got %+v (data %s)", code, reason, r.Errors, r.Data)
+	}
+	e := r.Errors[0]
+	if e.Extensions.Code != code || e.Extensions.Reason != reason {
+		t.Fatalf("error: got %s/%s (%q), want %s/%s", e.Extensions.Code, e.Extensions.Reason, e.Message, code, reason)
+	}
+	return e
+}
+
+type user struct {
+	ID        string  `json:"id"`
+	Username  string  `json:"username"`
+	Email     *string `json:"email"`
+	Role      string  `json:"role"`
+	Disabled  bool    `json:"disabled"`
+	CreatedAt string  `json:"createdAt"`
+}
+
+type tokens struct {
+	AccessToken  string `json:"accessToken"`
+	TokenType    string `json:"tokenType"`
+	ExpiresIn    int    `json:"expiresIn"`
+	RefreshToken string `json:"refreshToken"`
+	User         user   `json:"user"`
+}
+
+const payloadFields = `accessToken tokenType expiresIn refreshToken user { id username email role disabled createdAt }`
+
+// register creates a user through the API and returns its first tokens.
+func (s *server) register(t testing.TB, username, password string) tokens {
+	t.Helper()
+	var p tokens
+	s.query(t, "", `mutation($u: String!, $p: String!) { register(username: $u, password: $p) { `+payloadFields+` } }`,
+		map[string]any{"u": username, "p": password}).field(t, "register", &p)
+	return p
+}
+
+// login signs in through the API, starting a new session.
+func (s *server) login(t testing.TB, username, password string) tokens {
+	t.Helper()
+	var p tokens
+	s.query(t, "", `mutation($u: String!, $p: String!) { login(username: $u, password: $p) { `+payloadFields+` } }`,
+		map[string]any{"u": username, "p": password}).field(t, "login", &p)
+	return p
+}
+
+// refresh exchanges a refresh token and returns the raw response.
+func (s *server) refresh(t testing.TB, refreshToken string) response {
+	t.Helper()
+	return s.do(t, call{
+		Query:     `mutation($r: String) { refresh(refreshToken: $r) { ` + payloadFields + ` } }`,
+		Variables: map[string]any{"r": refreshToken},
+	})
+}
+
+// me calls the guarded me query with token and returns the raw response.
+func (s *server) me(t testing.TB, token string) response {
+	t.Helper()
+	return s.do(t, call{Query: `{ me { id username role } }`, Token: token})
+}
+
+// signedInUser registers a user with a fresh name and returns the name and tokens.
+func (s *server) signedInUser(t testing.TB, username string) tokens {
+	t.Helper()
+	return s.register(t, username, "correct horse battery")
+}
+
+// signedInAdmin creates an admin directly through the service's bootstrap path and signs it in.
+func (s *server) signedInAdmin(t testing.TB) tokens {
+	t.Helper()
+	p := s.register(t, "root", "correct horse battery")
+	if _, err := s.DB.SetUserRole(context.Background(), p.User.ID, "ADMIN"); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}

@@ -1,0 +1,52 @@
+// Package model holds the domain types shared by the GraphQL schema (gqlgen autobinds to them)
+// and the database (Bun maps them by their tags). Enums and GraphQL-only types are generated into
+// models_gen.go from schema.graphqls.
+package model
+
+import "time"
+
+// User is an account. Bun maps it to the users table.
+type User struct {
+	ID           string    `bun:"id,pk"`
+	Username     string    `bun:"username"`
+	Email        *string   `bun:"email"`
+	Role         Role      `bun:"role"`
+	Disabled     bool      `bun:"disabled"`
+	PasswordHash string    `bun:"password_hash"`
+	CreatedAt    time.Time `bun:"created_at"`
+}
+
+// Session is one sign-in: it lives from login until it expires or is revoked, across any number of
+// refreshes. Only hashes of refresh tokens are kept.
+type Session struct {
+	ID     string `bun:"id,pk"`
+	UserID string `bun:"user_id"`
+	// RefreshHash is the hash of the one refresh token that may be exchanged now.
+	RefreshHash string `bun:"refresh_hash"`
+	// PreviousHash and RotatedAt remember the token retired by the last refresh, so that a retry
+	// within the reuse interval can be told apart from a replay.
+	PreviousHash *string    `bun:"previous_hash"`
+	RotatedAt    *time.Time `bun:"rotated_at"`
+	CreatedAt    time.Time  `bun:"created_at"`
+	LastUsedAt   time.Time  `bun:"last_used_at"`
+	ExpiresAt    time.Time  `bun:"expires_at"`
+	RevokedAt    *time.Time `bun:"revoked_at"`
+	UserAgent    *string    `bun:"user_agent"`
+	ClientID     *string    `bun:"client_id"`
+
+	// Current is true for the session of the request that loaded it; it is not stored.
+	Current bool `bun:"-"`
+}
+
+// Live reports whether the session can still be used at now.
+func (s *Session) Live(now time.Time) bool {
+	return s.RevokedAt == nil && now.Before(s.ExpiresAt)
+}
+
+// rank orders roles from lowest to highest.
+var rank = map[Role]int{RoleUser: 1, RoleAdmin: 2}
+
+// Satisfies reports whether a holder of r passes a check that requires required.
+func (r Role) Satisfies(required Role) bool {
+	return rank[r] >= rank[required] && rank[r] > 0
+}

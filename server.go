@@ -1,0 +1,234 @@
+// Command gqlauth serves the GraphQL auth API: configuration, wiring and listening, nothing else.
+package main
+
+import (
+	"context"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/99designs/gqlgen/graphql/playground"
+
+	"gqlauth/auth"
+	"gqlauth/graph"
+	"gqlauth/store"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, os.Getenv, os.Stdout, nil); err != nil {
+		fmt.Fprintln(os.Stderr, "gqlauth:", err)
+		os.Exit(1)
+	}
+}
+
+// Config is the whole configuration, read from the environment by LoadConfig.
+type Config struct {
+	Port           int
+	DatabaseURL    string // empty: embedded SQLite at SQLitePath
+	SQLitePath     string
+	JWTSecret      []byte // empty: generated and kept in the embedded database
+	JWTIssuer      string
+	JWTAudience    string
+	AccessTTL      time.Duration
+	RefreshTTL     time.Duration
+	ReuseInterval  time.Duration
+	BcryptCost     int
+	SignupEnabled  bool
+	AdminUsername  string
+	AdminPassword  string
+	ShutdownTimout time.Duration
+}
+
+// LoadConfig reads and validates the configuration. Its error is one line naming the variable.
+func LoadConfig(getenv func(string) string) (Config, error) {
+	get := func(name, def string) string {
+		if v := strings.TrimSpace(getenv(name)); v != "" {
+			return v
+		}
+		return def
+	}
+	var errs []error
+	duration := func(name, def string) time.Duration {
+		d, err := time.ParseDuration(get(name, def))
+		if err != nil || d <= 0 {
+			errs = append(errs, fmt.Errorf("%s: %q is not a positive Go duration such as 15m or 720h", name, get(name, def)))
+		}
+		return d
+	}
+	integer := func(name, def string, lo, hi int) int {
+		n, err := strconv.Atoi(get(name, def))
+		if err != nil || n < lo || n > hi {
+			errs = append(errs, fmt.Errorf("%s: %q must be a whole number from %d to %d", name, get(name, def), lo, hi))
+		}
+		return n
+	}
+	boolean := func(name, def string) bool {
+		b, err := strconv.ParseBool(get(name, def))
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s: %q must be true or false", name, get(name, def)))
+		}
+		return b
+	}
+
+	cfg := Config{
+		Port:           integer("PORT", "8080", 0, 65535),
+		DatabaseURL:    get("DATABASE_URL", ""),
+		SQLitePath:     "gqlauth.db",
+		JWTSecret:      []byte(getenv("JWT_SECRET")),
+		JWTIssuer:      get("JWT_ISSUER", "gqlauth"),
+		JWTAudience:    get("JWT_AUDIENCE", "gqlauth"),
+		AccessTTL:      duration("ACCESS_TOKEN_TTL", "15m"),
+		RefreshTTL:     duration("REFRESH_TOKEN_TTL", "720h"),
+		ReuseInterval:  duration("REFRESH_REUSE_INTERVAL", "10s"),
+		BcryptCost:     integer("BCRYPT_COST", "10", 10, 14),
+		SignupEnabled:  boolean("SIGNUP_ENABLED", "true"),
+		AdminUsername:  get("ADMIN_USERNAME", ""),
+		AdminPassword:  getenv("ADMIN_PASSWORD"),
+		ShutdownTimout: 10 * time.Second,
+	}
+	switch {
+	case cfg.DatabaseURL != "" && !strings.HasPrefix(cfg.DatabaseURL, "postgres://") && !strings.HasPrefix(cfg.DatabaseURL, "postgresql://"):
+		errs = append(errs, errors.New("DATABASE_URL: must be a postgres:// URL (unset it to use the embedded SQLite database)"))
+	case len(cfg.JWTSecret) > 0 && len(cfg.JWTSecret) < 32:
+		errs = append(errs, fmt.Errorf("JWT_SECRET: must be at least 32 bytes, got %d", len(cfg.JWTSecret)))
+	case len(cfg.JWTSecret) == 0 && cfg.DatabaseURL != "":
+		errs = append(errs, errors.New("JWT_SECRET: required with DATABASE_URL, so that every instance signs with the same key (at least 32 bytes)"))
+	case (cfg.AdminUsername == "") != (cfg.AdminPassword == ""):
+		errs = append(errs, errors.New("ADMIN_USERNAME and ADMIN_PASSWORD: set both or neither"))
+	}
+	if len(errs) > 0 {
+		return cfg, errs[0]
+	}
+	return cfg, nil
+}
+
+// run serves until ctx is done. ready, if not nil, receives the listening address.
+func run(ctx context.Context, getenv func(string) string, stdout io.Writer, ready chan<- string) error {
+	cfg, err := LoadConfig(getenv)
+	if err != nil {
+		return err
+	}
+	log := slog.New(slog.NewTextHandler(stdout, nil))
+
+	var db *store.DB
+	if cfg.DatabaseURL != "" {
+		db, err = store.OpenPostgres(ctx, cfg.DatabaseURL)
+	} else {
+		db, err = store.OpenSQLite(ctx, cfg.SQLitePath)
+	}
+	if err != nil {
+		return fmt.Errorf("DATABASE_URL: %v", err)
+	}
+	defer db.Close()
+	if err := db.Migrate(ctx); err != nil {
+		return fmt.Errorf("database migration failed: %v", err)
+	}
+
+	if len(cfg.JWTSecret) == 0 {
+		secret, err := db.SettingOrInit(ctx, "jwt_secret", auth.NewSecret())
+		if err != nil {
+			return fmt.Errorf("JWT_SECRET: could not keep a generated key in the embedded database: %v", err)
+		}
+		if cfg.JWTSecret, err = base64.RawURLEncoding.DecodeString(secret); err != nil {
+			return fmt.Errorf("JWT_SECRET: the generated key in the embedded database is corrupt")
+		}
+	}
+	tokens, err := auth.NewTokens(auth.TokenConfig{Secret: cfg.JWTSecret, Issuer: cfg.JWTIssuer, Audience: cfg.JWTAudience, TTL: cfg.AccessTTL})
+	if err != nil {
+		return fmt.Errorf("JWT_SECRET: %v", err)
+	}
+	passwords, err := auth.NewPasswords(cfg.BcryptCost)
+	if err != nil {
+		return fmt.Errorf("BCRYPT_COST: %v", err)
+	}
+	svc := auth.NewService(db, tokens, passwords, auth.ServiceConfig{
+		RefreshTTL: cfg.RefreshTTL, ReuseInterval: cfg.ReuseInterval, SignupEnabled: cfg.SignupEnabled, Logger: log,
+	})
+	if cfg.AdminUsername != "" {
+		created, err := svc.EnsureAdmin(ctx, cfg.AdminUsername, cfg.AdminPassword)
+		if err != nil {
+			return fmt.Errorf("ADMIN_USERNAME/ADMIN_PASSWORD: %v", err)
+		}
+		if created {
+			log.Info("created admin user", "username", cfg.AdminUsername)
+		}
+	}
+
+	gql, err := graph.NewHandler(svc, tokens, log)
+	if err != nil {
+		return err
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/query", gql)
+	mux.Handle("GET /{$}", playground.Handler("gqlauth", "/query"))
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok\n") })
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+		defer cancel()
+		if err := db.Ping(ctx); err != nil {
+			http.Error(w, "database unavailable", http.StatusServiceUnavailable)
+			return
+		}
+		io.WriteString(w, "ok\n")
+	})
+
+	ln, err := net.Listen("tcp", net.JoinHostPort("", strconv.Itoa(cfg.Port)))
+	if err != nil {
+		return fmt.Errorf("PORT: %v", err)
+	}
+	srv := &http.Server{
+		Handler:           mux,
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       15 * time.Second,
+		WriteTimeout:      30 * time.Second,
+		IdleTimeout:       120 * time.Second,
+		MaxHeaderBytes:    64 << 10,
+	}
+	go sweepSessions(ctx, svc, log)
+
+	addr := ln.Addr().(*net.TCPAddr)
+	log.Info("listening", "addr", addr.String(), "playground", fmt.Sprintf("http://localhost:%d/", addr.Port))
+	if ready != nil {
+		ready <- addr.String()
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimout)
+	defer cancel()
+	return srv.Shutdown(shutdownCtx)
+}
+
+// sweepSessions deletes dead sessions at start and then every ten minutes.
+func sweepSessions(ctx context.Context, svc *auth.Service, log *slog.Logger) {
+	tick := time.NewTicker(10 * time.Minute)
+	defer tick.Stop()
+	for {
+		if n, err := svc.SweepSessions(ctx); err != nil && ctx.Err() == nil {
+			log.Warn("session sweep failed", "err", err)
+		} else if n > 0 {
+			log.Info("swept dead sessions", "deleted", n)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+	}
+}

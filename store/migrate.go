@@ -1,0 +1,133 @@
+package store
+
+import (
+	"context"
+	"fmt"
+	"strings"
+
+	"github.com/uptrace/bun"
+	"github.com/uptrace/bun/migrate"
+)
+
+// migrations is the schema's history. Never edit an applied migration: append a new one.
+// Each statement is written once for both dialects; %[1]s is the timestamp type.
+var migrations = []struct{ name, comment, sql string }{
+	{"20261122000001", "users_sessions_settings", `
+CREATE TABLE users (
+	id            TEXT PRIMARY KEY,
+	username      TEXT NOT NULL,
+	email         TEXT,
+	role          TEXT NOT NULL,
+	disabled      BOOLEAN NOT NULL DEFAULT FALSE,
+	password_hash TEXT NOT NULL,
+	created_at    %[1]s NOT NULL
+);
+-- Usernames and emails are stored as given and unique ignoring case.
+CREATE UNIQUE INDEX users_username_lower_key ON users (lower(username));
+CREATE UNIQUE INDEX users_email_lower_key ON users (lower(email));
+CREATE TABLE sessions (
+	id            TEXT PRIMARY KEY,
+	user_id       TEXT NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+	refresh_hash  TEXT NOT NULL,
+	previous_hash TEXT,
+	rotated_at    %[1]s,
+	created_at    %[1]s NOT NULL,
+	last_used_at  %[1]s NOT NULL,
+	expires_at    %[1]s NOT NULL,
+	revoked_at    %[1]s,
+	user_agent    TEXT,
+	client_id     TEXT
+);
+CREATE UNIQUE INDEX sessions_refresh_hash_key ON sessions (refresh_hash);
+CREATE INDEX sessions_previous_hash_idx ON sessions (previous_hash);
+CREATE INDEX sessions_user_id_idx ON sessions (user_id);
+CREATE INDEX sessions_expires_at_idx ON sessions (expires_at);
+-- Server-generated secrets (the JWT key of the embedded database).
+CREATE TABLE settings (
+	name  TEXT PRIMARY KEY,
+	value TEXT NOT NULL
+);
+`},
+}
+
+// Migrate applies the migrations that have not been applied yet. It is idempotent, and safe when
+// several instances start at once on one Postgres database: they queue on an advisory lock, and
+// each migration runs in one transaction together with the row that marks it applied. Bun's
+// migrator keeps the bookkeeping table (bun_migrations).
+func (db *DB) Migrate(ctx context.Context) error {
+	if db.pg {
+		conn, err := db.root.Conn(ctx)
+		if err != nil {
+			return wrap(err, "Migrate")
+		}
+		defer conn.Close()
+		// Keyed by schema, so that databases in different schemas (tests) do not wait on each other.
+		const key = "hashtext('gqlauth.migrate.' || current_schema())"
+		if _, err := conn.ExecContext(ctx, "SELECT pg_advisory_lock("+key+")"); err != nil {
+			return wrap(err, "Migrate: lock")
+		}
+		defer conn.ExecContext(context.WithoutCancel(ctx), "SELECT pg_advisory_unlock("+key+")")
+	}
+
+	timeType := "TIMESTAMP"
+	if db.pg {
+		timeType = "TIMESTAMPTZ"
+	}
+	ms := migrate.NewMigrations()
+	for _, m := range migrations {
+		ms.Add(migrate.Migration{Name: m.name, Comment: m.comment})
+	}
+	migrator := migrate.NewMigrator(db.root, ms)
+	if err := migrator.Init(ctx); err != nil {
+		return wrap(err, "Migrate: init")
+	}
+	all, err := migrator.MigrationsWithStatus(ctx)
+	if err != nil {
+		return wrap(err, "Migrate: status")
+	}
+	pending := all.Unapplied()
+	for i := range pending {
+		m := &pending[i]
+		m.GroupID = 1
+		err := db.root.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
+			for _, stmt := range statements(fmt.Sprintf(migrationSQL(m.Name), timeType)) {
+				if _, err := tx.ExecContext(ctx, stmt); err != nil {
+					return fmt.Errorf("%s: %w", m.Name, err)
+				}
+			}
+			_, err := tx.NewInsert().Model(m).ModelTableExpr("bun_migrations").Exec(ctx)
+			return err
+		})
+		if err != nil {
+			return wrap(err, "Migrate")
+		}
+	}
+	return nil
+}
+
+func migrationSQL(name string) string {
+	for _, m := range migrations {
+		if m.name == name {
+			return m.sql
+		}
+	}
+	return ""
+}
+
+// statements splits a migration into statements, dropping comment lines, because not every driver
+// accepts several statements in one Exec.
+func statements(script string) []string {
+	var out []string
+	for _, stmt := range strings.Split(script, ";\n") {
+		var b strings.Builder
+		for _, line := range strings.Split(stmt, "\n") {
+			if !strings.HasPrefix(strings.TrimSpace(line), "--") {
+				b.WriteString(line + "\n")
+			}
+		}
+		if s := strings.TrimSpace(b.String()); s != "" {
+			out = append(out, s)
+		}
+	}
+	return out
+}

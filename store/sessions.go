@@ -1,0 +1,111 @@
+package store
+
+import (
+	"context"
+	"time"
+
+	"gqlauth/model"
+)
+
+// CreateSession inserts s.
+func (db *DB) CreateSession(ctx context.Context, s *model.Session) error {
+	_, err := db.idb.NewInsert().Model(s).Exec(ctx)
+	return wrap(err, "CreateSession")
+}
+
+// sessionWithUser is one row of sessions joined to its user.
+type sessionWithUser struct {
+	model.Session `bun:",extend"`
+	User          *model.User `bun:"rel:belongs-to,join:user_id=id"`
+}
+
+// Principal loads a session and its user in one query: the whole database cost of authenticating
+// a request. Whether the session is live and the user enabled is for the caller to judge.
+func (db *DB) Principal(ctx context.Context, sessionID, userID string) (*model.Session, *model.User, error) {
+	var row sessionWithUser
+	err := db.idb.NewSelect().Model(&row).ModelTableExpr("sessions AS session").Relation("User").
+		Where("session.id = ?", sessionID).Where("session.user_id = ?", userID).Scan(ctx)
+	if err != nil {
+		return nil, nil, wrap(err, "Principal")
+	}
+	return &row.Session, row.User, nil
+}
+
+// SessionByRefreshHash finds the session whose current or previous refresh token has the given
+// hash, with its user, and locks the session row until the transaction ends, so that concurrent
+// refreshes of one session take turns.
+func (db *DB) SessionByRefreshHash(ctx context.Context, hash string) (*model.Session, *model.User, error) {
+	var row sessionWithUser
+	q := db.idb.NewSelect().Model(&row).ModelTableExpr("sessions AS session").Relation("User").
+		Where("session.refresh_hash = ? OR session.previous_hash = ?", hash, hash).Limit(1)
+	if err := db.forUpdate(q, "session").Scan(ctx); err != nil {
+		return nil, nil, wrap(err, "SessionByRefreshHash")
+	}
+	return &row.Session, row.User, nil
+}
+
+// RotateRefreshToken retires the session's current refresh token in favour of the one hashed as
+// next, remembering the retired one and when it was retired.
+func (db *DB) RotateRefreshToken(ctx context.Context, s *model.Session, next string, now time.Time) error {
+	retired := s.RefreshHash
+	_, err := db.idb.NewUpdate().Model((*model.Session)(nil)).
+		Set("previous_hash = ?", retired).Set("refresh_hash = ?", next).
+		Set("rotated_at = ?", now).Set("last_used_at = ?", now).
+		Where("id = ?", s.ID).Exec(ctx)
+	if err != nil {
+		return wrap(err, "RotateRefreshToken")
+	}
+	s.PreviousHash, s.RefreshHash, s.RotatedAt, s.LastUsedAt = &retired, next, &now, now
+	return nil
+}
+
+// Which sessions of a user RevokeSessions ends.
+type RevokeScope int
+
+const (
+	RevokeOne    RevokeScope = iota // only the named session
+	RevokeOthers                    // all but the named session
+	RevokeAll                       // all of them
+)
+
+// RevokeSessions revokes live sessions of userID, relative to sessionID as scope says, and
+// returns how many it revoked.
+func (db *DB) RevokeSessions(ctx context.Context, userID, sessionID string, scope RevokeScope, now time.Time) (int, error) {
+	q := db.idb.NewUpdate().Model((*model.Session)(nil)).Set("revoked_at = ?", now).
+		Where("user_id = ?", userID).Where("revoked_at IS NULL")
+	switch scope {
+	case RevokeOne:
+		q = q.Where("id = ?", sessionID)
+	case RevokeOthers:
+		q = q.Where("id <> ?", sessionID)
+	}
+	res, err := q.Exec(ctx)
+	if err != nil {
+		return 0, wrap(err, "RevokeSessions")
+	}
+	n, _ := res.RowsAffected()
+	return int(n), nil
+}
+
+// LiveSessions returns the user's sessions that are neither revoked nor expired, newest first.
+func (db *DB) LiveSessions(ctx context.Context, userID string, now time.Time) ([]*model.Session, error) {
+	sessions := []*model.Session{}
+	err := db.idb.NewSelect().Model(&sessions).
+		Where("user_id = ?", userID).Where("revoked_at IS NULL").Where("expires_at > ?", now).
+		Order("created_at DESC", "id DESC").Scan(ctx)
+	return sessions, wrap(err, "LiveSessions")
+}
+
+// DeleteDeadSessions deletes up to limit sessions that expired before expiredBefore or were
+// revoked before revokedBefore, and returns how many it deleted. Bounded, so that a sweep never
+// holds locks for long.
+func (db *DB) DeleteDeadSessions(ctx context.Context, expiredBefore, revokedBefore time.Time, limit int) (int, error) {
+	dead := db.idb.NewSelect().Model((*model.Session)(nil)).Column("id").
+		Where("expires_at < ? OR revoked_at < ?", expiredBefore, revokedBefore).Limit(int64(limit))
+	res, err := db.idb.NewDelete().Model((*model.Session)(nil)).Where("id IN (?)", dead).Exec(ctx)
+	if err != nil {
+		return 0, wrap(err, "DeleteDeadSessions")
+	}
+	n, _ := res.RowsAffected()
+	return int(n), nil
+}

@@ -1,0 +1,143 @@
+// Package store is the only package that speaks SQL. It keeps users and sessions in Postgres
+// (Bun + pgdialect over pgx) or in an embedded SQLite file (Bun + sqlitedialect over the pure-Go
+// modernc driver), behind one set of functions that run inside or outside a transaction.
+package store
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgconn"
+	_ "github.com/jackc/pgx/v5/stdlib" // registers the "pgx" database/sql driver
+	"github.com/uptrace/bun"
+	"github.com/uptrace/bun/dialect/pgdialect"
+	"github.com/uptrace/bun/dialect/sqlitedialect"
+	"modernc.org/sqlite"
+	sqlite3 "modernc.org/sqlite/lib"
+)
+
+// ErrNotFound is returned when a lookup matches no row.
+var ErrNotFound = errors.New("store: not found")
+
+// DB is a database handle. The value returned by Open runs each call on its own; the one passed to
+// the function given to Transact runs every call in that transaction.
+type DB struct {
+	root *bun.DB
+	idb  bun.IDB
+	pg   bool
+}
+
+// OpenPostgres connects to a Postgres database given as a postgres:// URL and checks that it answers.
+//
+// The driver is pgx through database/sql: it is the maintained Postgres driver of the Go
+// ecosystem, exposes SQLSTATE codes and constraint names for error mapping, and Bun supports it
+// as a first-class pgdialect driver.
+func OpenPostgres(ctx context.Context, url string) (*DB, error) {
+	sqldb, err := sql.Open("pgx", url)
+	if err != nil {
+		return nil, fmt.Errorf("open postgres: %w", err)
+	}
+	sqldb.SetMaxOpenConns(32)
+	sqldb.SetMaxIdleConns(32)
+	sqldb.SetConnMaxIdleTime(5 * time.Minute)
+	db := &DB{root: bun.NewDB(sqldb, pgdialect.New()), pg: true}
+	db.idb = db.root
+	return db, db.ping(ctx)
+}
+
+// OpenSQLite opens (creating it if needed) an SQLite database. dsn is a file path or a
+// modernc.org/sqlite "file:" URI, such as "file:name?mode=memory" for a private in-memory database.
+//
+// SQLite allows one writer at a time, so the pool holds a single connection: transactions then
+// serialize in the pool instead of failing with SQLITE_BUSY, and an in-memory database lives as
+// long as the handle.
+func OpenSQLite(ctx context.Context, dsn string) (*DB, error) {
+	if !strings.HasPrefix(dsn, "file:") {
+		dsn = "file:" + dsn
+	}
+	sep := "?"
+	if strings.Contains(dsn, "?") {
+		sep = "&"
+	}
+	dsn += sep + "_pragma=foreign_keys(1)&_pragma=busy_timeout(10000)"
+	sqldb, err := sql.Open("sqlite", dsn)
+	if err != nil {
+		return nil, fmt.Errorf("open sqlite: %w", err)
+	}
+	sqldb.SetMaxOpenConns(1)
+	sqldb.SetMaxIdleConns(1)
+	sqldb.SetConnMaxLifetime(0)
+	sqldb.SetConnMaxIdleTime(0)
+	db := &DB{root: bun.NewDB(sqldb, sqlitedialect.New())}
+	db.idb = db.root
+	return db, db.ping(ctx)
+}
+
+func (db *DB) ping(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if err := db.root.PingContext(ctx); err != nil {
+		db.root.Close()
+		return fmt.Errorf("database unreachable: %w", err)
+	}
+	return nil
+}
+
+// Ping reports whether the database answers.
+func (db *DB) Ping(ctx context.Context) error { return db.root.PingContext(ctx) }
+
+// Close closes the pool.
+func (db *DB) Close() error { return db.root.Close() }
+
+// IsPostgres reports whether the database is Postgres (as opposed to SQLite).
+func (db *DB) IsPostgres() bool { return db.pg }
+
+// AddQueryHook runs hook around every query; tests use it to count queries.
+func (db *DB) AddQueryHook(hook bun.QueryHook) { db.root.AddQueryHook(hook) }
+
+// Transact runs fn in one transaction, committed if fn returns nil and rolled back otherwise.
+func (db *DB) Transact(ctx context.Context, fn func(tx *DB) error) error {
+	if _, inTx := db.idb.(bun.Tx); inTx {
+		return fn(db)
+	}
+	return db.root.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
+		return fn(&DB{root: db.root, idb: tx, pg: db.pg})
+	})
+}
+
+// forUpdate locks the selected rows until the transaction ends. SQLite has no row locks and needs
+// none: its single connection already serializes transactions.
+func (db *DB) forUpdate(q *bun.SelectQuery, table string) *bun.SelectQuery {
+	if db.pg {
+		return q.For("UPDATE OF ?", bun.Ident(table))
+	}
+	return q
+}
+
+// wrap gives a database error the name of the operation, once; ErrNotFound stays recognizable.
+func wrap(err error, op string) error {
+	if err == nil {
+		return nil
+	}
+	if errors.Is(err, sql.ErrNoRows) {
+		return ErrNotFound
+	}
+	return fmt.Errorf("store.%s: %w", op, err)
+}
+
+// uniqueViolation returns the name of the unique index or constraint err violates, or "".
+func uniqueViolation(err error) string {
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) && pgErr.Code == "23505" {
+		return pgErr.ConstraintName
+	}
+	var liteErr *sqlite.Error
+	if errors.As(err, &liteErr) && liteErr.Code() == sqlite3.SQLITE_CONSTRAINT_UNIQUE {
+		return liteErr.Error()
+	}
+	return ""
+}
