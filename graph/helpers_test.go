@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/golang-jwt/jwt/v5"
 	"github.com/uptrace/bun"
 
 	"gqlauth/auth"
@@ -266,4 +267,14 @@ func (s *server) signedInAdmin(t testing.TB) tokens {
 		t.Fatal(err)
 	}
 	return p
+}
+
+// parseUnverified returns the claims of a JWT without checking it.
+func parseUnverified(t testing.TB, token string) jwt.MapClaims {
+	t.Helper()
+	claims := jwt.MapClaims{}
+	if _, _, err := jwt.NewParser().ParseUnverified(token, claims); err != nil {
+		t.Fatal(err)
+	}
+	return claims
 }
