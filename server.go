@@ -28,27 +28,28 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if err := run(ctx, os.Getenv, os.Stdout, nil); err != nil {
-		fmt.Fprintln(os.Stderr, "gqlauth:", err)
+		// One line, whatever the driver's message looks like.
+		fmt.Fprintln(os.Stderr, "gqlauth:", strings.Join(strings.Fields(err.Error()), " "))
 		os.Exit(1)
 	}
 }
 
 // Config is the whole configuration, read from the environment by LoadConfig.
 type Config struct {
-	Port           int
-	DatabaseURL    string // empty: embedded SQLite at SQLitePath
-	SQLitePath     string
-	JWTSecret      []byte // empty: generated and kept in the embedded database
-	JWTIssuer      string
-	JWTAudience    string
-	AccessTTL      time.Duration
-	RefreshTTL     time.Duration
-	ReuseInterval  time.Duration
-	BcryptCost     int
-	SignupEnabled  bool
-	AdminUsername  string
-	AdminPassword  string
-	ShutdownTimout time.Duration
+	Port            int
+	DatabaseURL     string // empty: embedded SQLite at SQLitePath
+	SQLitePath      string
+	JWTSecret       []byte // empty: generated and kept in the embedded database
+	JWTIssuer       string
+	JWTAudience     string
+	AccessTTL       time.Duration
+	RefreshTTL      time.Duration
+	ReuseInterval   time.Duration
+	BcryptCost      int
+	SignupEnabled   bool
+	AdminUsername   string
+	AdminPassword   string
+	ShutdownTimeout time.Duration
 }
 
 // LoadConfig reads and validates the configuration. Its error is one line naming the variable.
@@ -83,20 +84,20 @@ func LoadConfig(getenv func(string) string) (Config, error) {
 	}
 
 	cfg := Config{
-		Port:           integer("PORT", "8080", 0, 65535),
-		DatabaseURL:    get("DATABASE_URL", ""),
-		SQLitePath:     "gqlauth.db",
-		JWTSecret:      []byte(getenv("JWT_SECRET")),
-		JWTIssuer:      get("JWT_ISSUER", "gqlauth"),
-		JWTAudience:    get("JWT_AUDIENCE", "gqlauth"),
-		AccessTTL:      duration("ACCESS_TOKEN_TTL", "15m"),
-		RefreshTTL:     duration("REFRESH_TOKEN_TTL", "720h"),
-		ReuseInterval:  duration("REFRESH_REUSE_INTERVAL", "10s"),
-		BcryptCost:     integer("BCRYPT_COST", "10", 10, 14),
-		SignupEnabled:  boolean("SIGNUP_ENABLED", "true"),
-		AdminUsername:  get("ADMIN_USERNAME", ""),
-		AdminPassword:  getenv("ADMIN_PASSWORD"),
-		ShutdownTimout: 10 * time.Second,
+		Port:            integer("PORT", "8080", 0, 65535),
+		DatabaseURL:     get("DATABASE_URL", ""),
+		SQLitePath:      "gqlauth.db",
+		JWTSecret:       []byte(getenv("JWT_SECRET")),
+		JWTIssuer:       get("JWT_ISSUER", "gqlauth"),
+		JWTAudience:     get("JWT_AUDIENCE", "gqlauth"),
+		AccessTTL:       duration("ACCESS_TOKEN_TTL", "15m"),
+		RefreshTTL:      duration("REFRESH_TOKEN_TTL", "720h"),
+		ReuseInterval:   duration("REFRESH_REUSE_INTERVAL", "10s"),
+		BcryptCost:      integer("BCRYPT_COST", "10", 10, 14),
+		SignupEnabled:   boolean("SIGNUP_ENABLED", "true"),
+		AdminUsername:   get("ADMIN_USERNAME", ""),
+		AdminPassword:   getenv("ADMIN_PASSWORD"),
+		ShutdownTimeout: 10 * time.Second,
 	}
 	switch {
 	case cfg.DatabaseURL != "" && !strings.HasPrefix(cfg.DatabaseURL, "postgres://") && !strings.HasPrefix(cfg.DatabaseURL, "postgresql://"):
@@ -210,7 +211,7 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer, read
 		return err
 	case <-ctx.Done():
 	}
-	shutdownCtx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimout)
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
 	defer cancel()
 	return srv.Shutdown(shutdownCtx)
 }

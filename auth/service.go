@@ -44,13 +44,14 @@ func NewService(db *store.DB, tokens *Tokens, passwords *Passwords, cfg ServiceC
 	return s
 }
 
-// errInternal is what a client sees of any unexpected failure; the cause is logged, not shown.
-var errInternal = &model.Error{Code: model.ErrorCodeInternalServerError, Message: "internal server error"}
+// clock is the current time as the databases store it: UTC, to the microsecond, so that a value
+// returned right after a write equals the value read back later.
+func (s *Service) clock() time.Time { return s.now().UTC().Truncate(time.Microsecond) }
 
 // internal logs err with its operation and returns the opaque error clients see.
 func (s *Service) internal(ctx context.Context, op string, err error) error {
 	s.log.ErrorContext(ctx, "internal error", "op", op, "err", err)
-	return errInternal
+	return model.Internal()
 }
 
 // Register creates a USER account and signs it in, in one transaction.
@@ -101,7 +102,7 @@ func (s *Service) newUser(username, password string, email *string, role model.R
 	}
 	return &model.User{
 		ID: uuid.Must(uuid.NewV7()).String(), Username: username, Email: email, Role: role,
-		PasswordHash: hash, CreatedAt: s.now().UTC(),
+		PasswordHash: hash, CreatedAt: s.clock(),
 	}, nil
 }
 
@@ -136,7 +137,7 @@ func (s *Service) Login(ctx context.Context, username, password string) (*model.
 
 // startSession creates a session for u and returns its first token pair.
 func (s *Service) startSession(ctx context.Context, db *store.DB, u *model.User) (*model.AuthPayload, error) {
-	now := s.now().UTC()
+	now := s.clock()
 	refresh := NewRefreshToken()
 	sess := &model.Session{
 		ID: uuid.Must(uuid.NewV7()).String(), UserID: u.ID, RefreshHash: HashRefreshToken(refresh),
@@ -177,7 +178,7 @@ func (s *Service) Refresh(ctx context.Context, token string) (*model.AuthPayload
 	presented := HashRefreshToken(token)
 	successor := s.tokens.Successor(token)
 	successorHash := HashRefreshToken(successor)
-	now := s.now().UTC()
+	now := s.clock()
 
 	var (
 		sess    *model.Session
@@ -244,7 +245,7 @@ func (s *Service) loadPrincipal(ctx context.Context, claims *Claims) (*Principal
 		return nil, s.internal(ctx, "Authenticate", err)
 	case user.Disabled:
 		return nil, model.Forbidden(model.AuthErrorReasonAccountDisabled)
-	case !sess.Live(s.now()):
+	case !sess.Live(s.clock()):
 		return nil, model.Unauthenticated(model.AuthErrorReasonSessionRevoked)
 	}
 	sess.Current = true
@@ -274,7 +275,7 @@ func (s *Service) Logout(ctx context.Context, scope model.LogoutScope) (bool, er
 		model.LogoutScopeOthers:  store.RevokeOthers,
 		model.LogoutScopeAll:     store.RevokeAll,
 	}[scope]
-	_, err = s.db.RevokeSessions(ctx, p.User.ID, p.Session.ID, revoke, s.now().UTC())
+	_, err = s.db.RevokeSessions(ctx, p.User.ID, p.Session.ID, revoke, s.clock())
 	return err == nil, s.check(ctx, "Logout", err)
 }
 
@@ -284,7 +285,7 @@ func (s *Service) Sessions(ctx context.Context) ([]*model.Session, error) {
 	if err != nil {
 		return nil, err
 	}
-	sessions, err := s.db.LiveSessions(ctx, p.User.ID, s.now().UTC())
+	sessions, err := s.db.LiveSessions(ctx, p.User.ID, s.clock())
 	for _, sess := range sessions {
 		sess.Current = sess.ID == p.Session.ID
 	}
@@ -315,7 +316,7 @@ func (s *Service) ChangePassword(ctx context.Context, current, next string) (boo
 		if err := tx.SetPasswordHash(ctx, p.User.ID, hash); err != nil {
 			return err
 		}
-		_, err := tx.RevokeSessions(ctx, p.User.ID, p.Session.ID, store.RevokeOthers, s.now().UTC())
+		_, err := tx.RevokeSessions(ctx, p.User.ID, p.Session.ID, store.RevokeOthers, s.clock())
 		return err
 	})
 	return err == nil, s.check(ctx, "ChangePassword", err)
@@ -351,7 +352,7 @@ func (s *Service) SetUserDisabled(ctx context.Context, id string, disabled bool)
 	if err := validateID(id); err != nil {
 		return nil, err
 	}
-	u, err := s.db.SetUserDisabled(ctx, id, disabled, s.now().UTC())
+	u, err := s.db.SetUserDisabled(ctx, id, disabled, s.clock())
 	return u, s.check(ctx, "SetUserDisabled", err)
 }
 
@@ -378,7 +379,7 @@ func (s *Service) EnsureAdmin(ctx context.Context, username, password string) (b
 // SweepSessions deletes sessions that have expired, and revoked sessions a day after revocation,
 // in bounded batches. It returns how many it deleted.
 func (s *Service) SweepSessions(ctx context.Context) (int, error) {
-	now := s.now().UTC()
+	now := s.clock()
 	total := 0
 	for {
 		n, err := s.db.DeleteDeadSessions(ctx, now, now.Add(-RevokedSessionRetention), 1000)

@@ -32,12 +32,10 @@ func NewHandler(svc *auth.Service, tokens *auth.Tokens, log *slog.Logger) (http.
 	srv.SetErrorPresenter(presentError(log))
 	srv.SetRecoverFunc(func(ctx context.Context, p any) error {
 		log.ErrorContext(ctx, "panic in resolver", "panic", p, "stack", string(debug.Stack()))
-		return errInternal
+		return model.Internal()
 	})
 	return auth.Middleware(tokens)(srv), nil
 }
-
-var errInternal = &model.Error{Code: model.ErrorCodeInternalServerError, Message: "internal server error"}
 
 // presentError maps errors onto errors[].extensions in one place: *model.Error by its fields,
 // gqlgen's own parse and validation errors as they are, anything else as INTERNAL_SERVER_ERROR
@@ -55,8 +53,9 @@ func presentError(log *slog.Logger) graphql.ErrorPresenterFunc {
 			return gqlErr
 		}
 		log.ErrorContext(ctx, "unexpected error", "err", err, "path", gqlErr.Path.String())
-		gqlErr.Message = errInternal.Message
-		gqlErr.Extensions = extensions(errInternal)
+		internal := model.Internal()
+		gqlErr.Message = internal.Message
+		gqlErr.Extensions = extensions(internal)
 		return gqlErr
 	}
 }

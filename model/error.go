@@ -51,6 +51,11 @@ func NotFound(message string) *Error {
 	return &Error{Code: ErrorCodeNotFound, Message: message}
 }
 
+// Internal is what a client sees of any unexpected failure; the cause is logged, never shown.
+func Internal() *Error {
+	return &Error{Code: ErrorCodeInternalServerError, Message: "internal server error"}
+}
+
 // The messages are fixed per reason so that no failure says more than its reason does
 // (an unknown username and a wrong password read the same).
 var authMessages = map[AuthErrorReason]string{

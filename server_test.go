@@ -1,0 +1,245 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+
+	"gqlauth/store/storetest"
+)
+
+func env(kv ...string) func(string) string {
+	m := map[string]string{}
+	for i := 0; i+1 < len(kv); i += 2 {
+		m[kv[i]] = kv[i+1]
+	}
+	return func(k string) string { return m[k] }
+}
+
+func TestLoadConfig_Defaults(t *testing.T) {
+	cfg, err := LoadConfig(env())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Port != 8080 || cfg.AccessTTL != 15*time.Minute || cfg.RefreshTTL != 720*time.Hour ||
+		cfg.ReuseInterval != 10*time.Second || cfg.BcryptCost != 10 || !cfg.SignupEnabled ||
+		cfg.JWTIssuer != "gqlauth" || cfg.JWTAudience != "gqlauth" || cfg.SQLitePath != "gqlauth.db" {
+		t.Fatalf("defaults: %+v", cfg)
+	}
+}
+
+func TestLoadConfig_RejectsBadValuesNamingTheVariable(t *testing.T) {
+	secret := strings.Repeat("s", 32)
+	cases := []struct {
+		name   string
+		env    []string
+		naming string
+	}{
+		{"PortNotANumber", []string{"PORT", "http"}, "PORT"},
+		{"PortOutOfRange", []string{"PORT", "70000"}, "PORT"},
+		{"AccessTTLUnparsable", []string{"ACCESS_TOKEN_TTL", "15"}, "ACCESS_TOKEN_TTL"},
+		{"AccessTTLNegative", []string{"ACCESS_TOKEN_TTL", "-5m"}, "ACCESS_TOKEN_TTL"},
+		{"RefreshTTLUnparsable", []string{"REFRESH_TOKEN_TTL", "a month"}, "REFRESH_TOKEN_TTL"},
+		{"ReuseIntervalUnparsable", []string{"REFRESH_REUSE_INTERVAL", "10 s"}, "REFRESH_REUSE_INTERVAL"},
+		{"CostTooLow", []string{"BCRYPT_COST", "9"}, "BCRYPT_COST"},
+		{"CostTooHigh", []string{"BCRYPT_COST", "15"}, "BCRYPT_COST"},
+		{"SignupNotBool", []string{"SIGNUP_ENABLED", "maybe"}, "SIGNUP_ENABLED"},
+		{"ShortSecret", []string{"JWT_SECRET", "short"}, "JWT_SECRET"},
+		{"PostgresWithoutSecret", []string{"DATABASE_URL", "postgres://localhost/db"}, "JWT_SECRET"},
+		{"NotPostgresURL", []string{"DATABASE_URL", "mysql://localhost/db", "JWT_SECRET", secret}, "DATABASE_URL"},
+		{"AdminWithoutPassword", []string{"ADMIN_USERNAME", "root"}, "ADMIN_PASSWORD"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			_, err := LoadConfig(env(c.env...))
+			if err == nil {
+				t.Fatal("want an error")
+			}
+			if msg := err.Error(); !strings.Contains(msg, c.naming) || strings.Contains(msg, "\n") {
+				t.Fatalf("error %q should be one line naming %s", msg, c.naming)
+			}
+		})
+	}
+}
+
+// TestMain lets a test run the real main in a subprocess, to see its exit code and output.
+func TestMain(m *testing.M) {
+	if os.Getenv("GQLAUTH_RUN_MAIN") == "1" {
+		main()
+		return
+	}
+	os.Exit(m.Run())
+}
+
+func TestMain_BadConfigurationExits1WithOneClearLine(t *testing.T) {
+	cases := map[string][]string{
+		"BCRYPT_COST":      {"BCRYPT_COST=99"},
+		"ACCESS_TOKEN_TTL": {"ACCESS_TOKEN_TTL=soon"},
+		"JWT_SECRET":       {"DATABASE_URL=postgres://postgres@127.0.0.1:5432/test"},
+		"DATABASE_URL":     {"DATABASE_URL=postgres://postgres@127.0.0.1:1/unreachable", "JWT_SECRET=" + strings.Repeat("k", 32)},
+		"PORT":             {"PORT=-1"},
+	}
+	for naming, vars := range cases {
+		t.Run(naming, func(t *testing.T) {
+			cmd := exec.Command(os.Args[0], "-test.run=^$")
+			cmd.Dir = t.TempDir()
+			cmd.Env = append(os.Environ(), "GQLAUTH_RUN_MAIN=1")
+			cmd.Env = append(cmd.Env, vars...)
+			var stderr bytes.Buffer
+			cmd.Stderr = &stderr
+			err := cmd.Run()
+			exit, ok := err.(*exec.ExitError)
+			if !ok || exit.ExitCode() != 1 {
+				t.Fatalf("want exit code 1, got %v (stderr %q)", err, stderr.String())
+			}
+			out := strings.TrimSpace(stderr.String())
+			if strings.Count(out, "\n") != 0 || !strings.Contains(out, naming) || strings.Contains(out, "goroutine") {
+				t.Fatalf("want one line naming %s, got %q", naming, out)
+			}
+		})
+	}
+}
+
+// start runs the server with vars in dir until the test ends and returns its base URL.
+func start(t *testing.T, dir string, vars ...string) string {
+	t.Helper()
+	t.Chdir(dir)
+	ctx, cancel := context.WithCancel(context.Background())
+	ready := make(chan string, 1)
+	done := make(chan error, 1)
+	go func() {
+		done <- run(ctx, env(append([]string{"PORT", "0", "BCRYPT_COST", "10"}, vars...)...), io.Discard, ready)
+	}()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("run: %v", err)
+		}
+	})
+	select {
+	case addr := <-ready:
+		return "http://" + strings.Replace(addr, "[::]", "127.0.0.1", 1)
+	case err := <-done:
+		t.Fatalf("run: %v", err)
+	case <-time.After(20 * time.Second):
+		t.Fatal("server did not start")
+	}
+	return ""
+}
+
+func graphql(t *testing.T, base, token, query string) map[string]any {
+	t.Helper()
+	body, _ := json.Marshal(map[string]string{"query": query})
+	req, _ := http.NewRequest(http.MethodPost, base+"/query", bytes.NewReader(body))
+	req.Header.Set("Content-Type", "application/json")
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	var out map[string]any
+	if err := json.NewDecoder(res.Body).Decode(&out); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+func accessToken(t *testing.T, out map[string]any, field string) string {
+	t.Helper()
+	data, _ := out["data"].(map[string]any)
+	payload, _ := data[field].(map[string]any)
+	tok, _ := payload["accessToken"].(string)
+	if tok == "" {
+		t.Fatalf("no %s.accessToken in %v", field, out)
+	}
+	return tok
+}
+
+func status(t *testing.T, url string) int {
+	t.Helper()
+	res, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	return res.StatusCode
+}
+
+func TestRun_EmbeddedDatabaseServesEndpoints(t *testing.T) {
+	dir := t.TempDir()
+	base := start(t, dir)
+	for path, want := range map[string]int{"/healthz": 200, "/readyz": 200, "/": 200} {
+		if got := status(t, base+path); got != want {
+			t.Errorf("GET %s: %d, want %d", path, got, want)
+		}
+	}
+	tok := accessToken(t, graphql(t, base, "", `mutation { register(username: "alice", password: "correct horse battery") { accessToken } }`), "register")
+	out := graphql(t, base, tok, `{ me { username } }`)
+	if me := out["data"].(map[string]any)["me"].(map[string]any); me["username"] != "alice" {
+		t.Fatalf("me: %v", out)
+	}
+	if _, err := os.Stat(dir + "/gqlauth.db"); err != nil {
+		t.Fatalf("embedded database file: %v", err)
+	}
+}
+
+func TestRun_GeneratedSecretSurvivesRestart(t *testing.T) {
+	dir := t.TempDir()
+	first := start(t, dir)
+	tok := accessToken(t, graphql(t, first, "", `mutation { register(username: "alice", password: "correct horse battery") { accessToken } }`), "register")
+	second := start(t, dir) // a second instance on the same file, as after a restart
+	if out := graphql(t, second, tok, `{ me { username } }`); out["errors"] != nil {
+		t.Fatalf("token from before the restart: %v", out)
+	}
+}
+
+func TestRun_BootstrapsAdminOnce(t *testing.T) {
+	dir := t.TempDir()
+	base := start(t, dir, "ADMIN_USERNAME", "root", "ADMIN_PASSWORD", "first password")
+	tok := accessToken(t, graphql(t, base, "", `mutation { login(username: "root", password: "first password") { accessToken } }`), "login")
+	if out := graphql(t, base, tok, `{ users { username role } }`); out["errors"] != nil {
+		t.Fatalf("admin query: %v", out)
+	}
+	// An existing user is left untouched: the new password does not replace the old one.
+	again := start(t, dir, "ADMIN_USERNAME", "root", "ADMIN_PASSWORD", "second password")
+	accessToken(t, graphql(t, again, "", `mutation { login(username: "root", password: "first password") { accessToken } }`), "login")
+}
+
+func TestRun_Postgres(t *testing.T) {
+	if !contains(storetest.Kinds(t), storetest.Postgres) {
+		t.Skip("TEST_DATABASE_URL not set")
+	}
+	db := storetest.NewName(t, storetest.Postgres)
+	url := os.Getenv("TEST_DATABASE_URL")
+	sep := "?"
+	if strings.Contains(url, "?") {
+		sep = "&"
+	}
+	base := start(t, t.TempDir(), "DATABASE_URL", url+sep+"search_path="+db, "JWT_SECRET", strings.Repeat("k", 32))
+	tok := accessToken(t, graphql(t, base, "", `mutation { register(username: "alice", password: "correct horse battery") { accessToken } }`), "register")
+	if out := graphql(t, base, tok, `{ me { username } }`); out["errors"] != nil {
+		t.Fatalf("me: %v", out)
+	}
+	if got := status(t, base+"/readyz"); got != 200 {
+		t.Fatalf("readyz: %d", got)
+	}
+}
+
+func contains[T comparable](xs []T, x T) bool {
+	for _, v := range xs {
+		if v == x {
+			return true
+		}
+	}
+	return false
+}
