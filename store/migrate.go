@@ -90,12 +90,18 @@ func (db *DB) Migrate(ctx context.Context) error {
 		m := &pending[i]
 		m.GroupID = 1
 		err := db.root.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
+			// Another instance may have applied it since the status was read: SQLite instances are
+			// not behind the advisory lock, but this transaction holds SQLite's write lock.
+			applied, err := tx.NewSelect().Table("bun_migrations").Where("name = ?", m.Name).Exists(ctx)
+			if err != nil || applied {
+				return err
+			}
 			for _, stmt := range statements(fmt.Sprintf(migrationSQL(m.Name), timeType)) {
 				if _, err := tx.ExecContext(ctx, stmt); err != nil {
 					return fmt.Errorf("%s: %w", m.Name, err)
 				}
 			}
-			_, err := tx.NewInsert().Model(m).ModelTableExpr("bun_migrations").Exec(ctx)
+			_, err = tx.NewInsert().Model(m).ModelTableExpr("bun_migrations").Exec(ctx)
 			return err
 		})
 		if err != nil {

@@ -63,7 +63,9 @@ func OpenSQLite(ctx context.Context, dsn string) (*DB, error) {
 	if strings.Contains(dsn, "?") {
 		sep = "&"
 	}
-	dsn += sep + "_pragma=foreign_keys(1)&_pragma=busy_timeout(10000)"
+	// BEGIN IMMEDIATE takes the write lock at the start of a transaction, so that one that reads
+	// and then writes cannot fail halfway because another process wrote in between.
+	dsn += sep + "_pragma=foreign_keys(1)&_pragma=busy_timeout(10000)&_txlock=immediate"
 	sqldb, err := sql.Open("sqlite", dsn)
 	if err != nil {
 		return nil, fmt.Errorf("open sqlite: %w", err)
