@@ -3,6 +3,7 @@ package main
 
 import (
 	"context"
+	_ "embed"
 	"encoding/base64"
 	"errors"
 	"fmt"
@@ -12,6 +13,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
@@ -19,10 +21,18 @@ import (
 
 	"github.com/99designs/gqlgen/graphql/playground"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
 	"gqlauth/auth"
 	"gqlauth/graph"
+	"gqlauth/ratelimit"
 	"gqlauth/store"
 )
+
+//go:embed schema.graphqls
+var schemaSDL string
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -50,6 +60,19 @@ type Config struct {
 	AdminUsername   string
 	AdminPassword   string
 	ShutdownTimeout time.Duration
+
+	RedisURL           string // empty: rate-limit counters in memory
+	TrustedProxies     auth.Proxies
+	RateLimitPerIP     int
+	RateLimitIPWindow  time.Duration
+	UserFailures       int
+	UserFailuresWindow time.Duration
+	BcryptWorkers      int
+	BcryptQueueTimeout time.Duration
+	QueryLimits        graph.QueryLimits
+	Introspection      bool
+	GraphQLDebug       bool
+	LogJSON            bool
 }
 
 // LoadConfig reads and validates the configuration. Its error is one line naming the variable.
@@ -97,7 +120,40 @@ func LoadConfig(getenv func(string) string) (Config, error) {
 		SignupEnabled:   boolean("SIGNUP_ENABLED", "true"),
 		AdminUsername:   get("ADMIN_USERNAME", ""),
 		AdminPassword:   getenv("ADMIN_PASSWORD"),
-		ShutdownTimeout: 10 * time.Second,
+		ShutdownTimeout: duration("SHUTDOWN_TIMEOUT", "10s"),
+
+		RedisURL:           get("REDIS_URL", ""),
+		RateLimitPerIP:     integer("RATE_LIMIT_PER_IP", "60", 0, 1_000_000),
+		RateLimitIPWindow:  duration("RATE_LIMIT_IP_WINDOW", "1m"),
+		UserFailures:       integer("RATE_LIMIT_USER_FAILURES", "10", 0, 1_000_000),
+		UserFailuresWindow: duration("RATE_LIMIT_USER_WINDOW", "15m"),
+		BcryptWorkers:      integer("BCRYPT_WORKERS", strconv.Itoa(runtime.NumCPU()), 1, 1024),
+		BcryptQueueTimeout: duration("BCRYPT_QUEUE_TIMEOUT", "2s"),
+		QueryLimits: graph.QueryLimits{
+			MaxBodyBytes:  int64(integer("MAX_BODY_BYTES", "65536", 1024, 64<<20)),
+			MaxQueryBytes: integer("MAX_QUERY_BYTES", "16384", 256, 16<<20),
+			MaxTokens:     integer("MAX_QUERY_TOKENS", "2000", 50, 1_000_000),
+			MaxDepth:      integer("MAX_QUERY_DEPTH", "15", 2, 1000),
+			MaxAliases:    integer("MAX_QUERY_ALIASES", "20", 0, 100_000),
+			MaxRootFields: integer("MAX_ROOT_FIELDS", "20", 1, 100_000),
+			MaxComplexity: integer("MAX_QUERY_COMPLEXITY", "500", 10, 1_000_000),
+		},
+		Introspection: boolean("INTROSPECTION", "true"),
+		GraphQLDebug:  boolean("GRAPHQL_DEBUG", "false"),
+	}
+	switch format := get("LOG_FORMAT", "text"); format {
+	case "text", "json":
+		cfg.LogJSON = format == "json"
+	default:
+		errs = append(errs, fmt.Errorf("LOG_FORMAT: %q must be text or json", format))
+	}
+	proxies, err := auth.ParseProxies(getenv("TRUSTED_PROXIES"))
+	if err != nil {
+		errs = append(errs, fmt.Errorf("TRUSTED_PROXIES: %v", err))
+	}
+	cfg.TrustedProxies = proxies
+	if cfg.RedisURL != "" && !strings.HasPrefix(cfg.RedisURL, "redis://") && !strings.HasPrefix(cfg.RedisURL, "rediss://") {
+		errs = append(errs, errors.New("REDIS_URL: must be a redis:// or rediss:// URL"))
 	}
 	switch {
 	case cfg.DatabaseURL != "" && !strings.HasPrefix(cfg.DatabaseURL, "postgres://") && !strings.HasPrefix(cfg.DatabaseURL, "postgresql://"):
@@ -121,7 +177,11 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer, read
 	if err != nil {
 		return err
 	}
-	log := slog.New(slog.NewTextHandler(stdout, nil))
+	var logHandler slog.Handler = slog.NewTextHandler(stdout, nil)
+	if cfg.LogJSON {
+		logHandler = slog.NewJSONHandler(stdout, nil)
+	}
+	log := slog.New(graph.LogHandler(logHandler))
 
 	var db *store.DB
 	if cfg.DatabaseURL != "" {
@@ -150,12 +210,26 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer, read
 	if err != nil {
 		return fmt.Errorf("JWT_SECRET: %v", err)
 	}
-	passwords, err := auth.NewPasswords(cfg.BcryptCost)
+	passwords, err := auth.NewPasswords(auth.PasswordConfig{Cost: cfg.BcryptCost, Workers: cfg.BcryptWorkers, QueueTimeout: cfg.BcryptQueueTimeout})
 	if err != nil {
 		return fmt.Errorf("BCRYPT_COST: %v", err)
 	}
+	var counter ratelimit.Counter = ratelimit.NewMemory(nil)
+	if cfg.RedisURL != "" {
+		redis, err := ratelimit.NewRedis(ctx, cfg.RedisURL, "gqlauth:ratelimit:")
+		if err != nil {
+			return fmt.Errorf("REDIS_URL: %v", err)
+		}
+		defer redis.Close()
+		counter = redis
+	}
 	svc := auth.NewService(db, tokens, passwords, auth.ServiceConfig{
 		RefreshTTL: cfg.RefreshTTL, ReuseInterval: cfg.ReuseInterval, SignupEnabled: cfg.SignupEnabled, Logger: log,
+		Limits: auth.Limits{
+			Counter:   counter,
+			PerClient: cfg.RateLimitPerIP, ClientWindow: cfg.RateLimitIPWindow,
+			FailuresPerUser: cfg.UserFailures, UserWindow: cfg.UserFailuresWindow,
+		},
 	})
 	if cfg.AdminUsername != "" {
 		created, err := svc.EnsureAdmin(ctx, cfg.AdminUsername, cfg.AdminPassword)
@@ -167,13 +241,25 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer, read
 		}
 	}
 
-	gql, err := graph.NewHandler(svc, tokens, log)
+	registry := prometheus.NewRegistry()
+	registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	gql, err := graph.NewHandler(svc, tokens, graph.Options{
+		Logger: log, Metrics: graph.NewMetrics(registry, passwords.QueueDepth), Proxies: cfg.TrustedProxies,
+		Limits: cfg.QueryLimits, Introspection: cfg.Introspection, Debug: cfg.GraphQLDebug,
+	})
 	if err != nil {
 		return err
 	}
 	mux := http.NewServeMux()
 	mux.Handle("/query", gql)
 	mux.Handle("GET /{$}", playground.Handler("gqlauth", "/query"))
+	mux.Handle("GET /metrics", promhttp.HandlerFor(registry, promhttp.HandlerOpts{}))
+	mux.HandleFunc("GET /schema.graphql", func(w http.ResponseWriter, r *http.Request) {
+		// The SDL with directive usages, which introspection cannot show: codegen users want to
+		// know which fields need @auth.
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		io.WriteString(w, schemaSDL)
+	})
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok\n") })
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
 		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
@@ -190,7 +276,7 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer, read
 		return fmt.Errorf("PORT: %v", err)
 	}
 	srv := &http.Server{
-		Handler:           mux,
+		Handler:           noSniff(mux),
 		ReadHeaderTimeout: 5 * time.Second,
 		ReadTimeout:       15 * time.Second,
 		WriteTimeout:      30 * time.Second,
@@ -211,9 +297,18 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer, read
 		return err
 	case <-ctx.Done():
 	}
+	log.Info("shutting down", "grace", cfg.ShutdownTimeout.String())
 	shutdownCtx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
 	defer cancel()
 	return srv.Shutdown(shutdownCtx)
+}
+
+// noSniff keeps browsers from guessing content types on every endpoint.
+func noSniff(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("X-Content-Type-Options", "nosniff")
+		next.ServeHTTP(w, r)
+	})
 }
 
 // sweepSessions deletes dead sessions at start and then every ten minutes.

@@ -2,7 +2,10 @@ package auth
 
 import (
 	"context"
+	"fmt"
+	"net"
 	"net/http"
+	"net/netip"
 	"strings"
 	"sync"
 
@@ -19,6 +22,7 @@ type requestAuth struct {
 	claims    *Claims
 	reason    model.AuthErrorReason // why claims is nil
 	userAgent string
+	clientIP  string
 
 	once      sync.Once
 	principal *Principal
@@ -38,20 +42,25 @@ func fromContext(ctx context.Context) *requestAuth {
 	return ra
 }
 
+// MaxAuthorizationLength bounds the Authorization header that is parsed at all; real access
+// tokens are well under 1 KiB.
+const MaxAuthorizationLength = 4096
+
 // Middleware decodes the Bearer token of each request into its context: the verified claims or
 // the reason the token is unusable. It never rejects a request by itself, so that public
 // operations still work with a stale token; only guarded fields fail. When a token was sent but
-// is unusable, it says so in WWW-Authenticate (RFC 6750).
-func Middleware(tokens *Tokens) func(http.Handler) http.Handler {
+// is unusable, it says so in WWW-Authenticate (RFC 6750). It also records the client's IP, taking
+// X-Forwarded-For into account only from proxies.
+func Middleware(tokens *Tokens, proxies Proxies) func(http.Handler) http.Handler {
 	return func(next http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			ra := &requestAuth{userAgent: truncate(r.UserAgent(), MaxUserAgentLength)}
+			ra := &requestAuth{userAgent: truncate(r.UserAgent(), MaxUserAgentLength), clientIP: proxies.ClientIP(r)}
 			switch header := r.Header.Get("Authorization"); {
 			case header == "":
 				ra.reason = model.AuthErrorReasonMissingToken
 			default:
 				scheme, token, _ := strings.Cut(header, " ")
-				if !strings.EqualFold(scheme, "Bearer") || token == "" {
+				if len(header) > MaxAuthorizationLength || !strings.EqualFold(scheme, "Bearer") || token == "" {
 					ra.reason = model.AuthErrorReasonInvalidToken
 				} else {
 					ra.claims, ra.reason = tokens.Verify(strings.TrimSpace(token))
@@ -63,6 +72,96 @@ func Middleware(tokens *Tokens) func(http.Handler) http.Handler {
 			next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), ctxKey{}, ra)))
 		})
 	}
+}
+
+// ClientIP returns the client IP of the request in ctx ("" outside a request).
+func ClientIP(ctx context.Context) string {
+	if ra := fromContext(ctx); ra != nil {
+		return ra.clientIP
+	}
+	return ""
+}
+
+// CallerID returns the id of the user authenticated so far in this request, or "". It never
+// queries the database: it reports what a guarded field already loaded.
+func CallerID(ctx context.Context) string {
+	ra := fromContext(ctx)
+	if ra == nil {
+		return ""
+	}
+	if ra.principal != nil {
+		return ra.principal.User.ID
+	}
+	if ra.claims != nil {
+		return ra.claims.Subject
+	}
+	return ""
+}
+
+// Proxies are the networks whose X-Forwarded-For header is believed.
+type Proxies []netip.Prefix
+
+// ParseProxies parses a comma-separated list of IPs and CIDR prefixes.
+func ParseProxies(list string) (Proxies, error) {
+	var out Proxies
+	for _, item := range strings.Split(list, ",") {
+		item = strings.TrimSpace(item)
+		if item == "" {
+			continue
+		}
+		if !strings.Contains(item, "/") {
+			addr, err := netip.ParseAddr(item)
+			if err != nil {
+				return nil, fmt.Errorf("%q is not an IP or CIDR prefix", item)
+			}
+			out = append(out, netip.PrefixFrom(addr, addr.BitLen()))
+			continue
+		}
+		prefix, err := netip.ParsePrefix(item)
+		if err != nil {
+			return nil, fmt.Errorf("%q is not an IP or CIDR prefix", item)
+		}
+		out = append(out, prefix.Masked())
+	}
+	return out, nil
+}
+
+func (p Proxies) trusts(addr netip.Addr) bool {
+	for _, prefix := range p {
+		if prefix.Contains(addr.Unmap()) {
+			return true
+		}
+	}
+	return false
+}
+
+// ClientIP is the address of the peer, or, when the peer is a trusted proxy, the right-most
+// address in X-Forwarded-For that is not a trusted proxy (the left part is client-controlled).
+func (p Proxies) ClientIP(r *http.Request) string {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		host = r.RemoteAddr
+	}
+	peer, err := netip.ParseAddr(host)
+	if err != nil {
+		return host
+	}
+	peer = peer.Unmap()
+	if !p.trusts(peer) {
+		return peer.String()
+	}
+	hops := strings.Split(strings.Join(r.Header.Values("X-Forwarded-For"), ","), ",")
+	for i := len(hops) - 1; i >= 0; i-- {
+		hop, err := netip.ParseAddr(strings.TrimSpace(hops[i]))
+		if err != nil {
+			break
+		}
+		if hop = hop.Unmap(); !p.trusts(hop) {
+			return hop.String()
+		}
+		peer = hop
+	}
+	return peer.String()
 }
 
 // UserAgent returns the User-Agent of the request in ctx, truncated.

@@ -1,10 +1,13 @@
 package auth
 
 import (
+	"context"
 	"crypto/subtle"
 	"fmt"
 	"regexp"
+	"runtime"
 	"strings"
+	"time"
 
 	"golang.org/x/crypto/bcrypt"
 	"golang.org/x/text/unicode/norm"
@@ -18,21 +21,35 @@ const (
 	MaxPasswordBytes = 72
 )
 
-// Passwords hashes and checks passwords with bcrypt at one cost.
+// Passwords hashes and checks passwords with bcrypt at one cost, at most Workers at a time.
 type Passwords struct {
 	cost int
 	// dummy is a hash of a random password at cost, compared against when the user is unknown so
 	// that an unknown username costs as much time as a wrong password.
 	dummy []byte
+	pool  *pool
 }
 
-// NewPasswords returns a Passwords hashing at cost (bcrypt.MinCost–bcrypt.MaxCost).
-func NewPasswords(cost int) (*Passwords, error) {
-	dummy, err := bcrypt.GenerateFromPassword([]byte(randomToken(16)), cost)
+// PasswordConfig configures Passwords.
+type PasswordConfig struct {
+	Cost         int           // bcrypt.MinCost–bcrypt.MaxCost
+	Workers      int           // concurrent bcrypt operations; 0 means one per CPU
+	QueueTimeout time.Duration // longest wait for a worker before TOO_MANY_REQUESTS; 0 means 2s
+}
+
+// NewPasswords returns Passwords for cfg.
+func NewPasswords(cfg PasswordConfig) (*Passwords, error) {
+	dummy, err := bcrypt.GenerateFromPassword([]byte(randomToken(16)), cfg.Cost)
 	if err != nil {
-		return nil, fmt.Errorf("bcrypt cost %d: %w", cost, err)
+		return nil, fmt.Errorf("bcrypt cost %d: %w", cfg.Cost, err)
 	}
-	return &Passwords{cost: cost, dummy: dummy}, nil
+	if cfg.Workers <= 0 {
+		cfg.Workers = runtime.NumCPU()
+	}
+	if cfg.QueueTimeout <= 0 {
+		cfg.QueueTimeout = 2 * time.Second
+	}
+	return &Passwords{cost: cfg.Cost, dummy: dummy, pool: newPool(cfg.Workers, cfg.QueueTimeout)}, nil
 }
 
 // NormalizePassword returns the form of a password that is hashed and compared: Unicode NFC, so
@@ -51,7 +68,11 @@ func ValidatePassword(field, normalized string) error {
 }
 
 // Hash hashes a normalized password.
-func (p *Passwords) Hash(normalized string) (string, error) {
+func (p *Passwords) Hash(ctx context.Context, normalized string) (string, error) {
+	if err := p.pool.acquire(ctx); err != nil {
+		return "", err
+	}
+	defer p.pool.release()
 	h, err := bcrypt.GenerateFromPassword([]byte(normalized), p.cost)
 	return string(h), err
 }
@@ -59,13 +80,17 @@ func (p *Passwords) Hash(normalized string) (string, error) {
 // Match reports whether a normalized password matches hash. A password longer than bcrypt's limit
 // never matches: bcrypt would compare only its first 72 bytes. An empty hash (unknown user) costs
 // the same time as a real comparison and never matches.
-func (p *Passwords) Match(hash, normalized string) bool {
+func (p *Passwords) Match(ctx context.Context, hash, normalized string) (bool, error) {
+	if err := p.pool.acquire(ctx); err != nil {
+		return false, err
+	}
+	defer p.pool.release()
 	h := []byte(hash)
 	if len(h) == 0 {
 		h = p.dummy
 	}
 	ok := bcrypt.CompareHashAndPassword(h, []byte(normalized)) == nil
-	return ok && len(hash) > 0 && len(normalized) <= MaxPasswordBytes
+	return ok && len(hash) > 0 && len(normalized) <= MaxPasswordBytes, nil
 }
 
 // NeedsRehash reports whether hash was made at another cost than the configured one.

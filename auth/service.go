@@ -30,6 +30,7 @@ type ServiceConfig struct {
 	SignupEnabled bool             // whether Register works
 	Now           func() time.Time // nil means time.Now
 	Logger        *slog.Logger     // nil means slog.Default()
+	Limits        Limits
 }
 
 // NewService returns a Service.
@@ -59,7 +60,10 @@ func (s *Service) Register(ctx context.Context, username, password string, email
 	if !s.cfg.SignupEnabled {
 		return nil, &model.Error{Code: model.ErrorCodeForbidden, Message: "sign-up is disabled on this server"}
 	}
-	u, err := s.newUser(username, password, email, model.RoleUser)
+	if err := s.limitClient(ctx); err != nil {
+		return nil, err
+	}
+	u, err := s.newUser(ctx, username, password, email, model.RoleUser)
 	if err != nil {
 		return nil, err
 	}
@@ -76,7 +80,7 @@ func (s *Service) Register(ctx context.Context, username, password string, email
 
 // CreateUser creates an account with any role (for admins).
 func (s *Service) CreateUser(ctx context.Context, username, password string, email *string, role model.Role) (*model.User, error) {
-	u, err := s.newUser(username, password, email, role)
+	u, err := s.newUser(ctx, username, password, email, role)
 	if err != nil {
 		return nil, err
 	}
@@ -84,7 +88,7 @@ func (s *Service) CreateUser(ctx context.Context, username, password string, ema
 }
 
 // newUser validates the input of a new account and hashes its password.
-func (s *Service) newUser(username, password string, email *string, role model.Role) (*model.User, error) {
+func (s *Service) newUser(ctx context.Context, username, password string, email *string, role model.Role) (*model.User, error) {
 	if err := ValidateUsername(username); err != nil {
 		return nil, err
 	}
@@ -96,9 +100,9 @@ func (s *Service) newUser(username, password string, email *string, role model.R
 	if err != nil {
 		return nil, err
 	}
-	hash, err := s.passwords.Hash(pw)
+	hash, err := s.passwords.Hash(ctx, pw)
 	if err != nil {
-		return nil, err
+		return nil, s.check(ctx, "Hash", err)
 	}
 	return &model.User{
 		ID: uuid.Must(uuid.NewV7()).String(), Username: username, Email: email, Role: role,
@@ -108,24 +112,36 @@ func (s *Service) newUser(username, password string, email *string, role model.R
 
 // Login checks a username and password and starts a session. Unknown usernames, malformed
 // usernames and wrong passwords fail alike and take about as long. A hash made at another bcrypt
-// cost is replaced by one at the configured cost.
+// cost is replaced by one at the configured cost. Rate limits apply before any password is checked.
 func (s *Service) Login(ctx context.Context, username, password string) (*model.AuthPayload, error) {
+	if err := s.limitClient(ctx); err != nil {
+		return nil, err
+	}
+	if err := s.limitFailures(ctx, username); err != nil {
+		return nil, err
+	}
 	pw := NormalizePassword(password)
 	u, err := s.db.UserByUsername(ctx, username)
 	if err != nil && !errors.Is(err, store.ErrNotFound) {
-		return nil, s.internal(ctx, "Login", err)
+		return nil, s.check(ctx, "Login", err)
 	}
 	if err != nil {
 		u = &model.User{}
 	}
-	if !s.passwords.Match(u.PasswordHash, pw) {
+	ok, err := s.passwords.Match(ctx, u.PasswordHash, pw)
+	if err != nil {
+		return nil, s.check(ctx, "Login", err)
+	}
+	if !ok {
+		s.recordFailure(ctx, username)
 		return nil, model.Unauthenticated(model.AuthErrorReasonInvalidCredentials)
 	}
+	s.forgetFailures(ctx, username)
 	if u.Disabled {
 		return nil, model.Forbidden(model.AuthErrorReasonAccountDisabled)
 	}
 	if s.passwords.NeedsRehash(u.PasswordHash) {
-		if hash, err := s.passwords.Hash(pw); err == nil {
+		if hash, err := s.passwords.Hash(ctx, pw); err == nil {
 			if err := s.db.SetPasswordHash(ctx, u.ID, hash); err != nil {
 				s.log.WarnContext(ctx, "rehash failed", "err", err)
 			}
@@ -172,6 +188,9 @@ func (s *Service) payload(u *model.User, sessionID, refresh string) (*model.Auth
 //
 // A session's lifetime is absolute: refreshing never moves expiresAt.
 func (s *Service) Refresh(ctx context.Context, token string) (*model.AuthPayload, error) {
+	if err := s.limitClient(ctx); err != nil {
+		return nil, err
+	}
 	if token == "" {
 		return nil, model.Unauthenticated(model.AuthErrorReasonInvalidRefreshToken)
 	}
@@ -213,7 +232,7 @@ func (s *Service) Refresh(ctx context.Context, token string) (*model.AuthPayload
 		}
 	})
 	if err != nil {
-		return nil, s.internal(ctx, "Refresh", err)
+		return nil, s.check(ctx, "Refresh", err)
 	}
 	if outcome != nil {
 		return nil, outcome
@@ -242,7 +261,7 @@ func (s *Service) loadPrincipal(ctx context.Context, claims *Claims) (*Principal
 	case errors.Is(err, store.ErrNotFound):
 		return nil, model.Unauthenticated(model.AuthErrorReasonSessionRevoked)
 	case err != nil:
-		return nil, s.internal(ctx, "Authenticate", err)
+		return nil, s.check(ctx, "Authenticate", err)
 	case user.Disabled:
 		return nil, model.Forbidden(model.AuthErrorReasonAccountDisabled)
 	case !sess.Live(s.clock()):
@@ -301,16 +320,27 @@ func (s *Service) ChangePassword(ctx context.Context, current, next string) (boo
 	if err != nil {
 		return false, err
 	}
+	if err := s.limitClient(ctx); err != nil {
+		return false, err
+	}
+	if err := s.limitFailures(ctx, p.User.Username); err != nil {
+		return false, err
+	}
 	nextPw := NormalizePassword(next)
 	if err := ValidatePassword("newPassword", nextPw); err != nil {
 		return false, err
 	}
-	if !s.passwords.Match(p.User.PasswordHash, NormalizePassword(current)) {
+	ok, err := s.passwords.Match(ctx, p.User.PasswordHash, NormalizePassword(current))
+	if err != nil {
+		return false, s.check(ctx, "ChangePassword", err)
+	}
+	if !ok {
+		s.recordFailure(ctx, p.User.Username)
 		return false, model.BadInput("currentPassword", "current password is incorrect")
 	}
-	hash, err := s.passwords.Hash(nextPw)
+	hash, err := s.passwords.Hash(ctx, nextPw)
 	if err != nil {
-		return false, s.internal(ctx, "ChangePassword", err)
+		return false, s.check(ctx, "ChangePassword", err)
 	}
 	err = s.db.Transact(ctx, func(tx *store.DB) error {
 		if err := tx.SetPasswordHash(ctx, p.User.ID, hash); err != nil {
@@ -364,7 +394,7 @@ func (s *Service) EnsureAdmin(ctx context.Context, username, password string) (b
 	} else if !errors.Is(err, store.ErrNotFound) {
 		return false, err
 	}
-	u, err := s.newUser(username, password, nil, model.RoleAdmin)
+	u, err := s.newUser(ctx, username, password, nil, model.RoleAdmin)
 	if err != nil {
 		return false, err
 	}
@@ -411,6 +441,11 @@ func (s *Service) check(ctx context.Context, op string, err error) error {
 		return merr
 	case errors.Is(err, store.ErrNotFound):
 		return model.NotFound("no user with this id")
+	case errors.Is(err, store.ErrUnavailable):
+		s.log.ErrorContext(ctx, "database unavailable", "op", op, "err", err)
+		return model.Unavailable()
+	case errors.Is(err, context.Canceled):
+		return model.Internal() // the client went away; nothing to log
 	default:
 		return s.internal(ctx, op, err)
 	}

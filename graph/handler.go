@@ -10,16 +10,35 @@ import (
 	"github.com/99designs/gqlgen/graphql"
 	"github.com/99designs/gqlgen/graphql/handler"
 	"github.com/99designs/gqlgen/graphql/handler/extension"
+	"github.com/99designs/gqlgen/graphql/handler/lru"
 	"github.com/99designs/gqlgen/graphql/handler/transport"
+	"github.com/vektah/gqlparser/v2/ast"
 	"github.com/vektah/gqlparser/v2/gqlerror"
 
 	"gqlauth/auth"
 	"gqlauth/model"
 )
 
-// NewHandler returns the GraphQL endpoint: Bearer middleware in front of gqlgen. It refuses a
-// schema with an unguarded root field.
-func NewHandler(svc *auth.Service, tokens *auth.Tokens, log *slog.Logger) (http.Handler, error) {
+// Options configure the GraphQL endpoint.
+type Options struct {
+	Logger        *slog.Logger // nil means slog.Default()
+	Metrics       *Metrics     // nil: no metrics
+	Proxies       auth.Proxies // whose X-Forwarded-For to believe
+	Limits        QueryLimits  // zero value: DefaultQueryLimits()
+	Introspection bool         // allow __schema / __type queries
+	Debug         bool         // field suggestions ("did you mean …") in validation errors
+}
+
+// NewHandler returns the GraphQL endpoint: security headers, request log and metrics, the Bearer
+// middleware and the query limits in front of gqlgen. It refuses a schema with an unguarded root
+// field.
+func NewHandler(svc *auth.Service, tokens *auth.Tokens, opts Options) (http.Handler, error) {
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	if opts.Limits == (QueryLimits{}) {
+		opts.Limits = DefaultQueryLimits()
+	}
 	es := NewExecutableSchema(Config{Resolvers: &Resolver{Auth: svc}, Directives: directives(svc)})
 	if err := CheckGuards(es.Schema()); err != nil {
 		return nil, err
@@ -28,36 +47,62 @@ func NewHandler(svc *auth.Service, tokens *auth.Tokens, log *slog.Logger) (http.
 	srv.AddTransport(transport.Options{})
 	srv.AddTransport(transport.GET{}) // runs queries only; gqlgen refuses mutations over GET
 	srv.AddTransport(transport.POST{})
-	srv.Use(extension.Introspection{})
-	srv.SetErrorPresenter(presentError(log))
+	srv.SetQueryCache(lru.New[*ast.QueryDocument](1000))
+	srv.SetParserTokenLimit(opts.Limits.MaxTokens)
+	srv.SetDisableSuggestion(!opts.Debug)
+	if opts.Introspection {
+		srv.Use(extension.Introspection{})
+	}
+	srv.Use(extension.FixedComplexityLimit(opts.Limits.MaxComplexity))
+	srv.AroundOperations(aroundOperations)
+	srv.AroundResponses(aroundResponses)
+	srv.SetErrorPresenter(presentError(opts.Logger, opts.Metrics))
 	srv.SetRecoverFunc(func(ctx context.Context, p any) error {
-		log.ErrorContext(ctx, "panic in resolver", "panic", p, "stack", string(debug.Stack()))
+		opts.Logger.ErrorContext(ctx, "panic in resolver", "panic", p, "stack", string(debug.Stack()))
 		return model.Internal()
 	})
-	return auth.Middleware(tokens)(srv), nil
+	var h http.Handler = newGuard(opts.Limits, opts.Introspection, srv)
+	h = observe(opts.Logger, opts.Metrics, h)
+	h = auth.Middleware(tokens, opts.Proxies)(h)
+	return securityHeaders(h), nil
 }
 
 // presentError maps errors onto errors[].extensions in one place: *model.Error by its fields,
-// gqlgen's own parse and validation errors as they are, anything else as INTERNAL_SERVER_ERROR
-// with a message that reveals nothing (the cause is logged).
-func presentError(log *slog.Logger) graphql.ErrorPresenterFunc {
+// gqlgen's own request-level errors (parse, validation, complexity) with their code narrowed to
+// the schema's ErrorCode values, anything else as INTERNAL_SERVER_ERROR with a message that
+// reveals nothing (the cause is logged).
+func presentError(log *slog.Logger, metrics *Metrics) graphql.ErrorPresenterFunc {
 	return func(ctx context.Context, err error) *gqlerror.Error {
 		gqlErr := graphql.DefaultErrorPresenter(ctx, err)
 		var merr *model.Error
-		if errors.As(err, &merr) {
-			gqlErr.Message = merr.Message
-			gqlErr.Extensions = extensions(merr)
+		switch {
+		case errors.As(err, &merr):
+		case gqlErr.Err == nil && gqlErr.Extensions["code"] != nil:
+			code := model.ErrorCode(asString(gqlErr.Extensions["code"]))
+			if !code.IsValid() {
+				code = model.ErrorCodeGraphqlValidationFailed
+			}
+			gqlErr.Extensions = map[string]any{"code": code}
 			return gqlErr
+		default:
+			log.ErrorContext(ctx, "unexpected error", "err", err, "path", gqlErr.Path.String())
+			merr = model.Internal()
 		}
-		if code, _ := gqlErr.Extensions["code"].(string); gqlErr.Err == nil && code != "" {
-			return gqlErr
-		}
-		log.ErrorContext(ctx, "unexpected error", "err", err, "path", gqlErr.Path.String())
-		internal := model.Internal()
-		gqlErr.Message = internal.Message
-		gqlErr.Extensions = extensions(internal)
+		metrics.observeError(merr)
+		gqlErr.Message = merr.Message
+		gqlErr.Extensions = extensions(merr)
 		return gqlErr
 	}
+}
+
+func asString(v any) string {
+	switch s := v.(type) {
+	case string:
+		return s
+	case interface{ String() string }:
+		return s.String()
+	}
+	return ""
 }
 
 func extensions(e *model.Error) map[string]any {

@@ -56,14 +56,25 @@ type serverOptions struct {
 	reuseInterval time.Duration
 	refreshTTL    time.Duration
 	signup        bool
+	limits        auth.Limits
+	queryLimits   graph.QueryLimits
+	logs          io.Writer
+	bcryptWorkers int
+	queueTimeout  time.Duration
 }
 
 type option func(*serverOptions)
 
-func withBcryptCost(c int) option              { return func(o *serverOptions) { o.cost = c } }
-func withSignupDisabled() option               { return func(o *serverOptions) { o.signup = false } }
-func withReuseInterval(d time.Duration) option { return func(o *serverOptions) { o.reuseInterval = d } }
-func withRefreshTTL(d time.Duration) option    { return func(o *serverOptions) { o.refreshTTL = d } }
+func withBcryptCost(c int) option                { return func(o *serverOptions) { o.cost = c } }
+func withSignupDisabled() option                 { return func(o *serverOptions) { o.signup = false } }
+func withReuseInterval(d time.Duration) option   { return func(o *serverOptions) { o.reuseInterval = d } }
+func withRefreshTTL(d time.Duration) option      { return func(o *serverOptions) { o.refreshTTL = d } }
+func withRateLimits(l auth.Limits) option        { return func(o *serverOptions) { o.limits = l } }
+func withQueryLimits(l graph.QueryLimits) option { return func(o *serverOptions) { o.queryLimits = l } }
+func withLogs(w io.Writer) option                { return func(o *serverOptions) { o.logs = w } }
+func withBcryptPool(workers int, queueTimeout time.Duration) option {
+	return func(o *serverOptions) { o.bcryptWorkers, o.queueTimeout = workers, queueTimeout }
+}
 
 // newServer starts a server on a fresh database of kind.
 func newServer(t *testing.T, kind storetest.Kind, opts ...option) *server {
@@ -74,7 +85,7 @@ func newServer(t *testing.T, kind storetest.Kind, opts ...option) *server {
 // newServerOn starts a server on db, as one more instance in front of the same database.
 func newServerOn(t *testing.T, db *store.DB, clk *clock, opts ...option) *server {
 	t.Helper()
-	o := serverOptions{cost: 4, reuseInterval: 10 * time.Second, refreshTTL: 720 * time.Hour, signup: true}
+	o := serverOptions{cost: 4, reuseInterval: 10 * time.Second, refreshTTL: 720 * time.Hour, signup: true, logs: io.Discard}
 	for _, opt := range opts {
 		opt(&o)
 	}
@@ -82,15 +93,16 @@ func newServerOn(t *testing.T, db *store.DB, clk *clock, opts ...option) *server
 	if err != nil {
 		t.Fatal(err)
 	}
-	passwords, err := auth.NewPasswords(o.cost)
+	passwords, err := auth.NewPasswords(auth.PasswordConfig{Cost: o.cost, Workers: o.bcryptWorkers, QueueTimeout: o.queueTimeout})
 	if err != nil {
 		t.Fatal(err)
 	}
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	log := slog.New(graph.LogHandler(slog.NewJSONHandler(o.logs, nil)))
 	svc := auth.NewService(db, tokens, passwords, auth.ServiceConfig{
 		RefreshTTL: o.refreshTTL, ReuseInterval: o.reuseInterval, SignupEnabled: o.signup, Now: clk.Now, Logger: log,
+		Limits: o.limits,
 	})
-	h, err := graph.NewHandler(svc, tokens, log)
+	h, err := graph.NewHandler(svc, tokens, graph.Options{Logger: log, Limits: o.queryLimits, Introspection: true})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -51,6 +51,16 @@ func NotFound(message string) *Error {
 	return &Error{Code: ErrorCodeNotFound, Message: message}
 }
 
+// TooManyRequests is a TOO_MANY_REQUESTS error telling the client to wait retryAfter seconds.
+func TooManyRequests(retryAfter int) *Error {
+	return &Error{Code: ErrorCodeTooManyRequests, Message: "too many requests; try again later", RetryAfter: max(retryAfter, 1)}
+}
+
+// Unavailable is the INTERNAL_SERVER_ERROR of a dependency that does not answer (the database).
+func Unavailable() *Error {
+	return &Error{Code: ErrorCodeInternalServerError, Message: "service unavailable; try again shortly"}
+}
+
 // Internal is what a client sees of any unexpected failure; the cause is logged, never shown.
 func Internal() *Error {
 	return &Error{Code: ErrorCodeInternalServerError, Message: "internal server error"}

@@ -6,8 +6,11 @@ package store
 import (
 	"context"
 	"database/sql"
+	"database/sql/driver"
 	"errors"
 	"fmt"
+	"io"
+	"net"
 	"strings"
 	"time"
 
@@ -22,6 +25,10 @@ import (
 
 // ErrNotFound is returned when a lookup matches no row.
 var ErrNotFound = errors.New("store: not found")
+
+// ErrUnavailable is wrapped into errors caused by the database not answering (down, unreachable,
+// connection lost), as opposed to errors in a query.
+var ErrUnavailable = errors.New("store: database unavailable")
 
 // DB is a database handle. The value returned by Open runs each call on its own; the one passed to
 // the function given to Transact runs every call in that transaction.
@@ -128,7 +135,30 @@ func wrap(err error, op string) error {
 	if errors.Is(err, sql.ErrNoRows) {
 		return ErrNotFound
 	}
+	if unavailable(err) {
+		return fmt.Errorf("store.%s: %w: %w", op, ErrUnavailable, err)
+	}
 	return fmt.Errorf("store.%s: %w", op, err)
+}
+
+// unavailable reports whether err means the database could not be reached or the connection was
+// lost, rather than that a query failed.
+func unavailable(err error) bool {
+	var (
+		netErr     net.Error
+		connectErr *pgconn.ConnectError
+		pgErr      *pgconn.PgError
+	)
+	switch {
+	case errors.Is(err, driver.ErrBadConn), errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, io.EOF),
+		errors.Is(err, context.DeadlineExceeded), errors.Is(err, sql.ErrConnDone),
+		errors.As(err, &netErr), errors.As(err, &connectErr):
+		return true
+	case errors.As(err, &pgErr):
+		// Class 08: connection exception; 57P01–57P03: admin shutdown, crash shutdown, cannot connect now.
+		return strings.HasPrefix(pgErr.Code, "08") || strings.HasPrefix(pgErr.Code, "57P")
+	}
+	return false
 }
 
 // uniqueViolation returns the name of the unique index or constraint err violates, or "".

@@ -1,0 +1,108 @@
+package auth_test
+
+import (
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+	"unicode/utf8"
+
+	"gqlauth/auth"
+	"gqlauth/model"
+)
+
+func TestProxies_ClientIP(t *testing.T) {
+	proxies, err := auth.ParseProxies("10.0.0.0/8, 192.168.1.1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cases := []struct {
+		name, remote, xff, want string
+	}{
+		{"DirectClientIgnoresHeader", "203.0.113.7:5555", "1.2.3.4", "203.0.113.7"},
+		{"TrustedProxyUsesHeader", "10.1.2.3:5555", "198.51.100.9", "198.51.100.9"},
+		{"RightmostUntrustedHop", "10.1.2.3:5555", "6.6.6.6, 198.51.100.9, 10.9.9.9", "198.51.100.9"},
+		{"SingleTrustedIP", "192.168.1.1:1", "198.51.100.9", "198.51.100.9"},
+		{"OtherPrivateIPNotTrusted", "192.168.1.2:1", "198.51.100.9", "192.168.1.2"},
+		{"GarbageHopStops", "10.1.2.3:5555", "not-an-ip", "10.1.2.3"},
+		{"NoHeaderFromProxy", "10.1.2.3:5555", "", "10.1.2.3"},
+		{"IPv6Client", "[2001:db8::1]:443", "", "2001:db8::1"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			r := httptest.NewRequest("POST", "/query", nil)
+			r.RemoteAddr = c.remote
+			if c.xff != "" {
+				r.Header.Set("X-Forwarded-For", c.xff)
+			}
+			if got := proxies.ClientIP(r); got != c.want {
+				t.Fatalf("got %s, want %s", got, c.want)
+			}
+		})
+	}
+	if _, err := auth.ParseProxies("10.0.0.0/33"); err == nil {
+		t.Fatal("bad prefix accepted")
+	}
+}
+
+func newTokens(t testing.TB) *auth.Tokens {
+	t.Helper()
+	tokens, err := auth.NewTokens(auth.TokenConfig{Secret: []byte(strings.Repeat("k", 32)), Issuer: "gqlauth", Audience: "gqlauth", TTL: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tokens
+}
+
+// FuzzVerify: no input makes verification panic, and nothing but a token this server signed
+// yields claims.
+func FuzzVerify(f *testing.F) {
+	tokens := newTokens(f)
+	valid, err := tokens.Issue(&model.User{ID: "u1", Role: model.RoleUser}, "s1")
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(valid)
+	f.Add("")
+	f.Add("a.b.c")
+	f.Add("eyJhbGciOiJub25lIiwidHlwIjoiYXQrand0In0.eyJzdWIiOiJ1MSJ9.")
+	f.Fuzz(func(t *testing.T, token string) {
+		claims, reason := tokens.Verify(token)
+		if (claims == nil) == (reason == "") {
+			t.Fatalf("claims %v with reason %q", claims, reason)
+		}
+		// Only a token this server signed can be accepted, and the only one it signed is the seed
+		// (each fuzz worker signs its own, so compare claims, not strings).
+		if claims != nil && (claims.Subject != "u1" || claims.SessionID != "s1" || claims.Issuer != "gqlauth") {
+			t.Fatalf("accepted a token it did not issue: %q", token)
+		}
+	})
+}
+
+// FuzzValidators: the input rules hold for every string, and normalization is idempotent.
+func FuzzValidators(f *testing.F) {
+	for _, seed := range []string{"alice", "a.b_c-d", "ab", "jürgen", "e\u0301", strings.Repeat("x", 73), "\x00", "\xff\xfe"} {
+		f.Add(seed)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		if auth.ValidateUsername(s) == nil {
+			if len(s) < 3 || len(s) > 64 || strings.ContainsFunc(s, func(r rune) bool {
+				return !(r < utf8.RuneSelf && (r == '.' || r == '_' || r == '-' || r >= '0' && r <= '9' || r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z'))
+			}) {
+				t.Fatalf("username %q accepted", s)
+			}
+		}
+		n := auth.NormalizePassword(s)
+		if auth.NormalizePassword(n) != n {
+			t.Fatalf("NFC not idempotent on %q", s)
+		}
+		err := auth.ValidatePassword("password", n)
+		if ok := len(n) >= auth.MinPasswordBytes && len(n) <= auth.MaxPasswordBytes; ok != (err == nil) {
+			t.Fatalf("password of %d bytes: err %v", len(n), err)
+		}
+		email := s
+		if e, err := auth.NormalizeEmail(&email); err == nil && e != nil && (!strings.Contains(*e, "@") || len(*e) > 254) {
+			t.Fatalf("email %q accepted", s)
+		}
+	})
+}

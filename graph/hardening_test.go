@@ -1,0 +1,406 @@
+package graph_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"gqlauth/auth"
+	"gqlauth/graph"
+	"gqlauth/ratelimit"
+	"gqlauth/store/storetest"
+)
+
+// loginFields is one request with n aliased login fields: n attempts.
+func loginFields(n int, username, password string) string {
+	var b strings.Builder
+	b.WriteString("mutation {")
+	for i := range n {
+		fmt.Fprintf(&b, " a%d: login(username: %q, password: %q) { accessToken }", i, username, password)
+	}
+	b.WriteString(" }")
+	return b.String()
+}
+
+func codes(r response) []string {
+	var out []string
+	for _, e := range r.Errors {
+		out = append(out, e.Extensions.Code+"/"+e.Extensions.Reason)
+	}
+	return out
+}
+
+func TestRateLimit_UsernameFailuresLockTheUsernameForTheWindow(t *testing.T) {
+	clk := &clock{now: time.Now().UTC()}
+	s := newServerOn(t, storetest.Open(t, storetest.SQLite), clk, withRateLimits(auth.Limits{
+		Counter: ratelimit.NewMemory(clk.Now), FailuresPerUser: 3, UserWindow: 15 * time.Minute,
+	}))
+	s.signedInUser(t, "alice")
+	login := func(password string) response {
+		return s.do(t, call{Query: `mutation($p: String!) { login(username: "ALICE", password: $p) { accessToken } }`, Variables: map[string]any{"p": password}})
+	}
+	for range 3 {
+		login("wrong horse battery").wantError(t, "UNAUTHENTICATED", "INVALID_CREDENTIALS")
+	}
+	// Limited now, even with the right password: no password is checked.
+	e := login("correct horse battery").wantError(t, "TOO_MANY_REQUESTS", "")
+	if e.Extensions.RetryAfter <= 0 || e.Extensions.RetryAfter > 15*60 {
+		t.Fatalf("retryAfter: %d", e.Extensions.RetryAfter)
+	}
+	clk.Advance(15*time.Minute + time.Second)
+	if r := login("correct horse battery"); len(r.Errors) > 0 {
+		t.Fatalf("after the window: %+v", r.Errors)
+	}
+}
+
+func TestRateLimit_AliasedLoginsCountOneByOne(t *testing.T) {
+	clk := &clock{now: time.Now().UTC()}
+	s := newServerOn(t, storetest.Open(t, storetest.SQLite), clk, withRateLimits(auth.Limits{
+		Counter: ratelimit.NewMemory(clk.Now), PerClient: 5, ClientWindow: time.Minute,
+	}))
+	r := s.do(t, call{Query: loginFields(8, "nobody", "some password")})
+	got := codes(r)
+	want := []string{
+		"UNAUTHENTICATED/INVALID_CREDENTIALS", "UNAUTHENTICATED/INVALID_CREDENTIALS", "UNAUTHENTICATED/INVALID_CREDENTIALS",
+		"UNAUTHENTICATED/INVALID_CREDENTIALS", "UNAUTHENTICATED/INVALID_CREDENTIALS",
+		"TOO_MANY_REQUESTS/", "TOO_MANY_REQUESTS/", "TOO_MANY_REQUESTS/",
+	}
+	if strings.Join(got, " ") != strings.Join(want, " ") {
+		t.Fatalf("8 aliased logins with a limit of 5:\n got %v\nwant %v", got, want)
+	}
+	// The same client's next request, of any credential operation, is limited too.
+	s.refresh(t, "whatever").wantError(t, "TOO_MANY_REQUESTS", "")
+	s.do(t, call{Query: `mutation { register(username: "newbie", password: "correct horse battery") { accessToken } }`}).wantError(t, "TOO_MANY_REQUESTS", "")
+}
+
+func TestRateLimit_ClientIPFromTrustedProxyOnly(t *testing.T) {
+	// The test client connects from 127.0.0.1, which is not a trusted proxy here, so a forged
+	// X-Forwarded-For cannot buy a fresh quota.
+	clk := &clock{now: time.Now().UTC()}
+	s := newServerOn(t, storetest.Open(t, storetest.SQLite), clk, withRateLimits(auth.Limits{
+		Counter: ratelimit.NewMemory(clk.Now), PerClient: 2, ClientWindow: time.Minute,
+	}))
+	for i := range 3 {
+		r := s.do(t, call{
+			Query:  `mutation { login(username: "nobody", password: "some password") { accessToken } }`,
+			Header: http.Header{"X-Forwarded-For": {fmt.Sprintf("198.51.100.%d", i)}},
+		})
+		if i == 2 {
+			r.wantError(t, "TOO_MANY_REQUESTS", "")
+		}
+	}
+}
+
+func TestRateLimit_BatchedOperationsRefused(t *testing.T) {
+	s := newServer(t, storetest.SQLite)
+	body := `[` + strings.Repeat(`{"query":"mutation { login(username: \"a\", password: \"b\") { accessToken } }"},`, 49) +
+		`{"query":"{ __typename }"}]`
+	res := post(t, s.URL, "application/json", body)
+	if res.Status != http.StatusBadRequest || len(res.Errors) != 1 || res.Errors[0].Extensions.Code != "GRAPHQL_PARSE_FAILED" {
+		t.Fatalf("batch: %d %+v", res.Status, res.Errors)
+	}
+}
+
+func TestRateLimit_SharedThroughRedis(t *testing.T) {
+	url := os.Getenv("TEST_REDIS_URL")
+	if url == "" {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("CI=true but TEST_REDIS_URL is not set")
+		}
+		t.Skip("TEST_REDIS_URL not set")
+	}
+	prefix := fmt.Sprintf("gqlauth-test:%d:", time.Now().UnixNano())
+	counter, err := ratelimit.NewRedis(context.Background(), url, prefix)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { counter.Close() })
+	limits := withRateLimits(auth.Limits{Counter: counter, FailuresPerUser: 2, UserWindow: time.Minute, PerClient: 100, ClientWindow: time.Minute})
+	db := storetest.Open(t, storetest.SQLite)
+	clk := &clock{now: time.Now().UTC()}
+	a, b := newServerOn(t, db, clk, limits), newServerOn(t, db, clk, limits)
+	a.signedInUser(t, "alice")
+	wrong := `mutation { login(username: "alice", password: "wrong horse battery") { accessToken } }`
+	a.do(t, call{Query: wrong}).wantError(t, "UNAUTHENTICATED", "INVALID_CREDENTIALS")
+	b.do(t, call{Query: wrong}).wantError(t, "UNAUTHENTICATED", "INVALID_CREDENTIALS")
+	// Two failures, one on each instance: both instances now refuse the username.
+	e := a.do(t, call{Query: `mutation { login(username: "alice", password: "correct horse battery") { accessToken } }`}).wantError(t, "TOO_MANY_REQUESTS", "")
+	if e.Extensions.RetryAfter < 1 || e.Extensions.RetryAfter > 60 {
+		t.Fatalf("retryAfter %d", e.Extensions.RetryAfter)
+	}
+	b.do(t, call{Query: `mutation { login(username: "alice", password: "correct horse battery") { accessToken } }`}).wantError(t, "TOO_MANY_REQUESTS", "")
+}
+
+func TestBcryptPool_OverCapacityIsTooManyRequestsNotAHang(t *testing.T) {
+	// One worker, a queue timeout far shorter than one hash at cost 12: of several concurrent
+	// logins, the first is served and those that wait too long are refused quickly.
+	s := newServer(t, storetest.SQLite, withBcryptCost(12), withBcryptPool(1, 20*time.Millisecond))
+	const n = 4
+	results := make([]response, n)
+	var wg sync.WaitGroup
+	start := time.Now()
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			results[i] = s.do(t, call{Query: `mutation { login(username: "nobody", password: "some password") { accessToken } }`})
+		}()
+	}
+	wg.Wait()
+	limited := 0
+	for _, r := range results {
+		if len(r.Errors) == 1 && r.Errors[0].Extensions.Code == "TOO_MANY_REQUESTS" {
+			limited++
+		}
+	}
+	if limited == 0 || limited == n {
+		t.Fatalf("%d of %d refused: want some served and some refused (%v)", limited, n, results)
+	}
+	if elapsed := time.Since(start); elapsed > 10*time.Second {
+		t.Fatalf("took %v", elapsed)
+	}
+}
+
+// post sends a raw body with a content type.
+func post(t *testing.T, url, contentType, body string) response {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodPost, url, strings.NewReader(body))
+	req.Header.Set("Content-Type", contentType)
+	return send(t, req)
+}
+
+func send(t *testing.T, req *http.Request) response {
+	t.Helper()
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	raw, _ := io.ReadAll(res.Body)
+	var r response
+	if err := json.Unmarshal(raw, &r); err != nil {
+		r.Errors = []gqlError{{Message: "not JSON: " + string(raw)}}
+	}
+	r.Header, r.Status = res.Header, res.StatusCode
+	return r
+}
+
+func TestQueryLimits_RefuseWithAClearError(t *testing.T) {
+	storetest.Each(t, func(t *testing.T, kind storetest.Kind) {
+		s := newServer(t, kind)
+		admin := s.signedInAdmin(t)
+		before, _ := s.DB.CountUsers(context.Background())
+		deep := "{ __schema { types { fields { type " + strings.Repeat("{ ofType ", 12) + "{ name }" + strings.Repeat(" }", 12) + " } } } }"
+		manyRoot := "{ __typename me { id }"
+		for i := range 25 {
+			manyRoot += fmt.Sprintf(" f%d: __typename", i)
+		}
+		manyRoot += " }"
+		cases := []struct {
+			name   string
+			body   string
+			status int
+			code   string
+		}{
+			{"TooDeep", jsonQuery(deep), 422, "GRAPHQL_VALIDATION_FAILED"},
+			{"ThousandAliases", jsonQuery(loginFields(1000, "a", "b")), 422, "GRAPHQL_VALIDATION_FAILED"},
+			{"TwentyFiveAliases", jsonQuery(loginFields(25, "a", "b")), 422, "GRAPHQL_VALIDATION_FAILED"},
+			{"TooManyRootFields", jsonQuery(manyRoot), 422, "GRAPHQL_VALIDATION_FAILED"},
+			{"TooManyTokens", jsonQuery("{" + strings.Repeat(" a", 2500) + " }"), 422, "GRAPHQL_PARSE_FAILED"},
+			{"QueryTooLong", jsonQuery("{ __typename }" + strings.Repeat(" ", 17<<10)), 422, "GRAPHQL_VALIDATION_FAILED"},
+			{"BodyTooLarge", `{"query":"{ __typename }","variables":{"x":"` + strings.Repeat("x", 70<<10) + `"}}`, 413, "GRAPHQL_PARSE_FAILED"},
+			{"NotJSON", `query=%7B__typename%7D`, 400, "GRAPHQL_PARSE_FAILED"},
+			{"Unparsable", jsonQuery("{ me { "), 422, "GRAPHQL_PARSE_FAILED"},
+			{"UnknownField", jsonQuery("{ secrets }"), 422, "GRAPHQL_VALIDATION_FAILED"},
+			{"FragmentCycle", jsonQuery("{ ...A } fragment A on Query { me { id } ...B } fragment B on Query { ...A }"), 422, "GRAPHQL_VALIDATION_FAILED"},
+		}
+		for _, c := range cases {
+			t.Run(c.name, func(t *testing.T) {
+				req, _ := http.NewRequest(http.MethodPost, s.URL, strings.NewReader(c.body))
+				req.Header.Set("Content-Type", "application/json")
+				req.Header.Set("Authorization", "Bearer "+admin.AccessToken)
+				r := send(t, req)
+				if r.Status != c.status || len(r.Errors) == 0 || r.Errors[0].Extensions.Code != c.code {
+					t.Fatalf("got %d %+v, want %d %s", r.Status, r.Errors, c.status, c.code)
+				}
+				if strings.Contains(r.Errors[0].Message, "Did you mean") {
+					t.Fatalf("field suggestions leak the schema: %q", r.Errors[0].Message)
+				}
+			})
+		}
+		if after, _ := s.DB.CountUsers(context.Background()); after != before {
+			t.Fatalf("users: %d before, %d after", before, after)
+		}
+	})
+}
+
+func jsonQuery(q string) string {
+	b, _ := json.Marshal(map[string]string{"query": q})
+	return string(b)
+}
+
+func TestQueryLimits_AllowGraphiQLIntrospection(t *testing.T) {
+	s := newServer(t, storetest.SQLite)
+	r := s.do(t, call{Query: graphiqlIntrospection})
+	if len(r.Errors) > 0 || r.Data["__schema"] == nil {
+		t.Fatalf("introspection: %+v", r.Errors)
+	}
+}
+
+func TestSelfReferencingFragmentsDoNotCrashTheServer(t *testing.T) {
+	// vektah/gqlparser#173: this document overflows the validator's stack, a fatal error no
+	// recover() catches. The guard refuses it before validation.
+	s := newServer(t, storetest.SQLite)
+	doc := `{ __schema { queryType { ...F } } } fragment F on __Type { name ofType { ...F ofType { ...F ofType { ...F } } } }`
+	r := s.do(t, call{Query: doc})
+	r.wantError(t, "GRAPHQL_VALIDATION_FAILED", "")
+	s.do(t, call{Query: `{ __typename }`}) // still alive
+	var typename string
+	s.query(t, "", `{ __typename }`, nil).field(t, "__typename", &typename)
+	if typename != "Query" {
+		t.Fatalf("__typename: %q", typename)
+	}
+}
+
+func TestIntrospection_CanBeTurnedOff(t *testing.T) {
+	db := storetest.Open(t, storetest.SQLite)
+	clk := &clock{now: time.Now().UTC()}
+	tokens, _ := auth.NewTokens(auth.TokenConfig{Secret: testSecret, Issuer: "gqlauth", Audience: "gqlauth", TTL: time.Minute, Now: clk.Now})
+	passwords, _ := auth.NewPasswords(auth.PasswordConfig{Cost: 4})
+	svc := auth.NewService(db, tokens, passwords, auth.ServiceConfig{RefreshTTL: time.Hour, Now: clk.Now})
+	h, err := graph.NewHandler(svc, tokens, graph.Options{Introspection: false})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts := httptest.NewServer(h)
+	defer ts.Close()
+	r := post(t, ts.URL, "application/json", `{"query":"{ __schema { types { name } } }"}`)
+	if len(r.Errors) != 1 || r.Errors[0].Extensions.Code != "GRAPHQL_VALIDATION_FAILED" || r.Data["__schema"] != nil {
+		t.Fatalf("want introspection refused, got %d %+v", r.Status, r.Errors)
+	}
+}
+
+func TestBadInput_SuiteLeavesDatabaseUnchanged(t *testing.T) {
+	storetest.Each(t, func(t *testing.T, kind storetest.Kind) {
+		s := newServer(t, kind)
+		s.signedInUser(t, "alice")
+		before, _ := s.DB.CountUsers(context.Background())
+		register := `mutation($u: String!, $p: String!) { register(username: $u, password: $p) { accessToken } }`
+		cases := []struct {
+			name   string
+			call   call
+			code   string
+			reason string
+		}{
+			{"HugeUsername", call{Query: register, Variables: map[string]any{"u": strings.Repeat("a", 50_000), "p": "correct horse battery"}}, "BAD_USER_INPUT", ""},
+			{"HugePassword", call{Query: register, Variables: map[string]any{"u": "bob", "p": strings.Repeat("p", 50_000)}}, "BAD_USER_INPUT", ""},
+			{"InvalidUTF8Username", call{Query: register, Variables: map[string]any{"u": "bo\xffb", "p": "correct horse battery"}}, "BAD_USER_INPUT", ""},
+			{"NullByteUsername", call{Query: register, Variables: map[string]any{"u": "bo\x00b", "p": "correct horse battery"}}, "BAD_USER_INPUT", ""},
+			{"WrongVariableType", call{Query: register, Variables: map[string]any{"u": 42, "p": true}}, "GRAPHQL_VALIDATION_FAILED", ""},
+			{"MissingVariable", call{Query: register, Variables: map[string]any{"u": "bob"}}, "GRAPHQL_VALIDATION_FAILED", ""},
+			{"UnknownArgument", call{Query: `mutation { register(username: "bob", password: "correct horse battery", admin: true) { accessToken } }`}, "GRAPHQL_VALIDATION_FAILED", ""},
+			{"UnknownEnumValue", call{Query: `mutation { logout(scope: EVERYONE) }`}, "GRAPHQL_VALIDATION_FAILED", ""},
+			{"Token100KB", call{Query: `{ me { id } }`, Token: strings.Repeat("x", 100_000)}, "UNAUTHENTICATED", "INVALID_TOKEN"},
+			{"NullBytePasswordLogin", call{Query: `mutation { login(username: "alice", password: "correct\u0000horse") { accessToken } }`}, "UNAUTHENTICATED", "INVALID_CREDENTIALS"},
+		}
+		for _, c := range cases {
+			t.Run(c.name, func(t *testing.T) {
+				r := s.do(t, c.call)
+				if len(r.Errors) == 0 || r.Errors[0].Extensions.Code != c.code || r.Errors[0].Extensions.Reason != c.reason {
+					t.Fatalf("got %d %+v, want %s/%s", r.Status, r.Errors, c.code, c.reason)
+				}
+				if r.Status >= 500 {
+					t.Fatalf("status %d", r.Status)
+				}
+			})
+		}
+		if after, _ := s.DB.CountUsers(context.Background()); after != before {
+			t.Fatalf("users: %d before, %d after", before, after)
+		}
+	})
+}
+
+func TestResponses_CarrySecurityHeaders(t *testing.T) {
+	s := newServer(t, storetest.SQLite)
+	r := s.do(t, call{Query: `mutation { register(username: "alice", password: "correct horse battery") { accessToken } }`})
+	for k, want := range map[string]string{"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff", "Pragma": "no-cache"} {
+		if got := r.Header.Get(k); got != want {
+			t.Errorf("%s: got %q, want %q", k, got, want)
+		}
+	}
+	if r.Header.Get("X-Request-Id") == "" {
+		t.Error("no X-Request-Id")
+	}
+}
+
+func TestLogs_NeverContainSecrets(t *testing.T) {
+	var logs syncBuffer
+	s := newServer(t, storetest.SQLite, withLogs(&logs))
+	const password, newPassword = "correct horse battery", "a whole new password"
+	p := s.register(t, "alice", password)
+	p2 := refreshed(t, s.refresh(t, p.RefreshToken))
+	s.query(t, p2.AccessToken, `mutation($c: String!, $n: String!) { changePassword(currentPassword: $c, newPassword: $n) }`, map[string]any{"c": password, "n": newPassword})
+	s.do(t, call{Query: `mutation($p: String!) { login(username: "alice", password: $p) { accessToken } }`, Variables: map[string]any{"p": password}})
+	s.do(t, call{Query: `{ me { id } }`, Token: p.AccessToken + "tampered"})
+	s.refresh(t, p.RefreshToken) // a replay: logged as a warning
+	out := logs.String()
+	for name, secret := range map[string]string{
+		"password": password, "new password": newPassword, "access token": p.AccessToken, "refresh token": p.RefreshToken,
+		"second access token": p2.AccessToken, "second refresh token": p2.RefreshToken, "JWT secret": string(testSecret),
+	} {
+		if strings.Contains(out, secret) {
+			t.Errorf("the log contains the %s", name)
+		}
+	}
+	if !strings.Contains(out, `"msg":"request"`) || !strings.Contains(out, `"request_id"`) || !strings.Contains(out, `"user":"`+p.User.ID+`"`) {
+		t.Errorf("request lines lack request id or user: %s", out)
+	}
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
+}
+
+// graphiqlIntrospection is the introspection query GraphiQL sends when it opens.
+const graphiqlIntrospection = `query IntrospectionQuery {
+  __schema {
+    queryType { name } mutationType { name } subscriptionType { name }
+    types { ...FullType }
+    directives { name description locations args { ...InputValue } }
+  }
+}
+fragment FullType on __Type {
+  kind name description
+  fields(includeDeprecated: true) { name description args { ...InputValue } type { ...TypeRef } isDeprecated deprecationReason }
+  inputFields { ...InputValue }
+  interfaces { ...TypeRef }
+  enumValues(includeDeprecated: true) { name description isDeprecated deprecationReason }
+  possibleTypes { ...TypeRef }
+}
+fragment InputValue on __InputValue { name description type { ...TypeRef } defaultValue }
+fragment TypeRef on __Type {
+  kind name
+  ofType { kind name ofType { kind name ofType { kind name ofType { kind name ofType { kind name ofType { kind name ofType { kind name } } } } } } }
+}`

@@ -1,0 +1,285 @@
+package graph
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+
+	"github.com/99designs/gqlgen/graphql/handler/lru"
+	"github.com/vektah/gqlparser/v2/ast"
+	"github.com/vektah/gqlparser/v2/gqlerror"
+	"github.com/vektah/gqlparser/v2/parser"
+
+	"gqlauth/model"
+)
+
+// QueryLimits bound what one request may ask. Every limit refuses with a GraphQL error naming it.
+type QueryLimits struct {
+	MaxBodyBytes  int64 // the HTTP request body
+	MaxQueryBytes int   // the query text
+	MaxTokens     int   // lexer tokens in the query
+	MaxDepth      int   // nesting of selection sets, fragments expanded
+	MaxAliases    int   // aliased fields in the document
+	MaxRootFields int   // fields of the operation's root selection, fragments expanded
+	MaxComplexity int   // gqlgen's complexity (1 per field by default)
+}
+
+// DefaultQueryLimits fit every operation of the schema and GraphiQL's introspection query with
+// room to spare, and nothing much bigger.
+func DefaultQueryLimits() QueryLimits {
+	return QueryLimits{
+		MaxBodyBytes:  64 << 10,
+		MaxQueryBytes: 16 << 10,
+		MaxTokens:     2000,
+		MaxDepth:      15,
+		MaxAliases:    20,
+		MaxRootFields: 20,
+		MaxComplexity: 500,
+	}
+}
+
+// guard checks each request against the limits before gqlgen parses and validates it. It must
+// come first: gqlparser's validator recurses without bound on some self-referencing fragment
+// spreads (vektah/gqlparser#173), overflowing the goroutine stack, which is a fatal error that
+// recover() cannot catch. So fragment cycles are refused here, on a document parsed with a token
+// limit, and the validator never sees them.
+type guard struct {
+	limits        QueryLimits
+	introspection bool
+	next          http.Handler
+	// passed remembers queries that passed, so that a client's repeated operations are parsed once.
+	passed *lru.LRU[struct{}]
+}
+
+func newGuard(limits QueryLimits, introspection bool, next http.Handler) *guard {
+	return &guard{limits: limits, introspection: introspection, next: next, passed: lru.New[struct{}](1000)}
+}
+
+// requestBody is a GraphQL-over-HTTP JSON request.
+type requestBody struct {
+	Query         string          `json:"query"`
+	OperationName string          `json:"operationName"`
+	Variables     json.RawMessage `json:"variables"`
+	Extensions    json.RawMessage `json:"extensions"`
+}
+
+func (g *guard) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	var query string
+	switch r.Method {
+	case http.MethodPost:
+		r.Body = http.MaxBytesReader(w, r.Body, g.limits.MaxBodyBytes)
+		body, err := io.ReadAll(r.Body)
+		var tooLarge *http.MaxBytesError
+		if errors.As(err, &tooLarge) {
+			refuse(w, r, http.StatusRequestEntityTooLarge, model.ErrorCodeGraphqlParseFailed, fmt.Sprintf("request body exceeds %d bytes", g.limits.MaxBodyBytes))
+			return
+		}
+		if err != nil {
+			refuse(w, r, http.StatusBadRequest, model.ErrorCodeGraphqlParseFailed, "could not read the request body")
+			return
+		}
+		if trimmed := bytes.TrimSpace(body); len(trimmed) > 0 && trimmed[0] == '[' {
+			refuse(w, r, http.StatusBadRequest, model.ErrorCodeGraphqlParseFailed, "batched operations are not supported; send one operation per request")
+			return
+		}
+		var req requestBody
+		if err := json.Unmarshal(body, &req); err != nil {
+			refuse(w, r, http.StatusBadRequest, model.ErrorCodeGraphqlParseFailed, "the request body is not a GraphQL JSON request")
+			return
+		}
+		query = req.Query
+		r.Body = io.NopCloser(bytes.NewReader(body))
+	case http.MethodGet:
+		query = r.URL.Query().Get("query")
+	default:
+		g.next.ServeHTTP(w, r)
+		return
+	}
+	if gqlErr := g.check(r.Context(), query); gqlErr != nil {
+		writeErrors(w, r, http.StatusUnprocessableEntity, gqlErr)
+		return
+	}
+	g.next.ServeHTTP(w, r)
+}
+
+// check returns why query is refused, or nil.
+func (g *guard) check(ctx context.Context, query string) *gqlerror.Error {
+	if len(query) > g.limits.MaxQueryBytes {
+		return requestError(model.ErrorCodeGraphqlValidationFailed, fmt.Sprintf("query exceeds %d bytes", g.limits.MaxQueryBytes))
+	}
+	if _, ok := g.passed.Get(ctx, query); ok {
+		return nil
+	}
+	doc, err := parser.ParseQueryWithTokenLimit(&ast.Source{Input: query}, g.limits.MaxTokens)
+	if err != nil {
+		var gqlErr *gqlerror.Error
+		if errors.As(err, &gqlErr) {
+			gqlErr.Extensions = map[string]any{"code": model.ErrorCodeGraphqlParseFailed}
+			return gqlErr
+		}
+		return requestError(model.ErrorCodeGraphqlParseFailed, err.Error())
+	}
+	if err := g.checkDocument(doc); err != nil {
+		return requestError(model.ErrorCodeGraphqlValidationFailed, err.Error())
+	}
+	g.passed.Add(ctx, query, struct{}{})
+	return nil
+}
+
+func (g *guard) checkDocument(doc *ast.QueryDocument) error {
+	fragments := map[string]*ast.FragmentDefinition{}
+	for _, f := range doc.Fragments {
+		fragments[f.Name] = f
+	}
+	// Fragment cycles first: every walk below expands fragments and relies on there being none.
+	state := map[string]int{} // 1: on the current path, 2: done
+	var visit func(name string) error
+	visit = func(name string) error {
+		f := fragments[name]
+		if f == nil || state[name] == 2 {
+			return nil
+		}
+		if state[name] == 1 {
+			return fmt.Errorf("fragment %q spreads itself", name)
+		}
+		state[name] = 1
+		for _, spread := range spreads(f.SelectionSet) {
+			if err := visit(spread); err != nil {
+				return err
+			}
+		}
+		state[name] = 2
+		return nil
+	}
+	for _, f := range doc.Fragments {
+		if err := visit(f.Name); err != nil {
+			return err
+		}
+	}
+
+	aliases, introspects := 0, false
+	inspect := func(set ast.SelectionSet) {
+		walk(set, func(f *ast.Field) {
+			if f.Alias != "" && f.Alias != f.Name {
+				aliases++
+			}
+			introspects = introspects || f.Name == "__schema" || f.Name == "__type"
+		})
+	}
+	for _, op := range doc.Operations {
+		inspect(op.SelectionSet)
+	}
+	for _, f := range doc.Fragments {
+		inspect(f.SelectionSet)
+	}
+	if introspects && !g.introspection {
+		return errors.New("introspection is disabled on this server; the schema is served at /schema.graphql")
+	}
+	if aliases > g.limits.MaxAliases {
+		return fmt.Errorf("query has %d aliases; at most %d are allowed", aliases, g.limits.MaxAliases)
+	}
+
+	depthMemo := map[string]int{}
+	for _, op := range doc.Operations {
+		if d := depth(op.SelectionSet, fragments, depthMemo); d > g.limits.MaxDepth {
+			return fmt.Errorf("query is nested %d levels deep; at most %d are allowed", d, g.limits.MaxDepth)
+		}
+		if n := rootFields(op.SelectionSet, fragments); n > g.limits.MaxRootFields {
+			return fmt.Errorf("operation has %d root fields; at most %d are allowed", n, g.limits.MaxRootFields)
+		}
+	}
+	return nil
+}
+
+// spreads lists the fragments a selection set spreads, at any depth (inline fragments included).
+func spreads(set ast.SelectionSet) []string {
+	var out []string
+	for _, sel := range set {
+		switch s := sel.(type) {
+		case *ast.Field:
+			out = append(out, spreads(s.SelectionSet)...)
+		case *ast.InlineFragment:
+			out = append(out, spreads(s.SelectionSet)...)
+		case *ast.FragmentSpread:
+			out = append(out, s.Name)
+		}
+	}
+	return out
+}
+
+// walk calls fn for every field written in set, not following fragment spreads.
+func walk(set ast.SelectionSet, fn func(*ast.Field)) {
+	for _, sel := range set {
+		switch s := sel.(type) {
+		case *ast.Field:
+			fn(s)
+			walk(s.SelectionSet, fn)
+		case *ast.InlineFragment:
+			walk(s.SelectionSet, fn)
+		}
+	}
+}
+
+// depth is the nesting depth of set with fragments expanded (memoized per fragment).
+func depth(set ast.SelectionSet, fragments map[string]*ast.FragmentDefinition, memo map[string]int) int {
+	deepest := 0
+	for _, sel := range set {
+		d := 0
+		switch s := sel.(type) {
+		case *ast.Field:
+			d = 1 + depth(s.SelectionSet, fragments, memo)
+		case *ast.InlineFragment:
+			d = depth(s.SelectionSet, fragments, memo)
+		case *ast.FragmentSpread:
+			var ok bool
+			if d, ok = memo[s.Name]; !ok {
+				if f := fragments[s.Name]; f != nil {
+					d = depth(f.SelectionSet, fragments, memo)
+				}
+				memo[s.Name] = d
+			}
+		}
+		deepest = max(deepest, d)
+	}
+	return deepest
+}
+
+// rootFields counts the fields of an operation's root selection, fragments expanded.
+func rootFields(set ast.SelectionSet, fragments map[string]*ast.FragmentDefinition) int {
+	n := 0
+	for _, sel := range set {
+		switch s := sel.(type) {
+		case *ast.Field:
+			n++
+		case *ast.InlineFragment:
+			n += rootFields(s.SelectionSet, fragments)
+		case *ast.FragmentSpread:
+			if f := fragments[s.Name]; f != nil {
+				n += rootFields(f.SelectionSet, fragments)
+			}
+		}
+	}
+	return n
+}
+
+func requestError(code model.ErrorCode, message string) *gqlerror.Error {
+	return &gqlerror.Error{Message: message, Extensions: map[string]any{"code": code}}
+}
+
+func refuse(w http.ResponseWriter, r *http.Request, status int, code model.ErrorCode, message string) {
+	writeErrors(w, r, status, requestError(code, message))
+}
+
+// writeErrors writes a GraphQL response that carries only request-level errors.
+func writeErrors(w http.ResponseWriter, r *http.Request, status int, errs ...*gqlerror.Error) {
+	if info := infoFrom(r.Context()); info != nil && len(errs) > 0 {
+		info.errorCode = asString(errs[0].Extensions["code"])
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	json.NewEncoder(w).Encode(map[string]any{"errors": errs, "data": nil})
+}

@@ -1,0 +1,207 @@
+package graph
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"log/slog"
+	"net/http"
+	"time"
+
+	"github.com/99designs/gqlgen/graphql"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/vektah/gqlparser/v2/ast"
+
+	"gqlauth/auth"
+	"gqlauth/model"
+)
+
+// Metrics are the server's Prometheus metrics.
+type Metrics struct {
+	requests     *prometheus.CounterVec
+	latency      *prometheus.HistogramVec
+	authFailures *prometheus.CounterVec
+	rateLimited  prometheus.Counter
+}
+
+// NewMetrics registers the metrics with reg. queueDepth, if not nil, reports how many password
+// operations wait for a bcrypt worker.
+func NewMetrics(reg prometheus.Registerer, queueDepth func() int64) *Metrics {
+	m := &Metrics{
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "gqlauth_graphql_requests_total",
+			Help: "GraphQL requests by operation (the first root field) and outcome (ok or the first error code).",
+		}, []string{"operation", "outcome"}),
+		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "gqlauth_graphql_request_duration_seconds",
+			Help:    "GraphQL request latency by operation (the first root field).",
+			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5},
+		}, []string{"operation"}),
+		authFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "gqlauth_auth_failures_total",
+			Help: "Auth failures by reason (errors[].extensions.reason).",
+		}, []string{"reason"}),
+		rateLimited: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "gqlauth_rate_limited_total",
+			Help: "Operations refused with TOO_MANY_REQUESTS (rate limits and a full bcrypt queue).",
+		}),
+	}
+	reg.MustRegister(m.requests, m.latency, m.authFailures, m.rateLimited)
+	if queueDepth != nil {
+		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "gqlauth_bcrypt_queue_depth",
+			Help: "Password operations waiting for a bcrypt worker.",
+		}, func() float64 { return float64(queueDepth()) }))
+	}
+	return m
+}
+
+// observeError counts an error shown to a client.
+func (m *Metrics) observeError(e *model.Error) {
+	if m == nil {
+		return
+	}
+	if e.Reason != "" {
+		m.authFailures.WithLabelValues(string(e.Reason)).Inc()
+	}
+	if e.Code == model.ErrorCodeTooManyRequests {
+		m.rateLimited.Inc()
+	}
+}
+
+// requestInfo is filled in while a request is served and logged when it ends.
+type requestInfo struct {
+	id        string
+	operation string // the client's operation name, for logs
+	rootField string // the first root field, for metrics (bounded by the schema)
+	errorCode string // the first error code of the response
+}
+
+type requestInfoKey struct{}
+
+func infoFrom(ctx context.Context) *requestInfo {
+	info, _ := ctx.Value(requestInfoKey{}).(*requestInfo)
+	return info
+}
+
+// RequestID returns the id of the request in ctx, or "".
+func RequestID(ctx context.Context) string {
+	if info := infoFrom(ctx); info != nil {
+		return info.id
+	}
+	return ""
+}
+
+// observe gives each request an id (also sent back as X-Request-Id), and when it ends writes one
+// log line and the metrics: id, operation, duration, status, user id. Never a token or password:
+// it logs nothing from the request body but the operation name.
+func observe(log *slog.Logger, metrics *Metrics, next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		b := make([]byte, 8)
+		rand.Read(b)
+		info := &requestInfo{id: hex.EncodeToString(b)}
+		w.Header().Set("X-Request-Id", info.id)
+		sw := &statusWriter{ResponseWriter: w, status: http.StatusOK}
+		r = r.WithContext(context.WithValue(r.Context(), requestInfoKey{}, info))
+		next.ServeHTTP(sw, r)
+
+		elapsed := time.Since(start)
+		outcome := info.errorCode
+		if outcome == "" {
+			outcome = "ok"
+		}
+		if info.rootField == "" {
+			info.rootField = "none"
+		}
+		if metrics != nil {
+			metrics.requests.WithLabelValues(info.rootField, outcome).Inc()
+			metrics.latency.WithLabelValues(info.rootField).Observe(elapsed.Seconds())
+		}
+		log.LogAttrs(r.Context(), slog.LevelInfo, "request",
+			slog.String("method", r.Method),
+			slog.String("operation", info.operation),
+			slog.String("field", info.rootField),
+			slog.Int("status", sw.status),
+			slog.String("outcome", outcome),
+			slog.Duration("duration", elapsed),
+			slog.String("user", auth.CallerID(r.Context())),
+		)
+	})
+}
+
+// aroundOperations records the operation for the request log and metrics.
+func aroundOperations(ctx context.Context, next graphql.OperationHandler) graphql.ResponseHandler {
+	if info, op := infoFrom(ctx), graphql.GetOperationContext(ctx); info != nil && op != nil && op.Operation != nil {
+		info.operation = truncateName(op.OperationName)
+		for _, sel := range op.Operation.SelectionSet {
+			if f, ok := sel.(*ast.Field); ok {
+				info.rootField = f.Name
+				break
+			}
+		}
+	}
+	return next(ctx)
+}
+
+// aroundResponses records the first error code of the response for the request log and metrics.
+// It runs once per response, after every field has been resolved.
+func aroundResponses(ctx context.Context, next graphql.ResponseHandler) *graphql.Response {
+	resp := next(ctx)
+	if info := infoFrom(ctx); info != nil && resp != nil && len(resp.Errors) > 0 && info.errorCode == "" {
+		info.errorCode = asString(resp.Errors[0].Extensions["code"])
+	}
+	return resp
+}
+
+func truncateName(s string) string {
+	if len(s) > 64 {
+		return s[:64]
+	}
+	return s
+}
+
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+}
+
+func (w *statusWriter) WriteHeader(status int) {
+	w.status = status
+	w.ResponseWriter.WriteHeader(status)
+}
+
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// LogHandler wraps h so that every record logged with a request's context carries its request id.
+func LogHandler(h slog.Handler) slog.Handler { return requestIDHandler{h} }
+
+type requestIDHandler struct{ slog.Handler }
+
+func (h requestIDHandler) Handle(ctx context.Context, r slog.Record) error {
+	if id := RequestID(ctx); id != "" {
+		r.AddAttrs(slog.String("request_id", id))
+	}
+	return h.Handler.Handle(ctx, r)
+}
+
+func (h requestIDHandler) WithAttrs(attrs []slog.Attr) slog.Handler {
+	return requestIDHandler{h.Handler.WithAttrs(attrs)}
+}
+
+func (h requestIDHandler) WithGroup(name string) slog.Handler {
+	return requestIDHandler{h.Handler.WithGroup(name)}
+}
+
+// securityHeaders are sent on every GraphQL response: responses carry tokens and personal data,
+// so no cache may keep them, and browsers must not sniff them into something else.
+func securityHeaders(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h := w.Header()
+		h.Set("Cache-Control", "no-store")
+		h.Set("Pragma", "no-cache")
+		h.Set("X-Content-Type-Options", "nosniff")
+		h.Set("Referrer-Policy", "no-referrer")
+		next.ServeHTTP(w, r)
+	})
+}
