@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"io"
 	"net"
 	"net/http"
@@ -177,5 +178,37 @@ func TestServer_ServesMetricsAndSchema(t *testing.T) {
 		if !strings.Contains(string(body), want) {
 			t.Errorf("%s lacks %q", path, want)
 		}
+	}
+}
+
+func TestServer_ShutdownFinishesInFlightRequests(t *testing.T) {
+	t.Chdir(t.TempDir())
+	ctx, cancel := context.WithCancel(context.Background())
+	ready := make(chan string, 1)
+	done := make(chan error, 1)
+	go func() {
+		done <- run(ctx, env("PORT", "0", "BCRYPT_COST", "13", "ADMIN_USERNAME", "root", "ADMIN_PASSWORD", "correct horse battery"), io.Discard, ready)
+	}()
+	var base string
+	select {
+	case addr := <-ready:
+		base = "http://" + strings.Replace(addr, "[::]", "127.0.0.1", 1)
+	case err := <-done:
+		t.Fatal(err)
+	}
+	// A login at cost 13 takes a good fraction of a second: stop the server while it runs.
+	result := make(chan map[string]any, 1)
+	go func() {
+		result <- graphql(t, base, "", `mutation { login(username: "root", password: "correct horse battery") { accessToken } }`)
+	}()
+	time.Sleep(100 * time.Millisecond)
+	cancel()
+	out := <-result
+	accessToken(t, out, "login")
+	if err := <-done; err != nil {
+		t.Fatalf("run after shutdown: %v", err)
+	}
+	if _, err := http.Get(base + "/healthz"); err == nil {
+		t.Fatal("still serving after shutdown")
 	}
 }
