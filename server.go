@@ -252,6 +252,7 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer, read
 	}
 	mux := http.NewServeMux()
 	mux.Handle("/query", gql)
+	mux.Handle("/oauth/token", auth.Middleware(tokens, cfg.TrustedProxies)(svc.TokenHandler()))
 	mux.Handle("GET /{$}", playground.Handler("gqlauth", "/query"))
 	mux.Handle("GET /metrics", promhttp.HandlerFor(registry, promhttp.HandlerOpts{}))
 	mux.HandleFunc("GET /schema.graphql", func(w http.ResponseWriter, r *http.Request) {

@@ -219,13 +219,8 @@ func TestRun_Postgres(t *testing.T) {
 	if !contains(storetest.Kinds(t), storetest.Postgres) {
 		t.Skip("TEST_DATABASE_URL not set")
 	}
-	db := storetest.NewName(t, storetest.Postgres)
-	url := os.Getenv("TEST_DATABASE_URL")
-	sep := "?"
-	if strings.Contains(url, "?") {
-		sep = "&"
-	}
-	base := start(t, t.TempDir(), "DATABASE_URL", url+sep+"search_path="+db, "JWT_SECRET", strings.Repeat("k", 32))
+	vars, _, _ := databaseVars(t, storetest.Postgres)
+	base := start(t, t.TempDir(), vars...)
 	tok := accessToken(t, graphql(t, base, "", `mutation { register(username: "alice", password: "correct horse battery") { accessToken } }`), "register")
 	if out := graphql(t, base, tok, `{ me { username } }`); out["errors"] != nil {
 		t.Fatalf("me: %v", out)

@@ -20,9 +20,11 @@ const MaxUserAgentLength = 256
 // the request resolves, and concurrently resolved fields share the one answer.
 type requestAuth struct {
 	claims    *Claims
-	reason    model.AuthErrorReason // why claims is nil
+	apiKey    string                // an API key secret, not yet checked against the database
+	reason    model.AuthErrorReason // why neither claims nor apiKey is set
 	userAgent string
 	clientIP  string
+	clientID  string // the OAuth client_id of a token request
 
 	once      sync.Once
 	principal *Principal
@@ -31,8 +33,13 @@ type requestAuth struct {
 
 // Principal is the caller of a request, as loaded from the database.
 type Principal struct {
-	User    *model.User
+	User *model.User
+	// Session is the caller's session; nil when the request was made with an API key.
 	Session *model.Session
+	// APIKey is the key the request was made with, or nil.
+	APIKey *model.APIKey
+	// Role is what the request may do: the user's role, capped by the API key's.
+	Role model.Role
 }
 
 type ctxKey struct{}
@@ -55,19 +62,25 @@ func Middleware(tokens *Tokens, proxies Proxies) func(http.Handler) http.Handler
 	return func(next http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			ra := &requestAuth{userAgent: truncate(r.UserAgent(), MaxUserAgentLength), clientIP: proxies.ClientIP(r)}
-			switch header := r.Header.Get("Authorization"); {
-			case header == "":
+			header, key := r.Header.Get("Authorization"), r.Header.Get("X-API-Key")
+			scheme, token, _ := strings.Cut(header, " ")
+			token = strings.TrimSpace(token)
+			switch {
+			case header == "" && key == "":
 				ra.reason = model.AuthErrorReasonMissingToken
+			case header != "" && key != "":
+				ra.reason = model.AuthErrorReasonInvalidToken // two credentials: refuse rather than guess
+			case key != "":
+				ra.apiKey, ra.reason = checkAPIKeyFormat(key)
+			case len(header) > MaxAuthorizationLength || !strings.EqualFold(scheme, "Bearer") || token == "":
+				ra.reason = model.AuthErrorReasonInvalidToken
+			case strings.HasPrefix(token, APIKeyPrefix):
+				ra.apiKey, ra.reason = checkAPIKeyFormat(token)
 			default:
-				scheme, token, _ := strings.Cut(header, " ")
-				if len(header) > MaxAuthorizationLength || !strings.EqualFold(scheme, "Bearer") || token == "" {
-					ra.reason = model.AuthErrorReasonInvalidToken
-				} else {
-					ra.claims, ra.reason = tokens.Verify(strings.TrimSpace(token))
-				}
-				if ra.reason != "" {
-					w.Header().Set("WWW-Authenticate", `Bearer error="invalid_token"`)
-				}
+				ra.claims, ra.reason = tokens.Verify(token)
+			}
+			if ra.reason != "" && ra.reason != model.AuthErrorReasonMissingToken {
+				w.Header().Set("WWW-Authenticate", `Bearer error="invalid_token"`)
 			}
 			next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), ctxKey{}, ra)))
 		})

@@ -162,6 +162,9 @@ func (s *Service) startSession(ctx context.Context, db *store.DB, u *model.User)
 	if ua := UserAgent(ctx); ua != "" {
 		sess.UserAgent = &ua
 	}
+	if ra := fromContext(ctx); ra != nil && ra.clientID != "" {
+		sess.ClientID = &ra.clientID
+	}
 	if err := db.CreateSession(ctx, sess); err != nil {
 		return nil, err
 	}
@@ -251,9 +254,17 @@ func (s *Service) Authenticate(ctx context.Context) (*Principal, error) {
 	if ra.reason != "" {
 		return nil, model.Unauthenticated(ra.reason)
 	}
-	ra.once.Do(func() { ra.principal, ra.err = s.loadPrincipal(ctx, ra.claims) })
+	ra.once.Do(func() {
+		if ra.apiKey != "" {
+			ra.principal, ra.err = s.loadKeyPrincipal(ctx, ra.apiKey)
+		} else {
+			ra.principal, ra.err = s.loadPrincipal(ctx, ra.claims)
+		}
+	})
 	return ra.principal, ra.err
 }
+
+func isNotFound(err error) bool { return errors.Is(err, store.ErrNotFound) }
 
 func (s *Service) loadPrincipal(ctx context.Context, claims *Claims) (*Principal, error) {
 	sess, user, err := s.db.Principal(ctx, claims.SessionID, claims.Subject)
@@ -268,7 +279,7 @@ func (s *Service) loadPrincipal(ctx context.Context, claims *Claims) (*Principal
 		return nil, model.Unauthenticated(model.AuthErrorReasonSessionRevoked)
 	}
 	sess.Current = true
-	return &Principal{User: user, Session: sess}, nil
+	return &Principal{User: user, Session: sess, Role: user.Role}, nil
 }
 
 // Authorize authenticates the caller and checks that their role, as stored now, is at least required.
@@ -277,7 +288,7 @@ func (s *Service) Authorize(ctx context.Context, required model.Role) (*Principa
 	if err != nil {
 		return nil, err
 	}
-	if !p.User.Role.Satisfies(required) {
+	if !p.Role.Satisfies(required) {
 		return nil, model.InsufficientRole(required)
 	}
 	return p, nil
@@ -285,7 +296,7 @@ func (s *Service) Authorize(ctx context.Context, required model.Role) (*Principa
 
 // Logout revokes the caller's sessions that scope names.
 func (s *Service) Logout(ctx context.Context, scope model.LogoutScope) (bool, error) {
-	p, err := s.Authenticate(ctx)
+	p, err := s.requireSession(ctx)
 	if err != nil {
 		return false, err
 	}
@@ -306,7 +317,7 @@ func (s *Service) Sessions(ctx context.Context) ([]*model.Session, error) {
 	}
 	sessions, err := s.db.LiveSessions(ctx, p.User.ID, s.clock())
 	for _, sess := range sessions {
-		sess.Current = sess.ID == p.Session.ID
+		sess.Current = p.Session != nil && sess.ID == p.Session.ID
 	}
 	return sessions, s.check(ctx, "Sessions", err)
 }
@@ -316,7 +327,7 @@ func (s *Service) Sessions(ctx context.Context) ([]*model.Session, error) {
 // on currentPassword rather than UNAUTHENTICATED, so that clients do not mistake it for a dead
 // session and sign the user out.
 func (s *Service) ChangePassword(ctx context.Context, current, next string) (bool, error) {
-	p, err := s.Authenticate(ctx)
+	p, err := s.requireSession(ctx)
 	if err != nil {
 		return false, err
 	}

@@ -54,6 +54,16 @@ func (r *mutationResolver) SetUserDisabled(ctx context.Context, id string, disab
 	return r.Auth.SetUserDisabled(ctx, id, disabled)
 }
 
+// CreateAPIKey is the resolver for the createApiKey field.
+func (r *mutationResolver) CreateAPIKey(ctx context.Context, name string, role *model.Role, expiresIn *int) (*model.APIKeySecret, error) {
+	return r.Auth.CreateAPIKey(ctx, name, role, expiresIn)
+}
+
+// RevokeAPIKey is the resolver for the revokeApiKey field.
+func (r *mutationResolver) RevokeAPIKey(ctx context.Context, id string) (bool, error) {
+	return r.Auth.RevokeAPIKey(ctx, id)
+}
+
 // Me is the resolver for the me field.
 func (r *queryResolver) Me(ctx context.Context) (*model.User, error) {
 	p, err := r.Auth.Authenticate(ctx)
@@ -71,6 +81,11 @@ func (r *queryResolver) Sessions(ctx context.Context) ([]*model.Session, error) 
 // Users is the resolver for the users field.
 func (r *queryResolver) Users(ctx context.Context, limit int, offset int) ([]*model.User, error) {
 	return r.Auth.ListUsers(ctx, limit, offset)
+}
+
+// APIKeys is the resolver for the apiKeys field.
+func (r *queryResolver) APIKeys(ctx context.Context) ([]*model.APIKey, error) {
+	return r.Auth.APIKeys(ctx)
 }
 
 // Mutation returns MutationResolver implementation.

@@ -9,6 +9,14 @@ import (
 	"strconv"
 )
 
+// What `createApiKey` returns: the only time the secret is shown.
+type APIKeySecret struct {
+	// Send it as `X-API-Key: <secret>` or `Authorization: Bearer <secret>`. It is not stored and cannot be shown again.
+	Secret string `json:"secret"`
+	// The key's details.
+	APIKey *APIKey `json:"apiKey"`
+}
+
 // What a successful `register`, `login` or `refresh` returns.
 type AuthPayload struct {
 	// A short-lived JWT; send it as `Authorization: Bearer <accessToken>`.

@@ -50,3 +50,30 @@ var rank = map[Role]int{RoleUser: 1, RoleAdmin: 2}
 func (r Role) Satisfies(required Role) bool {
 	return rank[r] >= rank[required] && rank[r] > 0
 }
+
+// APIKey is a personal access token. Only the hash of its secret is kept.
+type APIKey struct {
+	ID         string     `bun:"id,pk"`
+	UserID     string     `bun:"user_id"`
+	Name       string     `bun:"name"`
+	Prefix     string     `bun:"prefix"`
+	SecretHash string     `bun:"secret_hash"`
+	Role       Role       `bun:"role"`
+	CreatedAt  time.Time  `bun:"created_at"`
+	LastUsedAt *time.Time `bun:"last_used_at"`
+	ExpiresAt  time.Time  `bun:"expires_at"`
+	RevokedAt  *time.Time `bun:"revoked_at"`
+}
+
+// Live reports whether the key can still be used at now.
+func (k *APIKey) Live(now time.Time) bool {
+	return k.RevokedAt == nil && now.Before(k.ExpiresAt)
+}
+
+// Lower returns the lower of two roles.
+func (r Role) Lower(other Role) Role {
+	if rank[other] < rank[r] {
+		return other
+	}
+	return r
+}

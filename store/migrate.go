@@ -48,6 +48,22 @@ CREATE TABLE settings (
 	value TEXT NOT NULL
 );
 `},
+	{"20261122000002", "api_keys", `
+CREATE TABLE api_keys (
+	id           TEXT PRIMARY KEY,
+	user_id      TEXT NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+	name         TEXT NOT NULL,
+	prefix       TEXT NOT NULL,
+	secret_hash  TEXT NOT NULL,
+	role         TEXT NOT NULL,
+	created_at   %[1]s NOT NULL,
+	last_used_at %[1]s,
+	expires_at   %[1]s NOT NULL,
+	revoked_at   %[1]s
+);
+CREATE UNIQUE INDEX api_keys_secret_hash_key ON api_keys (secret_hash);
+CREATE INDEX api_keys_user_id_idx ON api_keys (user_id);
+`},
 }
 
 // Migrate applies the migrations that have not been applied yet. It is idempotent, and safe when

@@ -173,3 +173,32 @@ func uniqueViolation(err error) string {
 	}
 	return ""
 }
+
+// DumpTable returns every row of table as text, for tests that inspect what is stored at rest.
+func (db *DB) DumpTable(ctx context.Context, table string) ([]map[string]string, error) {
+	rows, err := db.idb.QueryContext(ctx, "SELECT * FROM "+bunIdent(table))
+	if err != nil {
+		return nil, wrap(err, "DumpTable")
+	}
+	defer rows.Close()
+	cols, _ := rows.Columns()
+	var out []map[string]string
+	for rows.Next() {
+		values := make([]sql.NullString, len(cols))
+		ptrs := make([]any, len(cols))
+		for i := range values {
+			ptrs[i] = &values[i]
+		}
+		if err := rows.Scan(ptrs...); err != nil {
+			return nil, wrap(err, "DumpTable")
+		}
+		row := map[string]string{}
+		for i, c := range cols {
+			row[c] = values[i].String
+		}
+		out = append(out, row)
+	}
+	return out, wrap(rows.Err(), "DumpTable")
+}
+
+func bunIdent(name string) string { return `"` + strings.ReplaceAll(name, `"`, `""`) + `"` }

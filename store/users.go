@@ -48,8 +48,8 @@ func (db *DB) SetUserRole(ctx context.Context, id string, role model.Role) (*mod
 	return db.updateUser(ctx, "SetUserRole", id, "role = ?", role)
 }
 
-// SetUserDisabled disables or enables a user. Disabling also revokes every session of the user in
-// the same transaction; enabling revives none of them.
+// SetUserDisabled disables or enables a user. Disabling also revokes every session and API key of
+// the user in the same transaction; enabling revives none of them.
 func (db *DB) SetUserDisabled(ctx context.Context, id string, disabled bool, now time.Time) (*model.User, error) {
 	var u *model.User
 	err := db.Transact(ctx, func(tx *DB) error {
@@ -57,10 +57,13 @@ func (db *DB) SetUserDisabled(ctx context.Context, id string, disabled bool, now
 		if u, err = tx.updateUser(ctx, "SetUserDisabled", id, "disabled = ?", disabled); err != nil {
 			return err
 		}
-		if disabled {
-			_, err = tx.RevokeSessions(ctx, id, "", RevokeAll, now)
+		if !disabled {
+			return nil
 		}
-		return err
+		if _, err = tx.RevokeSessions(ctx, id, "", RevokeAll, now); err != nil {
+			return err
+		}
+		return tx.RevokeAllAPIKeys(ctx, id, now)
 	})
 	return u, err
 }

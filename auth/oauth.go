@@ -1,0 +1,108 @@
+package auth
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"mime"
+	"net/http"
+	"strconv"
+
+	"gqlauth/model"
+)
+
+// TokenHandler is the OAuth 2.0 token endpoint (RFC 6749) for the resource-owner password grant
+// (§4.3) and the refresh-token grant (§6), so that standard OAuth2 clients can sign in. It runs
+// the same code as the login and refresh mutations: same sessions, rotation, reuse detection,
+// rate limits and disabled-user rules. It must be served behind Middleware.
+func (s *Service) TokenHandler() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Cache-Control", "no-store")
+		w.Header().Set("Pragma", "no-cache")
+		if r.Method != http.MethodPost {
+			w.Header().Set("Allow", http.MethodPost)
+			oauthError(w, http.StatusMethodNotAllowed, "invalid_request", "use POST")
+			return
+		}
+		if mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type")); mt != "application/x-www-form-urlencoded" {
+			oauthError(w, http.StatusBadRequest, "invalid_request", "the body must be application/x-www-form-urlencoded")
+			return
+		}
+		r.Body = http.MaxBytesReader(w, r.Body, 16<<10)
+		if err := r.ParseForm(); err != nil {
+			oauthError(w, http.StatusBadRequest, "invalid_request", "the body is not a valid form")
+			return
+		}
+		form := r.PostForm
+		ctx := r.Context()
+		clientID := form.Get("client_id")
+		if id, _, ok := r.BasicAuth(); ok && clientID == "" {
+			clientID = id // clients are not authenticated; the id only labels the session
+		}
+		if ra := fromContext(ctx); ra != nil {
+			ra.clientID = truncate(clientID, 128)
+		}
+
+		var (
+			payload *model.AuthPayload
+			err     error
+		)
+		switch grant := form.Get("grant_type"); grant {
+		case "password":
+			if !form.Has("username") || !form.Has("password") {
+				oauthError(w, http.StatusBadRequest, "invalid_request", "username and password are required")
+				return
+			}
+			payload, err = s.Login(ctx, form.Get("username"), form.Get("password"))
+		case "refresh_token":
+			if form.Get("refresh_token") == "" {
+				oauthError(w, http.StatusBadRequest, "invalid_request", "refresh_token is required")
+				return
+			}
+			payload, err = s.Refresh(ctx, form.Get("refresh_token"))
+		case "":
+			oauthError(w, http.StatusBadRequest, "invalid_request", "grant_type is required")
+			return
+		default:
+			oauthError(w, http.StatusBadRequest, "unsupported_grant_type", "supported grant types: password, refresh_token")
+			return
+		}
+		if err != nil {
+			s.writeOAuthFailure(ctx, w, err)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		json.NewEncoder(w).Encode(map[string]any{
+			"access_token":  payload.AccessToken,
+			"token_type":    payload.TokenType,
+			"expires_in":    payload.ExpiresIn,
+			"refresh_token": payload.RefreshToken,
+		})
+	})
+}
+
+// writeOAuthFailure maps the service's errors onto RFC 6749 §5.2.
+func (s *Service) writeOAuthFailure(ctx context.Context, w http.ResponseWriter, err error) {
+	var merr *model.Error
+	if !errors.As(err, &merr) {
+		merr = model.Internal()
+	}
+	switch merr.Code {
+	case model.ErrorCodeUnauthenticated, model.ErrorCodeForbidden:
+		// Bad credentials, a disabled account, an unknown, expired, revoked or replayed refresh token.
+		oauthError(w, http.StatusBadRequest, "invalid_grant", merr.Message)
+	case model.ErrorCodeBadUserInput:
+		oauthError(w, http.StatusBadRequest, "invalid_request", merr.Message)
+	case model.ErrorCodeTooManyRequests:
+		w.Header().Set("Retry-After", strconv.Itoa(merr.RetryAfter))
+		oauthError(w, http.StatusTooManyRequests, "temporarily_unavailable", merr.Message)
+	default:
+		oauthError(w, http.StatusInternalServerError, "server_error", merr.Message)
+	}
+}
+
+func oauthError(w http.ResponseWriter, status int, code, description string) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	json.NewEncoder(w).Encode(map[string]string{"error": code, "error_description": description})
+}
