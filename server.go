@@ -214,6 +214,10 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer, read
 	if err != nil {
 		return fmt.Errorf("BCRYPT_COST: %v", err)
 	}
+	// bcrypt workers run on their own low-priority threads; give the Go scheduler a P for each, so
+	// that a login flood never holds every P and the cheap requests keep theirs (see auth.pool).
+	runtime.GOMAXPROCS(runtime.GOMAXPROCS(0) + cfg.BcryptWorkers)
+
 	var counter ratelimit.Counter = ratelimit.NewMemory(nil)
 	if cfg.RedisURL != "" {
 		redis, err := ratelimit.NewRedis(ctx, cfg.RedisURL, "gqlauth:ratelimit:")

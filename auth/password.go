@@ -69,11 +69,13 @@ func ValidatePassword(field, normalized string) error {
 
 // Hash hashes a normalized password.
 func (p *Passwords) Hash(ctx context.Context, normalized string) (string, error) {
-	if err := p.pool.acquire(ctx); err != nil {
-		return "", err
+	var (
+		h   []byte
+		err error
+	)
+	if perr := p.pool.run(ctx, func() { h, err = bcrypt.GenerateFromPassword([]byte(normalized), p.cost) }); perr != nil {
+		return "", perr
 	}
-	defer p.pool.release()
-	h, err := bcrypt.GenerateFromPassword([]byte(normalized), p.cost)
 	return string(h), err
 }
 
@@ -81,15 +83,14 @@ func (p *Passwords) Hash(ctx context.Context, normalized string) (string, error)
 // never matches: bcrypt would compare only its first 72 bytes. An empty hash (unknown user) costs
 // the same time as a real comparison and never matches.
 func (p *Passwords) Match(ctx context.Context, hash, normalized string) (bool, error) {
-	if err := p.pool.acquire(ctx); err != nil {
-		return false, err
-	}
-	defer p.pool.release()
 	h := []byte(hash)
 	if len(h) == 0 {
 		h = p.dummy
 	}
-	ok := bcrypt.CompareHashAndPassword(h, []byte(normalized)) == nil
+	var ok bool
+	if err := p.pool.run(ctx, func() { ok = bcrypt.CompareHashAndPassword(h, []byte(normalized)) == nil }); err != nil {
+		return false, err
+	}
 	return ok && len(hash) > 0 && len(normalized) <= MaxPasswordBytes, nil
 }
 

@@ -12,6 +12,7 @@ import (
 
 	"github.com/golang-jwt/jwt/v5"
 	"github.com/google/uuid"
+	lru "github.com/hashicorp/golang-lru/v2"
 
 	"gqlauth/model"
 )
@@ -37,7 +38,15 @@ type Tokens struct {
 	now           func() time.Time
 	parser        *jwt.Parser
 	signingMethod jwt.SigningMethod
+	// verified remembers tokens that passed verification, until they expire. A client sends the
+	// same access token on every request for its whole lifetime, and full verification (base64,
+	// JSON, HMAC) is most of the middleware's cost; a hit needs the exact same string, signature
+	// included, so it proves as much as a new verification would.
+	verified *lru.Cache[string, *Claims]
 }
+
+// verifiedCacheSize bounds the verified-token cache (a few hundred bytes an entry).
+const verifiedCacheSize = 16384
 
 // TokenConfig configures Tokens.
 type TokenConfig struct {
@@ -69,6 +78,7 @@ func NewTokens(cfg TokenConfig) (*Tokens, error) {
 		now:           now,
 		signingMethod: jwt.SigningMethodHS256,
 	}
+	t.verified, _ = lru.New[string, *Claims](verifiedCacheSize)
 	t.parser = jwt.NewParser(
 		jwt.WithValidMethods([]string{t.signingMethod.Alg()}),
 		jwt.WithExpirationRequired(),
@@ -106,7 +116,16 @@ func (t *Tokens) Issue(user *model.User, sessionID string) (string, error) {
 // Verify checks an access token and returns its claims, or the reason it is unusable
 // (INVALID_TOKEN or TOKEN_EXPIRED). The algorithm is pinned, and typ, exp, iss, aud, sub and sid
 // are required.
+//
+// The returned claims may be shared between requests: callers must not modify them.
 func (t *Tokens) Verify(token string) (*Claims, model.AuthErrorReason) {
+	if claims, ok := t.verified.Get(token); ok {
+		if !t.now().Before(claims.ExpiresAt.Add(leeway)) {
+			t.verified.Remove(token)
+			return nil, model.AuthErrorReasonTokenExpired
+		}
+		return claims, ""
+	}
 	claims := new(Claims)
 	_, err := t.parser.ParseWithClaims(token, claims, t.keyFor)
 	switch {
@@ -115,6 +134,7 @@ func (t *Tokens) Verify(token string) (*Claims, model.AuthErrorReason) {
 	case err != nil, claims.Subject == "", claims.SessionID == "":
 		return nil, model.AuthErrorReasonInvalidToken
 	}
+	t.verified.Add(token, claims)
 	return claims, ""
 }
 

@@ -77,13 +77,13 @@ func withBcryptPool(workers int, queueTimeout time.Duration) option {
 }
 
 // newServer starts a server on a fresh database of kind.
-func newServer(t *testing.T, kind storetest.Kind, opts ...option) *server {
+func newServer(t testing.TB, kind storetest.Kind, opts ...option) *server {
 	t.Helper()
 	return newServerOn(t, storetest.Open(t, kind), &clock{now: time.Now().UTC()}, opts...)
 }
 
 // newServerOn starts a server on db, as one more instance in front of the same database.
-func newServerOn(t *testing.T, db *store.DB, clk *clock, opts ...option) *server {
+func newServerOn(t testing.TB, db *store.DB, clk *clock, opts ...option) *server {
 	t.Helper()
 	o := serverOptions{cost: 4, reuseInterval: 10 * time.Second, refreshTTL: 720 * time.Hour, signup: true, logs: io.Discard}
 	for _, opt := range opts {

@@ -59,12 +59,10 @@ func newGuard(limits QueryLimits, introspection bool, next http.Handler) *guard 
 	return &guard{limits: limits, introspection: introspection, next: next, passed: lru.New[struct{}](1000)}
 }
 
-// requestBody is a GraphQL-over-HTTP JSON request.
+// requestBody is the part of a GraphQL-over-HTTP JSON request the guard reads; gqlgen decodes
+// the rest.
 type requestBody struct {
-	Query         string          `json:"query"`
-	OperationName string          `json:"operationName"`
-	Variables     json.RawMessage `json:"variables"`
-	Extensions    json.RawMessage `json:"extensions"`
+	Query string `json:"query"`
 }
 
 func (g *guard) ServeHTTP(w http.ResponseWriter, r *http.Request) {

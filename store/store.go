@@ -202,3 +202,10 @@ func (db *DB) DumpTable(ctx context.Context, table string) ([]map[string]string,
 }
 
 func bunIdent(name string) string { return `"` + strings.ReplaceAll(name, `"`, `""`) + `"` }
+
+// Exec runs a statement outside the schema's own queries (the load harness creates and drops
+// schemas with it).
+func (db *DB) Exec(ctx context.Context, query string) error {
+	_, err := db.idb.ExecContext(ctx, query)
+	return wrap(err, "Exec")
+}

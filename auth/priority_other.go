@@ -1,0 +1,6 @@
+//go:build !linux
+
+package auth
+
+// lowerThreadPriority does nothing where priorities are not per thread.
+func lowerThreadPriority() {}

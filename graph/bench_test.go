@@ -1,0 +1,58 @@
+package graph_test
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+
+	"gqlauth/store/storetest"
+)
+
+// meWide is one request with eleven guarded fields.
+var meWide = func() string {
+	var b strings.Builder
+	b.WriteString("{ me { id username role }")
+	for i := range 10 {
+		fmt.Fprintf(&b, " m%d: me { id }", i)
+	}
+	b.WriteString(" }")
+	return b.String()
+}()
+
+// BenchmarkGuardedRequest is a whole guarded GraphQL request over HTTP: middleware, guard,
+// gqlgen, the directive's one user/session query and the response. The me-wide variant shows the
+// query is paid once per request, not per field.
+func BenchmarkGuardedRequest(b *testing.B) {
+	for _, kind := range storetest.Kinds(b) {
+		for name, query := range map[string]string{"me": `{ me { id username role } }`, "me-wide": meWide} {
+			b.Run(string(kind)+"/"+name, func(b *testing.B) {
+				s := newServer(b, kind)
+				alice := s.signedInUser(b, "alice")
+				c := call{Query: query, Token: alice.AccessToken}
+				b.ReportAllocs()
+				for b.Loop() {
+					if r := s.do(b, c); len(r.Errors) > 0 {
+						b.Fatal(r.Errors)
+					}
+				}
+			})
+		}
+	}
+}
+
+// BenchmarkRefreshRotation is one refresh end to end: the row lock, the rotation and a new pair.
+func BenchmarkRefreshRotation(b *testing.B) {
+	for _, kind := range storetest.Kinds(b) {
+		b.Run(string(kind), func(b *testing.B) {
+			s := newServer(b, kind)
+			refresh := s.signedInUser(b, "alice").RefreshToken
+			b.ReportAllocs()
+			for b.Loop() {
+				r := s.do(b, call{Query: `mutation($r: String) { refresh(refreshToken: $r) { refreshToken } }`, Variables: map[string]any{"r": refresh}})
+				var p tokens
+				r.field(b, "refresh", &p)
+				refresh = p.RefreshToken
+			}
+		})
+	}
+}
