@@ -19,8 +19,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/99designs/gqlgen/graphql/playground"
-
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -29,6 +27,7 @@ import (
 	"gqlauth/graph"
 	"gqlauth/ratelimit"
 	"gqlauth/store"
+	"gqlauth/web"
 )
 
 //go:embed schema.graphqls
@@ -73,6 +72,9 @@ type Config struct {
 	Introspection      bool
 	GraphQLDebug       bool
 	LogJSON            bool
+	RefreshCookie      bool
+	CookieSecure       bool
+	CORSOrigins        []string
 }
 
 // LoadConfig reads and validates the configuration. Its error is one line naming the variable.
@@ -140,6 +142,18 @@ func LoadConfig(getenv func(string) string) (Config, error) {
 		},
 		Introspection: boolean("INTROSPECTION", "true"),
 		GraphQLDebug:  boolean("GRAPHQL_DEBUG", "false"),
+		RefreshCookie: boolean("REFRESH_COOKIE", "false"),
+		CookieSecure:  boolean("COOKIE_SECURE", "true"),
+	}
+	for _, origin := range strings.Split(getenv("CORS_ALLOWED_ORIGINS"), ",") {
+		origin = strings.TrimRight(strings.TrimSpace(origin), "/")
+		switch {
+		case origin == "":
+		case origin == "*" || !(strings.HasPrefix(origin, "https://") || strings.HasPrefix(origin, "http://")) || strings.Count(origin, "/") != 2:
+			errs = append(errs, fmt.Errorf("CORS_ALLOWED_ORIGINS: %q is not an exact origin such as https://app.example.com (no wildcards, no paths)", origin))
+		default:
+			cfg.CORSOrigins = append(cfg.CORSOrigins, origin)
+		}
 	}
 	switch format := get("LOG_FORMAT", "text"); format {
 	case "text", "json":
@@ -234,6 +248,7 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer, read
 			PerClient: cfg.RateLimitPerIP, ClientWindow: cfg.RateLimitIPWindow,
 			FailuresPerUser: cfg.UserFailures, UserWindow: cfg.UserFailuresWindow,
 		},
+		RefreshCookie: cfg.RefreshCookie, CookieSecure: cfg.CookieSecure,
 	})
 	if cfg.AdminUsername != "" {
 		created, err := svc.EnsureAdmin(ctx, cfg.AdminUsername, cfg.AdminPassword)
@@ -255,9 +270,12 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer, read
 		return err
 	}
 	mux := http.NewServeMux()
-	mux.Handle("/query", gql)
-	mux.Handle("/oauth/token", auth.Middleware(tokens, cfg.TrustedProxies)(svc.TokenHandler()))
-	mux.Handle("GET /{$}", playground.Handler("gqlauth", "/query"))
+	cors := web.CORS(cfg.CORSOrigins)
+	mux.Handle("/query", cors(gql))
+	mux.Handle("/oauth/token", cors(auth.Middleware(tokens, cfg.TrustedProxies)(svc.TokenHandler())))
+	playground := web.Playground()
+	mux.Handle("GET /{$}", playground)
+	mux.Handle("GET /playground/", playground)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(registry, promhttp.HandlerOpts{}))
 	mux.HandleFunc("GET /schema.graphql", func(w http.ResponseWriter, r *http.Request) {
 		// The SDL with directive usages, which introspection cannot show: codegen users want to

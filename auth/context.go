@@ -25,6 +25,10 @@ type requestAuth struct {
 	userAgent string
 	clientIP  string
 	clientID  string // the OAuth client_id of a token request
+	// w and refreshCookie serve cookie mode: the response on which to set the refresh cookie, and
+	// the cookie the request came with.
+	w             http.ResponseWriter
+	refreshCookie string
 
 	once      sync.Once
 	principal *Principal
@@ -61,7 +65,10 @@ const MaxAuthorizationLength = 4096
 func Middleware(tokens *Tokens, proxies Proxies) func(http.Handler) http.Handler {
 	return func(next http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			ra := &requestAuth{userAgent: truncate(r.UserAgent(), MaxUserAgentLength), clientIP: proxies.ClientIP(r)}
+			ra := &requestAuth{userAgent: truncate(r.UserAgent(), MaxUserAgentLength), clientIP: proxies.ClientIP(r), w: w}
+			if c, err := r.Cookie(RefreshCookieName); err == nil {
+				ra.refreshCookie = c.Value
+			}
 			header, key := r.Header.Get("Authorization"), r.Header.Get("X-API-Key")
 			scheme, token, _ := strings.Cut(header, " ")
 			token = strings.TrimSpace(token)

@@ -31,6 +31,10 @@ type ServiceConfig struct {
 	Now           func() time.Time // nil means time.Now
 	Logger        *slog.Logger     // nil means slog.Default()
 	Limits        Limits
+	// RefreshCookie also sets the refresh token as an HttpOnly cookie on sign-in and refresh, and
+	// lets refresh read it from there; CookieSecure marks that cookie Secure (HTTPS only).
+	RefreshCookie bool
+	CookieSecure  bool
 }
 
 // NewService returns a Service.
@@ -168,6 +172,7 @@ func (s *Service) startSession(ctx context.Context, db *store.DB, u *model.User)
 	if err := db.CreateSession(ctx, sess); err != nil {
 		return nil, err
 	}
+	s.setRefreshCookie(ctx, refresh, sess.ExpiresAt)
 	return s.payload(u, sess.ID, refresh)
 }
 
@@ -193,6 +198,10 @@ func (s *Service) payload(u *model.User, sessionID, refresh string) (*model.Auth
 func (s *Service) Refresh(ctx context.Context, token string) (*model.AuthPayload, error) {
 	if err := s.limitClient(ctx); err != nil {
 		return nil, err
+	}
+	fromCookie := false
+	if ra := fromContext(ctx); token == "" && s.cfg.RefreshCookie && ra != nil && ra.refreshCookie != "" {
+		token, fromCookie = ra.refreshCookie, true
 	}
 	if token == "" {
 		return nil, model.Unauthenticated(model.AuthErrorReasonInvalidRefreshToken)
@@ -238,8 +247,12 @@ func (s *Service) Refresh(ctx context.Context, token string) (*model.AuthPayload
 		return nil, s.check(ctx, "Refresh", err)
 	}
 	if outcome != nil {
+		if fromCookie {
+			s.clearRefreshCookie(ctx) // it will never work again
+		}
 		return nil, outcome
 	}
+	s.setRefreshCookie(ctx, successor, sess.ExpiresAt)
 	payload, err := s.payload(user, sess.ID, successor)
 	return payload, s.check(ctx, "Refresh", err)
 }
@@ -306,6 +319,9 @@ func (s *Service) Logout(ctx context.Context, scope model.LogoutScope) (bool, er
 		model.LogoutScopeAll:     store.RevokeAll,
 	}[scope]
 	_, err = s.db.RevokeSessions(ctx, p.User.ID, p.Session.ID, revoke, s.clock())
+	if err == nil && scope != model.LogoutScopeOthers {
+		s.clearRefreshCookie(ctx)
+	}
 	return err == nil, s.check(ctx, "Logout", err)
 }
 

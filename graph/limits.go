@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"mime"
 	"net/http"
 
 	"github.com/99designs/gqlgen/graphql/handler/lru"
@@ -69,6 +70,13 @@ func (g *guard) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	var query string
 	switch r.Method {
 	case http.MethodPost:
+		// Only JSON bodies: a cross-site HTML form or a text/plain fetch can send a "simple"
+		// request without a CORS preflight, so accepting them would let any page log a visitor
+		// in or out (CSRF). application/json always needs a preflight.
+		if mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type")); mt != "application/json" {
+			refuse(w, r, http.StatusUnsupportedMediaType, model.ErrorCodeGraphqlParseFailed, "send GraphQL requests as POST with Content-Type: application/json")
+			return
+		}
 		r.Body = http.MaxBytesReader(w, r.Body, g.limits.MaxBodyBytes)
 		body, err := io.ReadAll(r.Body)
 		var tooLarge *http.MaxBytesError
@@ -97,19 +105,24 @@ func (g *guard) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		g.next.ServeHTTP(w, r)
 		return
 	}
-	if gqlErr := g.check(r.Context(), query); gqlErr != nil {
-		writeErrors(w, r, http.StatusUnprocessableEntity, gqlErr)
+	if gqlErr := g.check(r.Context(), r.Method, query); gqlErr != nil {
+		status := http.StatusUnprocessableEntity
+		if gqlErr.Message == errMutationOverGET.Error() {
+			status = http.StatusMethodNotAllowed
+		}
+		writeErrors(w, r, status, gqlErr)
 		return
 	}
 	g.next.ServeHTTP(w, r)
 }
 
 // check returns why query is refused, or nil.
-func (g *guard) check(ctx context.Context, query string) *gqlerror.Error {
+func (g *guard) check(ctx context.Context, method, query string) *gqlerror.Error {
 	if len(query) > g.limits.MaxQueryBytes {
 		return requestError(model.ErrorCodeGraphqlValidationFailed, fmt.Sprintf("query exceeds %d bytes", g.limits.MaxQueryBytes))
 	}
-	if _, ok := g.passed.Get(ctx, query); ok {
+	key := method + " " + query
+	if _, ok := g.passed.Get(ctx, key); ok {
 		return nil
 	}
 	doc, err := parser.ParseQueryWithTokenLimit(&ast.Source{Input: query}, g.limits.MaxTokens)
@@ -124,9 +137,20 @@ func (g *guard) check(ctx context.Context, query string) *gqlerror.Error {
 	if err := g.checkDocument(doc); err != nil {
 		return requestError(model.ErrorCodeGraphqlValidationFailed, err.Error())
 	}
-	g.passed.Add(ctx, query, struct{}{})
+	if method == http.MethodGet {
+		for _, op := range doc.Operations {
+			if op.Operation != ast.Query {
+				return requestError(model.ErrorCodeGraphqlValidationFailed, errMutationOverGET.Error())
+			}
+		}
+	}
+	g.passed.Add(ctx, key, struct{}{})
 	return nil
 }
+
+// errMutationOverGET: GET requests are easy to forge (a link, an image), so they never change
+// anything.
+var errMutationOverGET = errors.New("GET runs queries only; send mutations as POST with Content-Type: application/json")
 
 func (g *guard) checkDocument(doc *ast.QueryDocument) error {
 	fragments := map[string]*ast.FragmentDefinition{}

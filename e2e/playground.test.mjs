@@ -1,0 +1,77 @@
+// Opens the playground in a real Chromium, signs in through the Authorize panel, runs `me`,
+// signs out and checks `me` fails. Needs the server binary (GQLAUTH_BIN) and Debian's chromium.
+import { test, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { mkdirSync } from "node:fs";
+import { chromium } from "playwright-core";
+import { startServer } from "./server.mjs";
+
+const binary = process.env.GQLAUTH_BIN || "../gqlauth";
+const executablePath = process.env.CHROMIUM || "/usr/bin/chromium";
+let server;
+let browser;
+
+before(async () => {
+  server = await startServer(binary, { ADMIN_USERNAME: "root", ADMIN_PASSWORD: "correct horse battery" });
+  browser = await chromium.launch({
+    executablePath,
+    args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+      "--disable-background-networking", "--disable-component-update", "--disable-sync"],
+  });
+});
+
+after(async () => {
+  await browser?.close();
+  server?.stop();
+});
+
+async function runQuery(page, query) {
+  await page.evaluate((q) => {
+    document.querySelector(".graphiql-query-editor .CodeMirror").CodeMirror.setValue(q);
+  }, query);
+  await page.click(".graphiql-execute-button");
+}
+
+async function resultText(page, contains) {
+  const handle = await page.waitForFunction((needle) => {
+    const cm = document.querySelector(".graphiql-response .CodeMirror");
+    const text = cm ? cm.CodeMirror.getValue() : "";
+    return text.includes(needle) ? text : false;
+  }, contains, { timeout: 15000 });
+  return handle.jsonValue();
+}
+
+test("sign in with the Authorize panel, run me, sign out", async () => {
+  const page = await browser.newPage();
+  const problems = [];
+  page.on("console", (msg) => { if (msg.type() === "error") problems.push(msg.text()); });
+  page.on("pageerror", (err) => problems.push(String(err)));
+  const outside = [];
+  page.on("request", (req) => { if (!req.url().startsWith(server.base) && !req.url().startsWith("data:")) outside.push(req.url()); });
+
+  await page.goto(server.base + "/");
+  await page.waitForSelector("#username");
+  await page.fill("#username", "root");
+  await page.fill("#password", "correct horse battery");
+  await page.click("#login");
+  const who = await page.waitForSelector("#signed-in-as");
+  assert.match(await who.textContent(), /Signed in as root \(ADMIN\)/);
+
+  await runQuery(page, "{ me { username role } }");
+  const signedIn = JSON.parse(await resultText(page, "username"));
+  assert.deepEqual(signedIn.data.me, { username: "root", role: "ADMIN" });
+
+  mkdirSync("artifacts", { recursive: true });
+  await page.screenshot({ path: "artifacts/playground.png", fullPage: true });
+
+  await page.click("#logout");
+  await page.waitForSelector("#login");
+  await runQuery(page, "{ me { username role } }");
+  const signedOut = JSON.parse(await resultText(page, "UNAUTHENTICATED"));
+  assert.equal(signedOut.errors[0].extensions.code, "UNAUTHENTICATED");
+  assert.equal(signedOut.data, null);
+
+  assert.deepEqual(outside, [], "the playground must not load anything from elsewhere");
+  assert.deepEqual(problems.filter((p) => /Content Security Policy|Refused/.test(p)), [], "CSP violations");
+  await page.close();
+});

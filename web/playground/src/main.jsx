@@ -1,0 +1,115 @@
+// GraphiQL with an Authorize panel, in the spirit of FastAPI's docs button: sign in with a
+// username and password, and every GraphiQL request then carries `Authorization: Bearer …`. The
+// access token is refreshed before it expires. Tokens live in this page's memory only: never in
+// the URL, never in storage.
+import React, { useCallback, useEffect, useRef, useState } from "react";
+import { createRoot } from "react-dom/client";
+import { GraphiQL } from "graphiql";
+import "graphiql/graphiql.css";
+import "./playground.css";
+
+const endpoint = "/query";
+
+async function post(query, variables, token) {
+  const headers = { "Content-Type": "application/json" };
+  if (token) headers.Authorization = "Bearer " + token;
+  const res = await fetch(endpoint, { method: "POST", headers, body: JSON.stringify({ query, variables }) });
+  return res.json();
+}
+
+const PAYLOAD = "accessToken expiresIn refreshToken user { username role }";
+
+function firstError(result) {
+  const e = result.errors && result.errors[0];
+  if (!e) return null;
+  const ext = e.extensions || {};
+  return ext.reason ? `${e.message} (${ext.reason})` : e.message;
+}
+
+function AuthorizePanel({ session, setSession }) {
+  const [username, setUsername] = useState("");
+  const [password, setPassword] = useState("");
+  const [error, setError] = useState(null);
+  const [busy, setBusy] = useState(false);
+
+  const signIn = async (event) => {
+    event.preventDefault();
+    setBusy(true);
+    setError(null);
+    try {
+      const result = await post(`mutation Login($u: String!, $p: String!) { login(username: $u, password: $p) { ${PAYLOAD} } }`, { u: username, p: password });
+      const err = firstError(result);
+      if (err) setError(err);
+      else {
+        setPassword("");
+        setSession(result.data.login);
+      }
+    } catch (e) {
+      setError(String(e));
+    } finally {
+      setBusy(false);
+    }
+  };
+
+  const signOut = async () => {
+    if (session) await post("mutation Logout { logout }", null, session.accessToken).catch(() => {});
+    setSession(null);
+  };
+
+  if (session) {
+    return (
+      <div className="authorize" data-testid="authorize">
+        <span id="signed-in-as">
+          Signed in as <b>{session.user.username}</b> ({session.user.role})
+        </span>
+        <button id="logout" type="button" onClick={signOut}>Log out</button>
+      </div>
+    );
+  }
+  return (
+    <form className="authorize" data-testid="authorize" onSubmit={signIn}>
+      <b>Authorize</b>
+      <input id="username" autoComplete="username" placeholder="username" value={username} onChange={(e) => setUsername(e.target.value)} />
+      <input id="password" type="password" autoComplete="current-password" placeholder="password" value={password} onChange={(e) => setPassword(e.target.value)} />
+      <button id="login" type="submit" disabled={busy}>Sign in</button>
+      {error && <span id="auth-error" className="error">{error}</span>}
+      <span className="hint">OAuth2 clients: password grant at <code>POST /oauth/token</code></span>
+    </form>
+  );
+}
+
+function App() {
+  const [session, setSessionState] = useState(null);
+  const sessionRef = useRef(null);
+  const setSession = useCallback((s) => {
+    sessionRef.current = s;
+    setSessionState(s);
+  }, []);
+
+  // Refresh 30 s before the access token expires; a failed refresh signs the panel out.
+  useEffect(() => {
+    if (!session) return undefined;
+    const delay = Math.max(5, session.expiresIn - 30) * 1000;
+    const timer = setTimeout(async () => {
+      const result = await post(`mutation Refresh($r: String) { refresh(refreshToken: $r) { ${PAYLOAD} } }`, { r: session.refreshToken }).catch(() => ({ errors: [{}] }));
+      setSession(result.errors ? null : result.data.refresh);
+    }, delay);
+    return () => clearTimeout(timer);
+  }, [session, setSession]);
+
+  const fetcher = useCallback(async (params) => {
+    const s = sessionRef.current;
+    return post(params.query, params.variables, s && s.accessToken).then((r) => r);
+  }, []);
+
+  return (
+    <div className="playground">
+      <AuthorizePanel session={session} setSession={setSession} />
+      <div className="graphiql-host">
+        <GraphiQL fetcher={fetcher} defaultQuery={"# Sign in above, then run:\n{ me { id username role } }\n"} />
+      </div>
+    </div>
+  );
+}
+
+createRoot(document.getElementById("root")).render(<App />);
