@@ -2,11 +2,11 @@
 import { spawn } from "node:child_process";
 import { mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { join, resolve } from "node:path";
 
 export async function startServer(binary, env = {}) {
   const dir = mkdtempSync(join(tmpdir(), "gqlauth-e2e-"));
-  const child = spawn(binary, [], {
+  const child = spawn(resolve(binary), [], {
     cwd: dir,
     env: { ...process.env, PORT: "0", ...env },
     stdio: ["ignore", "pipe", "inherit"],
@@ -22,6 +22,7 @@ export async function startServer(binary, env = {}) {
         resolve(`http://127.0.0.1:${m[1]}`);
       }
     });
+    child.on("error", reject);
     child.on("exit", (code) => reject(new Error(`server exited with ${code}: ${out}`)));
   });
   return { base, stop: () => child.kill("SIGTERM") };

@@ -1,0 +1,94 @@
+// A minimal typed gqlauth client for a single-page app. Operations are TypedDocumentNodes
+// generated from the server's schema (npm run codegen), so a schema change that breaks them
+// fails type-checking. The client keeps tokens in memory, sends the access token as a Bearer
+// header, and on TOKEN_EXPIRED refreshes once and retries the request.
+import { print } from "graphql";
+import type { TypedDocumentNode } from "@graphql-typed-document-node/core";
+import { LoginDocument, LogoutDocument, MeDocument, RefreshDocument, type MeQuery } from "./generated/graphql.js";
+import type { AuthErrorReason, ErrorCode, LogoutScope } from "./generated/schema.js";
+
+/** A GraphQL error as gqlauth sends it: extensions.code always, extensions.reason on auth failures. */
+export class GqlAuthError extends Error {
+  constructor(
+    message: string,
+    readonly code: ErrorCode,
+    readonly reason?: AuthErrorReason,
+    readonly field?: string,
+  ) {
+    super(message);
+  }
+}
+
+interface Response<T> {
+  data?: T | null;
+  errors?: { message: string; extensions?: { code?: ErrorCode; reason?: AuthErrorReason; field?: string } }[];
+}
+
+export class GqlAuthClient {
+  private accessToken: string | null = null;
+  private refreshToken: string | null = null;
+  /** How many times the client refreshed on TOKEN_EXPIRED (for the example's output). */
+  refreshes = 0;
+
+  constructor(private readonly endpoint: string) {}
+
+  get signedIn(): boolean {
+    return this.accessToken !== null;
+  }
+
+  async login(username: string, password: string) {
+    const data = await this.send(LoginDocument, { username, password });
+    this.accessToken = data.login.accessToken;
+    this.refreshToken = data.login.refreshToken;
+    return data.login.user;
+  }
+
+  async me(): Promise<MeQuery["me"]> {
+    return (await this.request(MeDocument, {})).me;
+  }
+
+  async logout(scope: LogoutScope = "CURRENT"): Promise<void> {
+    try {
+      await this.request(LogoutDocument, { scope });
+    } finally {
+      this.accessToken = this.refreshToken = null;
+    }
+  }
+
+  /** Runs an operation; on TOKEN_EXPIRED it refreshes the tokens once and retries. */
+  async request<T, V extends Record<string, unknown>>(doc: TypedDocumentNode<T, V>, variables: V): Promise<T> {
+    try {
+      return await this.send(doc, variables);
+    } catch (e) {
+      if (!(e instanceof GqlAuthError) || e.reason !== "TOKEN_EXPIRED" || this.refreshToken === null) throw e;
+      await this.refresh();
+      return this.send(doc, variables);
+    }
+  }
+
+  async refresh(): Promise<void> {
+    this.refreshes++;
+    try {
+      const data = await this.send(RefreshDocument, { refreshToken: this.refreshToken });
+      this.accessToken = data.refresh.accessToken;
+      this.refreshToken = data.refresh.refreshToken;
+    } catch (e) {
+      this.accessToken = this.refreshToken = null; // the session is over: sign in again
+      throw e;
+    }
+  }
+
+  private async send<T, V>(doc: TypedDocumentNode<T, V>, variables: V): Promise<T> {
+    const headers: Record<string, string> = { "Content-Type": "application/json" };
+    if (this.accessToken) headers.Authorization = `Bearer ${this.accessToken}`;
+    const res = await fetch(this.endpoint, { method: "POST", headers, body: JSON.stringify({ query: print(doc), variables }) });
+    const body = (await res.json()) as Response<T>;
+    const err = body.errors?.[0];
+    if (err) {
+      const ext = err.extensions ?? {};
+      throw new GqlAuthError(err.message, ext.code ?? "INTERNAL_SERVER_ERROR", ext.reason, ext.field);
+    }
+    if (!body.data) throw new GqlAuthError("empty response", "INTERNAL_SERVER_ERROR");
+    return body.data;
+  }
+}
