@@ -145,17 +145,10 @@ func TestBcryptPool_OverCapacityIsTooManyRequestsNotAHang(t *testing.T) {
 	// logins, the first is served and those that wait too long are refused quickly.
 	s := newServer(t, storetest.SQLite, withBcryptCost(12), withBcryptPool(1, 20*time.Millisecond))
 	const n = 4
-	results := make([]response, n)
-	var wg sync.WaitGroup
 	start := time.Now()
-	for i := range n {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			results[i] = s.do(t, call{Query: `mutation { login(username: "nobody", password: "some password") { accessToken } }`})
-		}()
-	}
-	wg.Wait()
+	results := inParallel(n, func() response {
+		return s.do(t, call{Query: `mutation { login(username: "nobody", password: "some password") { accessToken } }`})
+	})
 	limited := 0
 	for _, r := range results {
 		if len(r.Errors) == 1 && r.Errors[0].Extensions.Code == "TOO_MANY_REQUESTS" {

@@ -290,3 +290,18 @@ func parseUnverified(t testing.TB, token string) jwt.MapClaims {
 	}
 	return claims
 }
+
+// inParallel sends n copies of a request at once and returns the responses in order.
+func inParallel(n int, send func() response) []response {
+	results := make([]response, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			results[i] = send()
+		}()
+	}
+	wg.Wait()
+	return results
+}

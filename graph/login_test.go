@@ -3,7 +3,6 @@ package graph_test
 import (
 	"context"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -188,17 +187,9 @@ func TestRegister_ValidatesInput(t *testing.T) {
 func TestRegister_ConcurrentSameUsernameOneWins(t *testing.T) {
 	storetest.Each(t, func(t *testing.T, kind storetest.Kind) {
 		s := newServer(t, kind)
-		const n = 8
-		results := make([]response, n)
-		var wg sync.WaitGroup
-		for i := range n {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				results[i] = s.do(t, call{Query: `mutation { register(username: "race", password: "correct horse battery") { user { id } } }`})
-			}()
-		}
-		wg.Wait()
+		results := inParallel(8, func() response {
+			return s.do(t, call{Query: `mutation { register(username: "race", password: "correct horse battery") { user { id } } }`})
+		})
 		won := 0
 		for _, r := range results {
 			switch {

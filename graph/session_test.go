@@ -3,7 +3,6 @@ package graph_test
 import (
 	"context"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -90,17 +89,7 @@ func TestRefresh_ConcurrentRefreshesShareOneSuccessor(t *testing.T) {
 	storetest.Each(t, func(t *testing.T, kind storetest.Kind) {
 		s := newServer(t, kind)
 		first := s.signedInUser(t, "alice")
-		const n = 24
-		results := make([]response, n)
-		var wg sync.WaitGroup
-		for i := range n {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				results[i] = s.refresh(t, first.RefreshToken)
-			}()
-		}
-		wg.Wait()
+		results := inParallel(24, func() response { return s.refresh(t, first.RefreshToken) })
 		var successor string
 		for i, r := range results {
 			p := refreshed(t, r)

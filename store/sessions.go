@@ -19,18 +19,6 @@ type sessionWithUser struct {
 	User          *model.User `bun:"rel:belongs-to,join:user_id=id"`
 }
 
-// Principal loads a session and its user in one query: the whole database cost of authenticating
-// a request. Whether the session is live and the user enabled is for the caller to judge.
-func (db *DB) Principal(ctx context.Context, sessionID, userID string) (*model.Session, *model.User, error) {
-	var row sessionWithUser
-	err := db.idb.NewSelect().Model(&row).ModelTableExpr("sessions AS session").Relation("User").
-		Where("session.id = ?", sessionID).Where("session.user_id = ?", userID).Scan(ctx)
-	if err != nil {
-		return nil, nil, wrap(err, "Principal")
-	}
-	return &row.Session, row.User, nil
-}
-
 // SessionByRefreshHash finds the session whose current or previous refresh token has the given
 // hash, with its user, and locks the session row until the transaction ends, so that concurrent
 // refreshes of one session take turns.

@@ -14,8 +14,9 @@ import (
 	"strings"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
-	_ "github.com/jackc/pgx/v5/stdlib" // registers the "pgx" database/sql driver
+	"github.com/jackc/pgx/v5/stdlib"
 	"github.com/uptrace/bun"
 	"github.com/uptrace/bun/dialect/pgdialect"
 	"github.com/uptrace/bun/dialect/sqlitedialect"
@@ -36,6 +37,9 @@ type DB struct {
 	root *bun.DB
 	idb  bun.IDB
 	pg   bool
+	// hooks are the query hooks also run around the queries that bypass Bun (see principal.go).
+	hooks *[]bun.QueryHook
+	hot   *hotStatements
 }
 
 // OpenPostgres connects to a Postgres database given as a postgres:// URL and checks that it answers.
@@ -43,17 +47,28 @@ type DB struct {
 // The driver is pgx through database/sql: it is the maintained Postgres driver of the Go
 // ecosystem, exposes SQLSTATE codes and constraint names for error mapping, and Bun supports it
 // as a first-class pgdialect driver.
+//
+// Bun writes its arguments into the query text, so nearly every query it sends is a new text.
+// pgx's default is to prepare and cache each new text per connection: two round trips and an
+// ever-churning cache for queries that never repeat. The pool therefore runs Bun's queries in
+// pgx's "exec" mode (one round trip, nothing cached), and the one query that runs on every request
+// is a real prepared statement with parameters (see principal.go).
 func OpenPostgres(ctx context.Context, url string) (*DB, error) {
-	sqldb, err := sql.Open("pgx", url)
+	cfg, err := pgx.ParseConfig(url)
 	if err != nil {
 		return nil, fmt.Errorf("open postgres: %w", err)
 	}
+	cfg.DefaultQueryExecMode = pgx.QueryExecModeExec
+	sqldb := stdlib.OpenDB(*cfg)
 	sqldb.SetMaxOpenConns(32)
 	sqldb.SetMaxIdleConns(32)
 	sqldb.SetConnMaxIdleTime(5 * time.Minute)
-	db := &DB{root: bun.NewDB(sqldb, pgdialect.New()), pg: true}
-	db.idb = db.root
+	db := newDB(bun.NewDB(sqldb, pgdialect.New()), true)
 	return db, db.ping(ctx)
+}
+
+func newDB(root *bun.DB, pg bool) *DB {
+	return &DB{root: root, idb: root, pg: pg, hooks: new([]bun.QueryHook), hot: &hotStatements{}}
 }
 
 // OpenSQLite opens (creating it if needed) an SQLite database. dsn is a file path or a
@@ -81,8 +96,7 @@ func OpenSQLite(ctx context.Context, dsn string) (*DB, error) {
 	sqldb.SetMaxIdleConns(1)
 	sqldb.SetConnMaxLifetime(0)
 	sqldb.SetConnMaxIdleTime(0)
-	db := &DB{root: bun.NewDB(sqldb, sqlitedialect.New())}
-	db.idb = db.root
+	db := newDB(bun.NewDB(sqldb, sqlitedialect.New()), false)
 	return db, db.ping(ctx)
 }
 
@@ -100,13 +114,20 @@ func (db *DB) ping(ctx context.Context) error {
 func (db *DB) Ping(ctx context.Context) error { return db.root.PingContext(ctx) }
 
 // Close closes the pool.
-func (db *DB) Close() error { return db.root.Close() }
+func (db *DB) Close() error {
+	db.hot.close()
+	return db.root.Close()
+}
 
 // IsPostgres reports whether the database is Postgres (as opposed to SQLite).
 func (db *DB) IsPostgres() bool { return db.pg }
 
-// AddQueryHook runs hook around every query; tests use it to count queries.
-func (db *DB) AddQueryHook(hook bun.QueryHook) { db.root.AddQueryHook(hook) }
+// AddQueryHook runs hook around every query, Bun's and the prepared ones; tests use it to count
+// queries.
+func (db *DB) AddQueryHook(hook bun.QueryHook) {
+	db.root.AddQueryHook(hook)
+	*db.hooks = append(*db.hooks, hook)
+}
 
 // Transact runs fn in one transaction, committed if fn returns nil and rolled back otherwise.
 func (db *DB) Transact(ctx context.Context, fn func(tx *DB) error) error {
@@ -114,7 +135,7 @@ func (db *DB) Transact(ctx context.Context, fn func(tx *DB) error) error {
 		return fn(db)
 	}
 	return db.root.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
-		return fn(&DB{root: db.root, idb: tx, pg: db.pg})
+		return fn(&DB{root: db.root, idb: tx, pg: db.pg, hooks: db.hooks, hot: db.hot})
 	})
 }
 
