@@ -19,12 +19,14 @@ const MaxUserAgentLength = 256
 // principal, so that the database is asked at most once per request however many guarded fields
 // the request resolves, and concurrently resolved fields share the one answer.
 type requestAuth struct {
-	claims    *Claims
-	apiKey    string                // an API key secret, not yet checked against the database
-	reason    model.AuthErrorReason // why neither claims nor apiKey is set
-	userAgent string
-	clientIP  string
-	clientID  string // the OAuth client_id of a token request
+	claims *Claims
+	apiKey string                // an API key secret, not yet checked against the database
+	reason model.AuthErrorReason // why neither claims nor apiKey is set
+	// r and proxies give the user agent and client IP, worked out only when an operation needs them
+	// (a sign-in, a rate limit), not on every request.
+	r        *http.Request
+	proxies  Proxies
+	clientID string // the OAuth client_id of a token request
 	// w and refreshCookie serve cookie mode: the response on which to set the refresh cookie, and
 	// the cookie the request came with.
 	w             http.ResponseWriter
@@ -65,7 +67,7 @@ const MaxAuthorizationLength = 4096
 func Middleware(tokens *Tokens, proxies Proxies) func(http.Handler) http.Handler {
 	return func(next http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			ra := &requestAuth{userAgent: truncate(r.UserAgent(), MaxUserAgentLength), clientIP: proxies.ClientIP(r), w: w}
+			ra := &requestAuth{r: r, proxies: proxies, w: w}
 			if c, err := r.Cookie(RefreshCookieName); err == nil {
 				ra.refreshCookie = c.Value
 			}
@@ -97,7 +99,7 @@ func Middleware(tokens *Tokens, proxies Proxies) func(http.Handler) http.Handler
 // ClientIP returns the client IP of the request in ctx ("" outside a request).
 func ClientIP(ctx context.Context) string {
 	if ra := fromContext(ctx); ra != nil {
-		return ra.clientIP
+		return ra.proxies.ClientIP(ra.r)
 	}
 	return ""
 }
@@ -187,7 +189,7 @@ func (p Proxies) ClientIP(r *http.Request) string {
 // UserAgent returns the User-Agent of the request in ctx, truncated.
 func UserAgent(ctx context.Context) string {
 	if ra := fromContext(ctx); ra != nil {
-		return ra.userAgent
+		return truncate(ra.r.UserAgent(), MaxUserAgentLength)
 	}
 	return ""
 }

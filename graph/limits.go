@@ -105,52 +105,47 @@ func (g *guard) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		g.next.ServeHTTP(w, r)
 		return
 	}
-	if gqlErr := g.check(r.Context(), r.Method, query); gqlErr != nil {
-		status := http.StatusUnprocessableEntity
-		if gqlErr.Message == errMutationOverGET.Error() {
-			status = http.StatusMethodNotAllowed
-		}
+	if status, gqlErr := g.check(r.Context(), r.Method, query); gqlErr != nil {
 		writeErrors(w, r, status, gqlErr)
 		return
 	}
 	g.next.ServeHTTP(w, r)
 }
 
-// check returns why query is refused, or nil.
-func (g *guard) check(ctx context.Context, method, query string) *gqlerror.Error {
+// check returns why query is refused, with the HTTP status to refuse it with, or a nil error.
+func (g *guard) check(ctx context.Context, method, query string) (int, *gqlerror.Error) {
+	const refused = http.StatusUnprocessableEntity
 	if len(query) > g.limits.MaxQueryBytes {
-		return requestError(model.ErrorCodeGraphqlValidationFailed, fmt.Sprintf("query exceeds %d bytes", g.limits.MaxQueryBytes))
+		return refused, requestError(model.ErrorCodeGraphqlValidationFailed, fmt.Sprintf("query exceeds %d bytes", g.limits.MaxQueryBytes))
 	}
 	key := method + " " + query
 	if _, ok := g.passed.Get(ctx, key); ok {
-		return nil
+		return 0, nil
 	}
 	doc, err := parser.ParseQueryWithTokenLimit(&ast.Source{Input: query}, g.limits.MaxTokens)
 	if err != nil {
 		var gqlErr *gqlerror.Error
 		if errors.As(err, &gqlErr) {
 			gqlErr.Extensions = map[string]any{"code": model.ErrorCodeGraphqlParseFailed}
-			return gqlErr
+			return refused, gqlErr
 		}
-		return requestError(model.ErrorCodeGraphqlParseFailed, err.Error())
+		return refused, requestError(model.ErrorCodeGraphqlParseFailed, err.Error())
 	}
 	if err := g.checkDocument(doc); err != nil {
-		return requestError(model.ErrorCodeGraphqlValidationFailed, err.Error())
+		return refused, requestError(model.ErrorCodeGraphqlValidationFailed, err.Error())
 	}
 	if method == http.MethodGet {
+		// GET requests are easy to forge (a link, an image), so they never change anything.
 		for _, op := range doc.Operations {
 			if op.Operation != ast.Query {
-				return requestError(model.ErrorCodeGraphqlValidationFailed, errMutationOverGET.Error())
+				return http.StatusMethodNotAllowed, requestError(model.ErrorCodeGraphqlValidationFailed,
+					"GET runs queries only; send mutations as POST with Content-Type: application/json")
 			}
 		}
 	}
 	g.passed.Add(ctx, key, struct{}{})
-	return nil
+	return 0, nil
 }
-
-// errMutationOverGET: GET requests are easy to forge (a link, an image), so they never change
-// anything.
-var errMutationOverGET = errors.New("GET runs queries only; send mutations as POST with Content-Type: application/json")
 
 func (g *guard) checkDocument(doc *ast.QueryDocument) error {
 	fragments := map[string]*ast.FragmentDefinition{}
