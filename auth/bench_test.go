@@ -32,6 +32,25 @@ func BenchmarkTokens_Verify(b *testing.B) {
 	}
 }
 
+// BenchmarkTokens_VerifyUncached is a full golang-jwt verification: more distinct tokens than the
+// verified-token cache holds, so every one misses.
+func BenchmarkTokens_VerifyUncached(b *testing.B) {
+	tokens := newTokens(b)
+	u := &model.User{ID: "0193a1b2-0000-7000-8000-000000000001", Role: model.RoleUser}
+	many := make([]string, 10000)
+	for i := range many {
+		many[i], _ = tokens.Issue(u, "0193a1b2-0000-7000-8000-000000000002")
+	}
+	b.ReportAllocs()
+	i := 0
+	for b.Loop() {
+		if c, _ := tokens.Verify(many[i%len(many)]); c == nil {
+			b.Fatal("rejected")
+		}
+		i++
+	}
+}
+
 // BenchmarkMiddleware_BearerRequest is the per-request cost of the auth middleware: header
 // parsing, JWT verification and the context value.
 func BenchmarkMiddleware_BearerRequest(b *testing.B) {
