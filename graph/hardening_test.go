@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -397,3 +398,31 @@ fragment TypeRef on __Type {
   kind name
   ofType { kind name ofType { kind name ofType { kind name ofType { kind name ofType { kind name ofType { kind name ofType { kind name } } } } } } }
 }`
+
+func TestPanicInResolver_IsInternalErrorAndLogged(t *testing.T) {
+	// A service without a database panics on its first query: a real nil dereference deep in a
+	// resolver, which must become INTERNAL_SERVER_ERROR, be logged with the request id, and leave
+	// the server serving.
+	var logs syncBuffer
+	log := slog.New(graph.LogHandler(slog.NewJSONHandler(&logs, nil)))
+	tokens, _ := auth.NewTokens(auth.TokenConfig{Secret: testSecret, Issuer: "gqlauth", Audience: "gqlauth", TTL: time.Minute})
+	passwords, _ := auth.NewPasswords(auth.PasswordConfig{Cost: 4})
+	svc := auth.NewService(nil, tokens, passwords, auth.ServiceConfig{RefreshTTL: time.Hour, Logger: log})
+	h, err := graph.NewHandler(svc, tokens, graph.Options{Logger: log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts := httptest.NewServer(h)
+	defer ts.Close()
+	r := post(t, ts.URL, "application/json", `{"query":"mutation { login(username: \"alice\", password: \"some password\") { accessToken } }"}`)
+	if len(r.Errors) != 1 || r.Errors[0].Extensions.Code != "INTERNAL_SERVER_ERROR" || r.Errors[0].Message != "internal server error" {
+		t.Fatalf("got %d %+v", r.Status, r.Errors)
+	}
+	id := r.Header.Get("X-Request-Id")
+	if out := logs.String(); !strings.Contains(out, "panic in resolver") || !strings.Contains(out, `"request_id":"`+id+`"`) {
+		t.Fatalf("the panic was not logged with request id %s: %s", id, out)
+	}
+	if r := post(t, ts.URL, "application/json", `{"query":"{ __typename }"}`); len(r.Errors) > 0 {
+		t.Fatalf("after the panic: %+v", r.Errors)
+	}
+}
