@@ -75,3 +75,29 @@ test("sign in with the Authorize panel, run me, sign out", async () => {
   assert.deepEqual(problems.filter((p) => /Content Security Policy|Refused/.test(p)), [], "CSP violations");
   await page.close();
 });
+
+test("the Authorize panel refreshes the access token before it expires", async () => {
+  const short = await startServer(binary, { ADMIN_USERNAME: "root", ADMIN_PASSWORD: "correct horse battery", ACCESS_TOKEN_TTL: "6s" });
+  const page = await browser.newPage();
+  try {
+    await page.goto(short.base + "/");
+    await page.fill("#username", "root");
+    await page.fill("#password", "correct horse battery");
+    const refreshed = page.waitForResponse(
+      (res) => res.url().endsWith("/query") && (res.request().postData() || "").includes("mutation Refresh"),
+      { timeout: 15000 },
+    );
+    await page.click("#login");
+    await page.waitForSelector("#signed-in-as");
+    const body = await (await refreshed).json();
+    assert.ok(body.data.refresh.accessToken, "the refresh succeeded");
+    // Past the first token's lifetime (and the server's 5 s of tolerated skew), me still works.
+    await page.waitForTimeout(6000);
+    await runQuery(page, "{ me { username } }");
+    const result = JSON.parse(await resultText(page, "username"));
+    assert.equal(result.data.me.username, "root");
+  } finally {
+    await page.close();
+    short.stop();
+  }
+});
