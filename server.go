@@ -33,6 +33,9 @@ import (
 //go:embed schema.graphqls
 var schemaSDL string
 
+// startProcs is GOMAXPROCS as the runtime chose it (CPU quota aware), before run adds to it.
+var startProcs = runtime.GOMAXPROCS(0)
+
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -230,7 +233,7 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer, read
 	}
 	// bcrypt workers run on their own low-priority threads; give the Go scheduler a P for each, so
 	// that a login flood never holds every P and the cheap requests keep theirs (see auth.pool).
-	runtime.GOMAXPROCS(runtime.GOMAXPROCS(0) + cfg.BcryptWorkers)
+	runtime.GOMAXPROCS(startProcs + cfg.BcryptWorkers)
 
 	var counter ratelimit.Counter = ratelimit.NewMemory(nil)
 	if cfg.RedisURL != "" {
