@@ -123,10 +123,10 @@ func TestAPIKey_DisabledOwnerRefused(t *testing.T) {
 		admin := s.signedInAdmin(t)
 		alice := s.signedInUser(t, "alice")
 		k := s.createAPIKey(t, alice.AccessToken, "laptop", nil)
-		s.query(t, admin.AccessToken, `mutation($id: ID!) { setUserDisabled(id: $id, disabled: true) { id } }`, map[string]any{"id": alice.User.ID})
+		s.setDisabled(t, admin.AccessToken, alice.User.ID, true)
 		s.withKey(t, k.Secret, `{ me { id } }`).wantError(t, "FORBIDDEN", "ACCOUNT_DISABLED")
 		// Re-enabling does not revive the key: disabling revoked it.
-		s.query(t, admin.AccessToken, `mutation($id: ID!) { setUserDisabled(id: $id, disabled: false) { id } }`, map[string]any{"id": alice.User.ID})
+		s.setDisabled(t, admin.AccessToken, alice.User.ID, false)
 		s.withKey(t, k.Secret, `{ me { id } }`).wantError(t, "UNAUTHENTICATED", "SESSION_REVOKED")
 	})
 }

@@ -6,17 +6,13 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"log/slog"
 	"net/http"
-	"net/http/httptest"
-	"os"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"gqlauth/auth"
-	"gqlauth/graph"
 	"gqlauth/ratelimit"
 	"gqlauth/store/storetest"
 )
@@ -112,13 +108,7 @@ func TestRateLimit_BatchedOperationsRefused(t *testing.T) {
 }
 
 func TestRateLimit_SharedThroughRedis(t *testing.T) {
-	url := os.Getenv("TEST_REDIS_URL")
-	if url == "" {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("CI=true but TEST_REDIS_URL is not set")
-		}
-		t.Skip("TEST_REDIS_URL not set")
-	}
+	url := storetest.RedisURL(t)
 	prefix := fmt.Sprintf("gqlauth-test:%d:", time.Now().UnixNano())
 	counter, err := ratelimit.NewRedis(context.Background(), url, prefix)
 	if err != nil {
@@ -266,18 +256,8 @@ func TestSelfReferencingFragmentsDoNotCrashTheServer(t *testing.T) {
 }
 
 func TestIntrospection_CanBeTurnedOff(t *testing.T) {
-	db := storetest.Open(t, storetest.SQLite)
-	clk := &clock{now: time.Now().UTC()}
-	tokens, _ := auth.NewTokens(auth.TokenConfig{Secret: testSecret, Issuer: "gqlauth", Audience: "gqlauth", TTL: time.Minute, Now: clk.Now})
-	passwords, _ := auth.NewPasswords(auth.PasswordConfig{Cost: 4})
-	svc := auth.NewService(db, tokens, passwords, auth.ServiceConfig{RefreshTTL: time.Hour, Now: clk.Now})
-	h, err := graph.NewHandler(svc, tokens, graph.Options{Introspection: false})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ts := httptest.NewServer(h)
-	defer ts.Close()
-	r := post(t, ts.URL, "application/json", `{"query":"{ __schema { types { name } } }"}`)
+	s := newServerOn(t, storetest.Open(t, storetest.SQLite), &clock{now: time.Now().UTC()}, withoutIntrospection())
+	r := s.do(t, call{Query: `{ __schema { types { name } } }`})
 	if len(r.Errors) != 1 || r.Errors[0].Extensions.Code != "GRAPHQL_VALIDATION_FAILED" || r.Data["__schema"] != nil {
 		t.Fatalf("want introspection refused, got %d %+v", r.Status, r.Errors)
 	}
@@ -404,17 +384,8 @@ func TestPanicInResolver_IsInternalErrorAndLogged(t *testing.T) {
 	// resolver, which must become INTERNAL_SERVER_ERROR, be logged with the request id, and leave
 	// the server serving.
 	var logs syncBuffer
-	log := slog.New(graph.LogHandler(slog.NewJSONHandler(&logs, nil)))
-	tokens, _ := auth.NewTokens(auth.TokenConfig{Secret: testSecret, Issuer: "gqlauth", Audience: "gqlauth", TTL: time.Minute})
-	passwords, _ := auth.NewPasswords(auth.PasswordConfig{Cost: 4})
-	svc := auth.NewService(nil, tokens, passwords, auth.ServiceConfig{RefreshTTL: time.Hour, Logger: log})
-	h, err := graph.NewHandler(svc, tokens, graph.Options{Logger: log})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ts := httptest.NewServer(h)
-	defer ts.Close()
-	r := post(t, ts.URL, "application/json", `{"query":"mutation { login(username: \"alice\", password: \"some password\") { accessToken } }"}`)
+	s := newServerOn(t, nil, &clock{now: time.Now().UTC()}, withLogs(&logs))
+	r := s.do(t, call{Query: `mutation { login(username: "alice", password: "some password") { accessToken } }`})
 	if len(r.Errors) != 1 || r.Errors[0].Extensions.Code != "INTERNAL_SERVER_ERROR" || r.Errors[0].Message != "internal server error" {
 		t.Fatalf("got %d %+v", r.Status, r.Errors)
 	}
@@ -422,7 +393,7 @@ func TestPanicInResolver_IsInternalErrorAndLogged(t *testing.T) {
 	if out := logs.String(); !strings.Contains(out, "panic in resolver") || !strings.Contains(out, `"request_id":"`+id+`"`) {
 		t.Fatalf("the panic was not logged with request id %s: %s", id, out)
 	}
-	if r := post(t, ts.URL, "application/json", `{"query":"{ __typename }"}`); len(r.Errors) > 0 {
+	if r := s.do(t, call{Query: `{ __typename }`}); len(r.Errors) > 0 {
 		t.Fatalf("after the panic: %+v", r.Errors)
 	}
 }

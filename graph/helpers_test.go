@@ -59,6 +59,7 @@ type serverOptions struct {
 	limits        auth.Limits
 	queryLimits   graph.QueryLimits
 	logs          io.Writer
+	noIntrospect  bool
 	bcryptWorkers int
 	queueTimeout  time.Duration
 }
@@ -71,6 +72,7 @@ func withReuseInterval(d time.Duration) option   { return func(o *serverOptions)
 func withRefreshTTL(d time.Duration) option      { return func(o *serverOptions) { o.refreshTTL = d } }
 func withRateLimits(l auth.Limits) option        { return func(o *serverOptions) { o.limits = l } }
 func withQueryLimits(l graph.QueryLimits) option { return func(o *serverOptions) { o.queryLimits = l } }
+func withoutIntrospection() option               { return func(o *serverOptions) { o.noIntrospect = true } }
 func withLogs(w io.Writer) option                { return func(o *serverOptions) { o.logs = w } }
 func withBcryptPool(workers int, queueTimeout time.Duration) option {
 	return func(o *serverOptions) { o.bcryptWorkers, o.queueTimeout = workers, queueTimeout }
@@ -83,6 +85,7 @@ func newServer(t testing.TB, kind storetest.Kind, opts ...option) *server {
 }
 
 // newServerOn starts a server on db, as one more instance in front of the same database.
+// db may be nil for a service without a database.
 func newServerOn(t testing.TB, db *store.DB, clk *clock, opts ...option) *server {
 	t.Helper()
 	o := serverOptions{cost: 4, reuseInterval: 10 * time.Second, refreshTTL: 720 * time.Hour, signup: true, logs: io.Discard}
@@ -102,14 +105,16 @@ func newServerOn(t testing.TB, db *store.DB, clk *clock, opts ...option) *server
 		RefreshTTL: o.refreshTTL, ReuseInterval: o.reuseInterval, SignupEnabled: o.signup, Now: clk.Now, Logger: log,
 		Limits: o.limits,
 	})
-	h, err := graph.NewHandler(svc, tokens, graph.Options{Logger: log, Limits: o.queryLimits, Introspection: true})
+	h, err := graph.NewHandler(svc, tokens, graph.Options{Logger: log, Limits: o.queryLimits, Introspection: !o.noIntrospect})
 	if err != nil {
 		t.Fatal(err)
 	}
 	ts := httptest.NewServer(h)
 	t.Cleanup(ts.Close)
 	counter := &queryCounter{}
-	db.AddQueryHook(counter)
+	if db != nil { // nil: a service without a database, to provoke a panic
+		db.AddQueryHook(counter)
+	}
 	return &server{URL: ts.URL, DB: db, Clock: clk, Queries: counter}
 }
 
@@ -289,6 +294,13 @@ func parseUnverified(t testing.TB, token string) jwt.MapClaims {
 		t.Fatal(err)
 	}
 	return claims
+}
+
+// setDisabled disables or enables a user as an admin, failing the test on any error.
+func (s *server) setDisabled(t testing.TB, adminToken, id string, disabled bool) {
+	t.Helper()
+	s.query(t, adminToken, `mutation($id: ID!, $d: Boolean!) { setUserDisabled(id: $id, disabled: $d) { id } }`,
+		map[string]any{"id": id, "d": disabled})
 }
 
 // inParallel sends n copies of a request at once and returns the responses in order.

@@ -111,7 +111,7 @@ func TestLogin_DisabledUserRefused(t *testing.T) {
 		s := newServer(t, kind)
 		admin := s.signedInAdmin(t)
 		alice := s.signedInUser(t, "alice")
-		s.query(t, admin.AccessToken, `mutation($id: ID!) { setUserDisabled(id: $id, disabled: true) { disabled } }`, map[string]any{"id": alice.User.ID})
+		s.setDisabled(t, admin.AccessToken, alice.User.ID, true)
 
 		r := s.do(t, call{Query: `mutation { login(username: "alice", password: "correct horse battery") { accessToken } }`})
 		r.wantError(t, "FORBIDDEN", "ACCOUNT_DISABLED")

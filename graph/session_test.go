@@ -141,7 +141,7 @@ func TestRefresh_DisabledUserRefused(t *testing.T) {
 		s := newServer(t, kind)
 		admin := s.signedInAdmin(t)
 		alice := s.signedInUser(t, "alice")
-		s.query(t, admin.AccessToken, `mutation($id: ID!) { setUserDisabled(id: $id, disabled: true) { id } }`, map[string]any{"id": alice.User.ID})
+		s.setDisabled(t, admin.AccessToken, alice.User.ID, true)
 		s.refresh(t, alice.RefreshToken).wantError(t, "FORBIDDEN", "ACCOUNT_DISABLED")
 	})
 }
@@ -151,9 +151,8 @@ func TestSetUserDisabled_ReenablingDoesNotReviveSessions(t *testing.T) {
 		s := newServer(t, kind)
 		admin := s.signedInAdmin(t)
 		alice := s.signedInUser(t, "alice")
-		vars := map[string]any{"id": alice.User.ID}
-		s.query(t, admin.AccessToken, `mutation($id: ID!) { setUserDisabled(id: $id, disabled: true) { id } }`, vars)
-		s.query(t, admin.AccessToken, `mutation($id: ID!) { setUserDisabled(id: $id, disabled: false) { id } }`, vars)
+		s.setDisabled(t, admin.AccessToken, alice.User.ID, true)
+		s.setDisabled(t, admin.AccessToken, alice.User.ID, false)
 
 		s.me(t, alice.AccessToken).wantError(t, "UNAUTHENTICATED", "SESSION_REVOKED")
 		s.refresh(t, alice.RefreshToken).wantError(t, "UNAUTHENTICATED", "INVALID_REFRESH_TOKEN")

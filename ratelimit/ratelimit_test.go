@@ -3,12 +3,12 @@ package ratelimit_test
 import (
 	"context"
 	"fmt"
-	"os"
 	"sync"
 	"testing"
 	"time"
 
 	"gqlauth/ratelimit"
+	"gqlauth/store/storetest"
 )
 
 type clock struct {
@@ -52,13 +52,7 @@ func TestMemory_CountsPerKeyAndWindow(t *testing.T) {
 }
 
 func TestRedis_CountsAtomicallyAcrossClients(t *testing.T) {
-	url := os.Getenv("TEST_REDIS_URL")
-	if url == "" {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("CI=true but TEST_REDIS_URL is not set")
-		}
-		t.Skip("TEST_REDIS_URL not set")
-	}
+	url := storetest.RedisURL(t)
 	ctx := context.Background()
 	prefix := fmt.Sprintf("gqlauth-test:%d:", time.Now().UnixNano())
 	a, err := ratelimit.NewRedis(ctx, url, prefix)

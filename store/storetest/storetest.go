@@ -125,3 +125,16 @@ func adminDB(t testing.TB) *sql.DB {
 	}
 	return admin
 }
+
+// RedisURL returns TEST_REDIS_URL. Without it the test is skipped, or fails under CI=true.
+func RedisURL(t testing.TB) string {
+	t.Helper()
+	url := os.Getenv("TEST_REDIS_URL")
+	if url == "" {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("CI=true but TEST_REDIS_URL is not set: the Redis tests must run in CI")
+		}
+		t.Skip("TEST_REDIS_URL not set")
+	}
+	return url
+}
