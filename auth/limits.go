@@ -3,6 +3,7 @@ package auth
 import (
 	"context"
 	"math"
+	"net/netip"
 	"strings"
 	"time"
 
@@ -32,7 +33,7 @@ func (s *Service) limitClient(ctx context.Context) error {
 	if l.Counter == nil || l.PerClient <= 0 {
 		return nil
 	}
-	n, left, err := l.Counter.Incr(ctx, "ip:"+ClientIP(ctx), l.ClientWindow)
+	n, left, err := l.Counter.Incr(ctx, clientKey(ClientIP(ctx)), l.ClientWindow)
 	if err != nil {
 		return s.limiterDown(ctx, err)
 	}
@@ -40,6 +41,20 @@ func (s *Service) limitClient(ctx context.Context) error {
 		return tooMany(left)
 	}
 	return nil
+}
+
+// clientKey is the limiter key of a client IP. An IPv6 client is counted by its /64: one
+// subscriber usually holds a whole /64 and could otherwise take a fresh address per attempt.
+func clientKey(ip string) string {
+	addr, err := netip.ParseAddr(ip)
+	if err != nil {
+		return "ip:" + ip
+	}
+	if addr = addr.Unmap(); addr.Is6() {
+		prefix, _ := addr.WithZone("").Prefix(64)
+		return "ip:" + prefix.String()
+	}
+	return "ip:" + addr.String()
 }
 
 // limitFailures refuses a username that has failed too often in its window.

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"mime"
 	"net/http"
+	"net/url"
 	"strconv"
 
 	"gqlauth/model"
@@ -34,6 +35,11 @@ func (s *Service) TokenHandler() http.Handler {
 			return
 		}
 		form := r.PostForm
+		if !validForm(form) || !validForm(r.URL.Query()) {
+			// Decoders would repair invalid bytes into U+FFFD, letting different inputs compare equal.
+			oauthError(w, http.StatusBadRequest, "invalid_request", "the form holds invalid UTF-8 or NUL characters")
+			return
+		}
 		ctx := r.Context()
 		clientID := form.Get("client_id")
 		if id, _, ok := r.BasicAuth(); ok && clientID == "" {
@@ -79,6 +85,21 @@ func (s *Service) TokenHandler() http.Handler {
 			"refresh_token": payload.RefreshToken,
 		})
 	})
+}
+
+// validForm reports whether every name and value of a form is UTF-8 text without NUL.
+func validForm(form url.Values) bool {
+	for name, values := range form {
+		if !validText(name) {
+			return false
+		}
+		for _, v := range values {
+			if !validText(v) {
+				return false
+			}
+		}
+	}
+	return true
 }
 
 // writeOAuthFailure maps the service's errors onto RFC 6749 §5.2.

@@ -125,18 +125,24 @@ func (s *Service) Login(ctx context.Context, username, password string) (*model.
 		return nil, err
 	}
 	pw := NormalizePassword(password)
-	u, err := s.db.UserByUsername(ctx, username)
-	if err != nil && !errors.Is(err, store.ErrNotFound) {
-		return nil, s.check(ctx, "Login", err)
-	}
-	if err != nil {
-		u = &model.User{}
+	// A name that breaks the username rule belongs to no one: it is not looked up (it could hold
+	// bytes the database refuses, or fold onto another name under the database's case rules), and
+	// fails exactly like an unknown one.
+	u := &model.User{}
+	if ValidateUsername(username) == nil {
+		found, err := s.db.UserByUsername(ctx, username)
+		switch {
+		case err == nil:
+			u = found
+		case !errors.Is(err, store.ErrNotFound):
+			return nil, s.check(ctx, "Login", err)
+		}
 	}
 	ok, err := s.passwords.Match(ctx, u.PasswordHash, pw)
 	if err != nil {
 		return nil, s.check(ctx, "Login", err)
 	}
-	if !ok {
+	if !ok || !validText(pw) {
 		s.recordFailure(ctx, username)
 		return nil, model.Unauthenticated(model.AuthErrorReasonInvalidCredentials)
 	}
@@ -158,9 +164,10 @@ func (s *Service) Login(ctx context.Context, username, password string) (*model.
 // startSession creates a session for u and returns its first token pair.
 func (s *Service) startSession(ctx context.Context, db *store.DB, u *model.User) (*model.AuthPayload, error) {
 	now := s.clock()
-	refresh := NewRefreshToken()
+	id := uuid.Must(uuid.NewV7()).String()
+	refresh := NewRefreshToken(id)
 	sess := &model.Session{
-		ID: uuid.Must(uuid.NewV7()).String(), UserID: u.ID, RefreshHash: HashRefreshToken(refresh),
+		ID: id, UserID: u.ID, RefreshHash: HashRefreshToken(refresh),
 		CreatedAt: now, LastUsedAt: now, ExpiresAt: now.Add(s.cfg.RefreshTTL),
 	}
 	if ua := UserAgent(ctx); ua != "" {
@@ -188,13 +195,16 @@ func (s *Service) payload(u *model.User, sessionID, refresh string) (*model.Auth
 }
 
 // Refresh exchanges a refresh token for a new pair in one transaction that holds the session's
-// row lock, so concurrent exchanges of one token take turns:
+// row lock, so concurrent exchanges of one session take turns:
 //   - the current token is retired and its successor becomes current;
 //   - the token retired last, presented again within the reuse interval, gets the same successor
 //     again (a retried request, or two tabs refreshing at once, stay on one chain);
-//   - presented after the interval, it is a replay: the whole session is revoked.
+//   - any other retired token of the session, or the last one after the interval, is a replay:
+//     the whole session is revoked (the user's other sessions are not).
 //
-// A session's lifetime is absolute: refreshing never moves expiresAt.
+// A token that names a session but is not one of its tokens is merely invalid: knowing a
+// session's id must not let anyone revoke it. A session's lifetime is absolute: refreshing never
+// moves expiresAt.
 func (s *Service) Refresh(ctx context.Context, token string) (*model.AuthPayload, error) {
 	if err := s.limitClient(ctx); err != nil {
 		return nil, err
@@ -203,45 +213,66 @@ func (s *Service) Refresh(ctx context.Context, token string) (*model.AuthPayload
 	if ra := fromContext(ctx); token == "" && s.cfg.RefreshCookie && ra != nil && ra.refreshCookie != "" {
 		token, fromCookie = ra.refreshCookie, true
 	}
-	if token == "" {
+	sessionID, ok := RefreshTokenSession(token)
+	if !ok {
+		if fromCookie {
+			s.clearRefreshCookie(ctx)
+		}
 		return nil, model.Unauthenticated(model.AuthErrorReasonInvalidRefreshToken)
 	}
 	presented := HashRefreshToken(token)
-	successor := s.tokens.Successor(token)
-	successorHash := HashRefreshToken(successor)
 	now := s.clock()
 
 	var (
-		sess    *model.Session
-		user    *model.User
-		outcome error // a refusal that must not roll back what the transaction wrote
+		sess      *model.Session
+		user      *model.User
+		successor string
+		outcome   error // a refusal that must not roll back what the transaction wrote
 	)
 	err := s.db.Transact(ctx, func(tx *store.DB) error {
 		var err error
-		sess, user, err = tx.SessionByRefreshHash(ctx, presented)
-		switch {
-		case errors.Is(err, store.ErrNotFound):
+		if sessionID != "" {
+			sess, user, err = tx.LockSession(ctx, sessionID)
+		} else {
+			sess, user, err = tx.SessionByRefreshHash(ctx, presented)
+		}
+		if errors.Is(err, store.ErrNotFound) {
 			outcome = model.Unauthenticated(model.AuthErrorReasonInvalidRefreshToken)
 			return nil
-		case err != nil:
+		} else if err != nil {
 			return err
+		}
+		previous := sess.PreviousHash != nil && equalTokens(*sess.PreviousHash, presented)
+		current := equalTokens(sess.RefreshHash, presented)
+		retired := previous || (!current && sessionID != "" &&
+			s.tokens.Descends(sess.ID, token, sess.RefreshHash, min(sess.Generation, MaxRefreshGenerations)))
+		switch {
+		case !current && !retired:
+			outcome = model.Unauthenticated(model.AuthErrorReasonInvalidRefreshToken)
 		case user.Disabled:
 			outcome = model.Forbidden(model.AuthErrorReasonAccountDisabled)
-			return nil
 		case !sess.Live(now):
 			outcome = model.Unauthenticated(model.AuthErrorReasonInvalidRefreshToken)
-			return nil
-		case equalTokens(sess.RefreshHash, presented):
-			return tx.RotateRefreshToken(ctx, sess, successorHash, now)
-		case equalTokens(sess.RefreshHash, successorHash) && sess.RotatedAt != nil &&
-			now.Sub(*sess.RotatedAt) <= s.cfg.ReuseInterval:
-			return nil // a retry within the grace window: same successor, nothing to write
+		case current && sess.Generation >= MaxRefreshGenerations:
+			outcome = model.Unauthenticated(model.AuthErrorReasonInvalidRefreshToken)
+		case current:
+			successor = s.tokens.Successor(sess.ID, token)
+			return tx.RotateRefreshToken(ctx, sess, HashRefreshToken(successor), now)
+		case previous && sess.RotatedAt != nil && now.Sub(*sess.RotatedAt) <= s.cfg.ReuseInterval:
+			// A retry within the grace window: the same successor, nothing to write. (A session
+			// rotated by an older release may hold a successor of the older form; such a retry
+			// is refused rather than forking the chain.)
+			successor = s.tokens.Successor(sess.ID, token)
+			if !equalTokens(HashRefreshToken(successor), sess.RefreshHash) {
+				outcome = model.Unauthenticated(model.AuthErrorReasonInvalidRefreshToken)
+			}
 		default:
 			s.log.WarnContext(ctx, "refresh token reused; session revoked", "session", sess.ID, "user", user.ID)
 			outcome = model.Unauthenticated(model.AuthErrorReasonRefreshTokenReused)
 			_, err := tx.RevokeSessions(ctx, user.ID, sess.ID, store.RevokeOne, now)
 			return err
 		}
+		return nil
 	})
 	if err != nil {
 		return nil, s.check(ctx, "Refresh", err)
@@ -256,6 +287,12 @@ func (s *Service) Refresh(ctx context.Context, token string) (*model.AuthPayload
 	payload, err := s.payload(user, sess.ID, successor)
 	return payload, s.check(ctx, "Refresh", err)
 }
+
+// MaxRefreshGenerations bounds how often one session may be refreshed, and so the work of
+// recognising a replayed token (one HMAC and one hash per rotation since it was retired, about a
+// microsecond each). At the default lifetimes a session needs under 3,000 refreshes; one that
+// reaches the bound must sign in again.
+const MaxRefreshGenerations = 100_000
 
 // Authenticate returns the caller of the request in ctx: a verified access token whose session is
 // live and whose user is enabled. The session and user are loaded with one query, once per request.

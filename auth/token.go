@@ -147,14 +147,63 @@ func (t *Tokens) keyFor(tok *jwt.Token) (any, error) {
 	return t.key, nil
 }
 
-// NewRefreshToken returns a fresh opaque refresh token: 256 random bits, base64url.
-func NewRefreshToken() string { return randomToken(32) }
+// Refresh tokens are "<session id>.<secret>". The session id lets the server find the session by
+// its primary key and, above all, recognise a token retired many rotations ago: every successor
+// is derived from its predecessor (see Successor), so a retired token is exactly one from which
+// the session's current token can be reached by deriving forward. Nothing per rotation is stored.
+
+// NewRefreshToken returns the first refresh token of a session: its id and 256 random bits.
+func NewRefreshToken(sessionID string) string { return sessionID + "." + randomToken(32) }
+
+// MaxRefreshTokenLength bounds the refresh tokens that are looked at at all; real ones are 80 bytes.
+const MaxRefreshTokenLength = 200
+
+// RefreshTokenSession returns the session id a refresh token names. It is "" for a token from
+// before session ids were part of the format (found by its hash instead), and ok is false for a
+// token that cannot be one of ours, which is then refused without a query.
+func RefreshTokenSession(token string) (sessionID string, ok bool) {
+	if token == "" || len(token) > MaxRefreshTokenLength {
+		return "", false
+	}
+	sid, secret, found := strings.Cut(token, ".")
+	if !found {
+		return "", isBase64URL(token)
+	}
+	if _, err := uuid.Parse(sid); err != nil || len(sid) != 36 || !isBase64URL(secret) {
+		return "", false
+	}
+	return sid, true
+}
+
+func isBase64URL(s string) bool {
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '_') {
+			return false
+		}
+	}
+	return s != ""
+}
 
 // Successor is the refresh token that replaces token when it is exchanged. It is derived, not
 // random, so that a retry of the same exchange within the reuse interval gets the same successor
-// without any token being stored in plaintext; without the server key it cannot be predicted.
-func (t *Tokens) Successor(token string) string {
-	return base64.RawURLEncoding.EncodeToString(mac(t.successorKey, token))
+// without any token being stored in plaintext, and so that any retired token of a session leads
+// to its current one (see Descends); without the server key it cannot be predicted.
+func (t *Tokens) Successor(sessionID, token string) string {
+	return sessionID + "." + base64.RawURLEncoding.EncodeToString(mac(t.successorKey, token))
+}
+
+// Descends reports whether the token hashed as currentHash is reached from token within at most
+// steps successors, that is, whether token is a retired ancestor of the current one. It costs one
+// HMAC and one SHA-256 per step, and runs only for a token that is neither current nor previous.
+func (t *Tokens) Descends(sessionID, token, currentHash string, steps int) bool {
+	for range steps {
+		token = t.Successor(sessionID, token)
+		if equalTokens(HashRefreshToken(token), currentHash) {
+			return true
+		}
+	}
+	return false
 }
 
 // HashRefreshToken is the form in which a refresh token is stored. A plain SHA-256 suffices (no

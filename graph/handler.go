@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net/http"
 	"runtime/debug"
+	"strings"
 
 	"github.com/99designs/gqlgen/graphql"
 	"github.com/99designs/gqlgen/graphql/handler"
@@ -14,6 +15,8 @@ import (
 	"github.com/99designs/gqlgen/graphql/handler/transport"
 	"github.com/vektah/gqlparser/v2/ast"
 	"github.com/vektah/gqlparser/v2/gqlerror"
+	"github.com/vektah/gqlparser/v2/validator/core"
+	"github.com/vektah/gqlparser/v2/validator/rules"
 
 	"gqlauth/auth"
 	"gqlauth/model"
@@ -50,11 +53,15 @@ func NewHandler(svc *auth.Service, tokens *auth.Tokens, opts Options) (http.Hand
 	srv.SetQueryCache(lru.New[*ast.QueryDocument](1000))
 	srv.SetParserTokenLimit(opts.Limits.MaxTokens)
 	srv.SetDisableSuggestion(!opts.Debug)
+	if !opts.Debug {
+		srv.SetValidationRulesFn(rulesWithoutSuggestions)
+	}
 	if opts.Introspection {
 		srv.Use(extension.Introspection{})
 	}
 	srv.Use(extension.FixedComplexityLimit(opts.Limits.MaxComplexity))
 	srv.AroundOperations(aroundOperations)
+	srv.AroundFields(checkArguments)
 	srv.AroundResponses(aroundResponses)
 	srv.SetErrorPresenter(presentError(opts.Logger, opts.Metrics))
 	srv.SetRecoverFunc(func(ctx context.Context, p any) error {
@@ -65,6 +72,24 @@ func NewHandler(svc *auth.Service, tokens *auth.Tokens, opts Options) (http.Hand
 	h = observe(opts.Logger, opts.Metrics, h)
 	h = auth.Middleware(tokens, opts.Proxies)(h)
 	return securityHeaders(h), nil
+}
+
+// rulesWithoutSuggestions is the standard rule set with every rule that suggests names ("Did
+// you mean …") swapped for its quiet twin: suggestions map the schema for anyone who misspells on
+// purpose. gqlgen's SetDisableSuggestion swaps only the rules about fields.
+func rulesWithoutSuggestions() *rules.Rules {
+	rs := rules.NewDefaultRules()
+	for _, quiet := range []core.Rule{
+		rules.FieldsOnCorrectTypeRuleWithoutSuggestions,
+		rules.KnownArgumentNamesRuleWithoutSuggestions,
+		rules.KnownTypeNamesRuleWithoutSuggestions,
+		rules.ScalarLeafsRuleWithoutSuggestions,
+		rules.ValuesOfCorrectTypeRuleWithoutSuggestions,
+	} {
+		rs.RemoveRule(strings.TrimSuffix(quiet.Name, "WithoutSuggestions"))
+		rs.AddRule(quiet.Name, quiet.RuleFunc)
+	}
+	return rs
 }
 
 // presentError maps errors onto errors[].extensions in one place: *model.Error by its fields,

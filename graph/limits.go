@@ -9,6 +9,8 @@ import (
 	"io"
 	"mime"
 	"net/http"
+	"net/url"
+	"unicode/utf8"
 
 	"github.com/99designs/gqlgen/graphql/handler/lru"
 	"github.com/vektah/gqlparser/v2/ast"
@@ -88,6 +90,10 @@ func (g *guard) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			refuse(w, r, http.StatusBadRequest, model.ErrorCodeGraphqlParseFailed, "could not read the request body")
 			return
 		}
+		if !validJSONText(body) {
+			refuse(w, r, http.StatusBadRequest, model.ErrorCodeGraphqlParseFailed, "the request body is not valid UTF-8 JSON text (RFC 8259 §8)")
+			return
+		}
 		if trimmed := bytes.TrimSpace(body); len(trimmed) > 0 && trimmed[0] == '[' {
 			refuse(w, r, http.StatusBadRequest, model.ErrorCodeGraphqlParseFailed, "batched operations are not supported; send one operation per request")
 			return
@@ -100,7 +106,12 @@ func (g *guard) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		query = req.Query
 		r.Body = io.NopCloser(bytes.NewReader(body))
 	case http.MethodGet:
-		query = r.URL.Query().Get("query")
+		params, err := url.ParseQuery(r.URL.RawQuery)
+		if err != nil || !validParams(params) {
+			refuse(w, r, http.StatusBadRequest, model.ErrorCodeGraphqlParseFailed, "the query string is not valid UTF-8 text")
+			return
+		}
+		query = params.Get("query")
 	default:
 		g.next.ServeHTTP(w, r)
 		return
@@ -112,6 +123,22 @@ func (g *guard) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	g.next.ServeHTTP(w, r)
 }
 
+// validParams reports whether every name and value of a GET request's parameters is UTF-8 text,
+// with no lone surrogate escaped in the JSON ones (variables, extensions).
+func validParams(params url.Values) bool {
+	for name, values := range params {
+		if !utf8.ValidString(name) {
+			return false
+		}
+		for _, v := range values {
+			if !validJSONText([]byte(v)) {
+				return false
+			}
+		}
+	}
+	return true
+}
+
 // check returns why query is refused, with the HTTP status to refuse it with, or a nil error.
 func (g *guard) check(ctx context.Context, method, query string) (int, *gqlerror.Error) {
 	const refused = http.StatusUnprocessableEntity
@@ -121,6 +148,9 @@ func (g *guard) check(ctx context.Context, method, query string) (int, *gqlerror
 	key := method + " " + query
 	if _, ok := g.passed.Get(ctx, key); ok {
 		return 0, nil
+	}
+	if hasSurrogateEscape(query) {
+		return refused, requestError(model.ErrorCodeGraphqlParseFailed, `the query escapes a UTF-16 surrogate (\uD800–\uDFFF); send the character itself or use \u{…}`)
 	}
 	doc, err := parser.ParseQueryWithTokenLimit(&ast.Source{Input: query}, g.limits.MaxTokens)
 	if err != nil {

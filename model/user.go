@@ -27,12 +27,15 @@ type Session struct {
 	// within the reuse interval can be told apart from a replay.
 	PreviousHash *string    `bun:"previous_hash"`
 	RotatedAt    *time.Time `bun:"rotated_at"`
-	CreatedAt    time.Time  `bun:"created_at"`
-	LastUsedAt   time.Time  `bun:"last_used_at"`
-	ExpiresAt    time.Time  `bun:"expires_at"`
-	RevokedAt    *time.Time `bun:"revoked_at"`
-	UserAgent    *string    `bun:"user_agent"`
-	ClientID     *string    `bun:"client_id"`
+	// Generation counts the rotations: the current refresh token is the Generation-th successor
+	// of the first, so any retired token is at most Generation steps behind it.
+	Generation int        `bun:"generation"`
+	CreatedAt  time.Time  `bun:"created_at"`
+	LastUsedAt time.Time  `bun:"last_used_at"`
+	ExpiresAt  time.Time  `bun:"expires_at"`
+	RevokedAt  *time.Time `bun:"revoked_at"`
+	UserAgent  *string    `bun:"user_agent"`
+	ClientID   *string    `bun:"client_id"`
 
 	// Current is true for the session of the request that loaded it; it is not stored.
 	Current bool `bun:"-"`

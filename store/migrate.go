@@ -10,7 +10,7 @@ import (
 )
 
 // migrations is the schema's history. Never edit an applied migration: append a new one.
-// Each statement is written once for both dialects; %[1]s is the timestamp type.
+// Each statement is written once for both dialects; %[1]s stands for the timestamp type.
 var migrations = []struct{ name, comment, sql string }{
 	{"20261122000001", "users_sessions_settings", `
 CREATE TABLE users (
@@ -64,6 +64,10 @@ CREATE TABLE api_keys (
 CREATE UNIQUE INDEX api_keys_secret_hash_key ON api_keys (secret_hash);
 CREATE INDEX api_keys_user_id_idx ON api_keys (user_id);
 `},
+	{"20261202000001", "session_generation", `
+-- How many times the session's refresh token was rotated: how far back a replayed token may lie.
+ALTER TABLE sessions ADD COLUMN generation INTEGER NOT NULL DEFAULT 0;
+`},
 }
 
 // Migrate applies the migrations that have not been applied yet. It is idempotent, and safe when
@@ -112,7 +116,7 @@ func (db *DB) Migrate(ctx context.Context) error {
 			if err != nil || applied {
 				return err
 			}
-			for _, stmt := range statements(fmt.Sprintf(migrationSQL(m.Name), timeType)) {
+			for _, stmt := range statements(strings.ReplaceAll(migrationSQL(m.Name), "%[1]s", timeType)) {
 				if _, err := tx.ExecContext(ctx, stmt); err != nil {
 					return fmt.Errorf("%s: %w", m.Name, err)
 				}

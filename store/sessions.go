@@ -19,31 +19,41 @@ type sessionWithUser struct {
 	User          *model.User `bun:"rel:belongs-to,join:user_id=id"`
 }
 
-// SessionByRefreshHash finds the session whose current or previous refresh token has the given
-// hash, with its user, and locks the session row until the transaction ends, so that concurrent
-// refreshes of one session take turns.
+// LockSession finds a session by id, with its user, and locks the session row until the
+// transaction ends, so that concurrent refreshes of one session take turns.
+func (db *DB) LockSession(ctx context.Context, id string) (*model.Session, *model.User, error) {
+	return db.lockSession(ctx, "LockSession", "session.id = ?", id)
+}
+
+// SessionByRefreshHash is LockSession for refresh tokens from before they named their session:
+// it finds the session whose current or previous refresh token has the given hash.
 func (db *DB) SessionByRefreshHash(ctx context.Context, hash string) (*model.Session, *model.User, error) {
+	return db.lockSession(ctx, "SessionByRefreshHash", "session.refresh_hash = ? OR session.previous_hash = ?", hash, hash)
+}
+
+func (db *DB) lockSession(ctx context.Context, op, where string, args ...any) (*model.Session, *model.User, error) {
 	var row sessionWithUser
 	q := db.idb.NewSelect().Model(&row).ModelTableExpr("sessions AS session").Relation("User").
-		Where("session.refresh_hash = ? OR session.previous_hash = ?", hash, hash).Limit(1)
+		Where(where, args...).Limit(1)
 	if err := db.forUpdate(q, "session").Scan(ctx); err != nil {
-		return nil, nil, wrap(err, "SessionByRefreshHash")
+		return nil, nil, wrap(err, op)
 	}
 	return &row.Session, row.User, nil
 }
 
 // RotateRefreshToken retires the session's current refresh token in favour of the one hashed as
-// next, remembering the retired one and when it was retired.
+// next, remembering the retired one and when it was retired, and counting the rotation.
 func (db *DB) RotateRefreshToken(ctx context.Context, s *model.Session, next string, now time.Time) error {
 	retired := s.RefreshHash
 	_, err := db.idb.NewUpdate().Model((*model.Session)(nil)).
 		Set("previous_hash = ?", retired).Set("refresh_hash = ?", next).
-		Set("rotated_at = ?", now).Set("last_used_at = ?", now).
+		Set("rotated_at = ?", now).Set("last_used_at = ?", now).Set("generation = generation + 1").
 		Where("id = ?", s.ID).Exec(ctx)
 	if err != nil {
 		return wrap(err, "RotateRefreshToken")
 	}
 	s.PreviousHash, s.RefreshHash, s.RotatedAt, s.LastUsedAt = &retired, next, &now, now
+	s.Generation++
 	return nil
 }
 
