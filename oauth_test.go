@@ -198,3 +198,55 @@ func toJSON(v any) string {
 	b, _ := json.Marshal(v)
 	return string(b)
 }
+
+func TestOAuth_TokenEndpointRefusesTextThatIsNotUTF8OrHasNul(t *testing.T) {
+	for _, kind := range storetest.Kinds(t) {
+		t.Run(string(kind), func(t *testing.T) {
+			vars, driver, dsn := databaseVars(t, kind)
+			base := start(t, t.TempDir(), append(vars, "ADMIN_USERNAME", "root", "ADMIN_PASSWORD", "correct horse battery")...)
+			good := postToken(t, base, "application/x-www-form-urlencoded", "grant_type=password&username=root&password=correct+horse+battery")
+			if good.status != 200 {
+				t.Fatalf("password grant: %+v", good)
+			}
+			db, err := sql.Open(driver, dsn)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer db.Close()
+			rows := func() (n int) {
+				if err := db.QueryRow(`SELECT count(*) FROM sessions`).Scan(&n); err != nil {
+					t.Fatal(err)
+				}
+				return n
+			}
+			before := rows()
+			refresh := url.QueryEscape(good.Refresh)
+			for _, field := range []string{"username", "password", "refresh_token", "client_id", "grant_type"} {
+				for shape, bad := range map[string]string{"InvalidByte": "%FF", "Overlong": "%C0%AF", "EncodedSurrogate": "%ED%A0%80", "Nul": "%00"} {
+					t.Run(field+"/"+shape, func(t *testing.T) {
+						values := map[string]string{"grant_type": "password", "username": "root", "password": "correct+horse+battery", "client_id": "cli"}
+						if field == "refresh_token" {
+							values = map[string]string{"grant_type": "refresh_token", "refresh_token": refresh}
+						}
+						values[field] = values[field] + bad
+						var body []string
+						for k, v := range values {
+							body = append(body, k+"="+v)
+						}
+						r := postToken(t, base, "application/x-www-form-urlencoded", strings.Join(body, "&"))
+						if r.status != 400 || r.Error != "invalid_request" {
+							t.Fatalf("got %d %q, want 400 invalid_request", r.status, r.Error)
+						}
+					})
+				}
+			}
+			if after := rows(); after != before {
+				t.Fatalf("sessions: %d before, %d after", before, after)
+			}
+			// The refresh token is untouched by all of that.
+			if r := postToken(t, base, "application/x-www-form-urlencoded", "grant_type=refresh_token&refresh_token="+refresh); r.status != 200 {
+				t.Fatalf("refresh after the refusals: %+v", r)
+			}
+		})
+	}
+}

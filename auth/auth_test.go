@@ -66,6 +66,10 @@ func FuzzVerify(f *testing.F) {
 	f.Add("")
 	f.Add("a.b.c")
 	f.Add("eyJhbGciOiJub25lIiwidHlwIjoiYXQrand0In0.eyJzdWIiOiJ1MSJ9.")
+	f.Add(valid[:10] + "\x00" + valid[10:]) // NUL in the header
+	f.Add(valid + "\x00")
+	f.Add(strings.Replace(valid, ".", ".\xff", 1)) // invalid UTF-8 in the claims segment
+	f.Add("\xed\xa0\x80" + valid)
 	f.Fuzz(func(t *testing.T, token string) {
 		claims, reason := tokens.Verify(token)
 		if (claims == nil) == (reason == "") {
@@ -81,7 +85,10 @@ func FuzzVerify(f *testing.F) {
 
 // FuzzValidators: the input rules hold for every string, and normalization is idempotent.
 func FuzzValidators(f *testing.F) {
-	for _, seed := range []string{"alice", "a.b_c-d", "ab", "jürgen", "e\u0301", strings.Repeat("x", 73), "\x00", "\xff\xfe"} {
+	for _, seed := range []string{"alice", "a.b_c-d", "ab", "jürgen", "e\u0301", strings.Repeat("x", 73), "\x00", "\xff\xfe",
+		"\x00correct horse", "correct\x00horse", "correct horse\x00", "correct \xc0\xaf horse", "correct \xed\xa0\x80 horse",
+		"correct \xe2\x82 horse", "0190f0f0-0000-7000-8000-000000000000.c2VjcmV0", "0190f0f0-0000-7000-8000-00000000000\x00.c2VjcmV0",
+		"0190f0f0-0000-7000-8000-000000000000.c2Vj\x00cmV0", "alice\x00@example.com"} {
 		f.Add(seed)
 	}
 	f.Fuzz(func(t *testing.T, s string) {
@@ -97,12 +104,22 @@ func FuzzValidators(f *testing.F) {
 			t.Fatalf("NFC not idempotent on %q", s)
 		}
 		err := auth.ValidatePassword("password", n)
-		if ok := len(n) >= auth.MinPasswordBytes && len(n) <= auth.MaxPasswordBytes; ok != (err == nil) {
-			t.Fatalf("password of %d bytes: err %v", len(n), err)
+		text := utf8.ValidString(n) && !strings.ContainsRune(n, 0)
+		if ok := len(n) >= auth.MinPasswordBytes && len(n) <= auth.MaxPasswordBytes && text; ok != (err == nil) {
+			t.Fatalf("password %q of %d bytes: err %v", n, len(n), err)
 		}
 		email := s
-		if e, err := auth.NormalizeEmail(&email); err == nil && e != nil && (!strings.Contains(*e, "@") || len(*e) > 254) {
+		if e, err := auth.NormalizeEmail(&email); err == nil && e != nil && (!strings.Contains(*e, "@") || len(*e) > 254 || strings.ContainsRune(*e, 0)) {
 			t.Fatalf("email %q accepted", s)
+		}
+		// A refresh token that is looked up at all is printable ASCII naming a UUID or nothing.
+		if sid, ok := auth.RefreshTokenSession(s); ok {
+			if strings.ContainsFunc(s, func(r rune) bool { return r <= ' ' || r >= utf8.RuneSelf }) || len(s) > auth.MaxRefreshTokenLength {
+				t.Fatalf("refresh token %q accepted", s)
+			}
+			if sid != "" && len(sid) != 36 {
+				t.Fatalf("refresh token %q names session %q", s, sid)
+			}
 		}
 	})
 }

@@ -92,3 +92,23 @@ func BenchmarkPasswords_MatchCost10(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkRefresh_RecogniseReplayAfter1000Rotations is the worst case of reuse detection per
+// thousand rotations: the first token of a session replayed after 1,000 refreshes (the default
+// lifetimes need under 3,000 in a session's whole life).
+func BenchmarkRefresh_RecogniseReplayAfter1000Rotations(b *testing.B) {
+	tokens := newTokens(b)
+	const sid = "0193a1b2-0000-7000-8000-000000000002"
+	first := auth.NewRefreshToken(sid)
+	current := first
+	for range 1000 {
+		current = tokens.Successor(sid, current)
+	}
+	hash := auth.HashRefreshToken(current)
+	b.ReportAllocs()
+	for b.Loop() {
+		if !tokens.Descends(sid, first, hash, 1000) {
+			b.Fatal("replay not recognised")
+		}
+	}
+}

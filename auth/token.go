@@ -4,6 +4,7 @@ import (
 	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
+	"crypto/subtle"
 	"encoding/base64"
 	"encoding/hex"
 	"errors"
@@ -197,11 +198,25 @@ func (t *Tokens) Successor(sessionID, token string) string {
 // steps successors, that is, whether token is a retired ancestor of the current one. It costs one
 // HMAC and one SHA-256 per step, and runs only for a token that is neither current nor previous.
 func (t *Tokens) Descends(sessionID, token, currentHash string, steps int) bool {
+	want, err := hex.DecodeString(currentHash)
+	if err != nil {
+		return false
+	}
+	// Successor and HashRefreshToken, step after step, without allocating per step.
+	m := hmac.New(sha256.New, t.successorKey)
+	prefix := len(sessionID) + 1
+	next := make([]byte, prefix+base64.RawURLEncoding.EncodedLen(sha256.Size))
+	copy(next, sessionID+".")
+	prev := []byte(token)
+	var sum [sha256.Size]byte
 	for range steps {
-		token = t.Successor(sessionID, token)
-		if equalTokens(HashRefreshToken(token), currentHash) {
+		m.Reset()
+		m.Write(prev)
+		base64.RawURLEncoding.Encode(next[prefix:], m.Sum(sum[:0]))
+		if h := sha256.Sum256(next); subtle.ConstantTimeCompare(h[:], want) == 1 {
 			return true
 		}
+		prev = append(prev[:0], next...)
 	}
 	return false
 }

@@ -97,6 +97,28 @@ func TestRateLimit_ClientIPFromTrustedProxyOnly(t *testing.T) {
 	}
 }
 
+func TestRateLimit_IPv6ClientsCountedByTheirSlash64(t *testing.T) {
+	// One subscriber usually holds a whole /64; counting each address would give them 2^64 quotas.
+	clk := &clock{now: time.Now().UTC()}
+	proxies, _ := auth.ParseProxies("127.0.0.1")
+	s := newServerOn(t, storetest.Open(t, storetest.SQLite), clk, withTrustedProxies(proxies), withRateLimits(auth.Limits{
+		Counter: ratelimit.NewMemory(clk.Now), PerClient: 2, ClientWindow: time.Minute,
+	}))
+	login := func(client string) response {
+		return s.do(t, call{
+			Query:  `mutation { login(username: "nobody", password: "some password") { accessToken } }`,
+			Header: http.Header{"X-Forwarded-For": {client}},
+		})
+	}
+	login("2001:db8:1:2::1").wantError(t, "UNAUTHENTICATED", "INVALID_CREDENTIALS")
+	login("2001:db8:1:2:ffff::9").wantError(t, "UNAUTHENTICATED", "INVALID_CREDENTIALS")
+	login("2001:db8:1:2:abcd:1:2:3").wantError(t, "TOO_MANY_REQUESTS", "")
+	login("2001:db8:1:3::1").wantError(t, "UNAUTHENTICATED", "INVALID_CREDENTIALS") // another /64
+	login("::ffff:198.51.100.7").wantError(t, "UNAUTHENTICATED", "INVALID_CREDENTIALS")
+	login("198.51.100.7").wantError(t, "UNAUTHENTICATED", "INVALID_CREDENTIALS") // one IPv4 client, however written
+	login("198.51.100.7").wantError(t, "TOO_MANY_REQUESTS", "")
+}
+
 func TestRateLimit_BatchedOperationsRefused(t *testing.T) {
 	s := newServer(t, storetest.SQLite)
 	body := `[` + strings.Repeat(`{"query":"mutation { login(username: \"a\", password: \"b\") { accessToken } }"},`, 49) +

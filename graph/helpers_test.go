@@ -4,10 +4,12 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -62,6 +64,8 @@ type serverOptions struct {
 	noIntrospect  bool
 	bcryptWorkers int
 	queueTimeout  time.Duration
+	debug         bool
+	proxies       auth.Proxies
 }
 
 type option func(*serverOptions)
@@ -74,6 +78,8 @@ func withRateLimits(l auth.Limits) option        { return func(o *serverOptions)
 func withQueryLimits(l graph.QueryLimits) option { return func(o *serverOptions) { o.queryLimits = l } }
 func withoutIntrospection() option               { return func(o *serverOptions) { o.noIntrospect = true } }
 func withLogs(w io.Writer) option                { return func(o *serverOptions) { o.logs = w } }
+func withDebug() option                          { return func(o *serverOptions) { o.debug = true } }
+func withTrustedProxies(p auth.Proxies) option   { return func(o *serverOptions) { o.proxies = p } }
 func withBcryptPool(workers int, queueTimeout time.Duration) option {
 	return func(o *serverOptions) { o.bcryptWorkers, o.queueTimeout = workers, queueTimeout }
 }
@@ -105,7 +111,7 @@ func newServerOn(t testing.TB, db *store.DB, clk *clock, opts ...option) *server
 		RefreshTTL: o.refreshTTL, ReuseInterval: o.reuseInterval, SignupEnabled: o.signup, Now: clk.Now, Logger: log,
 		Limits: o.limits,
 	})
-	h, err := graph.NewHandler(svc, tokens, graph.Options{Logger: log, Limits: o.queryLimits, Introspection: !o.noIntrospect})
+	h, err := graph.NewHandler(svc, tokens, graph.Options{Logger: log, Limits: o.queryLimits, Introspection: !o.noIntrospect, Debug: o.debug, Proxies: o.proxies})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -116,6 +122,57 @@ func newServerOn(t testing.TB, db *store.DB, clk *clock, opts ...option) *server
 		db.AddQueryHook(counter)
 	}
 	return &server{URL: ts.URL, DB: db, Clock: clk, Queries: counter}
+}
+
+// twoInstances starts two servers on one fresh database, sharing a clock, as two instances
+// behind a load balancer.
+func twoInstances(t *testing.T, kind storetest.Kind, opts ...option) (a, b *server) {
+	t.Helper()
+	name := storetest.NewName(t, kind)
+	dbA := storetest.OpenShared(t, kind, name)
+	if err := dbA.Migrate(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	dbB := storetest.OpenShared(t, kind, name)
+	if err := dbB.Migrate(context.Background()); err != nil { // idempotent
+		t.Fatal(err)
+	}
+	clk := &clock{now: time.Now().UTC()}
+	return newServerOn(t, dbA, clk, opts...), newServerOn(t, dbB, clk, opts...)
+}
+
+// snapshot is every stored row of the tables a request could write, as text, to show that a
+// refused request wrote nothing.
+func (s *server) snapshot(t testing.TB) string {
+	t.Helper()
+	var b strings.Builder
+	for _, table := range []string{"users", "sessions", "api_keys"} {
+		rows, err := s.DB.DumpTable(context.Background(), table)
+		if err != nil {
+			t.Fatal(err)
+		}
+		fmt.Fprintf(&b, "%s: %v\n", table, rows)
+	}
+	return b.String()
+}
+
+// raw sends one HTTP request with exactly these bytes and returns the status and body.
+func (s *server) raw(t testing.TB, method, target, contentType string, body []byte) (int, string) {
+	t.Helper()
+	req, err := http.NewRequest(method, s.URL+target, bytes.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if contentType != "" {
+		req.Header.Set("Content-Type", contentType)
+	}
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	out, _ := io.ReadAll(res.Body)
+	return res.StatusCode, string(out)
 }
 
 // queryCounter counts the queries a database runs.

@@ -339,17 +339,7 @@ func TestSweep_DeletesDeadSessions(t *testing.T) {
 
 func TestMultiInstance_LogoutOnOneIsSeenByTheOther(t *testing.T) {
 	storetest.Each(t, func(t *testing.T, kind storetest.Kind) {
-		name := storetest.NewName(t, kind)
-		dbA := storetest.OpenShared(t, kind, name)
-		if err := dbA.Migrate(context.Background()); err != nil {
-			t.Fatal(err)
-		}
-		dbB := storetest.OpenShared(t, kind, name)
-		if err := dbB.Migrate(context.Background()); err != nil { // idempotent
-			t.Fatal(err)
-		}
-		clk := &clock{now: time.Now().UTC()}
-		a, b := newServerOn(t, dbA, clk), newServerOn(t, dbB, clk)
+		a, b := twoInstances(t, kind)
 
 		alice := a.signedInUser(t, "alice")
 		b.query(t, alice.AccessToken, `{ me { id } }`, nil)

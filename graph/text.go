@@ -98,11 +98,11 @@ func hex4(b []byte, at int) (rune, bool) {
 }
 
 // checkArguments is field middleware that refuses a field whose arguments hold text with NUL or
-// invalid UTF-8, at any depth (lists, input objects), naming the argument. Sign-in is the
-// exception: a malformed username or password fails there exactly like a wrong one, which the
-// service sees to without looking the name up.
+// invalid UTF-8, at any depth (lists, input objects), naming the argument. Credentials are the
+// exception: a malformed username, password or refresh token fails exactly like a wrong one
+// (INVALID_CREDENTIALS, INVALID_REFRESH_TOKEN), which the service sees to without a lookup.
 func checkArguments(ctx context.Context, next graphql.Resolver) (any, error) {
-	if fc := graphql.GetFieldContext(ctx); fc != nil && len(fc.Args) > 0 && !signIn[fc.Object+"."+fc.Field.Name] {
+	if fc := graphql.GetFieldContext(ctx); fc != nil && len(fc.Args) > 0 && !credentials[fc.Object+"."+fc.Field.Name] {
 		for name, value := range fc.Args {
 			if !cleanText(reflect.ValueOf(value)) {
 				return nil, model.BadInput(name, name+" must be valid UTF-8 text without NUL characters")
@@ -112,8 +112,8 @@ func checkArguments(ctx context.Context, next graphql.Resolver) (any, error) {
 	return next(ctx)
 }
 
-// signIn lists the fields whose credential arguments the service checks itself.
-var signIn = map[string]bool{"Mutation.login": true}
+// credentials lists the fields whose credential arguments the service checks itself.
+var credentials = map[string]bool{"Mutation.login": true, "Mutation.refresh": true}
 
 func cleanText(v reflect.Value) bool {
 	switch v.Kind() {
