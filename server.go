@@ -56,6 +56,7 @@ type Config struct {
 	JWTAudience     string
 	AccessTTL       time.Duration
 	RefreshTTL      time.Duration
+	AuditRetention  time.Duration
 	ReuseInterval   time.Duration
 	BcryptCost      int
 	SignupEnabled   bool
@@ -120,6 +121,7 @@ func LoadConfig(getenv func(string) string) (Config, error) {
 		JWTAudience:     get("JWT_AUDIENCE", "gqlauth"),
 		AccessTTL:       duration("ACCESS_TOKEN_TTL", "15m"),
 		RefreshTTL:      duration("REFRESH_TOKEN_TTL", "720h"),
+		AuditRetention:  duration("AUDIT_RETENTION", "2160h"),
 		ReuseInterval:   duration("REFRESH_REUSE_INTERVAL", "10s"),
 		BcryptCost:      integer("BCRYPT_COST", "10", 10, 14),
 		SignupEnabled:   boolean("SIGNUP_ENABLED", "true"),
@@ -251,7 +253,7 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer, read
 			PerClient: cfg.RateLimitPerIP, ClientWindow: cfg.RateLimitIPWindow,
 			FailuresPerUser: cfg.UserFailures, UserWindow: cfg.UserFailuresWindow,
 		},
-		RefreshCookie: cfg.RefreshCookie, CookieSecure: cfg.CookieSecure,
+		RefreshCookie: cfg.RefreshCookie, CookieSecure: cfg.CookieSecure, AuditRetention: cfg.AuditRetention,
 	})
 	if cfg.AdminUsername != "" {
 		created, err := svc.EnsureAdmin(ctx, cfg.AdminUsername, cfg.AdminPassword)
@@ -309,7 +311,7 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer, read
 		IdleTimeout:       120 * time.Second,
 		MaxHeaderBytes:    64 << 10,
 	}
-	go sweepSessions(ctx, svc, log)
+	go sweep(ctx, svc, log)
 
 	addr := ln.Addr().(*net.TCPAddr)
 	log.Info("listening", "addr", addr.String(), "playground", fmt.Sprintf("http://localhost:%d/", addr.Port))
@@ -337,8 +339,9 @@ func noSniff(next http.Handler) http.Handler {
 	})
 }
 
-// sweepSessions deletes dead sessions at start and then every ten minutes.
-func sweepSessions(ctx context.Context, svc *auth.Service, log *slog.Logger) {
+// sweep deletes dead sessions and audit events past their retention at start and then every ten
+// minutes.
+func sweep(ctx context.Context, svc *auth.Service, log *slog.Logger) {
 	tick := time.NewTicker(10 * time.Minute)
 	defer tick.Stop()
 	for {
@@ -346,6 +349,11 @@ func sweepSessions(ctx context.Context, svc *auth.Service, log *slog.Logger) {
 			log.Warn("session sweep failed", "err", err)
 		} else if n > 0 {
 			log.Info("swept dead sessions", "deleted", n)
+		}
+		if n, err := svc.SweepAuditEvents(ctx); err != nil && ctx.Err() == nil {
+			log.Warn("audit sweep failed", "err", err)
+		} else if n > 0 {
+			log.Info("swept old audit events", "deleted", n)
 		}
 		select {
 		case <-ctx.Done():

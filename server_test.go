@@ -28,7 +28,7 @@ func TestLoadConfig_Defaults(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if cfg.Port != 8080 || cfg.AccessTTL != 15*time.Minute || cfg.RefreshTTL != 720*time.Hour ||
+	if cfg.Port != 8080 || cfg.AccessTTL != 15*time.Minute || cfg.RefreshTTL != 720*time.Hour || cfg.AuditRetention != 2160*time.Hour ||
 		cfg.ReuseInterval != 10*time.Second || cfg.BcryptCost != 10 || !cfg.SignupEnabled ||
 		cfg.JWTIssuer != "gqlauth" || cfg.JWTAudience != "gqlauth" || cfg.SQLitePath != "gqlauth.db" {
 		t.Fatalf("defaults: %+v", cfg)
@@ -47,6 +47,7 @@ func TestLoadConfig_RejectsBadValuesNamingTheVariable(t *testing.T) {
 		{"AccessTTLUnparsable", []string{"ACCESS_TOKEN_TTL", "15"}, "ACCESS_TOKEN_TTL"},
 		{"AccessTTLNegative", []string{"ACCESS_TOKEN_TTL", "-5m"}, "ACCESS_TOKEN_TTL"},
 		{"RefreshTTLUnparsable", []string{"REFRESH_TOKEN_TTL", "a month"}, "REFRESH_TOKEN_TTL"},
+		{"AuditRetentionUnparsable", []string{"AUDIT_RETENTION", "90 days"}, "AUDIT_RETENTION"},
 		{"ReuseIntervalUnparsable", []string{"REFRESH_REUSE_INTERVAL", "10 s"}, "REFRESH_REUSE_INTERVAL"},
 		{"CostTooLow", []string{"BCRYPT_COST", "9"}, "BCRYPT_COST"},
 		{"CostTooHigh", []string{"BCRYPT_COST", "15"}, "BCRYPT_COST"},

@@ -8,6 +8,7 @@ import (
 	"github.com/google/uuid"
 
 	"gqlauth/model"
+	"gqlauth/store"
 )
 
 // APIKeyPrefix starts every API key secret, so that keys are recognizable in configuration files
@@ -92,7 +93,13 @@ func (s *Service) CreateAPIKey(ctx context.Context, name string, role *model.Rol
 		ID: uuid.Must(uuid.NewV7()).String(), UserID: p.User.ID, Name: name, Prefix: secret[:apiKeyDisplayLength],
 		SecretHash: HashRefreshToken(secret), Role: keyRole, CreatedAt: now, ExpiresAt: now.Add(lifetime),
 	}
-	if err := s.db.CreateAPIKey(ctx, key); err != nil {
+	err = s.db.Transact(ctx, func(tx *store.DB) error {
+		if err := tx.CreateAPIKey(ctx, key); err != nil {
+			return err
+		}
+		return tx.RecordEvent(ctx, s.event(ctx, model.AuditEventTypeAPIKeyCreated, p.User.ID, p.User.ID, p.Session.ID, name))
+	})
+	if err != nil {
 		return nil, s.check(ctx, "CreateAPIKey", err)
 	}
 	return &model.APIKeySecret{Secret: secret, APIKey: key}, nil
@@ -117,7 +124,18 @@ func (s *Service) RevokeAPIKey(ctx context.Context, id string) (bool, error) {
 	if err := validateID(id); err != nil {
 		return false, err
 	}
-	ok, err := s.db.RevokeAPIKey(ctx, p.User.ID, id, s.clock())
+	actor, session := actorOf(ctx)
+	var ok bool
+	err = s.db.Transact(ctx, func(tx *store.DB) error {
+		name, err := tx.APIKeyName(ctx, p.User.ID, id)
+		if err != nil {
+			return err
+		}
+		if ok, err = tx.RevokeAPIKey(ctx, p.User.ID, id, s.clock()); err != nil || !ok {
+			return err
+		}
+		return tx.RecordEvent(ctx, s.event(ctx, model.AuditEventTypeAPIKeyRevoked, actor, p.User.ID, session, name))
+	})
 	if err == nil && !ok {
 		return false, model.NotFound("no live API key of yours with this id")
 	}

@@ -3,6 +3,7 @@ package auth
 import (
 	"context"
 	"math"
+	"strconv"
 	"net/netip"
 	"strings"
 	"time"
@@ -38,6 +39,9 @@ func (s *Service) limitClient(ctx context.Context) error {
 		return s.limiterDown(ctx, err)
 	}
 	if n > int64(l.PerClient) {
+		if n == int64(l.PerClient)+1 { // once per window, so that a flood is not a flood of writes
+			s.recordAlone(ctx, s.event(ctx, model.AuditEventTypeRateLimited, CallerID(ctx), "", "", "credential attempts from one client IP"))
+		}
 		return tooMany(left)
 	}
 	return nil
@@ -78,8 +82,13 @@ func (s *Service) recordFailure(ctx context.Context, username string) {
 	if l.Counter == nil || l.FailuresPerUser <= 0 {
 		return
 	}
-	if _, _, err := l.Counter.Incr(ctx, userKey(username), l.UserWindow); err != nil {
+	n, _, err := l.Counter.Incr(ctx, userKey(username), l.UserWindow)
+	if err != nil {
 		s.log.ErrorContext(ctx, "rate limiter unavailable", "err", err)
+	}
+	if n == int64(l.FailuresPerUser) { // the failure that locks the username, once per window
+		s.recordAlone(ctx, s.event(ctx, model.AuditEventTypeRateLimited, CallerID(ctx), "", "",
+			"username locked after failed sign-ins: "+strconv.Quote(truncate(username, 64))))
 	}
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"strconv"
 	"time"
 
 	"github.com/google/uuid"
@@ -35,6 +36,8 @@ type ServiceConfig struct {
 	// lets refresh read it from there; CookieSecure marks that cookie Secure (HTTPS only).
 	RefreshCookie bool
 	CookieSecure  bool
+	// AuditRetention is how long audit events are kept; 0 keeps them for ever.
+	AuditRetention time.Duration
 }
 
 // NewService returns a Service.
@@ -76,7 +79,7 @@ func (s *Service) Register(ctx context.Context, username, password string, email
 		if err := tx.CreateUser(ctx, u); err != nil {
 			return err
 		}
-		payload, err = s.startSession(ctx, tx, u)
+		payload, err = s.startSession(ctx, tx, u, model.AuditEventTypeSignUp)
 		return err
 	})
 	return payload, s.check(ctx, "Register", err)
@@ -88,7 +91,14 @@ func (s *Service) CreateUser(ctx context.Context, username, password string, ema
 	if err != nil {
 		return nil, err
 	}
-	return u, s.check(ctx, "CreateUser", s.db.CreateUser(ctx, u))
+	actor, session := actorOf(ctx)
+	err = s.db.Transact(ctx, func(tx *store.DB) error {
+		if err := tx.CreateUser(ctx, u); err != nil {
+			return err
+		}
+		return tx.RecordEvent(ctx, s.event(ctx, model.AuditEventTypeUserCreated, actor, u.ID, session, string(role)))
+	})
+	return u, s.check(ctx, "CreateUser", err)
 }
 
 // newUser validates the input of a new account and hashes its password.
@@ -144,10 +154,16 @@ func (s *Service) Login(ctx context.Context, username, password string) (*model.
 	}
 	if !ok || !validText(pw) {
 		s.recordFailure(ctx, username)
+		if u.ID == "" {
+			s.recordAlone(ctx, s.event(ctx, model.AuditEventTypeSignInFailed, "", "", "", "unknown username "+strconv.Quote(truncate(username, 64))))
+		} else {
+			s.recordAlone(ctx, s.event(ctx, model.AuditEventTypeSignInFailed, "", u.ID, "", "wrong password"))
+		}
 		return nil, model.Unauthenticated(model.AuthErrorReasonInvalidCredentials)
 	}
 	s.forgetFailures(ctx, username)
 	if u.Disabled {
+		s.recordAlone(ctx, s.event(ctx, model.AuditEventTypeSignInFailed, "", u.ID, "", "account disabled"))
 		return nil, model.Forbidden(model.AuthErrorReasonAccountDisabled)
 	}
 	if s.passwords.NeedsRehash(u.PasswordHash) {
@@ -157,12 +173,17 @@ func (s *Service) Login(ctx context.Context, username, password string) (*model.
 			}
 		}
 	}
-	payload, err := s.startSession(ctx, s.db, u)
+	var payload *model.AuthPayload
+	err = s.db.Transact(ctx, func(tx *store.DB) error {
+		payload, err = s.startSession(ctx, tx, u, model.AuditEventTypeSignIn)
+		return err
+	})
 	return payload, s.check(ctx, "Login", err)
 }
 
-// startSession creates a session for u and returns its first token pair.
-func (s *Service) startSession(ctx context.Context, db *store.DB, u *model.User) (*model.AuthPayload, error) {
+// startSession creates a session for u, records how it began, and returns its first token pair.
+// db must be a transaction.
+func (s *Service) startSession(ctx context.Context, db *store.DB, u *model.User, how model.AuditEventType) (*model.AuthPayload, error) {
 	now := s.clock()
 	id := uuid.Must(uuid.NewV7()).String()
 	refresh := NewRefreshToken(id)
@@ -177,6 +198,9 @@ func (s *Service) startSession(ctx context.Context, db *store.DB, u *model.User)
 		sess.ClientID = &ra.clientID
 	}
 	if err := db.CreateSession(ctx, sess); err != nil {
+		return nil, err
+	}
+	if err := db.RecordEvent(ctx, s.event(ctx, how, u.ID, u.ID, sess.ID, "")); err != nil {
 		return nil, err
 	}
 	s.setRefreshCookie(ctx, refresh, sess.ExpiresAt)
@@ -269,8 +293,10 @@ func (s *Service) Refresh(ctx context.Context, token string) (*model.AuthPayload
 		default:
 			s.log.WarnContext(ctx, "refresh token reused; session revoked", "session", sess.ID, "user", user.ID)
 			outcome = model.Unauthenticated(model.AuthErrorReasonRefreshTokenReused)
-			_, err := tx.RevokeSessions(ctx, user.ID, sess.ID, store.RevokeOne, now)
-			return err
+			if _, err := tx.RevokeSessions(ctx, user.ID, sess.ID, store.RevokeOne, now); err != nil {
+				return err
+			}
+			return tx.RecordEvent(ctx, s.event(ctx, model.AuditEventTypeRefreshTokenReused, "", user.ID, sess.ID, "session revoked"))
 		}
 		return nil
 	})
@@ -355,7 +381,12 @@ func (s *Service) Logout(ctx context.Context, scope model.LogoutScope) (bool, er
 		model.LogoutScopeOthers:  store.RevokeOthers,
 		model.LogoutScopeAll:     store.RevokeAll,
 	}[scope]
-	_, err = s.db.RevokeSessions(ctx, p.User.ID, p.Session.ID, revoke, s.clock())
+	err = s.db.Transact(ctx, func(tx *store.DB) error {
+		if _, err := tx.RevokeSessions(ctx, p.User.ID, p.Session.ID, revoke, s.clock()); err != nil {
+			return err
+		}
+		return tx.RecordEvent(ctx, s.event(ctx, model.AuditEventTypeSignOut, p.User.ID, p.User.ID, p.Session.ID, string(scope)))
+	})
 	if err == nil && scope != model.LogoutScopeOthers {
 		s.clearRefreshCookie(ctx)
 	}
@@ -410,6 +441,9 @@ func (s *Service) ChangePassword(ctx context.Context, current, next string) (boo
 		if err := tx.SetPasswordHash(ctx, p.User.ID, hash); err != nil {
 			return err
 		}
+		if err := tx.RecordEvent(ctx, s.event(ctx, model.AuditEventTypePasswordChanged, p.User.ID, p.User.ID, p.Session.ID, "other sessions revoked")); err != nil {
+			return err
+		}
 		_, err := tx.RevokeSessions(ctx, p.User.ID, p.Session.ID, store.RevokeOthers, s.clock())
 		return err
 	})
@@ -436,7 +470,15 @@ func (s *Service) SetUserRole(ctx context.Context, id string, role model.Role) (
 	if err := validateID(id); err != nil {
 		return nil, err
 	}
-	u, err := s.db.SetUserRole(ctx, id, role)
+	actor, session := actorOf(ctx)
+	var u *model.User
+	err := s.db.Transact(ctx, func(tx *store.DB) error {
+		var err error
+		if u, err = tx.SetUserRole(ctx, id, role); err != nil {
+			return err
+		}
+		return tx.RecordEvent(ctx, s.event(ctx, model.AuditEventTypeRoleChanged, actor, id, session, string(role)))
+	})
 	return u, s.check(ctx, "SetUserRole", err)
 }
 
@@ -446,7 +488,19 @@ func (s *Service) SetUserDisabled(ctx context.Context, id string, disabled bool)
 	if err := validateID(id); err != nil {
 		return nil, err
 	}
-	u, err := s.db.SetUserDisabled(ctx, id, disabled, s.clock())
+	actor, session := actorOf(ctx)
+	typ := model.AuditEventTypeUserEnabled
+	if disabled {
+		typ = model.AuditEventTypeUserDisabled
+	}
+	var u *model.User
+	err := s.db.Transact(ctx, func(tx *store.DB) error {
+		var err error
+		if u, err = tx.SetUserDisabled(ctx, id, disabled, s.clock()); err != nil {
+			return err
+		}
+		return tx.RecordEvent(ctx, s.event(ctx, typ, actor, id, session, ""))
+	})
 	return u, s.check(ctx, "SetUserDisabled", err)
 }
 
@@ -462,7 +516,12 @@ func (s *Service) EnsureAdmin(ctx context.Context, username, password string) (b
 	if err != nil {
 		return false, err
 	}
-	err = s.db.CreateUser(ctx, u)
+	err = s.db.Transact(ctx, func(tx *store.DB) error {
+		if err := tx.CreateUser(ctx, u); err != nil {
+			return err
+		}
+		return tx.RecordEvent(ctx, s.event(ctx, model.AuditEventTypeUserCreated, "", u.ID, "", "ADMIN (ADMIN_USERNAME at start)"))
+	})
 	var merr *model.Error
 	if errors.As(err, &merr) && merr.Field == "username" {
 		return false, nil // another instance created it first

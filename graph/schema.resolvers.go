@@ -88,6 +88,16 @@ func (r *queryResolver) APIKeys(ctx context.Context) ([]*model.APIKey, error) {
 	return r.Auth.APIKeys(ctx)
 }
 
+// AuditEvents is the resolver for the auditEvents field.
+func (r *queryResolver) AuditEvents(ctx context.Context, first int, after *string, userID *string, types []model.AuditEventType) (*model.AuditEventConnection, error) {
+	return r.Auth.AuditEvents(ctx, first, after, userID, types)
+}
+
+// SecurityEvents is the resolver for the securityEvents field.
+func (r *queryResolver) SecurityEvents(ctx context.Context, first int, after *string) (*model.AuditEventConnection, error) {
+	return r.Auth.SecurityEvents(ctx, first, after)
+}
+
 // Mutation returns MutationResolver implementation.
 func (r *Resolver) Mutation() MutationResolver { return &mutationResolver{r} }
 

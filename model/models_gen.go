@@ -17,6 +17,18 @@ type APIKeySecret struct {
 	APIKey *APIKey `json:"apiKey"`
 }
 
+// A page of events, newest first.
+type AuditEventConnection struct {
+	Edges    []*AuditEventEdge `json:"edges"`
+	PageInfo *PageInfo         `json:"pageInfo"`
+}
+
+type AuditEventEdge struct {
+	// Pass as `after` to read the events older than this one.
+	Cursor string      `json:"cursor"`
+	Node   *AuditEvent `json:"node"`
+}
+
 // What a successful `register`, `login` or `refresh` returns.
 type AuthPayload struct {
 	// A short-lived JWT; send it as `Authorization: Bearer <accessToken>`.
@@ -34,7 +46,115 @@ type AuthPayload struct {
 type Mutation struct {
 }
 
+type PageInfo struct {
+	HasNextPage bool    `json:"hasNextPage"`
+	EndCursor   *string `json:"endCursor,omitempty"`
+}
+
 type Query struct {
+}
+
+// What a recorded security event was.
+type AuditEventType string
+
+const (
+	// An account was created by signing up.
+	AuditEventTypeSignUp AuditEventType = "SIGN_UP"
+	// A session was started with a password.
+	AuditEventTypeSignIn AuditEventType = "SIGN_IN"
+	// A sign-in was refused: wrong credentials, or a disabled account.
+	AuditEventTypeSignInFailed AuditEventType = "SIGN_IN_FAILED"
+	// Sessions were ended by logout; `detail` is the scope.
+	AuditEventTypeSignOut AuditEventType = "SIGN_OUT"
+	// A retired refresh token was presented again; its session was revoked.
+	AuditEventTypeRefreshTokenReused AuditEventType = "REFRESH_TOKEN_REUSED"
+	// The password was changed; the user's other sessions were revoked.
+	AuditEventTypePasswordChanged AuditEventType = "PASSWORD_CHANGED"
+	// An admin (or the server's bootstrap) created an account; `detail` is its role.
+	AuditEventTypeUserCreated AuditEventType = "USER_CREATED"
+	// An admin changed a role; `detail` is the new role.
+	AuditEventTypeRoleChanged AuditEventType = "ROLE_CHANGED"
+	// An admin disabled an account; its sessions and API keys were revoked.
+	AuditEventTypeUserDisabled AuditEventType = "USER_DISABLED"
+	// An admin enabled an account again.
+	AuditEventTypeUserEnabled AuditEventType = "USER_ENABLED"
+	// An API key was created; `detail` is its name.
+	AuditEventTypeAPIKeyCreated AuditEventType = "API_KEY_CREATED"
+	// An API key was revoked; `detail` is its name.
+	AuditEventTypeAPIKeyRevoked AuditEventType = "API_KEY_REVOKED"
+	// A signing key was rotated.
+	AuditEventTypeSigningKeyRotated AuditEventType = "SIGNING_KEY_ROTATED"
+	// A signing key was revoked.
+	AuditEventTypeSigningKeyRevoked AuditEventType = "SIGNING_KEY_REVOKED"
+	// An external identity was linked.
+	AuditEventTypeIdentityLinked AuditEventType = "IDENTITY_LINKED"
+	// An external identity was unlinked.
+	AuditEventTypeIdentityUnlinked AuditEventType = "IDENTITY_UNLINKED"
+	// A client went over a rate limit (recorded once per limit window, not per refused request).
+	AuditEventTypeRateLimited AuditEventType = "RATE_LIMITED"
+)
+
+var AllAuditEventType = []AuditEventType{
+	AuditEventTypeSignUp,
+	AuditEventTypeSignIn,
+	AuditEventTypeSignInFailed,
+	AuditEventTypeSignOut,
+	AuditEventTypeRefreshTokenReused,
+	AuditEventTypePasswordChanged,
+	AuditEventTypeUserCreated,
+	AuditEventTypeRoleChanged,
+	AuditEventTypeUserDisabled,
+	AuditEventTypeUserEnabled,
+	AuditEventTypeAPIKeyCreated,
+	AuditEventTypeAPIKeyRevoked,
+	AuditEventTypeSigningKeyRotated,
+	AuditEventTypeSigningKeyRevoked,
+	AuditEventTypeIdentityLinked,
+	AuditEventTypeIdentityUnlinked,
+	AuditEventTypeRateLimited,
+}
+
+func (e AuditEventType) IsValid() bool {
+	switch e {
+	case AuditEventTypeSignUp, AuditEventTypeSignIn, AuditEventTypeSignInFailed, AuditEventTypeSignOut, AuditEventTypeRefreshTokenReused, AuditEventTypePasswordChanged, AuditEventTypeUserCreated, AuditEventTypeRoleChanged, AuditEventTypeUserDisabled, AuditEventTypeUserEnabled, AuditEventTypeAPIKeyCreated, AuditEventTypeAPIKeyRevoked, AuditEventTypeSigningKeyRotated, AuditEventTypeSigningKeyRevoked, AuditEventTypeIdentityLinked, AuditEventTypeIdentityUnlinked, AuditEventTypeRateLimited:
+		return true
+	}
+	return false
+}
+
+func (e AuditEventType) String() string {
+	return string(e)
+}
+
+func (e *AuditEventType) UnmarshalGQL(v any) error {
+	str, ok := v.(string)
+	if !ok {
+		return fmt.Errorf("enums must be strings")
+	}
+
+	*e = AuditEventType(str)
+	if !e.IsValid() {
+		return fmt.Errorf("%s is not a valid AuditEventType", str)
+	}
+	return nil
+}
+
+func (e AuditEventType) MarshalGQL(w io.Writer) {
+	_, _ = fmt.Fprint(w, strconv.Quote(e.String()))
+}
+
+func (e *AuditEventType) UnmarshalJSON(b []byte) error {
+	s, err := strconv.Unquote(string(b))
+	if err != nil {
+		return err
+	}
+	return e.UnmarshalGQL(s)
+}
+
+func (e AuditEventType) MarshalJSON() ([]byte, error) {
+	var buf bytes.Buffer
+	e.MarshalGQL(&buf)
+	return buf.Bytes(), nil
 }
 
 // Values of errors[].extensions.reason on auth failures.

@@ -10,7 +10,8 @@ import (
 )
 
 // migrations is the schema's history. Never edit an applied migration: append a new one.
-// Each statement is written once for both dialects; %[1]s stands for the timestamp type.
+// Each statement is written once for both dialects; %[1]s stands for the timestamp type and %[2]s
+// for an auto-incrementing primary key.
 var migrations = []struct{ name, comment, sql string }{
 	{"20261122000001", "users_sessions_settings", `
 CREATE TABLE users (
@@ -68,6 +69,23 @@ CREATE INDEX api_keys_user_id_idx ON api_keys (user_id);
 -- How many times the session's refresh token was rotated: how far back a replayed token may lie.
 ALTER TABLE sessions ADD COLUMN generation INTEGER NOT NULL DEFAULT 0;
 `},
+	{"20261202000002", "audit_events", `
+-- No foreign keys: the record of an event outlives what it is about. The id is a sequence that
+-- is never reused (AUTOINCREMENT on SQLite), so it orders events and serves as the page cursor.
+CREATE TABLE audit_events (
+	id         %[2]s,
+	at         %[1]s NOT NULL,
+	type       TEXT NOT NULL,
+	actor_id   TEXT,
+	user_id    TEXT,
+	session_id TEXT,
+	ip         TEXT,
+	user_agent TEXT,
+	detail     TEXT
+);
+CREATE INDEX audit_events_user_id_idx ON audit_events (user_id, id);
+CREATE INDEX audit_events_at_idx ON audit_events (at);
+`},
 }
 
 // Migrate applies the migrations that have not been applied yet. It is idempotent, and safe when
@@ -89,9 +107,9 @@ func (db *DB) Migrate(ctx context.Context) error {
 		defer conn.ExecContext(context.WithoutCancel(ctx), "SELECT pg_advisory_unlock("+key+")")
 	}
 
-	timeType := "TIMESTAMP"
+	dialect := strings.NewReplacer("%[1]s", "TIMESTAMP", "%[2]s", "INTEGER PRIMARY KEY AUTOINCREMENT")
 	if db.pg {
-		timeType = "TIMESTAMPTZ"
+		dialect = strings.NewReplacer("%[1]s", "TIMESTAMPTZ", "%[2]s", "BIGSERIAL PRIMARY KEY")
 	}
 	ms := migrate.NewMigrations()
 	for _, m := range migrations {
@@ -116,7 +134,7 @@ func (db *DB) Migrate(ctx context.Context) error {
 			if err != nil || applied {
 				return err
 			}
-			for _, stmt := range statements(strings.ReplaceAll(migrationSQL(m.Name), "%[1]s", timeType)) {
+			for _, stmt := range statements(dialect.Replace(migrationSQL(m.Name))) {
 				if _, err := tx.ExecContext(ctx, stmt); err != nil {
 					return fmt.Errorf("%s: %w", m.Name, err)
 				}

@@ -1,0 +1,102 @@
+package store
+
+import (
+	"context"
+	"time"
+
+	"github.com/uptrace/bun"
+
+	"gqlauth/model"
+)
+
+// RecordEvent writes one audit event. Called on a transaction's handle, the event commits or rolls
+// back with the change it records.
+func (db *DB) RecordEvent(ctx context.Context, e *model.AuditEvent) error {
+	_, err := db.idb.NewInsert().Model(e).Exec(ctx)
+	return wrap(err, "RecordEvent")
+}
+
+// AuditFilter selects audit events.
+type AuditFilter struct {
+	UserID string                 // only events concerning this user; "" for all
+	Types  []model.AuditEventType // only these types; empty for all
+	Before int64                  // only events with a smaller id; 0 for no bound
+	Limit  int
+}
+
+// AuditEvents returns the events f selects, newest first, with their actors and users loaded (in
+// one more query for the whole page).
+func (db *DB) AuditEvents(ctx context.Context, f AuditFilter) ([]*model.AuditEvent, error) {
+	events := []*model.AuditEvent{}
+	q := db.idb.NewSelect().Model(&events).Order("id DESC").Limit(int64(f.Limit))
+	if f.UserID != "" {
+		q = q.Where("user_id = ?", f.UserID)
+	}
+	if len(f.Types) > 0 {
+		q = q.Where("type IN (?)", bun.In(f.Types))
+	}
+	if f.Before > 0 {
+		q = q.Where("id < ?", f.Before)
+	}
+	if err := q.Scan(ctx); err != nil {
+		return nil, wrap(err, "AuditEvents")
+	}
+	ids := map[string]bool{}
+	for _, e := range events {
+		for _, id := range []*string{e.ActorID, e.UserID} {
+			if id != nil {
+				ids[*id] = true
+			}
+		}
+	}
+	if len(ids) == 0 {
+		return events, nil
+	}
+	list := make([]string, 0, len(ids))
+	for id := range ids {
+		list = append(list, id)
+	}
+	users := []*model.User{}
+	if err := db.idb.NewSelect().Model(&users).Where("id IN (?)", bun.In(list)).Scan(ctx); err != nil {
+		return nil, wrap(err, "AuditEvents")
+	}
+	byID := map[string]*model.User{}
+	for _, u := range users {
+		byID[u.ID] = u
+	}
+	for _, e := range events {
+		if e.ActorID != nil {
+			e.Actor = byID[*e.ActorID]
+		}
+		if e.UserID != nil {
+			e.User = byID[*e.UserID]
+		}
+	}
+	return events, nil
+}
+
+// DeleteAuditEventsBefore deletes up to limit events recorded before t and returns how many it
+// deleted. Bounded, so that a sweep never holds locks for long.
+func (db *DB) DeleteAuditEventsBefore(ctx context.Context, t time.Time, limit int) (int, error) {
+	old := db.idb.NewSelect().Model((*model.AuditEvent)(nil)).Column("id").Where("at < ?", t).
+		Order("id").Limit(int64(limit))
+	res, err := db.idb.NewDelete().Model((*model.AuditEvent)(nil)).Where("id IN (?)", old).Exec(ctx)
+	if err != nil {
+		return 0, wrap(err, "DeleteAuditEventsBefore")
+	}
+	n, _ := res.RowsAffected()
+	return int(n), nil
+}
+
+// APIKeyName returns the name of the user's key id, "" if there is none.
+func (db *DB) APIKeyName(ctx context.Context, userID, id string) (string, error) {
+	var name string
+	err := db.idb.NewSelect().Model((*model.APIKey)(nil)).Column("name").
+		Where("id = ?", id).Where("user_id = ?", userID).Scan(ctx, &name)
+	if err != nil {
+		if err = wrap(err, "APIKeyName"); err == ErrNotFound {
+			return "", nil
+		}
+	}
+	return name, err
+}
