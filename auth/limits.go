@@ -3,8 +3,8 @@ package auth
 import (
 	"context"
 	"math"
-	"strconv"
 	"net/netip"
+	"strconv"
 	"strings"
 	"time"
 

@@ -51,6 +51,7 @@ type server struct {
 	DB      *store.DB
 	Clock   *clock
 	Queries *queryCounter
+	Service *auth.Service
 }
 
 type serverOptions struct {
@@ -59,6 +60,7 @@ type serverOptions struct {
 	refreshTTL    time.Duration
 	signup        bool
 	limits        auth.Limits
+	retention     time.Duration
 	queryLimits   graph.QueryLimits
 	logs          io.Writer
 	noIntrospect  bool
@@ -78,6 +80,7 @@ func withRateLimits(l auth.Limits) option        { return func(o *serverOptions)
 func withQueryLimits(l graph.QueryLimits) option { return func(o *serverOptions) { o.queryLimits = l } }
 func withoutIntrospection() option               { return func(o *serverOptions) { o.noIntrospect = true } }
 func withLogs(w io.Writer) option                { return func(o *serverOptions) { o.logs = w } }
+func withAuditRetention(d time.Duration) option  { return func(o *serverOptions) { o.retention = d } }
 func withDebug() option                          { return func(o *serverOptions) { o.debug = true } }
 func withTrustedProxies(p auth.Proxies) option   { return func(o *serverOptions) { o.proxies = p } }
 func withBcryptPool(workers int, queueTimeout time.Duration) option {
@@ -109,7 +112,7 @@ func newServerOn(t testing.TB, db *store.DB, clk *clock, opts ...option) *server
 	log := slog.New(graph.LogHandler(slog.NewJSONHandler(o.logs, nil)))
 	svc := auth.NewService(db, tokens, passwords, auth.ServiceConfig{
 		RefreshTTL: o.refreshTTL, ReuseInterval: o.reuseInterval, SignupEnabled: o.signup, Now: clk.Now, Logger: log,
-		Limits: o.limits,
+		Limits: o.limits, AuditRetention: o.retention,
 	})
 	h, err := graph.NewHandler(svc, tokens, graph.Options{Logger: log, Limits: o.queryLimits, Introspection: !o.noIntrospect, Debug: o.debug, Proxies: o.proxies})
 	if err != nil {
@@ -121,7 +124,7 @@ func newServerOn(t testing.TB, db *store.DB, clk *clock, opts ...option) *server
 	if db != nil { // nil: a service without a database, to provoke a panic
 		db.AddQueryHook(counter)
 	}
-	return &server{URL: ts.URL, DB: db, Clock: clk, Queries: counter}
+	return &server{URL: ts.URL, DB: db, Clock: clk, Queries: counter, Service: svc}
 }
 
 // twoInstances starts two servers on one fresh database, sharing a clock, as two instances
