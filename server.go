@@ -75,6 +75,8 @@ type Config struct {
 	QueryLimits        graph.QueryLimits
 	Introspection      bool
 	GraphQLDebug       bool
+	TrustedDocuments   string // path of a persisted-documents manifest; empty: none
+	TrustedOnly        bool   // refuse free-form queries except from admins
 	LogJSON            bool
 	RefreshCookie      bool
 	CookieSecure       bool
@@ -145,10 +147,12 @@ func LoadConfig(getenv func(string) string) (Config, error) {
 			MaxRootFields: integer("MAX_ROOT_FIELDS", "20", 1, 100_000),
 			MaxComplexity: integer("MAX_QUERY_COMPLEXITY", "500", 10, 1_000_000),
 		},
-		Introspection: boolean("INTROSPECTION", "true"),
-		GraphQLDebug:  boolean("GRAPHQL_DEBUG", "false"),
-		RefreshCookie: boolean("REFRESH_COOKIE", "false"),
-		CookieSecure:  boolean("COOKIE_SECURE", "true"),
+		Introspection:    boolean("INTROSPECTION", "true"),
+		GraphQLDebug:     boolean("GRAPHQL_DEBUG", "false"),
+		TrustedDocuments: get("TRUSTED_DOCUMENTS", ""),
+		TrustedOnly:      boolean("TRUSTED_DOCUMENTS_ONLY", "false"),
+		RefreshCookie:    boolean("REFRESH_COOKIE", "false"),
+		CookieSecure:     boolean("COOKIE_SECURE", "true"),
 	}
 	for _, origin := range strings.Split(getenv("CORS_ALLOWED_ORIGINS"), ",") {
 		origin = strings.TrimRight(strings.TrimSpace(origin), "/")
@@ -183,6 +187,9 @@ func LoadConfig(getenv func(string) string) (Config, error) {
 		errs = append(errs, errors.New("JWT_SECRET: required with DATABASE_URL, so that every instance signs with the same key (at least 32 bytes)"))
 	case (cfg.AdminUsername == "") != (cfg.AdminPassword == ""):
 		errs = append(errs, errors.New("ADMIN_USERNAME and ADMIN_PASSWORD: set both or neither"))
+	}
+	if cfg.TrustedOnly && cfg.TrustedDocuments == "" {
+		errs = append(errs, errors.New("TRUSTED_DOCUMENTS_ONLY: needs TRUSTED_DOCUMENTS, the manifest of the documents to allow"))
 	}
 	if len(errs) > 0 {
 		return cfg, errs[0]
@@ -267,9 +274,15 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer, read
 
 	registry := prometheus.NewRegistry()
 	registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	var trusted *graph.TrustedDocuments
+	if cfg.TrustedDocuments != "" {
+		if trusted, err = graph.ReadTrustedDocuments(cfg.TrustedDocuments, cfg.TrustedOnly); err != nil {
+			return err
+		}
+	}
 	gql, err := graph.NewHandler(svc, tokens, graph.Options{
 		Logger: log, Metrics: graph.NewMetrics(registry, passwords.QueueDepth), Proxies: cfg.TrustedProxies,
-		Limits: cfg.QueryLimits, Introspection: cfg.Introspection, Debug: cfg.GraphQLDebug,
+		Limits: cfg.QueryLimits, Introspection: cfg.Introspection, Debug: cfg.GraphQLDebug, Trusted: trusted,
 	})
 	if err != nil {
 		return err

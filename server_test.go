@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -81,11 +82,13 @@ func TestMain(m *testing.M) {
 
 func TestMain_BadConfigurationExits1WithOneClearLine(t *testing.T) {
 	cases := map[string][]string{
-		"BCRYPT_COST":      {"BCRYPT_COST=99"},
-		"ACCESS_TOKEN_TTL": {"ACCESS_TOKEN_TTL=soon"},
-		"JWT_SECRET":       {"DATABASE_URL=postgres://postgres@127.0.0.1:5432/test"},
-		"DATABASE_URL":     {"DATABASE_URL=postgres://postgres@127.0.0.1:1/unreachable", "JWT_SECRET=" + strings.Repeat("k", 32)},
-		"PORT":             {"PORT=-1"},
+		"BCRYPT_COST":            {"BCRYPT_COST=99"},
+		"ACCESS_TOKEN_TTL":       {"ACCESS_TOKEN_TTL=soon"},
+		"JWT_SECRET":             {"DATABASE_URL=postgres://postgres@127.0.0.1:5432/test"},
+		"DATABASE_URL":           {"DATABASE_URL=postgres://postgres@127.0.0.1:1/unreachable", "JWT_SECRET=" + strings.Repeat("k", 32)},
+		"PORT":                   {"PORT=-1"},
+		"TRUSTED_DOCUMENTS_ONLY": {"TRUSTED_DOCUMENTS_ONLY=true"},
+		"TRUSTED_DOCUMENTS":      {"TRUSTED_DOCUMENTS=" + badManifest(t)},
 	}
 	for naming, vars := range cases {
 		t.Run(naming, func(t *testing.T) {
@@ -106,6 +109,17 @@ func TestMain_BadConfigurationExits1WithOneClearLine(t *testing.T) {
 			}
 		})
 	}
+}
+
+// badManifest writes a trusted-documents manifest whose one entry's id is not its document's hash.
+func badManifest(t *testing.T) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "persisted-documents.json")
+	entry := `{"sha256:` + strings.Repeat("ab", 32) + `": "{ me { id } }"}`
+	if err := os.WriteFile(path, []byte(entry), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
 }
 
 // start runs the server with vars in dir until the test ends and returns its base URL.

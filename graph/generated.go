@@ -710,6 +710,10 @@ enum ErrorCode {
   GRAPHQL_PARSE_FAILED
   "The GraphQL document does not match the schema."
   GRAPHQL_VALIDATION_FAILED
+  "A request named a documentId that is not among the server's trusted documents."
+  PERSISTED_QUERY_NOT_FOUND
+  "The server runs trusted documents only: send a documentId, not a query (admins excepted)."
+  PERSISTED_QUERY_REQUIRED
 }
 
 "Values of errors[].extensions.reason on auth failures."

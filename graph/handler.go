@@ -9,10 +9,9 @@ import (
 	"strings"
 
 	"github.com/99designs/gqlgen/graphql"
-	"github.com/99designs/gqlgen/graphql/handler"
+	"github.com/99designs/gqlgen/graphql/executor"
 	"github.com/99designs/gqlgen/graphql/handler/extension"
 	"github.com/99designs/gqlgen/graphql/handler/lru"
-	"github.com/99designs/gqlgen/graphql/handler/transport"
 	"github.com/vektah/gqlparser/v2/ast"
 	"github.com/vektah/gqlparser/v2/gqlerror"
 	"github.com/vektah/gqlparser/v2/validator/core"
@@ -24,17 +23,18 @@ import (
 
 // Options configure the GraphQL endpoint.
 type Options struct {
-	Logger        *slog.Logger // nil means slog.Default()
-	Metrics       *Metrics     // nil: no metrics
-	Proxies       auth.Proxies // whose X-Forwarded-For to believe
-	Limits        QueryLimits  // zero value: DefaultQueryLimits()
-	Introspection bool         // allow __schema / __type queries
-	Debug         bool         // field suggestions ("did you mean …") in validation errors
+	Logger        *slog.Logger      // nil means slog.Default()
+	Metrics       *Metrics          // nil: no metrics
+	Proxies       auth.Proxies      // whose X-Forwarded-For to believe
+	Limits        QueryLimits       // zero value: DefaultQueryLimits()
+	Introspection bool              // allow __schema / __type queries
+	Debug         bool              // name suggestions ("did you mean …") in validation errors
+	Trusted       *TrustedDocuments // nil: no trusted documents
 }
 
 // NewHandler returns the GraphQL endpoint: security headers, request log and metrics, the Bearer
-// middleware and the query limits in front of gqlgen. It refuses a schema with an unguarded root
-// field.
+// middleware, and GraphQL over HTTP with the query limits in front of gqlgen's executor. It
+// refuses a schema with an unguarded root field, and trusted documents that do not check out.
 func NewHandler(svc *auth.Service, tokens *auth.Tokens, opts Options) (http.Handler, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
@@ -46,29 +46,39 @@ func NewHandler(svc *auth.Service, tokens *auth.Tokens, opts Options) (http.Hand
 	if err := CheckGuards(es.Schema()); err != nil {
 		return nil, err
 	}
-	srv := handler.New(es)
-	srv.AddTransport(transport.Options{})
-	srv.AddTransport(transport.GET{}) // runs queries only; gqlgen refuses mutations over GET
-	srv.AddTransport(transport.POST{})
-	srv.SetQueryCache(lru.New[*ast.QueryDocument](1000))
-	srv.SetParserTokenLimit(opts.Limits.MaxTokens)
-	srv.SetDisableSuggestion(!opts.Debug)
+	validation := rules.NewDefaultRules
 	if !opts.Debug {
-		srv.SetValidationRulesFn(rulesWithoutSuggestions)
+		validation = rulesWithoutSuggestions
 	}
+	g := newGuard(opts.Limits, opts.Introspection)
+	cache := &queryCache{rest: lru.New[*ast.QueryDocument](1000)}
+	if opts.Trusted != nil {
+		if err := opts.Trusted.check(es.Schema(), validation(), g); err != nil {
+			return nil, err
+		}
+		cache.pinned = opts.Trusted.parsed
+	}
+	exec := executor.New(es)
+	exec.SetQueryCache(cache)
+	exec.SetParserTokenLimit(opts.Limits.MaxTokens)
+	exec.SetDisableSuggestion(!opts.Debug)
+	exec.SetDefaultRulesFn(validation)
 	if opts.Introspection {
-		srv.Use(extension.Introspection{})
+		exec.Use(extension.Introspection{})
 	}
-	srv.Use(extension.FixedComplexityLimit(opts.Limits.MaxComplexity))
-	srv.AroundOperations(aroundOperations)
-	srv.AroundFields(checkArguments)
-	srv.AroundResponses(aroundResponses)
-	srv.SetErrorPresenter(presentError(opts.Logger, opts.Metrics))
-	srv.SetRecoverFunc(func(ctx context.Context, p any) error {
+	exec.Use(extension.FixedComplexityLimit(opts.Limits.MaxComplexity))
+	exec.AroundOperations(aroundOperations)
+	exec.AroundFields(checkArguments)
+	exec.AroundResponses(aroundResponses)
+	exec.SetErrorPresenter(presentError(opts.Logger, opts.Metrics))
+	exec.SetRecoverFunc(func(ctx context.Context, p any) error {
 		opts.Logger.ErrorContext(ctx, "panic in resolver", "panic", p, "stack", string(debug.Stack()))
 		return model.Internal()
 	})
-	var h http.Handler = newGuard(opts.Limits, opts.Introspection, srv)
+	var h http.Handler = &endpoint{exec: exec, guard: g, docs: opts.Trusted, isAdmin: func(ctx context.Context) bool {
+		_, err := svc.Authorize(ctx, model.RoleAdmin)
+		return err == nil
+	}}
 	h = observe(opts.Logger, opts.Metrics, h)
 	h = auth.Middleware(tokens, opts.Proxies)(h)
 	return securityHeaders(h), nil

@@ -184,7 +184,7 @@ func post(t *testing.T, url, contentType, body string) response {
 	return send(t, req)
 }
 
-func send(t *testing.T, req *http.Request) response {
+func send(t testing.TB, req *http.Request) response {
 	t.Helper()
 	res, err := http.DefaultClient.Do(req)
 	if err != nil {
@@ -196,6 +196,7 @@ func send(t *testing.T, req *http.Request) response {
 	if err := json.Unmarshal(raw, &r); err != nil {
 		r.Errors = []gqlError{{Message: "not JSON: " + string(raw)}}
 	}
+	r.HasData = hasData(raw)
 	r.Header, r.Status = res.Header, res.StatusCode
 	return r
 }
@@ -211,37 +212,52 @@ func TestQueryLimits_RefuseWithAClearError(t *testing.T) {
 			manyRoot += fmt.Sprintf(" f%d: __typename", i)
 		}
 		manyRoot += " }"
+		// status 0: a request error, whose status depends on the response media type (GraphQL
+		// over HTTP): 200 in application/json, 400 in application/graphql-response+json.
 		cases := []struct {
 			name   string
 			body   string
 			status int
 			code   string
 		}{
-			{"TooDeep", jsonQuery(deep), 422, "GRAPHQL_VALIDATION_FAILED"},
-			{"ThousandAliases", jsonQuery(loginFields(1000, "a", "b")), 422, "GRAPHQL_VALIDATION_FAILED"},
-			{"TwentyFiveAliases", jsonQuery(loginFields(25, "a", "b")), 422, "GRAPHQL_VALIDATION_FAILED"},
-			{"TooManyRootFields", jsonQuery(manyRoot), 422, "GRAPHQL_VALIDATION_FAILED"},
-			{"TooManyTokens", jsonQuery("{" + strings.Repeat(" a", 2500) + " }"), 422, "GRAPHQL_PARSE_FAILED"},
-			{"QueryTooLong", jsonQuery("{ __typename }" + strings.Repeat(" ", 17<<10)), 422, "GRAPHQL_VALIDATION_FAILED"},
+			{"TooDeep", jsonQuery(deep), 0, "GRAPHQL_VALIDATION_FAILED"},
+			{"ThousandAliases", jsonQuery(loginFields(1000, "a", "b")), 0, "GRAPHQL_VALIDATION_FAILED"},
+			{"TwentyFiveAliases", jsonQuery(loginFields(25, "a", "b")), 0, "GRAPHQL_VALIDATION_FAILED"},
+			{"TooManyRootFields", jsonQuery(manyRoot), 0, "GRAPHQL_VALIDATION_FAILED"},
+			{"TooManyTokens", jsonQuery("{" + strings.Repeat(" a", 2500) + " }"), 0, "GRAPHQL_PARSE_FAILED"},
+			{"QueryTooLong", jsonQuery("{ __typename }" + strings.Repeat(" ", 17<<10)), 0, "GRAPHQL_VALIDATION_FAILED"},
 			{"BodyTooLarge", `{"query":"{ __typename }","variables":{"x":"` + strings.Repeat("x", 70<<10) + `"}}`, 413, "GRAPHQL_PARSE_FAILED"},
 			{"NotJSON", `query=%7B__typename%7D`, 400, "GRAPHQL_PARSE_FAILED"},
-			{"Unparsable", jsonQuery("{ me { "), 422, "GRAPHQL_PARSE_FAILED"},
-			{"UnknownField", jsonQuery("{ secrets }"), 422, "GRAPHQL_VALIDATION_FAILED"},
-			{"FragmentCycle", jsonQuery("{ ...A } fragment A on Query { me { id } ...B } fragment B on Query { ...A }"), 422, "GRAPHQL_VALIDATION_FAILED"},
+			{"Unparsable", jsonQuery("{ me { "), 0, "GRAPHQL_PARSE_FAILED"},
+			{"UnknownField", jsonQuery("{ secrets }"), 0, "GRAPHQL_VALIDATION_FAILED"},
+			{"FragmentCycle", jsonQuery("{ ...A } fragment A on Query { me { id } ...B } fragment B on Query { ...A }"), 0, "GRAPHQL_VALIDATION_FAILED"},
 		}
-		for _, c := range cases {
-			t.Run(c.name, func(t *testing.T) {
-				req, _ := http.NewRequest(http.MethodPost, s.URL, strings.NewReader(c.body))
-				req.Header.Set("Content-Type", "application/json")
-				req.Header.Set("Authorization", "Bearer "+admin.AccessToken)
-				r := send(t, req)
-				if r.Status != c.status || len(r.Errors) == 0 || r.Errors[0].Extensions.Code != c.code {
-					t.Fatalf("got %d %+v, want %d %s", r.Status, r.Errors, c.status, c.code)
-				}
-				if strings.Contains(r.Errors[0].Message, "Did you mean") {
-					t.Fatalf("field suggestions leak the schema: %q", r.Errors[0].Message)
-				}
-			})
+		for _, media := range []string{"application/json", "application/graphql-response+json"} {
+			for _, c := range cases {
+				t.Run(strings.TrimPrefix(media, "application/")+"/"+c.name, func(t *testing.T) {
+					req, _ := http.NewRequest(http.MethodPost, s.URL, strings.NewReader(c.body))
+					req.Header.Set("Content-Type", "application/json")
+					req.Header.Set("Accept", media)
+					req.Header.Set("Authorization", "Bearer "+admin.AccessToken)
+					r := send(t, req)
+					want := c.status
+					if want == 0 {
+						want = map[string]int{"application/json": 200, "application/graphql-response+json": 400}[media]
+					}
+					if r.Status != want || len(r.Errors) == 0 || r.Errors[0].Extensions.Code != c.code {
+						t.Fatalf("got %d %+v, want %d %s", r.Status, r.Errors, want, c.code)
+					}
+					if ct := r.Header.Get("Content-Type"); !strings.HasPrefix(ct, media) {
+						t.Fatalf("Content-Type %q", ct)
+					}
+					if r.HasData == (media == "application/graphql-response+json") {
+						t.Fatalf("data entry present: %v (a request error in %s)", r.HasData, media)
+					}
+					if strings.Contains(r.Errors[0].Message, "Did you mean") {
+						t.Fatalf("field suggestions leak the schema: %q", r.Errors[0].Message)
+					}
+				})
+			}
 		}
 		if after, _ := s.DB.CountUsers(context.Background()); after != before {
 			t.Fatalf("users: %d before, %d after", before, after)

@@ -68,6 +68,7 @@ type serverOptions struct {
 	queueTimeout  time.Duration
 	debug         bool
 	proxies       auth.Proxies
+	trusted       *graph.TrustedDocuments
 }
 
 type option func(*serverOptions)
@@ -83,6 +84,9 @@ func withLogs(w io.Writer) option                { return func(o *serverOptions)
 func withAuditRetention(d time.Duration) option  { return func(o *serverOptions) { o.retention = d } }
 func withDebug() option                          { return func(o *serverOptions) { o.debug = true } }
 func withTrustedProxies(p auth.Proxies) option   { return func(o *serverOptions) { o.proxies = p } }
+func withTrustedDocuments(d *graph.TrustedDocuments) option {
+	return func(o *serverOptions) { o.trusted = d }
+}
 func withBcryptPool(workers int, queueTimeout time.Duration) option {
 	return func(o *serverOptions) { o.bcryptWorkers, o.queueTimeout = workers, queueTimeout }
 }
@@ -114,7 +118,7 @@ func newServerOn(t testing.TB, db *store.DB, clk *clock, opts ...option) *server
 		RefreshTTL: o.refreshTTL, ReuseInterval: o.reuseInterval, SignupEnabled: o.signup, Now: clk.Now, Logger: log,
 		Limits: o.limits, AuditRetention: o.retention,
 	})
-	h, err := graph.NewHandler(svc, tokens, graph.Options{Logger: log, Limits: o.queryLimits, Introspection: !o.noIntrospect, Debug: o.debug, Proxies: o.proxies})
+	h, err := graph.NewHandler(svc, tokens, graph.Options{Logger: log, Limits: o.queryLimits, Introspection: !o.noIntrospect, Debug: o.debug, Proxies: o.proxies, Trusted: o.trusted})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -192,6 +196,15 @@ type response struct {
 	Errors []gqlError                 `json:"errors"`
 	Header http.Header                `json:"-"`
 	Status int                        `json:"-"`
+	// HasData says whether the body had a data entry at all (null included).
+	HasData bool `json:"-"`
+}
+
+func hasData(raw []byte) bool {
+	var keys map[string]json.RawMessage
+	json.Unmarshal(raw, &keys)
+	_, ok := keys["data"]
+	return ok
 }
 
 type gqlError struct {
@@ -239,7 +252,7 @@ func (s *server) do(t testing.TB, c call) response {
 	if err := json.Unmarshal(raw, &r); err != nil {
 		t.Fatalf("response is not JSON (%d): %s", res.StatusCode, raw)
 	}
-	r.Header, r.Status = res.Header, res.StatusCode
+	r.Header, r.Status, r.HasData = res.Header, res.StatusCode, hasData(raw)
 	return r
 }
 

@@ -1,13 +1,9 @@
 package graph
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
-	"mime"
 	"net/http"
 	"net/url"
 	"unicode/utf8"
@@ -53,74 +49,12 @@ func DefaultQueryLimits() QueryLimits {
 type guard struct {
 	limits        QueryLimits
 	introspection bool
-	next          http.Handler
 	// passed remembers queries that passed, so that a client's repeated operations are parsed once.
 	passed *lru.LRU[struct{}]
 }
 
-func newGuard(limits QueryLimits, introspection bool, next http.Handler) *guard {
-	return &guard{limits: limits, introspection: introspection, next: next, passed: lru.New[struct{}](1000)}
-}
-
-// requestBody is the part of a GraphQL-over-HTTP JSON request the guard reads; gqlgen decodes
-// the rest.
-type requestBody struct {
-	Query string `json:"query"`
-}
-
-func (g *guard) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	var query string
-	switch r.Method {
-	case http.MethodPost:
-		// Only JSON bodies: a cross-site HTML form or a text/plain fetch can send a "simple"
-		// request without a CORS preflight, so accepting them would let any page log a visitor
-		// in or out (CSRF). application/json always needs a preflight.
-		if mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type")); mt != "application/json" {
-			refuse(w, r, http.StatusUnsupportedMediaType, model.ErrorCodeGraphqlParseFailed, "send GraphQL requests as POST with Content-Type: application/json")
-			return
-		}
-		r.Body = http.MaxBytesReader(w, r.Body, g.limits.MaxBodyBytes)
-		body, err := io.ReadAll(r.Body)
-		var tooLarge *http.MaxBytesError
-		if errors.As(err, &tooLarge) {
-			refuse(w, r, http.StatusRequestEntityTooLarge, model.ErrorCodeGraphqlParseFailed, fmt.Sprintf("request body exceeds %d bytes", g.limits.MaxBodyBytes))
-			return
-		}
-		if err != nil {
-			refuse(w, r, http.StatusBadRequest, model.ErrorCodeGraphqlParseFailed, "could not read the request body")
-			return
-		}
-		if !validJSONText(body) {
-			refuse(w, r, http.StatusBadRequest, model.ErrorCodeGraphqlParseFailed, "the request body is not valid UTF-8 JSON text (RFC 8259 §8)")
-			return
-		}
-		if trimmed := bytes.TrimSpace(body); len(trimmed) > 0 && trimmed[0] == '[' {
-			refuse(w, r, http.StatusBadRequest, model.ErrorCodeGraphqlParseFailed, "batched operations are not supported; send one operation per request")
-			return
-		}
-		var req requestBody
-		if err := json.Unmarshal(body, &req); err != nil {
-			refuse(w, r, http.StatusBadRequest, model.ErrorCodeGraphqlParseFailed, "the request body is not a GraphQL JSON request")
-			return
-		}
-		query = req.Query
-		r.Body = io.NopCloser(bytes.NewReader(body))
-	case http.MethodGet:
-		params, err := url.ParseQuery(r.URL.RawQuery)
-		if err != nil || !validParams(params) {
-			refuse(w, r, http.StatusBadRequest, model.ErrorCodeGraphqlParseFailed, "the query string is not valid UTF-8 text")
-			return
-		}
-		query = params.Get("query")
-	default:
-		g.next.ServeHTTP(w, r)
-		return
-	}
-	if status, gqlErr := g.check(r.Context(), r.Method, query); gqlErr != nil {
-		writeErrors(w, r, status, gqlErr)
-		return
-	}
-	g.next.ServeHTTP(w, r)
+func newGuard(limits QueryLimits, introspection bool) *guard {
+	return &guard{limits: limits, introspection: introspection, passed: lru.New[struct{}](1000)}
 }
 
 // validParams reports whether every name and value of a GET request's parameters is UTF-8 text,
@@ -139,9 +73,10 @@ func validParams(params url.Values) bool {
 	return true
 }
 
-// check returns why query is refused, with the HTTP status to refuse it with, or a nil error.
+// check returns why query is refused, with the HTTP status to refuse it with (0: the status of a
+// request error in the response's media type), or a nil error.
 func (g *guard) check(ctx context.Context, method, query string) (int, *gqlerror.Error) {
-	const refused = http.StatusUnprocessableEntity
+	const refused = 0
 	if len(query) > g.limits.MaxQueryBytes {
 		return refused, requestError(model.ErrorCodeGraphqlValidationFailed, fmt.Sprintf("query exceeds %d bytes", g.limits.MaxQueryBytes))
 	}
@@ -315,18 +250,4 @@ func rootFields(set ast.SelectionSet, fragments map[string]*ast.FragmentDefiniti
 
 func requestError(code model.ErrorCode, message string) *gqlerror.Error {
 	return &gqlerror.Error{Message: message, Extensions: map[string]any{"code": code}}
-}
-
-func refuse(w http.ResponseWriter, r *http.Request, status int, code model.ErrorCode, message string) {
-	writeErrors(w, r, status, requestError(code, message))
-}
-
-// writeErrors writes a GraphQL response that carries only request-level errors.
-func writeErrors(w http.ResponseWriter, r *http.Request, status int, errs ...*gqlerror.Error) {
-	if info := infoFrom(r.Context()); info != nil && len(errs) > 0 {
-		info.errorCode = asString(errs[0].Extensions["code"])
-	}
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(status)
-	json.NewEncoder(w).Encode(map[string]any{"errors": errs, "data": nil})
 }

@@ -256,6 +256,10 @@ const (
 	ErrorCodeGraphqlParseFailed ErrorCode = "GRAPHQL_PARSE_FAILED"
 	// The GraphQL document does not match the schema.
 	ErrorCodeGraphqlValidationFailed ErrorCode = "GRAPHQL_VALIDATION_FAILED"
+	// A request named a documentId that is not among the server's trusted documents.
+	ErrorCodePersistedQueryNotFound ErrorCode = "PERSISTED_QUERY_NOT_FOUND"
+	// The server runs trusted documents only: send a documentId, not a query (admins excepted).
+	ErrorCodePersistedQueryRequired ErrorCode = "PERSISTED_QUERY_REQUIRED"
 )
 
 var AllErrorCode = []ErrorCode{
@@ -267,11 +271,13 @@ var AllErrorCode = []ErrorCode{
 	ErrorCodeInternalServerError,
 	ErrorCodeGraphqlParseFailed,
 	ErrorCodeGraphqlValidationFailed,
+	ErrorCodePersistedQueryNotFound,
+	ErrorCodePersistedQueryRequired,
 }
 
 func (e ErrorCode) IsValid() bool {
 	switch e {
-	case ErrorCodeUnauthenticated, ErrorCodeForbidden, ErrorCodeBadUserInput, ErrorCodeNotFound, ErrorCodeTooManyRequests, ErrorCodeInternalServerError, ErrorCodeGraphqlParseFailed, ErrorCodeGraphqlValidationFailed:
+	case ErrorCodeUnauthenticated, ErrorCodeForbidden, ErrorCodeBadUserInput, ErrorCodeNotFound, ErrorCodeTooManyRequests, ErrorCodeInternalServerError, ErrorCodeGraphqlParseFailed, ErrorCodeGraphqlValidationFailed, ErrorCodePersistedQueryNotFound, ErrorCodePersistedQueryRequired:
 		return true
 	}
 	return false
