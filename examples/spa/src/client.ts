@@ -1,10 +1,11 @@
 // A minimal typed gqlauth client for a single-page app. Operations are TypedDocumentNodes
-// generated from the server's schema (npm run codegen), so a schema change that breaks them
-// fails type-checking. The client keeps tokens in memory, sends the access token as a Bearer
-// header, and on TOKEN_EXPIRED refreshes once and retries the request.
-import { print } from "graphql";
+// generated from the server's schema by graphql-codegen's client preset (npm run codegen), so a
+// schema change that breaks them fails type-checking. Each carries its documentId, and the client
+// sends only that (GraphQL over HTTP, trusted documents): the server, started with the generated
+// manifest, runs these operations and nothing else. The client keeps tokens in memory, sends the
+// access token as a Bearer header, and on TOKEN_EXPIRED refreshes once and retries the request.
 import type { TypedDocumentNode } from "@graphql-typed-document-node/core";
-import { LoginDocument, LogoutDocument, MeDocument, RefreshDocument, type MeQuery } from "./generated/graphql.js";
+import { LoginDocument, LogoutDocument, MeDocument, RefreshDocument, type MeQuery } from "./gql/graphql.js";
 import type { AuthErrorReason, ErrorCode, LogoutScope } from "./generated/schema.js";
 
 /** A GraphQL error as gqlauth sends it: extensions.code always, extensions.reason on auth failures. */
@@ -79,9 +80,15 @@ export class GqlAuthClient {
   }
 
   private async send<T, V>(doc: TypedDocumentNode<T, V>, variables: V): Promise<T> {
-    const headers: Record<string, string> = { "Content-Type": "application/json" };
+    const headers: Record<string, string> = {
+      "Content-Type": "application/json",
+      // The GraphQL-over-HTTP media type: a request error is a 400 with no data, not a 200.
+      Accept: "application/graphql-response+json, application/json;q=0.9",
+    };
     if (this.accessToken) headers.Authorization = `Bearer ${this.accessToken}`;
-    const res = await fetch(this.endpoint, { method: "POST", headers, body: JSON.stringify({ query: print(doc), variables }) });
+    const documentId = (doc as { __meta__?: { hash?: string } }).__meta__?.hash;
+    if (!documentId) throw new Error("the document has no documentId: run npm run codegen");
+    const res = await fetch(this.endpoint, { method: "POST", headers, body: JSON.stringify({ documentId, variables }) });
     const body = (await res.json()) as Response<T>;
     const err = body.errors?.[0];
     if (err) {

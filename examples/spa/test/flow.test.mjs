@@ -3,12 +3,17 @@
 // refresh and retry.
 import { test } from "node:test";
 import assert from "node:assert/strict";
+import { resolve } from "node:path";
 import { startServer } from "../../../e2e/server.mjs";
 import { runFlow } from "../dist/flow.js";
 
-test("login → me → refresh on TOKEN_EXPIRED → retry → logout", async () => {
+// The server runs the client's trusted documents only: the manifest codegen wrote.
+const manifest = resolve("src/gql/persisted-documents.json");
+
+test("login → me → refresh on TOKEN_EXPIRED → retry → logout, by trusted documents only", async () => {
   const server = await startServer(process.env.GQLAUTH_BIN || "../../gqlauth", {
     ACCESS_TOKEN_TTL: "2s", ADMIN_USERNAME: "alice", ADMIN_PASSWORD: "correct horse battery",
+    TRUSTED_DOCUMENTS: manifest, TRUSTED_DOCUMENTS_ONLY: "true",
   });
   try {
     const result = await runFlow(server.base, "alice", "correct horse battery", 7500);
@@ -18,6 +23,11 @@ test("login → me → refresh on TOKEN_EXPIRED → retry → logout", async () 
       refreshes: 1,
       afterLogout: "UNAUTHENTICATED/MISSING_TOKEN",
     });
+    // The server really refuses anything else.
+    const res = await fetch(`${server.base}/query`, {
+      method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ query: "{ __typename }" }),
+    });
+    assert.equal((await res.json()).errors[0].extensions.code, "PERSISTED_QUERY_REQUIRED");
   } finally {
     server.stop();
   }
