@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"os/signal"
 	"runtime"
@@ -53,6 +54,11 @@ type Config struct {
 	SQLitePath      string
 	JWTSecret       []byte // empty: generated and kept in the embedded database
 	JWTIssuer       string
+	JWTAlg          string        // HS256, ES256, EdDSA or RS256
+	JWKSMaxAge      time.Duration // Cache-Control max-age of the key set
+	KeyPublishDelay time.Duration // how long a new key is published before it signs
+	KeyRotation     time.Duration // scheduled rotation; 0: never
+	PublicURL       string        // base of absolute URLs in metadata; empty: the request's host
 	JWTAudience     string
 	AccessTTL       time.Duration
 	RefreshTTL      time.Duration
@@ -106,6 +112,14 @@ func LoadConfig(getenv func(string) string) (Config, error) {
 		}
 		return n
 	}
+	// nonNegative is a duration where 0 means "never".
+	nonNegative := func(name, def string) time.Duration {
+		d, err := time.ParseDuration(get(name, def))
+		if err != nil || d < 0 {
+			errs = append(errs, fmt.Errorf("%s: %q is not a Go duration such as 720h (0 for never)", name, get(name, def)))
+		}
+		return d
+	}
 	boolean := func(name, def string) bool {
 		b, err := strconv.ParseBool(get(name, def))
 		if err != nil {
@@ -120,6 +134,10 @@ func LoadConfig(getenv func(string) string) (Config, error) {
 		SQLitePath:      "gqlauth.db",
 		JWTSecret:       []byte(getenv("JWT_SECRET")),
 		JWTIssuer:       get("JWT_ISSUER", "gqlauth"),
+		JWTAlg:          get("JWT_ALG", "HS256"),
+		JWKSMaxAge:      duration("JWKS_MAX_AGE", "10m"),
+		KeyRotation:     nonNegative("JWT_KEY_ROTATION", "720h"),
+		PublicURL:       strings.TrimRight(get("PUBLIC_URL", ""), "/"),
 		JWTAudience:     get("JWT_AUDIENCE", "gqlauth"),
 		AccessTTL:       duration("ACCESS_TOKEN_TTL", "15m"),
 		RefreshTTL:      duration("REFRESH_TOKEN_TTL", "720h"),
@@ -188,6 +206,16 @@ func LoadConfig(getenv func(string) string) (Config, error) {
 	case (cfg.AdminUsername == "") != (cfg.AdminPassword == ""):
 		errs = append(errs, errors.New("ADMIN_USERNAME and ADMIN_PASSWORD: set both or neither"))
 	}
+	cfg.KeyPublishDelay = cfg.JWKSMaxAge
+	if getenv("JWT_KEY_PUBLISH_DELAY") != "" {
+		cfg.KeyPublishDelay = duration("JWT_KEY_PUBLISH_DELAY", "")
+	}
+	if cfg.JWTAlg != "HS256" && !auth.IsAsymmetric(cfg.JWTAlg) {
+		errs = append(errs, fmt.Errorf("JWT_ALG: %q must be HS256, ES256, EdDSA or RS256", cfg.JWTAlg))
+	}
+	if u, err := url.Parse(cfg.PublicURL); cfg.PublicURL != "" && (err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" || u.RawQuery != "") {
+		errs = append(errs, fmt.Errorf("PUBLIC_URL: %q is not a base URL such as https://auth.example.com", cfg.PublicURL))
+	}
 	if cfg.TrustedOnly && cfg.TrustedDocuments == "" {
 		errs = append(errs, errors.New("TRUSTED_DOCUMENTS_ONLY: needs TRUSTED_DOCUMENTS, the manifest of the documents to allow"))
 	}
@@ -232,7 +260,17 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer, read
 			return fmt.Errorf("JWT_SECRET: the generated key in the embedded database is corrupt")
 		}
 	}
-	tokens, err := auth.NewTokens(auth.TokenConfig{Secret: cfg.JWTSecret, Issuer: cfg.JWTIssuer, Audience: cfg.JWTAudience, TTL: cfg.AccessTTL})
+	var keys *auth.KeyRing
+	if cfg.JWTAlg != "HS256" {
+		keys, err = auth.NewKeyRing(ctx, db, auth.KeyRingConfig{
+			Alg: cfg.JWTAlg, Secret: cfg.JWTSecret, PublishDelay: cfg.KeyPublishDelay, Rotation: cfg.KeyRotation,
+			TokenTTL: cfg.AccessTTL, Logger: log,
+		})
+		if err != nil {
+			return err
+		}
+	}
+	tokens, err := auth.NewTokens(auth.TokenConfig{Secret: cfg.JWTSecret, Issuer: cfg.JWTIssuer, Audience: cfg.JWTAudience, TTL: cfg.AccessTTL, Keys: keys})
 	if err != nil {
 		return fmt.Errorf("JWT_SECRET: %v", err)
 	}
@@ -291,6 +329,9 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer, read
 	cors := web.CORS(cfg.CORSOrigins)
 	mux.Handle("/query", cors(gql))
 	mux.Handle("/oauth/token", cors(auth.Middleware(tokens, cfg.TrustedProxies)(svc.TokenHandler())))
+	mux.Handle("/oauth/introspect", auth.Middleware(tokens, cfg.TrustedProxies)(svc.IntrospectionHandler()))
+	mux.Handle("/.well-known/jwks.json", cors(svc.JWKSHandler(cfg.JWKSMaxAge)))
+	mux.Handle("/.well-known/oauth-authorization-server", cors(svc.MetadataHandler(cfg.JWTIssuer, cfg.PublicURL, cfg.JWKSMaxAge)))
 	playground := web.Playground()
 	mux.Handle("GET /{$}", playground)
 	mux.Handle("GET /playground/", playground)
@@ -325,6 +366,9 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer, read
 		MaxHeaderBytes:    64 << 10,
 	}
 	go sweep(ctx, svc, log)
+	if keys != nil {
+		go keys.Run(ctx, svc.RotateSigningKeyIfDue)
+	}
 
 	addr := ln.Addr().(*net.TCPAddr)
 	log.Info("listening", "addr", addr.String(), "playground", fmt.Sprintf("http://localhost:%d/", addr.Port))

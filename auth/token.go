@@ -39,11 +39,20 @@ type Tokens struct {
 	now           func() time.Time
 	parser        *jwt.Parser
 	signingMethod jwt.SigningMethod
+	// keys, when set, sign and verify instead of key (an asymmetric JWT_ALG).
+	keys *KeyRing
 	// verified remembers tokens that passed verification, until they expire, by their SHA-256. A
 	// client sends the same access token on every request for its whole lifetime, and full
 	// verification (base64, JSON, HMAC) is most of the middleware's cost; a hit needs the exact
 	// same string, signature included, so it proves as much as a new verification would.
-	verified *lru.Cache[[sha256.Size]byte, *Claims]
+	verified *lru.Cache[[sha256.Size]byte, verifiedToken]
+}
+
+// verifiedToken is an entry of the verified-token cache: the claims, and the key that signed
+// them, which must still verify on every hit (it may have been revoked since).
+type verifiedToken struct {
+	claims *Claims
+	kid    string
 }
 
 // verifiedCacheSize bounds the verified-token cache (about 300 bytes an entry): beyond it, the
@@ -57,6 +66,9 @@ type TokenConfig struct {
 	Audience string
 	TTL      time.Duration
 	Now      func() time.Time // nil means time.Now
+	// Keys signs and verifies with asymmetric keys; nil means HS256 with Secret. Secret is still
+	// needed: refresh-token successors are derived from it.
+	Keys *KeyRing
 }
 
 // leeway is the clock skew tolerated between instances on exp, nbf and iat.
@@ -79,10 +91,16 @@ func NewTokens(cfg TokenConfig) (*Tokens, error) {
 		ttl:           cfg.TTL,
 		now:           now,
 		signingMethod: jwt.SigningMethodHS256,
+		keys:          cfg.Keys,
 	}
-	t.verified, _ = lru.New[[sha256.Size]byte, *Claims](verifiedCacheSize)
+	t.verified, _ = lru.New[[sha256.Size]byte, verifiedToken](verifiedCacheSize)
+	methods := []string{t.signingMethod.Alg()}
+	if t.keys != nil {
+		// Never HS256 here: an HMAC "signed" with a public key's bytes must not verify.
+		methods = []string{"ES256", "EdDSA", "RS256"}
+	}
 	t.parser = jwt.NewParser(
-		jwt.WithValidMethods([]string{t.signingMethod.Alg()}),
+		jwt.WithValidMethods(methods),
 		jwt.WithExpirationRequired(),
 		jwt.WithIssuer(cfg.Issuer),
 		jwt.WithAudience(cfg.Audience),
@@ -110,6 +128,15 @@ func (t *Tokens) Issue(user *model.User, sessionID string) (string, error) {
 		SessionID: sessionID,
 		Role:      user.Role,
 	}
+	if t.keys != nil {
+		k, err := t.keys.signer()
+		if err != nil {
+			return "", err
+		}
+		tok := jwt.NewWithClaims(k.method, claims)
+		tok.Header["typ"], tok.Header["kid"] = AccessTokenType, k.kid
+		return tok.SignedString(k.private)
+	}
 	tok := jwt.NewWithClaims(t.signingMethod, claims)
 	tok.Header["typ"] = AccessTokenType
 	return tok.SignedString(t.key)
@@ -122,22 +149,30 @@ func (t *Tokens) Issue(user *model.User, sessionID string) (string, error) {
 // The returned claims may be shared between requests: callers must not modify them.
 func (t *Tokens) Verify(token string) (*Claims, model.AuthErrorReason) {
 	key := sha256.Sum256([]byte(token))
-	if claims, ok := t.verified.Get(key); ok {
-		if !t.now().Before(claims.ExpiresAt.Add(leeway)) {
+	if hit, ok := t.verified.Get(key); ok {
+		switch {
+		case hit.kid != "" && t.keys.verifier(hit.kid) == nil: // revoked, or past its time
+			t.verified.Remove(key)
+			return nil, model.AuthErrorReasonInvalidToken
+		case !t.now().Before(hit.claims.ExpiresAt.Add(leeway)):
 			t.verified.Remove(key)
 			return nil, model.AuthErrorReasonTokenExpired
 		}
-		return claims, ""
+		return hit.claims, ""
 	}
 	claims := new(Claims)
-	_, err := t.parser.ParseWithClaims(token, claims, t.keyFor)
+	parsed, err := t.parser.ParseWithClaims(token, claims, t.keyFor)
 	switch {
 	case errors.Is(err, jwt.ErrTokenExpired) && !errors.Is(err, jwt.ErrTokenSignatureInvalid):
 		return nil, model.AuthErrorReasonTokenExpired
 	case err != nil, claims.Subject == "", claims.SessionID == "":
 		return nil, model.AuthErrorReasonInvalidToken
 	}
-	t.verified.Add(key, claims)
+	entry := verifiedToken{claims: claims}
+	if t.keys != nil {
+		entry.kid, _ = parsed.Header["kid"].(string)
+	}
+	t.verified.Add(key, entry)
 	return claims, ""
 }
 
@@ -145,7 +180,16 @@ func (t *Tokens) keyFor(tok *jwt.Token) (any, error) {
 	if typ, _ := tok.Header["typ"].(string); !strings.EqualFold(typ, AccessTokenType) {
 		return nil, errors.New("not an access token")
 	}
-	return t.key, nil
+	if t.keys == nil {
+		return t.key, nil
+	}
+	// The key is chosen by kid, and the token must use that key's own algorithm.
+	kid, _ := tok.Header["kid"].(string)
+	k := t.keys.verifier(kid)
+	if k == nil || tok.Method.Alg() != k.alg {
+		return nil, errors.New("unknown key or algorithm")
+	}
+	return k.public, nil
 }
 
 // Refresh tokens are "<session id>.<secret>". The session id lets the server find the session by

@@ -86,16 +86,18 @@ type ComplexityRoot struct {
 	}
 
 	Mutation struct {
-		ChangePassword  func(childComplexity int, currentPassword string, newPassword string) int
-		CreateAPIKey    func(childComplexity int, name string, role *model.Role, expiresIn *int) int
-		CreateUser      func(childComplexity int, username string, password string, email *string, role model.Role) int
-		Login           func(childComplexity int, username string, password string) int
-		Logout          func(childComplexity int, scope model.LogoutScope) int
-		Refresh         func(childComplexity int, refreshToken *string) int
-		Register        func(childComplexity int, username string, password string, email *string) int
-		RevokeAPIKey    func(childComplexity int, id string) int
-		SetUserDisabled func(childComplexity int, id string, disabled bool) int
-		SetUserRole     func(childComplexity int, id string, role model.Role) int
+		ChangePassword   func(childComplexity int, currentPassword string, newPassword string) int
+		CreateAPIKey     func(childComplexity int, name string, role *model.Role, expiresIn *int) int
+		CreateUser       func(childComplexity int, username string, password string, email *string, role model.Role) int
+		Login            func(childComplexity int, username string, password string) int
+		Logout           func(childComplexity int, scope model.LogoutScope) int
+		Refresh          func(childComplexity int, refreshToken *string) int
+		Register         func(childComplexity int, username string, password string, email *string) int
+		RevokeAPIKey     func(childComplexity int, id string) int
+		RevokeSigningKey func(childComplexity int, kid string) int
+		RotateSigningKey func(childComplexity int) int
+		SetUserDisabled  func(childComplexity int, id string, disabled bool) int
+		SetUserRole      func(childComplexity int, id string, role model.Role) int
 	}
 
 	PageInfo struct {
@@ -109,6 +111,7 @@ type ComplexityRoot struct {
 		Me             func(childComplexity int) int
 		SecurityEvents func(childComplexity int, first int, after *string) int
 		Sessions       func(childComplexity int) int
+		SigningKeys    func(childComplexity int) int
 		Users          func(childComplexity int, limit int, offset int) int
 	}
 
@@ -119,6 +122,15 @@ type ComplexityRoot struct {
 		ID         func(childComplexity int) int
 		LastUsedAt func(childComplexity int) int
 		UserAgent  func(childComplexity int) int
+	}
+
+	SigningKey struct {
+		ActivatesAt func(childComplexity int) int
+		Alg         func(childComplexity int) int
+		CreatedAt   func(childComplexity int) int
+		Kid         func(childComplexity int) int
+		RetiredAt   func(childComplexity int) int
+		State       func(childComplexity int) int
 	}
 
 	User struct {
@@ -146,6 +158,8 @@ type MutationResolver interface {
 	SetUserDisabled(ctx context.Context, id string, disabled bool) (*model.User, error)
 	CreateAPIKey(ctx context.Context, name string, role *model.Role, expiresIn *int) (*model.APIKeySecret, error)
 	RevokeAPIKey(ctx context.Context, id string) (bool, error)
+	RotateSigningKey(ctx context.Context) (*model.SigningKey, error)
+	RevokeSigningKey(ctx context.Context, kid string) (bool, error)
 }
 type QueryResolver interface {
 	Me(ctx context.Context) (*model.User, error)
@@ -154,6 +168,7 @@ type QueryResolver interface {
 	APIKeys(ctx context.Context) ([]*model.APIKey, error)
 	AuditEvents(ctx context.Context, first int, after *string, userID *string, types []model.AuditEventType) (*model.AuditEventConnection, error)
 	SecurityEvents(ctx context.Context, first int, after *string) (*model.AuditEventConnection, error)
+	SigningKeys(ctx context.Context) ([]*model.SigningKey, error)
 }
 
 // endregion ************************** generated!.gotpl **************************
@@ -430,6 +445,23 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Mutation.RevokeAPIKey(childComplexity, args["id"].(string)), true
+	case "Mutation.revokeSigningKey":
+		if e.ComplexityRoot.Mutation.RevokeSigningKey == nil {
+			break
+		}
+
+		args, err := ec.field_Mutation_revokeSigningKey_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Mutation.RevokeSigningKey(childComplexity, args["kid"].(string)), true
+	case "Mutation.rotateSigningKey":
+		if e.ComplexityRoot.Mutation.RotateSigningKey == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Mutation.RotateSigningKey(childComplexity), true
 	case "Mutation.setUserDisabled":
 		if e.ComplexityRoot.Mutation.SetUserDisabled == nil {
 			break
@@ -507,6 +539,12 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Query.Sessions(childComplexity), true
+	case "Query.signingKeys":
+		if e.ComplexityRoot.Query.SigningKeys == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Query.SigningKeys(childComplexity), true
 	case "Query.users":
 		if e.ComplexityRoot.Query.Users == nil {
 			break
@@ -555,6 +593,43 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Session.UserAgent(childComplexity), true
+
+	case "SigningKey.activatesAt":
+		if e.ComplexityRoot.SigningKey.ActivatesAt == nil {
+			break
+		}
+
+		return e.ComplexityRoot.SigningKey.ActivatesAt(childComplexity), true
+	case "SigningKey.alg":
+		if e.ComplexityRoot.SigningKey.Alg == nil {
+			break
+		}
+
+		return e.ComplexityRoot.SigningKey.Alg(childComplexity), true
+	case "SigningKey.createdAt":
+		if e.ComplexityRoot.SigningKey.CreatedAt == nil {
+			break
+		}
+
+		return e.ComplexityRoot.SigningKey.CreatedAt(childComplexity), true
+	case "SigningKey.kid":
+		if e.ComplexityRoot.SigningKey.Kid == nil {
+			break
+		}
+
+		return e.ComplexityRoot.SigningKey.Kid(childComplexity), true
+	case "SigningKey.retiredAt":
+		if e.ComplexityRoot.SigningKey.RetiredAt == nil {
+			break
+		}
+
+		return e.ComplexityRoot.SigningKey.RetiredAt(childComplexity), true
+	case "SigningKey.state":
+		if e.ComplexityRoot.SigningKey.State == nil {
+			break
+		}
+
+		return e.ComplexityRoot.SigningKey.State(childComplexity), true
 
 	case "User.createdAt":
 		if e.ComplexityRoot.User.CreatedAt == nil {
@@ -945,6 +1020,49 @@ extend type Query {
   "The caller's own events (` + "`" + `user` + "`" + ` is the caller), newest first. ` + "`" + `first` + "`" + ` is capped at 100."
   securityEvents(first: Int! = 50, after: String): AuditEventConnection! @auth
 }
+
+"Where a signing key is in its life (see the README's rotation section)."
+enum SigningKeyState {
+  "Published in the JWKS, not signing yet: verifiers learn it before they meet it."
+  NEXT
+  "Signs new access tokens."
+  CURRENT
+  "No longer signs; still published and verifying until the last token it signed has expired."
+  RETIRED
+}
+
+"A key that signs access tokens (asymmetric JWT_ALG only). Its private part never leaves the server."
+type SigningKey {
+  "The ` + "`" + `kid` + "`" + ` header of the tokens it signs: its RFC 7638 JWK thumbprint."
+  kid: ID!
+  "ES256, EdDSA or RS256."
+  alg: String!
+  state: SigningKeyState!
+  createdAt: Time!
+  "When it starts (or started) to sign."
+  activatesAt: Time!
+  "When a newer key took over signing; null while it is NEXT or CURRENT."
+  retiredAt: Time
+}
+
+extend type Query {
+  "The keys in the JWKS: next, current and retired-but-verifying, newest first. Empty with HS256."
+  signingKeys: [SigningKey!]! @auth(role: ADMIN)
+}
+
+extend type Mutation {
+  """
+  Creates a key that is published at once and signs new tokens after JWT_KEY_PUBLISH_DELAY, so no
+  verifier holding a cached key set meets an unknown kid. Refused with HS256.
+  """
+  rotateSigningKey: SigningKey! @auth(role: ADMIN)
+  """
+  The emergency path: the key's tokens fail from the next request on (on other instances within
+  the key refresh interval) and it leaves the JWKS. Revoking the current key promotes the newest
+  NEXT key at once; with no NEXT key it is refused (rotate first).
+  """
+  revokeSigningKey(kid: ID!): Boolean! @auth(role: ADMIN)
+}
 `, BuiltIn: false},
 }
 var parsedSchema = gqlparser.MustLoadSchema(sources...)
@@ -1069,6 +1187,24 @@ func (ec *executionContext) childFields_Session(ctx context.Context, field graph
 		return ec.fieldContext_Session_current(ctx, field)
 	}
 	return nil, fmt.Errorf("no field named %q was found under type Session", field.Name)
+}
+
+func (ec *executionContext) childFields_SigningKey(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "kid":
+		return ec.fieldContext_SigningKey_kid(ctx, field)
+	case "alg":
+		return ec.fieldContext_SigningKey_alg(ctx, field)
+	case "state":
+		return ec.fieldContext_SigningKey_state(ctx, field)
+	case "createdAt":
+		return ec.fieldContext_SigningKey_createdAt(ctx, field)
+	case "activatesAt":
+		return ec.fieldContext_SigningKey_activatesAt(ctx, field)
+	case "retiredAt":
+		return ec.fieldContext_SigningKey_retiredAt(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type SigningKey", field.Name)
 }
 
 func (ec *executionContext) childFields_User(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
@@ -1400,6 +1536,20 @@ func (ec *executionContext) field_Mutation_revokeApiKey_args(ctx context.Context
 		return nil, err
 	}
 	args["id"] = arg0
+	return args, nil
+}
+
+func (ec *executionContext) field_Mutation_revokeSigningKey_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "kid",
+		func(ctx context.Context, v any) (string, error) {
+			return ec.unmarshalNID2string(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["kid"] = arg0
 	return args, nil
 }
 
@@ -2892,6 +3042,118 @@ func (ec *executionContext) fieldContext_Mutation_revokeApiKey(ctx context.Conte
 	return fc, nil
 }
 
+func (ec *executionContext) _Mutation_rotateSigningKey(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Mutation_rotateSigningKey(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return ec.Resolvers.Mutation().RotateSigningKey(ctx)
+		},
+		func(ctx context.Context, next graphql.Resolver) graphql.Resolver {
+			directive0 := next
+
+			directive1 := func(ctx context.Context) (any, error) {
+				role, err := ec.unmarshalNRole2gqlauthᚋmodelᚐRole(ctx, "ADMIN")
+				if err != nil {
+					var zeroVal *model.SigningKey
+					return zeroVal, err
+				}
+				if ec.Directives.Auth == nil {
+					var zeroVal *model.SigningKey
+					return zeroVal, errors.New("directive auth is not implemented")
+				}
+				return ec.Directives.Auth(ctx, nil, directive0, role)
+			}
+
+			next = directive1
+			return next
+		},
+		func(ctx context.Context, selections ast.SelectionSet, v *model.SigningKey) graphql.Marshaler {
+			return ec.marshalNSigningKey2ᚖgqlauthᚋmodelᚐSigningKey(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Mutation_rotateSigningKey(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Mutation",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_SigningKey(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Mutation_revokeSigningKey(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Mutation_revokeSigningKey(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Mutation().RevokeSigningKey(ctx, fc.Args["kid"].(string))
+		},
+		func(ctx context.Context, next graphql.Resolver) graphql.Resolver {
+			directive0 := next
+
+			directive1 := func(ctx context.Context) (any, error) {
+				role, err := ec.unmarshalNRole2gqlauthᚋmodelᚐRole(ctx, "ADMIN")
+				if err != nil {
+					var zeroVal bool
+					return zeroVal, err
+				}
+				if ec.Directives.Auth == nil {
+					var zeroVal bool
+					return zeroVal, errors.New("directive auth is not implemented")
+				}
+				return ec.Directives.Auth(ctx, nil, directive0, role)
+			}
+
+			next = directive1
+			return next
+		},
+		func(ctx context.Context, selections ast.SelectionSet, v bool) graphql.Marshaler {
+			return ec.marshalNBoolean2bool(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Mutation_revokeSigningKey(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Mutation",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return nil, errors.New("field of type Boolean does not have child fields")
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Mutation_revokeSigningKey_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
 func (ec *executionContext) _PageInfo_hasNextPage(ctx context.Context, field graphql.CollectedField, obj *model.PageInfo) (ret graphql.Marshaler) {
 	return graphql.ResolveField(
 		ctx,
@@ -3274,6 +3536,56 @@ func (ec *executionContext) fieldContext_Query_securityEvents(ctx context.Contex
 	return fc, nil
 }
 
+func (ec *executionContext) _Query_signingKeys(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Query_signingKeys(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return ec.Resolvers.Query().SigningKeys(ctx)
+		},
+		func(ctx context.Context, next graphql.Resolver) graphql.Resolver {
+			directive0 := next
+
+			directive1 := func(ctx context.Context) (any, error) {
+				role, err := ec.unmarshalNRole2gqlauthᚋmodelᚐRole(ctx, "ADMIN")
+				if err != nil {
+					var zeroVal []*model.SigningKey
+					return zeroVal, err
+				}
+				if ec.Directives.Auth == nil {
+					var zeroVal []*model.SigningKey
+					return zeroVal, errors.New("directive auth is not implemented")
+				}
+				return ec.Directives.Auth(ctx, nil, directive0, role)
+			}
+
+			next = directive1
+			return next
+		},
+		func(ctx context.Context, selections ast.SelectionSet, v []*model.SigningKey) graphql.Marshaler {
+			return ec.marshalNSigningKey2ᚕᚖgqlauthᚋmodelᚐSigningKeyᚄ(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Query_signingKeys(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Query",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_SigningKey(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
 func (ec *executionContext) _Query___type(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
 	return graphql.ResolveField(
 		ctx,
@@ -3486,6 +3798,144 @@ func (ec *executionContext) _Session_current(ctx context.Context, field graphql.
 }
 func (ec *executionContext) fieldContext_Session_current(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
 	return graphql.NewScalarFieldContext("Session", field, false, false, errors.New("field of type Boolean does not have child fields"))
+}
+
+func (ec *executionContext) _SigningKey_kid(ctx context.Context, field graphql.CollectedField, obj *model.SigningKey) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_SigningKey_kid(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Kid, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNID2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_SigningKey_kid(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("SigningKey", field, false, false, errors.New("field of type ID does not have child fields"))
+}
+
+func (ec *executionContext) _SigningKey_alg(ctx context.Context, field graphql.CollectedField, obj *model.SigningKey) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_SigningKey_alg(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Alg, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_SigningKey_alg(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("SigningKey", field, false, false, errors.New("field of type String does not have child fields"))
+}
+
+func (ec *executionContext) _SigningKey_state(ctx context.Context, field graphql.CollectedField, obj *model.SigningKey) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_SigningKey_state(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.State, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v model.SigningKeyState) graphql.Marshaler {
+			return ec.marshalNSigningKeyState2gqlauthᚋmodelᚐSigningKeyState(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_SigningKey_state(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("SigningKey", field, false, false, errors.New("field of type SigningKeyState does not have child fields"))
+}
+
+func (ec *executionContext) _SigningKey_createdAt(ctx context.Context, field graphql.CollectedField, obj *model.SigningKey) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_SigningKey_createdAt(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.CreatedAt, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v time.Time) graphql.Marshaler {
+			return ec.marshalNTime2timeᚐTime(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_SigningKey_createdAt(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("SigningKey", field, false, false, errors.New("field of type Time does not have child fields"))
+}
+
+func (ec *executionContext) _SigningKey_activatesAt(ctx context.Context, field graphql.CollectedField, obj *model.SigningKey) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_SigningKey_activatesAt(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.ActivatesAt, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v time.Time) graphql.Marshaler {
+			return ec.marshalNTime2timeᚐTime(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_SigningKey_activatesAt(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("SigningKey", field, false, false, errors.New("field of type Time does not have child fields"))
+}
+
+func (ec *executionContext) _SigningKey_retiredAt(ctx context.Context, field graphql.CollectedField, obj *model.SigningKey) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_SigningKey_retiredAt(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.RetiredAt, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *time.Time) graphql.Marshaler {
+			return ec.marshalOTime2ᚖtimeᚐTime(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_SigningKey_retiredAt(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("SigningKey", field, false, false, errors.New("field of type Time does not have child fields"))
 }
 
 func (ec *executionContext) _User_id(ctx context.Context, field graphql.CollectedField, obj *model.User) (ret graphql.Marshaler) {
@@ -5116,6 +5566,20 @@ func (ec *executionContext) _Mutation(ctx context.Context, sel ast.SelectionSet)
 			if out.Values[i] == graphql.Null {
 				out.Invalids++
 			}
+		case "rotateSigningKey":
+			out.Values[i] = ec.OperationContext.RootResolverMiddleware(innerCtx, func(ctx context.Context) (res graphql.Marshaler) {
+				return ec._Mutation_rotateSigningKey(ctx, field)
+			})
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "revokeSigningKey":
+			out.Values[i] = ec.OperationContext.RootResolverMiddleware(innerCtx, func(ctx context.Context) (res graphql.Marshaler) {
+				return ec._Mutation_revokeSigningKey(ctx, field)
+			})
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
 		default:
 			panic("unknown field " + strconv.Quote(field.Name))
 		}
@@ -5332,6 +5796,28 @@ func (ec *executionContext) _Query(ctx context.Context, sel ast.SelectionSet) gr
 			}
 
 			out.Concurrently(i, func(ctx context.Context) graphql.Marshaler { return rrm(innerCtx) })
+		case "signingKeys":
+			field := field
+
+			innerFunc := func(ctx context.Context, fs *graphql.FieldSet) (res graphql.Marshaler) {
+				defer func() {
+					if r := recover(); r != nil {
+						ec.Error(ctx, ec.Recover(ctx, r))
+					}
+				}()
+				res = ec._Query_signingKeys(ctx, field)
+				if res == graphql.Null {
+					atomic.AddUint32(&fs.Invalids, 1)
+				}
+				return res
+			}
+
+			rrm := func(ctx context.Context) graphql.Marshaler {
+				return ec.OperationContext.RootResolverMiddleware(ctx,
+					func(ctx context.Context) graphql.Marshaler { return innerFunc(ctx, out) })
+			}
+
+			out.Concurrently(i, func(ctx context.Context) graphql.Marshaler { return rrm(innerCtx) })
 		case "__type":
 			out.Values[i] = ec.OperationContext.RootResolverMiddleware(innerCtx, func(ctx context.Context) (res graphql.Marshaler) {
 				return ec._Query___type(ctx, field)
@@ -5407,6 +5893,69 @@ func (ec *executionContext) _Session(ctx context.Context, sel ast.SelectionSet, 
 		case "current":
 			out.Values[i] = ec._Session_current(ctx, field, obj)
 			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	atomic.AddInt32(&ec.Deferred, int32(min(len(deferLabelToView), math.MaxInt32)))
+
+	ec.ProcessDeferredGroup(graphql.DeferredGroup{
+		Defers:   deferLabelToView,
+		Path:     graphql.GetPath(ctx),
+		FieldSet: deferredFieldSet,
+		Context:  ctx,
+	})
+
+	return out
+}
+
+var signingKeyImplementors = []string{"SigningKey"}
+
+func (ec *executionContext) _SigningKey(ctx context.Context, sel ast.SelectionSet, obj *model.SigningKey) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, signingKeyImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferredFieldSet := graphql.NewFieldSet(nil)
+	deferLabelToView := make(map[string]*graphql.FieldSetView)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("SigningKey")
+		case "kid":
+			out.Values[i] = ec._SigningKey_kid(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "alg":
+			out.Values[i] = ec._SigningKey_alg(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "state":
+			out.Values[i] = ec._SigningKey_state(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "createdAt":
+			out.Values[i] = ec._SigningKey_createdAt(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "activatesAt":
+			out.Values[i] = ec._SigningKey_activatesAt(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "retiredAt":
+			out.Values[i] = ec._SigningKey_retiredAt(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
 				out.Invalids++
 			}
 		default:
@@ -6089,6 +6638,42 @@ func (ec *executionContext) marshalNSession2ᚖgqlauthᚋmodelᚐSession(ctx con
 		return graphql.Null
 	}
 	return ec._Session(ctx, sel, v)
+}
+
+func (ec *executionContext) marshalNSigningKey2ᚕᚖgqlauthᚋmodelᚐSigningKeyᚄ(ctx context.Context, sel ast.SelectionSet, v []*model.SigningKey) graphql.Marshaler {
+	ret := graphql.MarshalSliceConcurrently(ctx, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
+		fc := graphql.GetFieldContext(ctx)
+		fc.Result = &v[i]
+		return ec.marshalNSigningKey2ᚖgqlauthᚋmodelᚐSigningKey(ctx, sel, v[i])
+	})
+
+	for _, e := range ret {
+		if e == graphql.Null {
+			return graphql.Null
+		}
+	}
+
+	return ret
+}
+
+func (ec *executionContext) marshalNSigningKey2ᚖgqlauthᚋmodelᚐSigningKey(ctx context.Context, sel ast.SelectionSet, v *model.SigningKey) graphql.Marshaler {
+	if v == nil {
+		if !graphql.HasFieldError(ctx, graphql.GetFieldContext(ctx)) {
+			graphql.AddErrorf(ctx, "the requested element is null which the schema does not allow")
+		}
+		return graphql.Null
+	}
+	return ec._SigningKey(ctx, sel, v)
+}
+
+func (ec *executionContext) unmarshalNSigningKeyState2gqlauthᚋmodelᚐSigningKeyState(ctx context.Context, v any) (model.SigningKeyState, error) {
+	var res model.SigningKeyState
+	err := res.UnmarshalGQL(v)
+	return res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) marshalNSigningKeyState2gqlauthᚋmodelᚐSigningKeyState(ctx context.Context, sel ast.SelectionSet, v model.SigningKeyState) graphql.Marshaler {
+	return v
 }
 
 func (ec *executionContext) unmarshalNString2string(ctx context.Context, v any) (string, error) {

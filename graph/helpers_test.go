@@ -52,6 +52,7 @@ type server struct {
 	Clock   *clock
 	Queries *queryCounter
 	Service *auth.Service
+	Keys    *auth.KeyRing // nil with HS256
 }
 
 type serverOptions struct {
@@ -69,6 +70,9 @@ type serverOptions struct {
 	debug         bool
 	proxies       auth.Proxies
 	trusted       *graph.TrustedDocuments
+	alg           string // "": HS256
+	publishDelay  time.Duration
+	rotation      time.Duration
 }
 
 type option func(*serverOptions)
@@ -84,6 +88,9 @@ func withLogs(w io.Writer) option                { return func(o *serverOptions)
 func withAuditRetention(d time.Duration) option  { return func(o *serverOptions) { o.retention = d } }
 func withDebug() option                          { return func(o *serverOptions) { o.debug = true } }
 func withTrustedProxies(p auth.Proxies) option   { return func(o *serverOptions) { o.proxies = p } }
+func withJWTAlg(alg string, publishDelay, rotation time.Duration) option {
+	return func(o *serverOptions) { o.alg, o.publishDelay, o.rotation = alg, publishDelay, rotation }
+}
 func withTrustedDocuments(d *graph.TrustedDocuments) option {
 	return func(o *serverOptions) { o.trusted = d }
 }
@@ -105,7 +112,17 @@ func newServerOn(t testing.TB, db *store.DB, clk *clock, opts ...option) *server
 	for _, opt := range opts {
 		opt(&o)
 	}
-	tokens, err := auth.NewTokens(auth.TokenConfig{Secret: testSecret, Issuer: "gqlauth", Audience: "gqlauth", TTL: 15 * time.Minute, Now: clk.Now})
+	var keys *auth.KeyRing
+	if o.alg != "" {
+		var err error
+		keys, err = auth.NewKeyRing(context.Background(), db, auth.KeyRingConfig{
+			Alg: o.alg, Secret: testSecret, PublishDelay: o.publishDelay, Rotation: o.rotation, TokenTTL: 15 * time.Minute, Now: clk.Now,
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	tokens, err := auth.NewTokens(auth.TokenConfig{Secret: testSecret, Issuer: "gqlauth", Audience: "gqlauth", TTL: 15 * time.Minute, Now: clk.Now, Keys: keys})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -128,7 +145,7 @@ func newServerOn(t testing.TB, db *store.DB, clk *clock, opts ...option) *server
 	if db != nil { // nil: a service without a database, to provoke a panic
 		db.AddQueryHook(counter)
 	}
-	return &server{URL: ts.URL, DB: db, Clock: clk, Queries: counter, Service: svc}
+	return &server{URL: ts.URL, DB: db, Clock: clk, Queries: counter, Service: svc, Keys: keys}
 }
 
 // twoInstances starts two servers on one fresh database, sharing a clock, as two instances

@@ -64,6 +64,16 @@ func (r *mutationResolver) RevokeAPIKey(ctx context.Context, id string) (bool, e
 	return r.Auth.RevokeAPIKey(ctx, id)
 }
 
+// RotateSigningKey is the resolver for the rotateSigningKey field.
+func (r *mutationResolver) RotateSigningKey(ctx context.Context) (*model.SigningKey, error) {
+	return r.Auth.RotateSigningKey(ctx)
+}
+
+// RevokeSigningKey is the resolver for the revokeSigningKey field.
+func (r *mutationResolver) RevokeSigningKey(ctx context.Context, kid string) (bool, error) {
+	return r.Auth.RevokeSigningKey(ctx, kid)
+}
+
 // Me is the resolver for the me field.
 func (r *queryResolver) Me(ctx context.Context) (*model.User, error) {
 	p, err := r.Auth.Authenticate(ctx)
@@ -96,6 +106,11 @@ func (r *queryResolver) AuditEvents(ctx context.Context, first int, after *strin
 // SecurityEvents is the resolver for the securityEvents field.
 func (r *queryResolver) SecurityEvents(ctx context.Context, first int, after *string) (*model.AuditEventConnection, error) {
 	return r.Auth.SecurityEvents(ctx, first, after)
+}
+
+// SigningKeys is the resolver for the signingKeys field.
+func (r *queryResolver) SigningKeys(ctx context.Context) ([]*model.SigningKey, error) {
+	return r.Auth.SigningKeys(ctx)
 }
 
 // Mutation returns MutationResolver implementation.

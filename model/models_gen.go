@@ -436,3 +436,64 @@ func (e Role) MarshalJSON() ([]byte, error) {
 	e.MarshalGQL(&buf)
 	return buf.Bytes(), nil
 }
+
+// Where a signing key is in its life (see the README's rotation section).
+type SigningKeyState string
+
+const (
+	// Published in the JWKS, not signing yet: verifiers learn it before they meet it.
+	SigningKeyStateNext SigningKeyState = "NEXT"
+	// Signs new access tokens.
+	SigningKeyStateCurrent SigningKeyState = "CURRENT"
+	// No longer signs; still published and verifying until the last token it signed has expired.
+	SigningKeyStateRetired SigningKeyState = "RETIRED"
+)
+
+var AllSigningKeyState = []SigningKeyState{
+	SigningKeyStateNext,
+	SigningKeyStateCurrent,
+	SigningKeyStateRetired,
+}
+
+func (e SigningKeyState) IsValid() bool {
+	switch e {
+	case SigningKeyStateNext, SigningKeyStateCurrent, SigningKeyStateRetired:
+		return true
+	}
+	return false
+}
+
+func (e SigningKeyState) String() string {
+	return string(e)
+}
+
+func (e *SigningKeyState) UnmarshalGQL(v any) error {
+	str, ok := v.(string)
+	if !ok {
+		return fmt.Errorf("enums must be strings")
+	}
+
+	*e = SigningKeyState(str)
+	if !e.IsValid() {
+		return fmt.Errorf("%s is not a valid SigningKeyState", str)
+	}
+	return nil
+}
+
+func (e SigningKeyState) MarshalGQL(w io.Writer) {
+	_, _ = fmt.Fprint(w, strconv.Quote(e.String()))
+}
+
+func (e *SigningKeyState) UnmarshalJSON(b []byte) error {
+	s, err := strconv.Unquote(string(b))
+	if err != nil {
+		return err
+	}
+	return e.UnmarshalGQL(s)
+}
+
+func (e SigningKeyState) MarshalJSON() ([]byte, error) {
+	var buf bytes.Buffer
+	e.MarshalGQL(&buf)
+	return buf.Bytes(), nil
+}

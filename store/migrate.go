@@ -10,8 +10,8 @@ import (
 )
 
 // migrations is the schema's history. Never edit an applied migration: append a new one.
-// Each statement is written once for both dialects; %[1]s stands for the timestamp type and %[2]s
-// for an auto-incrementing primary key.
+// Each statement is written once for both dialects; %[1]s stands for the timestamp type, %[2]s
+// for an auto-incrementing primary key and %[3]s for a byte string.
 var migrations = []struct{ name, comment, sql string }{
 	{"20261122000001", "users_sessions_settings", `
 CREATE TABLE users (
@@ -86,6 +86,19 @@ CREATE TABLE audit_events (
 CREATE INDEX audit_events_user_id_idx ON audit_events (user_id, id);
 CREATE INDEX audit_events_at_idx ON audit_events (at);
 `},
+	{"20261202000003", "signing_keys", `
+-- Asymmetric keys that sign access tokens (JWT_ALG other than HS256). The private key is
+-- encrypted by the server (AES-GCM under a key derived from JWT_SECRET) before it gets here.
+CREATE TABLE signing_keys (
+	kid          TEXT PRIMARY KEY,
+	alg          TEXT NOT NULL,
+	public_key   %[3]s NOT NULL,
+	private_key  %[3]s NOT NULL,
+	created_at   %[1]s NOT NULL,
+	activates_at %[1]s NOT NULL,
+	revoked_at   %[1]s
+);
+`},
 }
 
 // Migrate applies the migrations that have not been applied yet. It is idempotent, and safe when
@@ -107,9 +120,9 @@ func (db *DB) Migrate(ctx context.Context) error {
 		defer conn.ExecContext(context.WithoutCancel(ctx), "SELECT pg_advisory_unlock("+key+")")
 	}
 
-	dialect := strings.NewReplacer("%[1]s", "TIMESTAMP", "%[2]s", "INTEGER PRIMARY KEY AUTOINCREMENT")
+	dialect := strings.NewReplacer("%[1]s", "TIMESTAMP", "%[2]s", "INTEGER PRIMARY KEY AUTOINCREMENT", "%[3]s", "BLOB")
 	if db.pg {
-		dialect = strings.NewReplacer("%[1]s", "TIMESTAMPTZ", "%[2]s", "BIGSERIAL PRIMARY KEY")
+		dialect = strings.NewReplacer("%[1]s", "TIMESTAMPTZ", "%[2]s", "BIGSERIAL PRIMARY KEY", "%[3]s", "BYTEA")
 	}
 	ms := migrate.NewMigrations()
 	for _, m := range migrations {
