@@ -31,7 +31,9 @@ func TestLoadConfig_Defaults(t *testing.T) {
 	}
 	if cfg.Port != 8080 || cfg.AccessTTL != 15*time.Minute || cfg.RefreshTTL != 720*time.Hour || cfg.AuditRetention != 2160*time.Hour ||
 		cfg.ReuseInterval != 10*time.Second || cfg.BcryptCost != 10 || !cfg.SignupEnabled ||
-		cfg.JWTIssuer != "gqlauth" || cfg.JWTAudience != "gqlauth" || cfg.SQLitePath != "gqlauth.db" {
+		cfg.JWTIssuer != "gqlauth" || cfg.JWTAudience != "gqlauth" || cfg.SQLitePath != "gqlauth.db" ||
+		cfg.JWTAlg != "HS256" || cfg.JWKSMaxAge != 10*time.Minute || cfg.KeyPublishDelay != cfg.JWKSMaxAge ||
+		cfg.KeyRotation != 720*time.Hour || cfg.PublicURL != "" {
 		t.Fatalf("defaults: %+v", cfg)
 	}
 }
@@ -57,6 +59,13 @@ func TestLoadConfig_RejectsBadValuesNamingTheVariable(t *testing.T) {
 		{"PostgresWithoutSecret", []string{"DATABASE_URL", "postgres://localhost/db"}, "JWT_SECRET"},
 		{"NotPostgresURL", []string{"DATABASE_URL", "mysql://localhost/db", "JWT_SECRET", secret}, "DATABASE_URL"},
 		{"AdminWithoutPassword", []string{"ADMIN_USERNAME", "root"}, "ADMIN_PASSWORD"},
+		{"UnknownAlgorithm", []string{"JWT_ALG", "HS512"}, "JWT_ALG"},
+		{"AlgorithmNone", []string{"JWT_ALG", "none"}, "JWT_ALG"},
+		{"RotationNegative", []string{"JWT_KEY_ROTATION", "-1h"}, "JWT_KEY_ROTATION"},
+		{"JWKSMaxAgeZero", []string{"JWKS_MAX_AGE", "0s"}, "JWKS_MAX_AGE"},
+		{"PublishDelayUnparsable", []string{"JWT_KEY_PUBLISH_DELAY", "soon"}, "JWT_KEY_PUBLISH_DELAY"},
+		{"PublicURLNotHTTP", []string{"PUBLIC_URL", "ftp://auth.example.com"}, "PUBLIC_URL"},
+		{"PublicURLWithoutHost", []string{"PUBLIC_URL", "https://"}, "PUBLIC_URL"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

@@ -4,10 +4,13 @@ import (
 	"context"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"testing"
+	"time"
 
 	"gqlauth/auth"
 	"gqlauth/model"
+	"gqlauth/store/storetest"
 )
 
 func BenchmarkTokens_Issue(b *testing.B) {
@@ -32,23 +35,47 @@ func BenchmarkTokens_Verify(b *testing.B) {
 	}
 }
 
-// BenchmarkTokens_VerifyUncached is a full golang-jwt verification: more distinct tokens than the
-// verified-token cache holds, so every one misses.
+// BenchmarkTokens_VerifyUncached is a full golang-jwt verification, per algorithm: more distinct
+// tokens than the verified-token cache holds, so every one misses. (A hit costs the same for every
+// algorithm: BenchmarkTokens_Verify.)
 func BenchmarkTokens_VerifyUncached(b *testing.B) {
-	tokens := newTokens(b)
-	u := &model.User{ID: "0193a1b2-0000-7000-8000-000000000001", Role: model.RoleUser}
-	many := make([]string, 10000)
-	for i := range many {
-		many[i], _ = tokens.Issue(u, "0193a1b2-0000-7000-8000-000000000002")
+	for _, alg := range []string{"HS256", "ES256", "EdDSA", "RS256"} {
+		b.Run(alg, func(b *testing.B) {
+			tokens := newTokensFor(b, alg)
+			u := &model.User{ID: "0193a1b2-0000-7000-8000-000000000001", Role: model.RoleUser}
+			many := make([]string, 10000)
+			for i := range many {
+				many[i], _ = tokens.Issue(u, "0193a1b2-0000-7000-8000-000000000002")
+			}
+			b.ReportAllocs()
+			i := 0
+			for b.Loop() {
+				if c, _ := tokens.Verify(many[i%len(many)]); c == nil {
+					b.Fatal("rejected")
+				}
+				i++
+			}
+		})
 	}
-	b.ReportAllocs()
-	i := 0
-	for b.Loop() {
-		if c, _ := tokens.Verify(many[i%len(many)]); c == nil {
-			b.Fatal("rejected")
-		}
-		i++
+}
+
+// newTokensFor returns Tokens that sign with alg; asymmetric keys live in a fresh database.
+func newTokensFor(b *testing.B, alg string) *auth.Tokens {
+	b.Helper()
+	if alg == "HS256" {
+		return newTokens(b)
 	}
+	keys, err := auth.NewKeyRing(context.Background(), storetest.Open(b, storetest.SQLite), auth.KeyRingConfig{
+		Alg: alg, Secret: []byte(strings.Repeat("k", 32)), PublishDelay: time.Minute, TokenTTL: time.Hour,
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	tokens, err := auth.NewTokens(auth.TokenConfig{Secret: []byte(strings.Repeat("k", 32)), Issuer: "gqlauth", Audience: "gqlauth", TTL: time.Hour, Keys: keys})
+	if err != nil {
+		b.Fatal(err)
+	}
+	return tokens
 }
 
 // BenchmarkMiddleware_BearerRequest is the per-request cost of the auth middleware: header

@@ -5,6 +5,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"gqlauth/store/storetest"
 )
@@ -74,6 +75,30 @@ func BenchmarkTrustedDocument(b *testing.B) {
 			b.ReportAllocs()
 			for b.Loop() {
 				if r := s.exchange(b, x); len(r.Errors) > 0 {
+					b.Fatal(r.Errors)
+				}
+			}
+		})
+	}
+}
+
+// BenchmarkGuardedRequestByAlgorithm is BenchmarkGuardedRequest's me with HS256 and with ES256
+// keys. A client sends one token for its whole lifetime, so after the first request its
+// verification is a cache hit whatever the algorithm; the difference is the key-revocation check
+// on each hit.
+func BenchmarkGuardedRequestByAlgorithm(b *testing.B) {
+	for _, alg := range []string{"HS256", "ES256"} {
+		b.Run(alg, func(b *testing.B) {
+			var opts []option
+			if alg != "HS256" {
+				opts = append(opts, withJWTAlg(alg, time.Minute, 0))
+			}
+			s := newServer(b, storetest.SQLite, opts...)
+			alice := s.signedInUser(b, "alice")
+			c := call{Query: `{ me { id username role } }`, Token: alice.AccessToken}
+			b.ReportAllocs()
+			for b.Loop() {
+				if r := s.do(b, c); len(r.Errors) > 0 {
 					b.Fatal(r.Errors)
 				}
 			}
