@@ -76,9 +76,10 @@ func TestJWKS_PublicKeysOnlyWithCacheHeaders(t *testing.T) {
 }
 
 func TestMetadata_NamesTheEndpointsUnderPublicURL(t *testing.T) {
-	for name, c := range map[string]struct{ publicURL, wantBase string }{
-		"PublicURL":   {"https://auth.example.com/", "https://auth.example.com"},
-		"RequestHost": {"", ""},
+	for name, c := range map[string]struct{ publicURL, wantBase, cache string }{
+		"PublicURL": {"https://auth.example.com/", "https://auth.example.com", "public, max-age=600"},
+		// Built from the request's Host header: never for a shared cache.
+		"RequestHost": {"", "", "no-store"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			vars := []string{"JWT_ISSUER", "https://issuer.example.com"}
@@ -99,7 +100,7 @@ func TestMetadata_NamesTheEndpointsUnderPublicURL(t *testing.T) {
 					t.Fatalf("%s: got %v, want %s", field, m[field], value)
 				}
 			}
-			if grants, _ := m["grant_types_supported"].([]any); len(grants) != 2 || h.Get("Content-Type") != "application/json" {
+			if grants, _ := m["grant_types_supported"].([]any); len(grants) != 2 || h.Get("Content-Type") != "application/json" || h.Get("Cache-Control") != c.cache {
 				t.Fatalf("metadata: %v", m)
 			}
 		})

@@ -353,16 +353,10 @@ func (r *KeyRing) key(kid string) *ringKey {
 // Rotate creates a key that is published at once and signs after the publish delay. record
 // writes the audit event in the same transaction.
 func (r *KeyRing) Rotate(ctx context.Context, record func(tx *store.DB, kid string) error) (*model.SigningKey, error) {
-	now := r.clock()
-	row, err := r.generate(now, now.Add(r.publishDelay))
-	if err != nil {
-		return nil, err
-	}
-	err = r.db.WithKeyLock(ctx, func(tx *store.DB) error {
-		if err := tx.InsertSigningKey(ctx, row); err != nil {
-			return err
-		}
-		return record(tx, row.Kid)
+	var row *model.SigningKey
+	err := r.db.WithKeyLock(ctx, func(tx *store.DB) (err error) {
+		row, err = r.addNext(ctx, tx, r.clock(), record)
+		return err
 	})
 	if err != nil {
 		return nil, err
@@ -399,15 +393,21 @@ func (r *KeyRing) RotateIfDue(ctx context.Context, record func(tx *store.DB, kid
 		if current == nil || now.Before(current.ActivatesAt.Add(r.rotation)) {
 			return nil
 		}
-		row, err := r.generate(now, now.Add(r.publishDelay))
-		if err != nil {
-			return err
-		}
-		if err := tx.InsertSigningKey(ctx, row); err != nil {
-			return err
-		}
-		return record(tx, row.Kid)
+		_, err = r.addNext(ctx, tx, now, record)
+		return err
 	})
+}
+
+// addNext stores a new key that signs after the publish delay, and records it, on tx.
+func (r *KeyRing) addNext(ctx context.Context, tx *store.DB, now time.Time, record func(tx *store.DB, kid string) error) (*model.SigningKey, error) {
+	row, err := r.generate(now, now.Add(r.publishDelay))
+	if err != nil {
+		return nil, err
+	}
+	if err := tx.InsertSigningKey(ctx, row); err != nil {
+		return nil, err
+	}
+	return row, record(tx, row.Kid)
 }
 
 // ErrOnlySigningKey refuses to revoke the one key that can sign.

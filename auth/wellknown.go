@@ -39,14 +39,16 @@ func (s *Service) MetadataHandler(issuer, publicURL string, maxAge time.Duration
 			return
 		}
 		base := strings.TrimRight(publicURL, "/")
+		w.Header().Set("Cache-Control", cache)
 		if base == "" {
 			scheme := "http"
 			if r.TLS != nil {
 				scheme = "https"
 			}
 			base = scheme + "://" + r.Host
+			// Built from a header the client chose: a shared cache must not serve it to others.
+			w.Header().Set("Cache-Control", "no-store")
 		}
-		w.Header().Set("Cache-Control", cache)
 		writeJSON(w, http.StatusOK, map[string]any{
 			"issuer":                                issuer,
 			"jwks_uri":                              base + "/.well-known/jwks.json",

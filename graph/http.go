@@ -158,7 +158,8 @@ func (e *endpoint) read(w http.ResponseWriter, r *http.Request) (*request, int, 
 			}
 			v := values.Get(name)
 			if name == "query" || name == "operationName" || name == "documentId" {
-				v = strconv.Quote(v)
+				quoted, _ := json.Marshal(v) // a plain string in the URL, a JSON string here
+				return quoted, true
 			}
 			return json.RawMessage(v), true
 		}, true)
