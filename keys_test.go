@@ -41,37 +41,42 @@ func TestJWKS_PublicKeysOnlyWithCacheHeaders(t *testing.T) {
 		{"EdDSA", "OKP", []string{"crv", "x"}},
 		{"RS256", "RSA", []string{"n", "e"}},
 	} {
-		t.Run(c.alg, func(t *testing.T) {
-			base := start(t, t.TempDir(), "JWT_ALG", c.alg, "JWKS_MAX_AGE", "5m")
-			set, h := getJSON(t, base+"/.well-known/jwks.json")
-			if got := h.Get("Cache-Control"); got != "public, max-age=300" {
-				t.Fatalf("Cache-Control %q", got)
-			}
-			keys, _ := set["keys"].([]any)
-			if c.alg == "HS256" {
-				if keys == nil || len(keys) != 0 {
-					t.Fatalf("HS256 publishes %v; its key is a secret", set)
-				}
-				return
-			}
-			if len(keys) != 1 {
-				t.Fatalf("keys: %v", set)
-			}
-			k := keys[0].(map[string]any)
-			if k["kty"] != c.kty || k["alg"] != c.alg || k["use"] != "sig" || k["kid"] == "" {
-				t.Fatalf("key: %v", k)
-			}
-			for _, m := range c.members {
-				if s, _ := k[m].(string); s == "" {
-					t.Fatalf("key lacks %s: %v", m, k)
-				}
-			}
-			for _, private := range []string{"d", "p", "q", "dp", "dq", "qi", "k", "oth"} {
-				if _, ok := k[private]; ok {
-					t.Fatalf("the key set holds the private member %q", private)
-				}
-			}
-		})
+		for _, kind := range storetest.Kinds(t) {
+			t.Run(c.alg+"/"+string(kind), func(t *testing.T) { testJWKS(t, kind, c.alg, c.kty, c.members) })
+		}
+	}
+}
+
+func testJWKS(t *testing.T, kind storetest.Kind, alg, kty string, members []string) {
+	vars, _, _ := databaseVars(t, kind)
+	base := start(t, t.TempDir(), append(vars, "JWT_ALG", alg, "JWKS_MAX_AGE", "5m")...)
+	set, h := getJSON(t, base+"/.well-known/jwks.json")
+	if got := h.Get("Cache-Control"); got != "public, max-age=300" {
+		t.Fatalf("Cache-Control %q", got)
+	}
+	keys, _ := set["keys"].([]any)
+	if alg == "HS256" {
+		if keys == nil || len(keys) != 0 {
+			t.Fatalf("HS256 publishes %v; its key is a secret", set)
+		}
+		return
+	}
+	if len(keys) != 1 {
+		t.Fatalf("keys: %v", set)
+	}
+	k := keys[0].(map[string]any)
+	if k["kty"] != kty || k["alg"] != alg || k["use"] != "sig" || k["kid"] == "" {
+		t.Fatalf("key: %v", k)
+	}
+	for _, m := range members {
+		if s, _ := k[m].(string); s == "" {
+			t.Fatalf("key lacks %s: %v", m, k)
+		}
+	}
+	for _, private := range []string{"d", "p", "q", "dp", "dq", "qi", "k", "oth"} {
+		if _, ok := k[private]; ok {
+			t.Fatalf("the key set holds the private member %q", private)
+		}
 	}
 }
 
