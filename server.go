@@ -321,6 +321,7 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer, read
 	gql, err := graph.NewHandler(svc, tokens, graph.Options{
 		Logger: log, Metrics: graph.NewMetrics(registry, passwords.QueueDepth), Proxies: cfg.TrustedProxies,
 		Limits: cfg.QueryLimits, Introspection: cfg.Introspection, Debug: cfg.GraphQLDebug, Trusted: trusted,
+		Origins: cfg.CORSOrigins,
 	})
 	if err != nil {
 		return err
@@ -366,6 +367,7 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer, read
 		MaxHeaderBytes:    64 << 10,
 	}
 	go sweep(ctx, svc, log)
+	go svc.ListenForEvents(ctx, nil, func(err error) { log.Warn("event listener lost its connection; reconnecting", "err", err) })
 	if keys != nil {
 		go keys.Run(ctx, svc.RotateSigningKeyIfDue)
 	}

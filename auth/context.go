@@ -20,6 +20,7 @@ const MaxUserAgentLength = 256
 // the request resolves, and concurrently resolved fields share the one answer.
 type requestAuth struct {
 	claims *Claims
+	token  string                // the access token the claims came from (sockets verify it again)
 	apiKey string                // an API key secret, not yet checked against the database
 	reason model.AuthErrorReason // why neither claims nor apiKey is set
 	// r and proxies give the user agent and client IP, worked out only when an operation needs them
@@ -71,28 +72,34 @@ func Middleware(tokens *Tokens, proxies Proxies) func(http.Handler) http.Handler
 			if c, err := r.Cookie(RefreshCookieName); err == nil {
 				ra.refreshCookie = c.Value
 			}
-			header, key := r.Header.Get("Authorization"), r.Header.Get("X-API-Key")
-			scheme, token, _ := strings.Cut(header, " ")
-			token = strings.TrimSpace(token)
-			switch {
-			case header == "" && key == "":
-				ra.reason = model.AuthErrorReasonMissingToken
-			case header != "" && key != "":
-				ra.reason = model.AuthErrorReasonInvalidToken // two credentials: refuse rather than guess
-			case key != "":
-				ra.apiKey, ra.reason = checkAPIKeyFormat(key)
-			case len(header) > MaxAuthorizationLength || !strings.EqualFold(scheme, "Bearer") || token == "":
-				ra.reason = model.AuthErrorReasonInvalidToken
-			case strings.HasPrefix(token, APIKeyPrefix):
-				ra.apiKey, ra.reason = checkAPIKeyFormat(token)
-			default:
-				ra.claims, ra.reason = tokens.Verify(token)
-			}
+			ra.readCredentials(tokens, r.Header.Get("Authorization"), r.Header.Get("X-API-Key"))
 			if ra.reason != "" && ra.reason != model.AuthErrorReasonMissingToken {
 				w.Header().Set("WWW-Authenticate", `Bearer error="invalid_token"`)
 			}
 			next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), ctxKey{}, ra)))
 		})
+	}
+}
+
+// readCredentials reads an Authorization header value and an X-API-Key value: a verified Bearer
+// token, an API key to look up, or the reason neither is usable.
+func (ra *requestAuth) readCredentials(tokens *Tokens, header, key string) {
+	scheme, token, _ := strings.Cut(header, " ")
+	token = strings.TrimSpace(token)
+	switch {
+	case header == "" && key == "":
+		ra.reason = model.AuthErrorReasonMissingToken
+	case header != "" && key != "":
+		ra.reason = model.AuthErrorReasonInvalidToken // two credentials: refuse rather than guess
+	case key != "":
+		ra.apiKey, ra.reason = checkAPIKeyFormat(key)
+	case len(header) > MaxAuthorizationLength || !strings.EqualFold(scheme, "Bearer") || token == "":
+		ra.reason = model.AuthErrorReasonInvalidToken
+	case strings.HasPrefix(token, APIKeyPrefix):
+		ra.apiKey, ra.reason = checkAPIKeyFormat(token)
+	default:
+		ra.token = token
+		ra.claims, ra.reason = tokens.Verify(token)
 	}
 }
 

@@ -22,6 +22,7 @@ type Service struct {
 	cfg       ServiceConfig
 	now       func() time.Time
 	log       *slog.Logger
+	feed      *Feed
 }
 
 // ServiceConfig configures a Service.
@@ -42,7 +43,10 @@ type ServiceConfig struct {
 
 // NewService returns a Service.
 func NewService(db *store.DB, tokens *Tokens, passwords *Passwords, cfg ServiceConfig) *Service {
-	s := &Service{db: db, tokens: tokens, passwords: passwords, cfg: cfg, now: cfg.Now, log: cfg.Logger}
+	s := &Service{db: db, tokens: tokens, passwords: passwords, cfg: cfg, now: cfg.Now, log: cfg.Logger, feed: newFeed()}
+	if db != nil {
+		db.AddEventSink(s.feed.publish)
+	}
 	if s.now == nil {
 		s.now = time.Now
 	}

@@ -32,6 +32,7 @@ type Config = graphql.Config[ResolverRoot, DirectiveRoot, ComplexityRoot]
 type ResolverRoot interface {
 	Mutation() MutationResolver
 	Query() QueryResolver
+	Subscription() SubscriptionResolver
 }
 
 type DirectiveRoot struct {
@@ -133,6 +134,10 @@ type ComplexityRoot struct {
 		State       func(childComplexity int) int
 	}
 
+	Subscription struct {
+		SecurityEvents func(childComplexity int) int
+	}
+
 	User struct {
 		CreatedAt func(childComplexity int) int
 		Disabled  func(childComplexity int) int
@@ -169,6 +174,9 @@ type QueryResolver interface {
 	AuditEvents(ctx context.Context, first int, after *string, userID *string, types []model.AuditEventType) (*model.AuditEventConnection, error)
 	SecurityEvents(ctx context.Context, first int, after *string) (*model.AuditEventConnection, error)
 	SigningKeys(ctx context.Context) ([]*model.SigningKey, error)
+}
+type SubscriptionResolver interface {
+	SecurityEvents(ctx context.Context) (<-chan *model.AuditEvent, error)
 }
 
 // endregion ************************** generated!.gotpl **************************
@@ -631,6 +639,13 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 
 		return e.ComplexityRoot.SigningKey.State(childComplexity), true
 
+	case "Subscription.securityEvents":
+		if e.ComplexityRoot.Subscription.SecurityEvents == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Subscription.SecurityEvents(childComplexity), true
+
 	case "User.createdAt":
 		if e.ComplexityRoot.User.CreatedAt == nil {
 			break
@@ -718,6 +733,23 @@ func (e *executableSchema) Exec(ctx context.Context) graphql.ResponseHandler {
 			ctx = graphql.WithUnmarshalerMap(ctx, inputUnmarshalMap)
 			data := ec._Mutation(ctx, opCtx.Operation.SelectionSet)
 			var buf bytes.Buffer
+			data.MarshalGQL(&buf)
+
+			return &graphql.Response{
+				Data: buf.Bytes(),
+			}
+		}
+	case ast.Subscription:
+		next := ec._Subscription(ctx, opCtx.Operation.SelectionSet)
+
+		var buf bytes.Buffer
+		return func(ctx context.Context) *graphql.Response {
+			buf.Reset()
+			data := next(ctx)
+
+			if data == nil {
+				return nil
+			}
 			data.MarshalGQL(&buf)
 
 			return &graphql.Response{
@@ -1062,6 +1094,17 @@ extend type Mutation {
   NEXT key at once; with no NEXT key it is refused (rotate first).
   """
   revokeSigningKey(kid: ID!): Boolean! @auth(role: ADMIN)
+}
+
+"""
+Live operations over a WebSocket on /query (the graphql-transport-ws protocol). Authenticate in the
+connection_init payload: {"Authorization": "Bearer <access token>"} or {"X-API-Key": "gqa_…"}.
+A socket lives only as long as its authority: it is closed with 4401 when its session, key or user
+is revoked, and when its access token expires.
+"""
+type Subscription {
+  "The caller's own audit events, as they are committed."
+  securityEvents: AuditEvent! @auth
 }
 `, BuiltIn: false},
 }
@@ -3938,6 +3981,56 @@ func (ec *executionContext) fieldContext_SigningKey_retiredAt(_ context.Context,
 	return graphql.NewScalarFieldContext("SigningKey", field, false, false, errors.New("field of type Time does not have child fields"))
 }
 
+func (ec *executionContext) _Subscription_securityEvents(ctx context.Context, field graphql.CollectedField) (ret func(ctx context.Context) graphql.Marshaler) {
+	return graphql.ResolveFieldStream(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Subscription_securityEvents(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return ec.Resolvers.Subscription().SecurityEvents(ctx)
+		},
+		func(ctx context.Context, next graphql.Resolver) graphql.Resolver {
+			directive0 := next
+
+			directive1 := func(ctx context.Context) (any, error) {
+				role, err := ec.unmarshalNRole2gqlauthᚋmodelᚐRole(ctx, "USER")
+				if err != nil {
+					var zeroVal *model.AuditEvent
+					return zeroVal, err
+				}
+				if ec.Directives.Auth == nil {
+					var zeroVal *model.AuditEvent
+					return zeroVal, errors.New("directive auth is not implemented")
+				}
+				return ec.Directives.Auth(ctx, nil, directive0, role)
+			}
+
+			next = directive1
+			return next
+		},
+		func(ctx context.Context, selections ast.SelectionSet, v *model.AuditEvent) graphql.Marshaler {
+			return ec.marshalNAuditEvent2ᚖgqlauthᚋmodelᚐAuditEvent(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Subscription_securityEvents(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Subscription",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_AuditEvent(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
 func (ec *executionContext) _User_id(ctx context.Context, field graphql.CollectedField, obj *model.User) (ret graphql.Marshaler) {
 	return graphql.ResolveField(
 		ctx,
@@ -5977,6 +6070,26 @@ func (ec *executionContext) _SigningKey(ctx context.Context, sel ast.SelectionSe
 	})
 
 	return out
+}
+
+var subscriptionImplementors = []string{"Subscription"}
+
+func (ec *executionContext) _Subscription(ctx context.Context, sel ast.SelectionSet) func(ctx context.Context) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, subscriptionImplementors)
+	ctx = graphql.WithFieldContext(ctx, &graphql.FieldContext{
+		Object: "Subscription",
+	})
+	if len(fields) != 1 {
+		graphql.AddErrorf(ctx, "must subscribe to exactly one stream")
+		return nil
+	}
+
+	switch fields[0].Name {
+	case "securityEvents":
+		return ec._Subscription_securityEvents(ctx, fields[0])
+	default:
+		panic("unknown field " + strconv.Quote(fields[0].Name))
+	}
 }
 
 var userImplementors = []string{"User"}

@@ -30,6 +30,8 @@ type Options struct {
 	Introspection bool              // allow __schema / __type queries
 	Debug         bool              // name suggestions ("did you mean …") in validation errors
 	Trusted       *TrustedDocuments // nil: no trusted documents
+	Sockets       SocketLimits      // zero value: DefaultSocketLimits()
+	Origins       []string          // cross-site origins allowed to open WebSockets (CORS_ALLOWED_ORIGINS)
 }
 
 // NewHandler returns the GraphQL endpoint: security headers, request log and metrics, the Bearer
@@ -41,6 +43,9 @@ func NewHandler(svc *auth.Service, tokens *auth.Tokens, opts Options) (http.Hand
 	}
 	if opts.Limits == (QueryLimits{}) {
 		opts.Limits = DefaultQueryLimits()
+	}
+	if opts.Sockets == (SocketLimits{}) {
+		opts.Sockets = DefaultSocketLimits()
 	}
 	es := NewExecutableSchema(Config{Resolvers: &Resolver{Auth: svc}, Directives: directives(svc)})
 	if err := CheckGuards(es.Schema()); err != nil {
@@ -67,7 +72,9 @@ func NewHandler(svc *auth.Service, tokens *auth.Tokens, opts Options) (http.Hand
 		exec.Use(extension.Introspection{})
 	}
 	exec.Use(extension.FixedComplexityLimit(opts.Limits.MaxComplexity))
+	live := newSockets(svc, tokens, opts.Sockets, opts.Origins)
 	exec.AroundOperations(aroundOperations)
+	exec.AroundOperations(live.aroundSubscriptions)
 	exec.AroundFields(checkArguments)
 	exec.AroundResponses(aroundResponses)
 	exec.SetErrorPresenter(presentError(opts.Logger, opts.Metrics))
@@ -75,10 +82,12 @@ func NewHandler(svc *auth.Service, tokens *auth.Tokens, opts Options) (http.Hand
 		opts.Logger.ErrorContext(ctx, "panic in resolver", "panic", p, "stack", string(debug.Stack()))
 		return model.Internal()
 	})
-	var h http.Handler = &endpoint{exec: exec, guard: g, docs: opts.Trusted, isAdmin: func(ctx context.Context) bool {
+	e := &endpoint{exec: exec, guard: g, docs: opts.Trusted, sockets: live, isAdmin: func(ctx context.Context) bool {
 		_, err := svc.Authorize(ctx, model.RoleAdmin)
 		return err == nil
 	}}
+	exec.Use(socketGuard{e})
+	var h http.Handler = e
 	h = observe(opts.Logger, opts.Metrics, h)
 	h = auth.Middleware(tokens, opts.Proxies)(h)
 	return securityHeaders(h), nil

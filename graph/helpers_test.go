@@ -70,6 +70,8 @@ type serverOptions struct {
 	debug         bool
 	proxies       auth.Proxies
 	trusted       *graph.TrustedDocuments
+	sockets       graph.SocketLimits
+	origins       []string
 	alg           string // "": HS256
 	publishDelay  time.Duration
 	rotation      time.Duration
@@ -77,17 +79,19 @@ type serverOptions struct {
 
 type option func(*serverOptions)
 
-func withBcryptCost(c int) option                { return func(o *serverOptions) { o.cost = c } }
-func withSignupDisabled() option                 { return func(o *serverOptions) { o.signup = false } }
-func withReuseInterval(d time.Duration) option   { return func(o *serverOptions) { o.reuseInterval = d } }
-func withRefreshTTL(d time.Duration) option      { return func(o *serverOptions) { o.refreshTTL = d } }
-func withRateLimits(l auth.Limits) option        { return func(o *serverOptions) { o.limits = l } }
-func withQueryLimits(l graph.QueryLimits) option { return func(o *serverOptions) { o.queryLimits = l } }
-func withoutIntrospection() option               { return func(o *serverOptions) { o.noIntrospect = true } }
-func withLogs(w io.Writer) option                { return func(o *serverOptions) { o.logs = w } }
-func withAuditRetention(d time.Duration) option  { return func(o *serverOptions) { o.retention = d } }
-func withDebug() option                          { return func(o *serverOptions) { o.debug = true } }
-func withTrustedProxies(p auth.Proxies) option   { return func(o *serverOptions) { o.proxies = p } }
+func withBcryptCost(c int) option                  { return func(o *serverOptions) { o.cost = c } }
+func withSignupDisabled() option                   { return func(o *serverOptions) { o.signup = false } }
+func withReuseInterval(d time.Duration) option     { return func(o *serverOptions) { o.reuseInterval = d } }
+func withRefreshTTL(d time.Duration) option        { return func(o *serverOptions) { o.refreshTTL = d } }
+func withRateLimits(l auth.Limits) option          { return func(o *serverOptions) { o.limits = l } }
+func withQueryLimits(l graph.QueryLimits) option   { return func(o *serverOptions) { o.queryLimits = l } }
+func withoutIntrospection() option                 { return func(o *serverOptions) { o.noIntrospect = true } }
+func withLogs(w io.Writer) option                  { return func(o *serverOptions) { o.logs = w } }
+func withAuditRetention(d time.Duration) option    { return func(o *serverOptions) { o.retention = d } }
+func withDebug() option                            { return func(o *serverOptions) { o.debug = true } }
+func withTrustedProxies(p auth.Proxies) option     { return func(o *serverOptions) { o.proxies = p } }
+func withSocketLimits(l graph.SocketLimits) option { return func(o *serverOptions) { o.sockets = l } }
+func withOrigins(origins ...string) option         { return func(o *serverOptions) { o.origins = origins } }
 func withJWTAlg(alg string, publishDelay, rotation time.Duration) option {
 	return func(o *serverOptions) { o.alg, o.publishDelay, o.rotation = alg, publishDelay, rotation }
 }
@@ -135,7 +139,8 @@ func newServerOn(t testing.TB, db *store.DB, clk *clock, opts ...option) *server
 		RefreshTTL: o.refreshTTL, ReuseInterval: o.reuseInterval, SignupEnabled: o.signup, Now: clk.Now, Logger: log,
 		Limits: o.limits, AuditRetention: o.retention,
 	})
-	h, err := graph.NewHandler(svc, tokens, graph.Options{Logger: log, Limits: o.queryLimits, Introspection: !o.noIntrospect, Debug: o.debug, Proxies: o.proxies, Trusted: o.trusted})
+	h, err := graph.NewHandler(svc, tokens, graph.Options{Logger: log, Limits: o.queryLimits, Introspection: !o.noIntrospect, Debug: o.debug, Proxies: o.proxies, Trusted: o.trusted,
+		Sockets: o.sockets, Origins: o.origins})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -144,6 +149,23 @@ func newServerOn(t testing.TB, db *store.DB, clk *clock, opts ...option) *server
 	counter := &queryCounter{}
 	if db != nil { // nil: a service without a database, to provoke a panic
 		db.AddQueryHook(counter)
+	}
+	if db != nil && db.IsPostgres() {
+		// Committed events reach sockets through LISTEN: wait until this instance listens.
+		ctx, cancel := context.WithCancel(context.Background())
+		listening := make(chan struct{}, 1)
+		go svc.ListenForEvents(ctx, func() {
+			select {
+			case listening <- struct{}{}:
+			default:
+			}
+		}, nil)
+		t.Cleanup(cancel)
+		select {
+		case <-listening:
+		case <-time.After(10 * time.Second):
+			t.Fatal("the event listener did not connect")
+		}
 	}
 	return &server{URL: ts.URL, DB: db, Clock: clk, Queries: counter, Service: svc, Keys: keys}
 }

@@ -35,9 +35,14 @@ type endpoint struct {
 	guard   *guard
 	docs    *TrustedDocuments // nil: free-form queries only
 	isAdmin func(context.Context) bool
+	sockets *sockets
 }
 
 func (e *endpoint) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.Header.Get("Upgrade") != "" {
+		e.sockets.serve(w, r, e.exec)
+		return
+	}
 	if r.Method == http.MethodOptions {
 		w.Header().Set("Allow", "OPTIONS, GET, POST")
 		w.WriteHeader(http.StatusOK)

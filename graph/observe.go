@@ -132,6 +132,9 @@ func observe(log *slog.Logger, metrics *Metrics, next http.Handler) http.Handler
 
 // aroundOperations records the operation for the request log and metrics.
 func aroundOperations(ctx context.Context, next graphql.OperationHandler) graphql.ResponseHandler {
+	if socketFrom(ctx) != nil {
+		return next(ctx) // a socket's operations run side by side; its request was logged at upgrade
+	}
 	if info, op := infoFrom(ctx), graphql.GetOperationContext(ctx); info != nil && op != nil && op.Operation != nil {
 		info.operation = truncateName(op.OperationName)
 		for _, sel := range op.Operation.SelectionSet {
@@ -148,6 +151,9 @@ func aroundOperations(ctx context.Context, next graphql.OperationHandler) graphq
 // It runs once per response, after every field has been resolved.
 func aroundResponses(ctx context.Context, next graphql.ResponseHandler) *graphql.Response {
 	resp := next(ctx)
+	if socketFrom(ctx) != nil {
+		return resp
+	}
 	if info := infoFrom(ctx); info != nil && resp != nil && len(resp.Errors) > 0 && info.errorCode == "" {
 		info.errorCode = asString(resp.Errors[0].Extensions["code"])
 	}

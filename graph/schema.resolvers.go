@@ -113,13 +113,22 @@ func (r *queryResolver) SigningKeys(ctx context.Context) ([]*model.SigningKey, e
 	return r.Auth.SigningKeys(ctx)
 }
 
+// SecurityEvents is the resolver for the securityEvents field.
+func (r *subscriptionResolver) SecurityEvents(ctx context.Context) (<-chan *model.AuditEvent, error) {
+	return r.Auth.SubscribeSecurityEvents(ctx)
+}
+
 // Mutation returns MutationResolver implementation.
 func (r *Resolver) Mutation() MutationResolver { return &mutationResolver{r} }
 
 // Query returns QueryResolver implementation.
 func (r *Resolver) Query() QueryResolver { return &queryResolver{r} }
 
+// Subscription returns SubscriptionResolver implementation.
+func (r *Resolver) Subscription() SubscriptionResolver { return &subscriptionResolver{r} }
+
 type (
-	mutationResolver struct{ *Resolver }
-	queryResolver    struct{ *Resolver }
+	mutationResolver     struct{ *Resolver }
+	queryResolver        struct{ *Resolver }
+	subscriptionResolver struct{ *Resolver }
 )

@@ -19,8 +19,8 @@ type AuditEvent struct {
 	Detail    *string        `bun:"detail"`
 
 	// Actor and User are loaded with the event for the API; they are not stored.
-	Actor *User `bun:"-"`
-	User  *User `bun:"-"`
+	Actor *User `bun:"-" json:"-"`
+	User  *User `bun:"-" json:"-"`
 }
 
 // ID is the event's id as the API shows it.

@@ -54,6 +54,13 @@ type PageInfo struct {
 type Query struct {
 }
 
+// Live operations over a WebSocket on /query (the graphql-transport-ws protocol). Authenticate in the
+// connection_init payload: {"Authorization": "Bearer <access token>"} or {"X-API-Key": "gqa_…"}.
+// A socket lives only as long as its authority: it is closed with 4401 when its session, key or user
+// is revoked, and when its access token expires.
+type Subscription struct {
+}
+
 // What a recorded security event was.
 type AuditEventType string
 

@@ -12,8 +12,14 @@ import (
 // RecordEvent writes one audit event. Called on a transaction's handle, the event commits or rolls
 // back with the change it records.
 func (db *DB) RecordEvent(ctx context.Context, e *model.AuditEvent) error {
-	_, err := db.idb.NewInsert().Model(e).Exec(ctx)
-	return wrap(err, "RecordEvent")
+	if _, err := db.idb.NewInsert().Model(e).Exec(ctx); err != nil {
+		return wrap(err, "RecordEvent")
+	}
+	if db.pg {
+		return db.notifyEvent(ctx, e) // delivered by the listeners, on commit
+	}
+	db.afterCommit(func() { db.sinks.deliver(e) })
+	return nil
 }
 
 // AuditFilter selects audit events.

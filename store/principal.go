@@ -26,6 +26,7 @@ WHERE s.id = ? AND s.user_id = ?`
 type hotStatements struct {
 	mu        sync.Mutex
 	principal *sql.Stmt
+	channel   string // the NOTIFY channel of audit events (Postgres)
 }
 
 func (h *hotStatements) close() {

@@ -12,6 +12,7 @@ import (
 	"io"
 	"net"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -22,6 +23,8 @@ import (
 	"github.com/uptrace/bun/dialect/sqlitedialect"
 	"modernc.org/sqlite"
 	sqlite3 "modernc.org/sqlite/lib"
+
+	"gqlauth/model"
 )
 
 // ErrNotFound is returned when a lookup matches no row.
@@ -40,6 +43,12 @@ type DB struct {
 	// hooks are the query hooks also run around the queries that bypass Bun (see principal.go).
 	hooks *[]bun.QueryHook
 	hot   *hotStatements
+	// sinks receive every audit event once it is committed (see AddEventSink).
+	sinks *eventSinks
+	// committed collects, in a transaction, what to run once it has committed.
+	committed *[]func()
+	// listenConfig connects the Postgres listener (see ListenForEvents).
+	listenConfig *pgx.ConnConfig
 }
 
 // OpenPostgres connects to a Postgres database given as a postgres:// URL and checks that it answers.
@@ -64,11 +73,12 @@ func OpenPostgres(ctx context.Context, url string) (*DB, error) {
 	sqldb.SetMaxIdleConns(32)
 	sqldb.SetConnMaxIdleTime(5 * time.Minute)
 	db := newDB(bun.NewDB(sqldb, pgdialect.New()), true)
+	db.listenConfig = cfg.Copy()
 	return db, db.ping(ctx)
 }
 
 func newDB(root *bun.DB, pg bool) *DB {
-	return &DB{root: root, idb: root, pg: pg, hooks: new([]bun.QueryHook), hot: &hotStatements{}}
+	return &DB{root: root, idb: root, pg: pg, hooks: new([]bun.QueryHook), hot: &hotStatements{}, sinks: &eventSinks{}}
 }
 
 // OpenSQLite opens (creating it if needed) an SQLite database. dsn is a file path or a
@@ -134,9 +144,49 @@ func (db *DB) Transact(ctx context.Context, fn func(tx *DB) error) error {
 	if _, inTx := db.idb.(bun.Tx); inTx {
 		return fn(db)
 	}
-	return db.root.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
-		return fn(&DB{root: db.root, idb: tx, pg: db.pg, hooks: db.hooks, hot: db.hot})
+	var committed []func()
+	err := db.root.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
+		return fn(&DB{root: db.root, idb: tx, pg: db.pg, hooks: db.hooks, hot: db.hot, sinks: db.sinks, committed: &committed, listenConfig: db.listenConfig})
 	})
+	if err == nil {
+		for _, f := range committed {
+			f()
+		}
+	}
+	return err
+}
+
+// afterCommit runs f once the transaction db belongs to has committed, never if it rolls back;
+// outside a transaction, at once.
+func (db *DB) afterCommit(f func()) {
+	if db.committed != nil {
+		*db.committed = append(*db.committed, f)
+		return
+	}
+	f()
+}
+
+// AddEventSink makes sink receive every audit event committed through this handle (and, on
+// Postgres, by every instance: see ListenForEvents), once it is committed: never an event of a
+// change that rolled back.
+func (db *DB) AddEventSink(sink func(*model.AuditEvent)) {
+	db.sinks.mu.Lock()
+	defer db.sinks.mu.Unlock()
+	db.sinks.list = append(db.sinks.list, sink)
+}
+
+type eventSinks struct {
+	mu   sync.Mutex
+	list []func(*model.AuditEvent)
+}
+
+func (s *eventSinks) deliver(e *model.AuditEvent) {
+	s.mu.Lock()
+	list := s.list
+	s.mu.Unlock()
+	for _, sink := range list {
+		sink(e)
+	}
 }
 
 // forUpdate locks the selected rows until the transaction ends. SQLite has no row locks and needs
@@ -229,4 +279,10 @@ func bunIdent(name string) string { return `"` + strings.ReplaceAll(name, `"`, `
 func (db *DB) Exec(ctx context.Context, query string) error {
 	_, err := db.idb.ExecContext(ctx, query)
 	return wrap(err, "Exec")
+}
+
+// QueryRow runs a query outside the schema's own ones and scans its one row into dest (tests
+// inspect the database with it).
+func (db *DB) QueryRow(ctx context.Context, query string, dest ...any) error {
+	return wrap(db.idb.QueryRowContext(ctx, query).Scan(dest...), "QueryRow")
 }

@@ -1,0 +1,150 @@
+package auth
+
+import (
+	"context"
+	"sync"
+
+	"gqlauth/model"
+)
+
+// Feed fans out committed audit events in this process: to securityEvents subscriptions (each
+// gets its user's events) and to watchers (the socket registry, which re-checks the sockets of the
+// user an event concerns). Events arrive only after their transaction committed.
+type Feed struct {
+	mu        sync.Mutex
+	subs      map[*feedSub]struct{}
+	watchers  []func(*model.AuditEvent)
+	resyncers []func()
+}
+
+type feedSub struct {
+	userID string
+	ch     chan *model.AuditEvent
+}
+
+// feedBuffer is how many events a slow subscriber may fall behind before events are dropped for
+// it (a subscriber that does not read must not hold up the writer of an event).
+const feedBuffer = 64
+
+func newFeed() *Feed { return &Feed{subs: map[*feedSub]struct{}{}} }
+
+func (f *Feed) publish(e *model.AuditEvent) {
+	f.mu.Lock()
+	watchers := f.watchers
+	for sub := range f.subs {
+		if e.UserID != nil && *e.UserID == sub.userID {
+			select {
+			case sub.ch <- e:
+			default: // a full buffer: drop rather than block the committing request
+			}
+		}
+	}
+	f.mu.Unlock()
+	for _, w := range watchers {
+		w(e)
+	}
+}
+
+// Watch calls fn with every committed event, after the subscribers got theirs.
+func (f *Feed) Watch(fn func(*model.AuditEvent)) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.watchers = append(f.watchers, fn)
+}
+
+// OnResync calls fn whenever events may have been missed (the Postgres listener reconnected), so
+// that what depends on them can look at the database instead.
+func (f *Feed) OnResync(fn func()) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.resyncers = append(f.resyncers, fn)
+}
+
+func (f *Feed) resync() {
+	f.mu.Lock()
+	resyncers := f.resyncers
+	f.mu.Unlock()
+	for _, fn := range resyncers {
+		fn()
+	}
+}
+
+// ListenForEvents feeds this process the audit events every instance commits (Postgres
+// LISTEN/NOTIFY), until ctx ends; connected is called each time the listener is (re)connected,
+// after the resync. With SQLite the feed is fed after each commit and this returns at once.
+func (s *Service) ListenForEvents(ctx context.Context, connected func(), onError func(error)) {
+	s.db.ListenForEvents(ctx, func() {
+		s.feed.resync()
+		if connected != nil {
+			connected()
+		}
+	}, onError)
+}
+
+// subscribe returns the events concerning userID until ctx ends.
+func (f *Feed) subscribe(ctx context.Context, userID string) <-chan *model.AuditEvent {
+	sub := &feedSub{userID: userID, ch: make(chan *model.AuditEvent, feedBuffer)}
+	f.mu.Lock()
+	f.subs[sub] = struct{}{}
+	f.mu.Unlock()
+	out := make(chan *model.AuditEvent)
+	go func() {
+		defer func() {
+			f.mu.Lock()
+			delete(f.subs, sub)
+			f.mu.Unlock()
+			close(out)
+		}()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case e := <-sub.ch:
+				select {
+				case out <- e:
+				case <-ctx.Done():
+					return
+				}
+			}
+		}
+	}()
+	return out
+}
+
+// Feed is the service's feed of committed audit events.
+func (s *Service) Feed() *Feed { return s.feed }
+
+// SubscribeSecurityEvents streams the caller's own audit events as they are committed.
+func (s *Service) SubscribeSecurityEvents(ctx context.Context) (<-chan *model.AuditEvent, error) {
+	p, err := s.Authenticate(ctx)
+	if err != nil {
+		return nil, err
+	}
+	events := s.feed.subscribe(ctx, p.User.ID)
+	out := make(chan *model.AuditEvent)
+	go func() {
+		defer close(out)
+		for e := range events {
+			// The feed's events are shared and carry ids only: give this subscriber its copy with
+			// the people in it, as securityEvents shows them.
+			c := *e
+			c.User = p.User
+			if c.ActorID != nil && *c.ActorID == p.User.ID {
+				c.Actor = p.User
+			} else if c.ActorID != nil {
+				if actor, err := s.db.UserByID(ctx, *c.ActorID); err == nil {
+					c.Actor = actor
+					if p.Role != model.RoleAdmin {
+						c.Actor = redacted(actor, p.User.ID)
+					}
+				}
+			}
+			select {
+			case out <- &c:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	return out, nil
+}
