@@ -32,7 +32,7 @@ func (f *Feed) publish(e *model.AuditEvent) {
 	f.mu.Lock()
 	watchers := f.watchers
 	for sub := range f.subs {
-		if e.UserID != nil && *e.UserID == sub.userID {
+		if sub.userID == "" || (e.UserID != nil && *e.UserID == sub.userID) {
 			select {
 			case sub.ch <- e:
 			default: // a full buffer: drop rather than block the committing request
@@ -81,7 +81,7 @@ func (s *Service) ListenForEvents(ctx context.Context, connected func(), onError
 	}, onError)
 }
 
-// subscribe returns the events concerning userID until ctx ends.
+// subscribe returns the events concerning userID (every event for "") until ctx ends.
 func (f *Feed) subscribe(ctx context.Context, userID string) <-chan *model.AuditEvent {
 	sub := &feedSub{userID: userID, ch: make(chan *model.AuditEvent, feedBuffer)}
 	f.mu.Lock()
@@ -138,6 +138,46 @@ func (s *Service) SubscribeSecurityEvents(ctx context.Context) (<-chan *model.Au
 						c.Actor = redacted(actor, p.User.ID)
 					}
 				}
+			}
+			select {
+			case out <- &c:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	return out, nil
+}
+
+// SubscribeAuditEvents streams every committed audit event to an ADMIN. An event about the caller
+// (their role changed, say) makes the caller be checked again: once they may no longer run it,
+// the stream ends and ended is told why (the socket itself stays, for what they still may run).
+func (s *Service) SubscribeAuditEvents(ctx context.Context, ended func(error)) (<-chan *model.AuditEvent, error) {
+	p, err := s.Authorize(ctx, model.RoleAdmin)
+	if err != nil {
+		return nil, err
+	}
+	events := s.feed.subscribe(ctx, "")
+	out := make(chan *model.AuditEvent)
+	go func() {
+		defer close(out)
+		for e := range events {
+			if e.UserID != nil && *e.UserID == p.User.ID {
+				now, err := s.Recheck(ctx)
+				if err == nil && !now.Role.Satisfies(model.RoleAdmin) {
+					err = model.InsufficientRole(model.RoleAdmin)
+				}
+				if err != nil {
+					ended(err)
+					return
+				}
+			}
+			c := *e
+			if c.ActorID != nil {
+				c.Actor, _ = s.db.UserByID(ctx, *c.ActorID)
+			}
+			if c.UserID != nil {
+				c.User, _ = s.db.UserByID(ctx, *c.UserID)
 			}
 			select {
 			case out <- &c:

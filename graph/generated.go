@@ -135,6 +135,7 @@ type ComplexityRoot struct {
 	}
 
 	Subscription struct {
+		AuditEvents    func(childComplexity int) int
 		SecurityEvents func(childComplexity int) int
 	}
 
@@ -177,6 +178,7 @@ type QueryResolver interface {
 }
 type SubscriptionResolver interface {
 	SecurityEvents(ctx context.Context) (<-chan *model.AuditEvent, error)
+	AuditEvents(ctx context.Context) (<-chan *model.AuditEvent, error)
 }
 
 // endregion ************************** generated!.gotpl **************************
@@ -639,6 +641,12 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 
 		return e.ComplexityRoot.SigningKey.State(childComplexity), true
 
+	case "Subscription.auditEvents":
+		if e.ComplexityRoot.Subscription.AuditEvents == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Subscription.AuditEvents(childComplexity), true
 	case "Subscription.securityEvents":
 		if e.ComplexityRoot.Subscription.SecurityEvents == nil {
 			break
@@ -1105,6 +1113,8 @@ is revoked, and when its access token expires.
 type Subscription {
   "The caller's own audit events, as they are committed."
   securityEvents: AuditEvent! @auth
+  "Every audit event, as it is committed. Ends with FORBIDDEN/INSUFFICIENT_ROLE if the caller stops being an admin."
+  auditEvents: AuditEvent! @auth(role: ADMIN)
 }
 `, BuiltIn: false},
 }
@@ -4031,6 +4041,56 @@ func (ec *executionContext) fieldContext_Subscription_securityEvents(_ context.C
 	return fc, nil
 }
 
+func (ec *executionContext) _Subscription_auditEvents(ctx context.Context, field graphql.CollectedField) (ret func(ctx context.Context) graphql.Marshaler) {
+	return graphql.ResolveFieldStream(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Subscription_auditEvents(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return ec.Resolvers.Subscription().AuditEvents(ctx)
+		},
+		func(ctx context.Context, next graphql.Resolver) graphql.Resolver {
+			directive0 := next
+
+			directive1 := func(ctx context.Context) (any, error) {
+				role, err := ec.unmarshalNRole2gqlauthᚋmodelᚐRole(ctx, "ADMIN")
+				if err != nil {
+					var zeroVal *model.AuditEvent
+					return zeroVal, err
+				}
+				if ec.Directives.Auth == nil {
+					var zeroVal *model.AuditEvent
+					return zeroVal, errors.New("directive auth is not implemented")
+				}
+				return ec.Directives.Auth(ctx, nil, directive0, role)
+			}
+
+			next = directive1
+			return next
+		},
+		func(ctx context.Context, selections ast.SelectionSet, v *model.AuditEvent) graphql.Marshaler {
+			return ec.marshalNAuditEvent2ᚖgqlauthᚋmodelᚐAuditEvent(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Subscription_auditEvents(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Subscription",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_AuditEvent(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
 func (ec *executionContext) _User_id(ctx context.Context, field graphql.CollectedField, obj *model.User) (ret graphql.Marshaler) {
 	return graphql.ResolveField(
 		ctx,
@@ -6087,6 +6147,8 @@ func (ec *executionContext) _Subscription(ctx context.Context, sel ast.Selection
 	switch fields[0].Name {
 	case "securityEvents":
 		return ec._Subscription_securityEvents(ctx, fields[0])
+	case "auditEvents":
+		return ec._Subscription_auditEvents(ctx, fields[0])
 	default:
 		panic("unknown field " + strconv.Quote(fields[0].Name))
 	}

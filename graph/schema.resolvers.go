@@ -8,6 +8,8 @@ package graph
 import (
 	"context"
 	"gqlauth/model"
+
+	"github.com/99designs/gqlgen/graphql/handler/transport"
 )
 
 // Register is the resolver for the register field.
@@ -116,6 +118,11 @@ func (r *queryResolver) SigningKeys(ctx context.Context) ([]*model.SigningKey, e
 // SecurityEvents is the resolver for the securityEvents field.
 func (r *subscriptionResolver) SecurityEvents(ctx context.Context) (<-chan *model.AuditEvent, error) {
 	return r.Auth.SubscribeSecurityEvents(ctx)
+}
+
+// AuditEvents is the resolver for the auditEvents field.
+func (r *subscriptionResolver) AuditEvents(ctx context.Context) (<-chan *model.AuditEvent, error) {
+	return r.Auth.SubscribeAuditEvents(ctx, func(err error) { transport.AddSubscriptionError(ctx, subscriptionError(err)) })
 }
 
 // Mutation returns MutationResolver implementation.

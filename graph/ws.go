@@ -299,3 +299,12 @@ func (g socketGuard) MutateOperationParameters(ctx context.Context, raw *graphql
 	_, err := g.e.guard.check(ctx, http.MethodPost, raw.Query)
 	return err
 }
+
+// subscriptionError is err as a subscription's closing error, with the codes of the presenter.
+func subscriptionError(err error) *gqlerror.Error {
+	var merr *model.Error
+	if !errors.As(err, &merr) {
+		merr = model.Internal()
+	}
+	return &gqlerror.Error{Message: merr.Message, Extensions: extensions(merr)}
+}

@@ -394,3 +394,48 @@ func TestSocket_OperationsPassTheSameGuardAsRequests(t *testing.T) {
 	}
 	s.query(t, alice.AccessToken, `{ me { id } }`, nil)
 }
+
+func TestSocket_RoleDowngradeEndsOnlyTheSubscriptionsTheNewRoleMayNotRun(t *testing.T) {
+	storetest.Each(t, func(t *testing.T, kind storetest.Kind) {
+		s := newServer(t, kind)
+		root := s.signedInAdmin(t)
+		var second struct{ ID string }
+		s.query(t, root.AccessToken, `mutation { createUser(username: "admin2", password: "correct horse battery", role: ADMIN) { id } }`, nil).
+			field(t, "createUser", &second)
+		admin2 := s.login(t, "admin2", "correct horse battery")
+
+		sock, _ := s.dialSocket(t, "", bearer(root.AccessToken))
+		sock.acked(t).subscribe(t, "all", `subscription { auditEvents { type user { username } } }`)
+		time.Sleep(100 * time.Millisecond)
+		sock.subscribe(t, "own", securityEventsSubscription)
+		time.Sleep(100 * time.Millisecond)
+
+		s.signedInUser(t, "carol") // an admin sees everyone's events
+		if m := sock.next(t, 2*time.Second); m.ID != "all" || !strings.Contains(string(m.Payload), `"carol"`) {
+			t.Fatalf("auditEvents: %s %s", m.ID, m.Payload)
+		}
+		// root is demoted: auditEvents ends with FORBIDDEN/INSUFFICIENT_ROLE; securityEvents goes on.
+		s.query(t, admin2.AccessToken, `mutation($id: ID!) { setUserRole(id: $id, role: USER) { id } }`, map[string]any{"id": root.User.ID})
+		var ended, roleEvent bool
+		for !ended || !roleEvent {
+			m := sock.next(t, 2*time.Second)
+			switch {
+			case m.ID == "all" && m.Type == "error":
+				if !strings.Contains(string(m.Payload), "INSUFFICIENT_ROLE") || !strings.Contains(string(m.Payload), "FORBIDDEN") {
+					t.Fatalf("auditEvents ended with %s", m.Payload)
+				}
+				ended = true
+			case m.ID == "own" && strings.Contains(string(m.Payload), "ROLE_CHANGED"):
+				roleEvent = true
+			case m.ID == "all" && m.Type == "next":
+				// the ROLE_CHANGED event itself may or may not reach it before it ends
+			default:
+				t.Fatalf("unexpected %s %s %s", m.ID, m.Type, m.Payload)
+			}
+		}
+		s.login(t, "root", "correct horse battery")
+		if m := sock.next(t, 2*time.Second); m.ID != "own" || !strings.Contains(string(m.Payload), "SIGN_IN") {
+			t.Fatalf("securityEvents after the demotion: %s %s", m.ID, m.Payload)
+		}
+	})
+}
