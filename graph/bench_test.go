@@ -2,11 +2,13 @@ package graph_test
 
 import (
 	"fmt"
+	"runtime"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"gqlauth/graph"
 	"gqlauth/store/storetest"
 )
 
@@ -104,4 +106,55 @@ func BenchmarkGuardedRequestByAlgorithm(b *testing.B) {
 			}
 		})
 	}
+}
+
+// BenchmarkSockets_1000Idle holds 1,000 idle authenticated sockets (1,000 users) on one
+// server and reports the memory they take (server and client sides together, as both run in this
+// process: an upper bound for the server's share) and how long after a logout its socket is closed.
+// Each iteration logs one session out. On Postgres the close travels through LISTEN/NOTIFY.
+func BenchmarkSockets_1000Idle(b *testing.B) {
+	for _, kind := range storetest.Kinds(b) {
+		b.Run(string(kind), func(b *testing.B) { benchmarkIdleSockets(b, kind) })
+	}
+}
+
+func benchmarkIdleSockets(b *testing.B, kind storetest.Kind) {
+	limits := graph.DefaultSocketLimits()
+	limits.PerUser, limits.PerIP = 2000, 2000
+	s := newServer(b, kind, withSocketLimits(limits))
+	const n = 1000
+	sessions := make([]tokens, n)
+	for i := range sessions {
+		sessions[i] = s.signedInUser(b, fmt.Sprintf("user%04d", i))
+	}
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	goroutines := runtime.NumGoroutine()
+	socks := make([]*liveSocket, n)
+	for i, p := range sessions {
+		socks[i], _ = s.dialSocket(b, "", bearer(p.AccessToken))
+		socks[i].acked(b)
+	}
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	perSocket := float64(after.HeapInuse-before.HeapInuse) / n
+	perSocketGoroutines := float64(runtime.NumGoroutine()-goroutines) / n
+
+	var total time.Duration
+	i := 0
+	for b.Loop() {
+		p, sock := sessions[i%n], socks[i%n]
+		i++
+		if i > n {
+			b.Skip("more iterations than sockets")
+		}
+		start := time.Now()
+		s.query(b, p.AccessToken, `mutation { logout }`, nil)
+		sock.wantClosed(b, time.Second, 4401, "SESSION_REVOKED")
+		total += time.Since(start)
+	}
+	b.ReportMetric(float64(total.Microseconds())/float64(max(i, 1))/1000, "ms-logout-to-close")
+	b.ReportMetric(perSocket, "heap-B/socket")
+	b.ReportMetric(perSocketGoroutines, "goroutines/socket")
 }
