@@ -83,6 +83,7 @@ type Config struct {
 	GraphQLDebug       bool
 	TrustedDocuments   string // path of a persisted-documents manifest; empty: none
 	TrustedOnly        bool   // refuse free-form queries except from admins
+	Sockets            graph.SocketLimits
 	LogJSON            bool
 	RefreshCookie      bool
 	CookieSecure       bool
@@ -169,8 +170,16 @@ func LoadConfig(getenv func(string) string) (Config, error) {
 		GraphQLDebug:     boolean("GRAPHQL_DEBUG", "false"),
 		TrustedDocuments: get("TRUSTED_DOCUMENTS", ""),
 		TrustedOnly:      boolean("TRUSTED_DOCUMENTS_ONLY", "false"),
-		RefreshCookie:    boolean("REFRESH_COOKIE", "false"),
-		CookieSecure:     boolean("COOKIE_SECURE", "true"),
+		Sockets: graph.SocketLimits{
+			PerUser:                integer("WS_MAX_SOCKETS_PER_USER", "10", 1, 100_000),
+			PerIP:                  integer("WS_MAX_SOCKETS_PER_IP", "100", 1, 1_000_000),
+			SubscriptionsPerSocket: integer("WS_MAX_SUBSCRIPTIONS_PER_SOCKET", "10", 1, 1000),
+			InitTimeout:            duration("WS_INIT_TIMEOUT", "10s"),
+			PingInterval:           duration("WS_PING_INTERVAL", "25s"),
+			MaxMessageBytes:        int64(integer("WS_MAX_MESSAGE_BYTES", "65536", 1024, 16<<20)),
+		},
+		RefreshCookie: boolean("REFRESH_COOKIE", "false"),
+		CookieSecure:  boolean("COOKIE_SECURE", "true"),
 	}
 	for _, origin := range strings.Split(getenv("CORS_ALLOWED_ORIGINS"), ",") {
 		origin = strings.TrimRight(strings.TrimSpace(origin), "/")
@@ -321,7 +330,7 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer, read
 	gql, err := graph.NewHandler(svc, tokens, graph.Options{
 		Logger: log, Metrics: graph.NewMetrics(registry, passwords.QueueDepth), Proxies: cfg.TrustedProxies,
 		Limits: cfg.QueryLimits, Introspection: cfg.Introspection, Debug: cfg.GraphQLDebug, Trusted: trusted,
-		Origins: cfg.CORSOrigins,
+		Origins: cfg.CORSOrigins, Sockets: cfg.Sockets,
 	})
 	if err != nil {
 		return err

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"gqlauth/graph"
 	"gqlauth/store/storetest"
 )
 
@@ -33,7 +34,7 @@ func TestLoadConfig_Defaults(t *testing.T) {
 		cfg.ReuseInterval != 10*time.Second || cfg.BcryptCost != 10 || !cfg.SignupEnabled ||
 		cfg.JWTIssuer != "gqlauth" || cfg.JWTAudience != "gqlauth" || cfg.SQLitePath != "gqlauth.db" ||
 		cfg.JWTAlg != "HS256" || cfg.JWKSMaxAge != 10*time.Minute || cfg.KeyPublishDelay != cfg.JWKSMaxAge ||
-		cfg.KeyRotation != 720*time.Hour || cfg.PublicURL != "" {
+		cfg.KeyRotation != 720*time.Hour || cfg.PublicURL != "" || cfg.Sockets != graph.DefaultSocketLimits() {
 		t.Fatalf("defaults: %+v", cfg)
 	}
 }
@@ -66,6 +67,8 @@ func TestLoadConfig_RejectsBadValuesNamingTheVariable(t *testing.T) {
 		{"PublishDelayUnparsable", []string{"JWT_KEY_PUBLISH_DELAY", "soon"}, "JWT_KEY_PUBLISH_DELAY"},
 		{"PublicURLNotHTTP", []string{"PUBLIC_URL", "ftp://auth.example.com"}, "PUBLIC_URL"},
 		{"PublicURLWithoutHost", []string{"PUBLIC_URL", "https://"}, "PUBLIC_URL"},
+		{"SocketsPerUserZero", []string{"WS_MAX_SOCKETS_PER_USER", "0"}, "WS_MAX_SOCKETS_PER_USER"},
+		{"PingIntervalUnparsable", []string{"WS_PING_INTERVAL", "often"}, "WS_PING_INTERVAL"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
