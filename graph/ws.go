@@ -293,8 +293,14 @@ func (g socketGuard) MutateOperationParameters(ctx context.Context, raw *graphql
 	if socketFrom(ctx) == nil {
 		return nil // an HTTP request: the endpoint checked it already
 	}
-	if _, err := g.e.resolveDocument(ctx, http.MethodPost, &request{params: raw}); err != nil {
+	// A socket's subscribe payload has no documentId member; clients put it in extensions.
+	req := &request{params: raw}
+	req.documentID, _ = raw.Extensions["documentId"].(string)
+	if _, err := g.e.resolveDocument(ctx, http.MethodPost, req); err != nil {
 		return err
+	}
+	if req.documentID != "" {
+		return nil // checked at start
 	}
 	_, err := g.e.guard.check(ctx, http.MethodPost, raw.Query)
 	return err

@@ -439,3 +439,31 @@ func TestSocket_RoleDowngradeEndsOnlyTheSubscriptionsTheNewRoleMayNotRun(t *test
 		}
 	})
 }
+
+func TestSocket_TrustedDocumentsOnlyModeAppliesToSockets(t *testing.T) {
+	path, ids := manifest(t, securityEventsSubscription)
+	s := newServer(t, storetest.SQLite, withTrustedDocuments(trustedDocuments(t, path, true)))
+	alice := mustAccount(t, s, "alice", false)
+	sock, _ := s.dialSocket(t, "", bearer(alice))
+	sock.acked(t).subscribe(t, "free", securityEventsSubscription)
+	if m := sock.next(t, 2*time.Second); m.ID != "free" || !strings.Contains(string(m.Payload), "PERSISTED_QUERY_REQUIRED") {
+		t.Fatalf("free-form over a socket in only-mode: %s %s", m.Type, m.Payload)
+	}
+	payload, _ := json.Marshal(map[string]any{"query": "", "extensions": map[string]any{"documentId": ids[0]}})
+	if err := wsjson.Write(context.Background(), sock.conn, wsMessage{ID: "trusted", Type: "subscribe", Payload: payload}); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(100 * time.Millisecond)
+	if _, err := s.Service.Login(t.Context(), "alice", "correct horse battery"); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		m := sock.next(t, 2*time.Second)
+		if m.ID == "trusted" {
+			if !strings.Contains(string(m.Payload), "SIGN_IN") {
+				t.Fatalf("trusted subscription: %s %s", m.Type, m.Payload)
+			}
+			break
+		}
+	}
+}
