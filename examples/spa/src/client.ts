@@ -5,7 +5,11 @@
 // manifest, runs these operations and nothing else. The client keeps tokens in memory, sends the
 // access token as a Bearer header, and on TOKEN_EXPIRED refreshes once and retries the request.
 import type { TypedDocumentNode } from "@graphql-typed-document-node/core";
-import { LoginDocument, LogoutDocument, MeDocument, RefreshDocument, type MeQuery } from "./gql/graphql.js";
+import { createClient } from "graphql-ws";
+import {
+  LoginDocument, LogoutDocument, MeDocument, RefreshDocument, SecurityEventsDocument,
+  type MeQuery, type SecurityEventsSubscription,
+} from "./gql/graphql.js";
 import type { AuthErrorReason, ErrorCode, LogoutScope } from "./generated/schema.js";
 
 /** A GraphQL error as gqlauth sends it: extensions.code always, extensions.reason on auth failures. */
@@ -54,6 +58,55 @@ export class GqlAuthClient {
     } finally {
       this.accessToken = this.refreshToken = null;
     }
+  }
+
+  /**
+   * Opens a socket that lives exactly as long as the session: the server closes it with 4401 the
+   * moment the session ends (a logout on another device, a replayed refresh token, a password
+   * change, a disabled account). Then the client forgets its tokens and calls onSignedOut with the
+   * reason — the app's "back to the sign-in screen". When only the access token expired
+   * (TOKEN_EXPIRED), it refreshes and opens a new socket instead. Returns a function that closes it.
+   * webSocketImpl is the WebSocket class where there is no global one (Node: the ws package).
+   */
+  watchSession(
+    onSignedOut: (reason: string) => void,
+    onEvent: (event: SecurityEventsSubscription["securityEvents"]) => void = () => {},
+    webSocketImpl?: unknown,
+  ): () => void {
+    let stopped = false;
+    const client = createClient({
+      url: this.endpoint.replace(/^http/, "ws"),
+      webSocketImpl,
+      lazy: false,
+      onNonLazyError: () => {}, // the close is handled below
+      retryAttempts: 0,
+      connectionParams: () => ({ Authorization: `Bearer ${this.accessToken}` }),
+      on: {
+        closed: (event) => {
+          const { code, reason } = event as { code: number; reason: string };
+          if (stopped || code !== 4401) return;
+          if (reason === "TOKEN_EXPIRED" && this.refreshToken !== null) {
+            this.refresh().then(
+              () => { stop = this.watchSession(onSignedOut, onEvent, webSocketImpl); },
+              () => onSignedOut("SESSION_REVOKED"),
+            );
+            return;
+          }
+          this.accessToken = this.refreshToken = null;
+          onSignedOut(reason);
+        },
+      },
+    });
+    const documentId = (SecurityEventsDocument as { __meta__?: { hash?: string } }).__meta__?.hash;
+    client.subscribe<SecurityEventsSubscription>(
+      { query: "", extensions: { documentId } },
+      { next: (v) => v.data && onEvent(v.data.securityEvents), error: () => {}, complete: () => {} },
+    );
+    let stop = () => {
+      stopped = true;
+      void client.dispose();
+    };
+    return () => stop();
   }
 
   /** Runs an operation; on TOKEN_EXPIRED it refreshes the tokens once and retries. */

@@ -1,5 +1,6 @@
 // The example flow: login → me → (access token expires) → me again, which refreshes and retries →
 // logout → me fails. Run it against a server with a short ACCESS_TOKEN_TTL to see the refresh.
+import WebSocket from "ws";
 import { GqlAuthClient, GqlAuthError } from "./client.js";
 
 export interface FlowResult {
@@ -26,4 +27,34 @@ export async function runFlow(baseURL: string, username: string, password: strin
     afterLogout = e instanceof GqlAuthError ? `${e.code}/${e.reason ?? ""}` : String(e);
   }
   return { username: me.username, meAfterRefresh: again.username, refreshes: client.refreshes, afterLogout };
+}
+
+export interface RevocationResult {
+  sawOwnSignIn: boolean;
+  signedOutReason: string;
+  signedIn: boolean;
+}
+
+// The live-session flow: a signed-in client watches its session over a socket; the same user signs
+// in on another device (the client sees that event) and then logs out everywhere there. The server
+// closes the first client's socket with 4401 SESSION_REVOKED and the client returns to the sign-in
+// screen (here: resolves with the reason) without waiting for its access token to expire.
+export async function runRevocationFlow(baseURL: string, username: string, password: string): Promise<RevocationResult> {
+  const client = new GqlAuthClient(`${baseURL}/query`);
+  await client.login(username, password);
+  let sawOwnSignIn = false;
+  let signedOut!: (reason: string) => void;
+  const reason = new Promise<string>((resolve) => (signedOut = resolve));
+  const stop = client.watchSession(signedOut, (event) => {
+    sawOwnSignIn ||= event.type === "SIGN_IN";
+  }, WebSocket);
+  await new Promise((resolve) => setTimeout(resolve, 300)); // connected and subscribed
+
+  const otherDevice = new GqlAuthClient(`${baseURL}/query`);
+  await otherDevice.login(username, password);
+  await new Promise((resolve) => setTimeout(resolve, 200));
+  await otherDevice.logout("ALL");
+  const signedOutReason = await reason;
+  stop();
+  return { sawOwnSignIn, signedOutReason, signedIn: client.signedIn };
 }

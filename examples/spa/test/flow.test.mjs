@@ -5,7 +5,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { resolve } from "node:path";
 import { startServer } from "../../../e2e/server.mjs";
-import { runFlow } from "../dist/flow.js";
+import { runFlow, runRevocationFlow } from "../dist/flow.js";
 
 // The server runs the client's trusted documents only: the manifest codegen wrote.
 const manifest = resolve("src/gql/persisted-documents.json");
@@ -28,6 +28,19 @@ test("login → me → refresh on TOKEN_EXPIRED → retry → logout, by trusted
       method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ query: "{ __typename }" }),
     });
     assert.equal((await res.json()).errors[0].extensions.code, "PERSISTED_QUERY_REQUIRED");
+  } finally {
+    server.stop();
+  }
+});
+
+test("a live session: the socket is closed with SESSION_REVOKED by a logout elsewhere, and the client signs out", async () => {
+  const server = await startServer(process.env.GQLAUTH_BIN || "../../gqlauth", {
+    ADMIN_USERNAME: "alice", ADMIN_PASSWORD: "correct horse battery",
+    TRUSTED_DOCUMENTS: manifest, TRUSTED_DOCUMENTS_ONLY: "true",
+  });
+  try {
+    const result = await runRevocationFlow(server.base, "alice", "correct horse battery");
+    assert.deepEqual(result, { sawOwnSignIn: true, signedOutReason: "SESSION_REVOKED", signedIn: false });
   } finally {
     server.stop();
   }
