@@ -101,3 +101,28 @@ test("the Authorize panel refreshes the access token before it expires", async (
     short.stop();
   }
 });
+
+test("a subscription runs over a socket with the Authorize token and shows events as they happen", async () => {
+  const page = await browser.newPage();
+  const problems = [];
+  page.on("pageerror", (err) => problems.push(String(err)));
+  await page.goto(server.base + "/");
+  await page.waitForSelector("#username");
+  await page.fill("#username", "root");
+  await page.fill("#password", "correct horse battery");
+  await page.click("#login");
+  await page.waitForSelector("#signed-in-as");
+
+  await runQuery(page, "subscription { securityEvents { type user { username } } }");
+  await page.waitForTimeout(500); // the socket is open and subscribed
+  // A sign-in elsewhere: the event appears in the result pane.
+  await fetch(server.base + "/query", {
+    method: "POST", headers: { "Content-Type": "application/json" },
+    body: JSON.stringify({ query: 'mutation { login(username: "root", password: "correct horse battery") { accessToken } }' }),
+  });
+  const shown = JSON.parse(await resultText(page, "SIGN_IN"));
+  assert.equal(shown.data.securityEvents.type, "SIGN_IN");
+  assert.equal(shown.data.securityEvents.user.username, "root");
+  assert.deepEqual(problems, []);
+  await page.close();
+});

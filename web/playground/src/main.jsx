@@ -1,10 +1,13 @@
 // GraphiQL with an Authorize panel, in the spirit of FastAPI's docs button: sign in with a
 // username and password, and every GraphiQL request then carries `Authorization: Bearer …`. The
 // access token is refreshed before it expires. Tokens live in this page's memory only: never in
-// the URL, never in storage.
+// the URL, never in storage. Subscriptions run over a graphql-ws socket that authenticates with
+// the same token (and is closed by the server, 4401, when the session ends).
 import React, { useCallback, useEffect, useRef, useState } from "react";
 import { createRoot } from "react-dom/client";
 import { GraphiQL } from "graphiql";
+import { createClient } from "graphql-ws";
+import { getOperationAST, parse } from "graphql";
 import "graphiql/graphiql.css";
 import "./playground.css";
 
@@ -18,6 +21,20 @@ async function post(query, variables, token) {
 }
 
 const PAYLOAD = "accessToken expiresIn refreshToken user { username role }";
+
+function isSubscription(query, operationName) {
+  try {
+    return getOperationAST(parse(query), operationName)?.operation === "subscription";
+  } catch {
+    return false; // let the server explain the syntax error
+  }
+}
+
+// socketFor opens a graphql-ws client for one access token (a new token means a new socket).
+function socketFor(token) {
+  const url = (location.protocol === "https:" ? "wss://" : "ws://") + location.host + endpoint;
+  return createClient({ url, lazy: true, retryAttempts: 0, connectionParams: () => (token ? { Authorization: "Bearer " + token } : {}) });
+}
 
 function firstError(result) {
   const e = result.errors && result.errors[0];
@@ -97,9 +114,21 @@ function App() {
     return () => clearTimeout(timer);
   }, [session, setSession]);
 
-  const fetcher = useCallback(async (params) => {
+  // One socket per access token: a refresh or a sign-out closes the old one.
+  const socketRef = useRef({ token: undefined, client: null });
+  useEffect(() => () => socketRef.current.client && socketRef.current.client.dispose(), []);
+
+  const fetcher = useCallback((params) => {
     const s = sessionRef.current;
-    return post(params.query, params.variables, s && s.accessToken).then((r) => r);
+    const token = s && s.accessToken;
+    if (!isSubscription(params.query, params.operationName)) {
+      return post(params.query, params.variables, token);
+    }
+    if (socketRef.current.token !== token || !socketRef.current.client) {
+      if (socketRef.current.client) socketRef.current.client.dispose();
+      socketRef.current = { token, client: socketFor(token) };
+    }
+    return socketRef.current.client.iterate({ query: params.query, variables: params.variables, operationName: params.operationName });
   }, []);
 
   return (
