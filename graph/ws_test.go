@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -31,6 +32,7 @@ type liveSocket struct {
 	// closed receives the close status and reason when the server ends the socket.
 	messages chan wsMessage
 	closed   chan websocket.CloseError
+	pings    atomic.Int32 // server pings answered
 }
 
 // dialSocket opens a graphql-transport-ws socket to the server with origin (or none) and sends
@@ -67,6 +69,7 @@ func (s *server) dialSocket(t testing.TB, origin string, payload map[string]any)
 				return
 			}
 			if m.Type == "ping" {
+				sock.pings.Add(1)
 				wsjson.Write(context.Background(), conn, wsMessage{Type: "pong"})
 				continue
 			}
@@ -466,4 +469,38 @@ func TestSocket_TrustedDocumentsOnlyModeAppliesToSockets(t *testing.T) {
 			break
 		}
 	}
+}
+
+func TestSocket_ProtocolLimits(t *testing.T) {
+	limits := graph.DefaultSocketLimits()
+	limits.InitTimeout, limits.PingInterval, limits.MaxMessageBytes = 300*time.Millisecond, 100*time.Millisecond, 2048
+	s := newServer(t, storetest.SQLite, withSocketLimits(limits))
+	alice := s.signedInUser(t, "alice")
+
+	t.Run("ConnectionInitTimeout", func(t *testing.T) {
+		conn, _, err := websocket.Dial(context.Background(), "ws"+strings.TrimPrefix(s.URL, "http"), &websocket.DialOptions{Subprotocols: []string{"graphql-transport-ws"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.CloseNow()
+		start := time.Now()
+		_, _, err = conn.Read(context.Background()) // never sends connection_init
+		var ce websocket.CloseError
+		if !errors.As(err, &ce) || ce.Reason != "connection initialisation timeout" || time.Since(start) > 2*time.Second {
+			t.Fatalf("got %v after %s", err, time.Since(start))
+		}
+	})
+	t.Run("Pings", func(t *testing.T) {
+		sock, _ := s.dialSocket(t, "", bearer(alice.AccessToken))
+		sock.acked(t)
+		time.Sleep(450 * time.Millisecond)
+		if n := sock.pings.Load(); n < 2 {
+			t.Fatalf("%d pings in 450 ms at a 100 ms interval", n)
+		}
+	})
+	t.Run("MessageTooBig", func(t *testing.T) {
+		sock, _ := s.dialSocket(t, "", bearer(alice.AccessToken))
+		sock.acked(t).subscribe(t, "1", "subscription { securityEvents { type } } # "+strings.Repeat("x", 4096))
+		sock.wantClosed(t, 2*time.Second, websocket.StatusMessageTooBig, "read limited at 2049 bytes")
+	})
 }
