@@ -47,6 +47,19 @@ func NewService(db *store.DB, tokens *Tokens, passwords *Passwords, cfg ServiceC
 	if db != nil {
 		db.AddEventSink(s.feed.publish)
 	}
+	if tokens != nil && tokens.keys != nil {
+		// A key change on any instance reaches this one at once where events travel between
+		// instances (Postgres); the periodic reload remains the bound everywhere else.
+		s.feed.Watch(func(e *model.AuditEvent) {
+			if e.Type == model.AuditEventTypeSigningKeyRotated || e.Type == model.AuditEventTypeSigningKeyRevoked {
+				go func() {
+					if err := tokens.keys.Reload(context.Background()); err != nil {
+						s.log.Warn("signing keys could not be reloaded", "err", err)
+					}
+				}()
+			}
+		})
+	}
 	if s.now == nil {
 		s.now = time.Now
 	}
