@@ -1,0 +1,126 @@
+package main
+
+// The scenarios: what each virtual user does in a loop, and how a scenario is run.
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"gqlauth/auth"
+)
+
+// op is one kind of request a virtual user makes; it returns "" or an error code.
+type op func(ctx context.Context, vu *virtualUser) string
+
+func (env *environment) ops() map[string]op {
+	meWide := "{ me { id username role }"
+	for i := range 10 {
+		meWide += fmt.Sprintf(" m%d: me { id }", i)
+	}
+	meWide += " }"
+	query := func(q string) op {
+		return func(ctx context.Context, vu *virtualUser) string {
+			code, _, _ := env.send(ctx, "/query", vu.access, nil, q, nil)
+			return code
+		}
+	}
+	return map[string]op{
+		"ceiling": func(ctx context.Context, vu *virtualUser) string {
+			code, _, _ := env.send(ctx, "/ceiling", "", http.Header{"X-Session": {vu.sessionID}, "X-User": {vu.userID}}, "", nil)
+			return code
+		},
+		"typename": func(ctx context.Context, vu *virtualUser) string {
+			code, _, _ := env.send(ctx, "/query", "", nil, "{ __typename }", nil)
+			return code
+		},
+		"me":      query("{ me { id username role } }"),
+		"me-wide": query(meWide),
+		"login": func(ctx context.Context, vu *virtualUser) string {
+			code, _, _ := env.send(ctx, "/query", "", nil, `mutation($u: String!, $p: String!) { login(username: $u, password: $p) { accessToken } }`,
+				map[string]any{"u": vu.username, "p": password})
+			return code
+		},
+		"refresh": func(ctx context.Context, vu *virtualUser) string {
+			code, data, _ := env.send(ctx, "/query", "", nil, `mutation($r: String) { refresh(refreshToken: $r) { accessToken refreshToken } }`,
+				map[string]any{"r": vu.refresh})
+			if code == "" {
+				var out struct{ Refresh authPayload }
+				json.Unmarshal(data, &out)
+				vu.access, vu.refresh = out.Refresh.AccessToken, out.Refresh.RefreshToken
+			}
+			return code
+		},
+	}
+}
+
+// bcryptCeiling is the machine's login ceiling at the configured cost: cores ÷ one hash's time.
+func (env *environment) bcryptCeiling() float64 {
+	p, _ := auth.NewPasswords(auth.PasswordConfig{Cost: env.cost, Workers: 1})
+	ctx := context.Background()
+	hash, _ := p.Hash(ctx, password)
+	const n = 10
+	start := time.Now()
+	for range n {
+		p.Match(ctx, hash, password)
+	}
+	per := time.Since(start) / n
+	return float64(runtime.NumCPU()) / per.Seconds()
+}
+
+// run runs one scenario and returns its results (flood returns two: alone and under flood).
+func (env *environment) run(ctx context.Context, name string, d time.Duration) ([]*result, error) {
+	ops := env.ops()
+	switch name {
+	case "mix":
+		var n atomic.Int64
+		mix := func(ctx context.Context, vu *virtualUser) string {
+			switch i := n.Add(1) % 50; {
+			case i == 0: // 2 %
+				return ops["login"](ctx, vu)
+			case i <= 4: // 8 %
+				return ops["refresh"](ctx, vu)
+			default: // 90 %
+				return ops["me"](ctx, vu)
+			}
+		}
+		r := env.load(ctx, "mix", env.users, mix, d, true)
+		// Every virtual user must still be able to refresh: no session was lost.
+		lost := 0
+		for _, vu := range env.users {
+			if code := ops["refresh"](ctx, vu); code != "" {
+				lost++
+			}
+		}
+		r.LostSessions = &lost
+		return []*result{r}, nil
+	case "flood":
+		half := max(len(env.users)/2, 1)
+		alone := env.load(ctx, "flood: me alone", env.users[:half], ops["me"], d/2, false)
+		var floodResult *result
+		var wg sync.WaitGroup
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			floodResult = env.load(ctx, "flood: login flood", env.users[half:], ops["login"], d/2, false)
+		}()
+		under := env.load(ctx, "flood: me under flood", env.users[:half], ops["me"], d/2, false)
+		wg.Wait()
+		return []*result{alone, under, floodResult}, nil
+	default:
+		o, ok := ops[name]
+		if !ok {
+			return nil, fmt.Errorf("unknown scenario %q", name)
+		}
+		if name == "ceiling" && env.db == nil {
+			fmt.Println("ceiling: needs the in-process server (no -url); skipped")
+			return nil, nil
+		}
+		return []*result{env.load(ctx, name, env.users, o, d, false)}, nil
+	}
+}

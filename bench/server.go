@@ -1,0 +1,114 @@
+package main
+
+// The in-process server (or a remote one) and the virtual users that call it.
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"runtime"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/google/uuid"
+
+	"gqlauth/auth"
+	"gqlauth/graph"
+	"gqlauth/store"
+)
+
+// environment is the server under load and the users it was seeded with.
+type environment struct {
+	concurrency int
+	cost        int
+	base        string
+	client      *http.Client
+	db          *store.DB // in-process only: for the ceiling handler
+	passwords   *auth.Passwords
+	users       []*virtualUser
+	mu          sync.Mutex
+}
+
+type virtualUser struct {
+	username, userID, sessionID string
+	access, refresh             string
+}
+
+// startServer runs gqlauth's GraphQL handler and a ceiling handler in this process.
+func (env *environment) startServer(ctx context.Context, databaseURL string) (func(), error) {
+	var (
+		db  *store.DB
+		err error
+	)
+	cleanup := func() {}
+	if databaseURL != "" {
+		// A fresh schema per run, so runs never see each other's rows.
+		admin, err := store.OpenPostgres(ctx, databaseURL)
+		if err != nil {
+			return nil, err
+		}
+		schema := "bench_" + strings.ReplaceAll(uuid.NewString(), "-", "")[:12]
+		if err := admin.Exec(ctx, "CREATE SCHEMA "+schema); err != nil {
+			return nil, err
+		}
+		cleanup = func() { admin.Exec(context.Background(), "DROP SCHEMA "+schema+" CASCADE"); admin.Close() }
+		sep := "?"
+		if strings.Contains(databaseURL, "?") {
+			sep = "&"
+		}
+		db, err = store.OpenPostgres(ctx, databaseURL+sep+"search_path="+schema)
+	} else {
+		dir, _ := os.MkdirTemp("", "gqlauth-bench")
+		cleanup = func() { os.RemoveAll(dir) }
+		db, err = store.OpenSQLite(ctx, dir+"/bench.db")
+	}
+	if err != nil {
+		return nil, err
+	}
+	if err := db.Migrate(ctx); err != nil {
+		return nil, err
+	}
+	env.db = db
+	tokens, err := auth.NewTokens(auth.TokenConfig{Secret: []byte(auth.NewSecret()), Issuer: "gqlauth", Audience: "gqlauth", TTL: 15 * time.Minute})
+	if err != nil {
+		return nil, err
+	}
+	if env.passwords, err = auth.NewPasswords(auth.PasswordConfig{Cost: env.cost}); err != nil {
+		return nil, err
+	}
+	runtime.GOMAXPROCS(runtime.GOMAXPROCS(0) + runtime.NumCPU()) // as server.go does for the bcrypt workers
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	svc := auth.NewService(db, tokens, env.passwords, auth.ServiceConfig{
+		RefreshTTL: 720 * time.Hour, ReuseInterval: 10 * time.Second, SignupEnabled: true, Logger: log,
+		// No rate limits: the harness is one client IP doing what a crowd would.
+	})
+	gql, err := graph.NewHandler(svc, tokens, graph.Options{Logger: log, Introspection: true})
+	if err != nil {
+		return nil, err
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/query", gql)
+	mux.HandleFunc("/ceiling", func(w http.ResponseWriter, r *http.Request) {
+		// What any server must pay per guarded request: the directive's user/session query on the
+		// same store and pool, and a small JSON body. No GraphQL, no JWT.
+		sess, user, err := db.Principal(r.Context(), r.Header.Get("X-Session"), r.Header.Get("X-User"))
+		if err != nil || !sess.Live(time.Now()) || user.Disabled {
+			http.Error(w, `{"errors":[{"message":"ceiling query failed","extensions":{"code":"INTERNAL_SERVER_ERROR"}}]}`, 500)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		io.WriteString(w, `{"data":{"me":{"id":"`+user.ID+`","username":"`+user.Username+`","role":"`+string(user.Role)+`"}}}`)
+	})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go srv.Serve(ln)
+	env.base = "http://" + ln.Addr().String()
+	return func() { srv.Close(); db.Close(); cleanup() }, nil
+}
