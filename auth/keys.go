@@ -298,18 +298,11 @@ func (r *KeyRing) at(now time.Time) []*model.SigningKey {
 	return rows
 }
 
-// published reports whether a key in state st, retired at retiredAt, is still in the key set at
-// now: until every token it can have signed has expired.
-func (r *KeyRing) published(row *model.SigningKey, now time.Time) bool {
-	return row.RetiredAt == nil || now.Before(row.RetiredAt.Add(r.tokenTTL+leeway))
-}
-
-// Keys lists the published keys at now, newest first.
+// Keys lists the published keys at now, newest first: those verifier still accepts.
 func (r *KeyRing) Keys() []*model.SigningKey {
-	now := r.clock()
 	var out []*model.SigningKey
-	for _, row := range slices.Backward(r.at(now)) {
-		if r.published(row, now) {
+	for _, row := range slices.Backward(r.at(r.clock())) {
+		if r.verifier(row.Kid) != nil {
 			out = append(out, row)
 		}
 	}
