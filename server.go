@@ -15,6 +15,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -88,6 +89,7 @@ type Config struct {
 	RefreshCookie      bool
 	CookieSecure       bool
 	CORSOrigins        []string
+	OIDC               auth.OIDCConfig
 }
 
 // LoadConfig reads and validates the configuration. Its error is one line naming the variable.
@@ -225,11 +227,61 @@ func LoadConfig(getenv func(string) string) (Config, error) {
 	if u, err := url.Parse(cfg.PublicURL); cfg.PublicURL != "" && (err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" || u.RawQuery != "") {
 		errs = append(errs, fmt.Errorf("PUBLIC_URL: %q is not a base URL such as https://auth.example.com", cfg.PublicURL))
 	}
+	cfg.OIDC, err = loadOIDC(getenv, get, cfg.PublicURL)
+	if err != nil {
+		errs = append(errs, err)
+	}
+	cfg.OIDC.LinkVerifiedEmail = boolean("OIDC_LINK_VERIFIED_EMAIL", "false")
 	if cfg.TrustedOnly && cfg.TrustedDocuments == "" {
 		errs = append(errs, errors.New("TRUSTED_DOCUMENTS_ONLY: needs TRUSTED_DOCUMENTS, the manifest of the documents to allow"))
 	}
 	if len(errs) > 0 {
 		return cfg, errs[0]
+	}
+	return cfg, nil
+}
+
+// loadOIDC reads OIDC_PROVIDERS and the variables of each provider it names.
+func loadOIDC(getenv func(string) string, get func(name, def string) string, publicURL string) (auth.OIDCConfig, error) {
+	cfg := auth.OIDCConfig{PublicURL: publicURL}
+	seen := map[string]bool{}
+	for _, name := range strings.Split(getenv("OIDC_PROVIDERS"), ",") {
+		name = strings.TrimSpace(name)
+		if name == "" {
+			continue
+		}
+		if !auth.ProviderNamePattern.MatchString(name) || seen[name] {
+			return cfg, fmt.Errorf("OIDC_PROVIDERS: %q must be a unique name of 1–32 lower-case letters and digits, starting with a letter", name)
+		}
+		seen[name] = true
+		prefix := "OIDC_" + strings.ToUpper(name) + "_"
+		p := auth.OIDCProvider{
+			Name: name, Issuer: strings.TrimRight(get(prefix+"ISSUER", ""), "/"), ClientID: get(prefix+"CLIENT_ID", ""),
+			ClientSecret: getenv(prefix + "CLIENT_SECRET"), Scopes: strings.Fields(get(prefix+"SCOPES", "openid email profile")),
+		}
+		u, err := url.Parse(p.Issuer)
+		local := err == nil && (u.Hostname() == "localhost" || u.Hostname() == "127.0.0.1" || u.Hostname() == "::1")
+		switch {
+		case err != nil || u.Host == "" || !(u.Scheme == "https" || (u.Scheme == "http" && local)) || u.RawQuery != "" || u.Fragment != "":
+			return cfg, fmt.Errorf("%sISSUER: %q must be the provider's https:// issuer URL (http only for localhost)", prefix, p.Issuer)
+		case p.ClientID == "":
+			return cfg, fmt.Errorf("%sCLIENT_ID: required for provider %q", prefix, name)
+		case !slices.Contains(p.Scopes, "openid"):
+			return cfg, fmt.Errorf("%sSCOPES: must include openid", prefix)
+		}
+		cfg.Providers = append(cfg.Providers, p)
+	}
+	for _, raw := range strings.Split(getenv("OIDC_REDIRECT_URLS"), ",") {
+		if raw = strings.TrimSpace(raw); raw == "" {
+			continue
+		}
+		if err := auth.ValidateRedirectURL(raw); err != nil {
+			return cfg, fmt.Errorf("OIDC_REDIRECT_URLS: %v", err)
+		}
+		cfg.RedirectURLs = append(cfg.RedirectURLs, raw)
+	}
+	if len(cfg.Providers) > 0 && publicURL == "" {
+		return cfg, errors.New("PUBLIC_URL: required with OIDC_PROVIDERS; the redirect URI to register at each provider is <PUBLIC_URL>/auth/<name>/callback")
 	}
 	return cfg, nil
 }
@@ -308,6 +360,7 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer, read
 			FailuresPerUser: cfg.UserFailures, UserWindow: cfg.UserFailuresWindow,
 		},
 		RefreshCookie: cfg.RefreshCookie, CookieSecure: cfg.CookieSecure, AuditRetention: cfg.AuditRetention,
+		OIDC: cfg.OIDC,
 	})
 	if cfg.AdminUsername != "" {
 		created, err := svc.EnsureAdmin(ctx, cfg.AdminUsername, cfg.AdminPassword)
@@ -339,6 +392,7 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer, read
 	cors := web.CORS(cfg.CORSOrigins)
 	mux.Handle("/query", cors(gql))
 	mux.Handle("/oauth/token", cors(auth.Middleware(tokens, cfg.TrustedProxies)(svc.TokenHandler())))
+	mux.Handle("/auth/", auth.Middleware(tokens, cfg.TrustedProxies)(svc.SignInHandler()))
 	mux.Handle("/oauth/introspect", auth.Middleware(tokens, cfg.TrustedProxies)(svc.IntrospectionHandler()))
 	mux.Handle("/.well-known/jwks.json", cors(svc.JWKSHandler(cfg.JWKSMaxAge)))
 	mux.Handle("/.well-known/oauth-authorization-server", cors(svc.MetadataHandler(cfg.JWTIssuer, cfg.PublicURL, cfg.JWKSMaxAge)))
@@ -407,7 +461,7 @@ func noSniff(next http.Handler) http.Handler {
 	})
 }
 
-// sweep deletes dead sessions and audit events past their retention at start and then every ten
+// sweep deletes dead sessions, expired provider sign-ins and audit events past their retention at start and then every ten
 // minutes.
 func sweep(ctx context.Context, svc *auth.Service, log *slog.Logger) {
 	tick := time.NewTicker(10 * time.Minute)
@@ -417,6 +471,9 @@ func sweep(ctx context.Context, svc *auth.Service, log *slog.Logger) {
 			log.Warn("session sweep failed", "err", err)
 		} else if n > 0 {
 			log.Info("swept dead sessions", "deleted", n)
+		}
+		if _, err := svc.SweepSignIns(ctx); err != nil && ctx.Err() == nil {
+			log.Warn("sign-in sweep failed", "err", err)
 		}
 		if n, err := svc.SweepAuditEvents(ctx); err != nil && ctx.Err() == nil {
 			log.Warn("audit sweep failed", "err", err)

@@ -13,7 +13,8 @@ import (
 )
 
 // TokenHandler is the OAuth 2.0 token endpoint (RFC 6749) for the resource-owner password grant
-// (§4.3) and the refresh-token grant (§6), so that standard OAuth2 clients can sign in. It runs
+// (§4.3), the refresh-token grant (§6) and the authorization-code grant of provider sign-ins
+// (§4.1.3 with PKCE), so that standard OAuth2 clients can sign in. It runs
 // the same code as the login and refresh mutations: same sessions, rotation, reuse detection,
 // rate limits and disabled-user rules. It must be served behind Middleware.
 func (s *Service) TokenHandler() http.Handler {
@@ -66,11 +67,18 @@ func (s *Service) TokenHandler() http.Handler {
 				return
 			}
 			payload, err = s.Refresh(ctx, form.Get("refresh_token"))
+		case "authorization_code":
+			// The one-time code of a provider sign-in (RFC 6749 §4.1.3 with RFC 7636's verifier).
+			if form.Get("code") == "" || form.Get("code_verifier") == "" {
+				oauthError(w, http.StatusBadRequest, "invalid_request", "code and code_verifier are required")
+				return
+			}
+			payload, err = s.ExchangeAuthCode(ctx, form.Get("code"), form.Get("code_verifier"))
 		case "":
 			oauthError(w, http.StatusBadRequest, "invalid_request", "grant_type is required")
 			return
 		default:
-			oauthError(w, http.StatusBadRequest, "unsupported_grant_type", "supported grant types: password, refresh_token")
+			oauthError(w, http.StatusBadRequest, "unsupported_grant_type", "supported grant types: password, refresh_token, authorization_code")
 			return
 		}
 		if err != nil {

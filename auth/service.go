@@ -23,6 +23,7 @@ type Service struct {
 	now       func() time.Time
 	log       *slog.Logger
 	feed      *Feed
+	signIns   *signIns // nil: no providers
 }
 
 // ServiceConfig configures a Service.
@@ -39,6 +40,8 @@ type ServiceConfig struct {
 	CookieSecure  bool
 	// AuditRetention is how long audit events are kept; 0 keeps them for ever.
 	AuditRetention time.Duration
+	// OIDC configures sign-in through OpenID Connect providers; none by default.
+	OIDC OIDCConfig
 }
 
 // NewService returns a Service.
@@ -62,6 +65,9 @@ func NewService(db *store.DB, tokens *Tokens, passwords *Passwords, cfg ServiceC
 	}
 	if s.now == nil {
 		s.now = time.Now
+	}
+	if len(cfg.OIDC.Providers) > 0 {
+		s.signIns = newSignIns(cfg.OIDC, s.now)
 	}
 	if s.log == nil {
 		s.log = slog.Default()
@@ -96,7 +102,7 @@ func (s *Service) Register(ctx context.Context, username, password string, email
 		if err := tx.CreateUser(ctx, u); err != nil {
 			return err
 		}
-		payload, err = s.startSession(ctx, tx, u, model.AuditEventTypeSignUp)
+		payload, err = s.startSession(ctx, tx, u, model.AuditEventTypeSignUp, "")
 		return err
 	})
 	return payload, s.check(ctx, "Register", err)
@@ -192,15 +198,15 @@ func (s *Service) Login(ctx context.Context, username, password string) (*model.
 	}
 	var payload *model.AuthPayload
 	err = s.db.Transact(ctx, func(tx *store.DB) error {
-		payload, err = s.startSession(ctx, tx, u, model.AuditEventTypeSignIn)
+		payload, err = s.startSession(ctx, tx, u, model.AuditEventTypeSignIn, "")
 		return err
 	})
 	return payload, s.check(ctx, "Login", err)
 }
 
-// startSession creates a session for u, records how it began, and returns its first token pair.
-// db must be a transaction.
-func (s *Service) startSession(ctx context.Context, db *store.DB, u *model.User, how model.AuditEventType) (*model.AuthPayload, error) {
+// startSession creates a session for u, records how it began (detail: through which provider, if
+// any), and returns its first token pair. db must be a transaction.
+func (s *Service) startSession(ctx context.Context, db *store.DB, u *model.User, how model.AuditEventType, detail string) (*model.AuthPayload, error) {
 	now := s.clock()
 	id := uuid.Must(uuid.NewV7()).String()
 	refresh := NewRefreshToken(id)
@@ -217,7 +223,7 @@ func (s *Service) startSession(ctx context.Context, db *store.DB, u *model.User,
 	if err := db.CreateSession(ctx, sess); err != nil {
 		return nil, err
 	}
-	if err := db.RecordEvent(ctx, s.event(ctx, how, u.ID, u.ID, sess.ID, "")); err != nil {
+	if err := db.RecordEvent(ctx, s.event(ctx, how, u.ID, u.ID, sess.ID, detail)); err != nil {
 		return nil, err
 	}
 	s.setRefreshCookie(ctx, refresh, sess.ExpiresAt)

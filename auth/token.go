@@ -267,8 +267,12 @@ func (t *Tokens) Descends(sessionID, token, currentHash string, steps int) bool 
 
 // HashRefreshToken is the form in which a refresh token is stored. A plain SHA-256 suffices (no
 // salt or stretching): the token has 256 random bits, so there is nothing to guess.
-func HashRefreshToken(token string) string {
-	sum := sha256.Sum256([]byte(token))
+func HashRefreshToken(token string) string { return sha256Hex(token) }
+
+// sha256Hex is how every opaque secret is stored: a hash, so that a copy of the database does not
+// hold anything that can be presented. The secrets are 256-bit random values; no salt is needed.
+func sha256Hex(secret string) string {
+	sum := sha256.Sum256([]byte(secret))
 	return hex.EncodeToString(sum[:])
 }
 

@@ -49,7 +49,7 @@ func (s *Service) MetadataHandler(issuer, publicURL string, maxAge time.Duration
 			// Built from a header the client chose: a shared cache must not serve it to others.
 			w.Header().Set("Cache-Control", "no-store")
 		}
-		writeJSON(w, http.StatusOK, map[string]any{
+		meta := map[string]any{
 			"issuer":                                issuer,
 			"jwks_uri":                              base + "/.well-known/jwks.json",
 			"token_endpoint":                        base + "/oauth/token",
@@ -57,7 +57,13 @@ func (s *Service) MetadataHandler(issuer, publicURL string, maxAge time.Duration
 			"grant_types_supported":                 []string{"password", "refresh_token"},
 			"response_types_supported":              []string{},
 			"token_endpoint_auth_methods_supported": []string{"none"},
-		})
+		}
+		if s.signIns != nil {
+			// The code of a provider sign-in (/auth/<name>/start) is redeemed here with PKCE.
+			meta["grant_types_supported"] = []string{"password", "refresh_token", "authorization_code"}
+			meta["code_challenge_methods_supported"] = []string{"S256"}
+		}
+		writeJSON(w, http.StatusOK, meta)
 	})
 }
 

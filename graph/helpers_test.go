@@ -72,6 +72,8 @@ type serverOptions struct {
 	trusted       *graph.TrustedDocuments
 	sockets       graph.SocketLimits
 	origins       []string
+	oidc          func(publicURL string) auth.OIDCConfig
+	publicURL     string
 	alg           string // "": HS256
 	publishDelay  time.Duration
 	rotation      time.Duration
@@ -92,6 +94,15 @@ func withDebug() option                            { return func(o *serverOption
 func withTrustedProxies(p auth.Proxies) option     { return func(o *serverOptions) { o.proxies = p } }
 func withSocketLimits(l graph.SocketLimits) option { return func(o *serverOptions) { o.sockets = l } }
 func withOrigins(origins ...string) option         { return func(o *serverOptions) { o.origins = origins } }
+
+// withOIDC configures provider sign-in; cfg receives the server's own base URL, which is its
+// PUBLIC_URL unless withPublicURL says otherwise.
+func withOIDC(cfg func(publicURL string) auth.OIDCConfig) option {
+	return func(o *serverOptions) { o.oidc = cfg }
+}
+
+// withPublicURL sets PUBLIC_URL, as for a second instance behind the first one's URL.
+func withPublicURL(u string) option { return func(o *serverOptions) { o.publicURL = u } }
 func withJWTAlg(alg string, publishDelay, rotation time.Duration) option {
 	return func(o *serverOptions) { o.alg, o.publishDelay, o.rotation = alg, publishDelay, rotation }
 }
@@ -135,16 +146,31 @@ func newServerOn(t testing.TB, db *store.DB, clk *clock, opts ...option) *server
 		t.Fatal(err)
 	}
 	log := slog.New(graph.LogHandler(slog.NewJSONHandler(o.logs, nil)))
+	// The listener first: the server's URL is part of its configuration (PUBLIC_URL).
+	ts := httptest.NewUnstartedServer(nil)
+	base := "http://" + ts.Listener.Addr().String()
+	var oidc auth.OIDCConfig
+	if o.oidc != nil {
+		if o.publicURL == "" {
+			o.publicURL = base
+		}
+		oidc = o.oidc(o.publicURL)
+	}
 	svc := auth.NewService(db, tokens, passwords, auth.ServiceConfig{
 		RefreshTTL: o.refreshTTL, ReuseInterval: o.reuseInterval, SignupEnabled: o.signup, Now: clk.Now, Logger: log,
-		Limits: o.limits, AuditRetention: o.retention,
+		Limits: o.limits, AuditRetention: o.retention, OIDC: oidc,
 	})
 	h, err := graph.NewHandler(svc, tokens, graph.Options{Logger: log, Limits: o.queryLimits, Introspection: !o.noIntrospect, Debug: o.debug, Proxies: o.proxies, Trusted: o.trusted,
 		Sockets: o.sockets, Origins: o.origins})
 	if err != nil {
 		t.Fatal(err)
 	}
-	ts := httptest.NewServer(h)
+	mux := http.NewServeMux()
+	mux.Handle("/", h)
+	mux.Handle("/auth/", auth.Middleware(tokens, o.proxies)(svc.SignInHandler()))
+	mux.Handle("/oauth/token", auth.Middleware(tokens, o.proxies)(svc.TokenHandler()))
+	ts.Config.Handler = mux
+	ts.Start()
 	t.Cleanup(ts.Close)
 	counter := &queryCounter{}
 	if db != nil { // nil: a service without a database, to provoke a panic

@@ -76,6 +76,26 @@ func (r *mutationResolver) RevokeSigningKey(ctx context.Context, kid string) (bo
 	return r.Auth.RevokeSigningKey(ctx, kid)
 }
 
+// ExchangeAuthCode is the resolver for the exchangeAuthCode field.
+func (r *mutationResolver) ExchangeAuthCode(ctx context.Context, code string, codeVerifier string) (*model.AuthPayload, error) {
+	return r.Auth.ExchangeAuthCode(ctx, code, codeVerifier)
+}
+
+// LinkIdentityStart is the resolver for the linkIdentityStart field.
+func (r *mutationResolver) LinkIdentityStart(ctx context.Context, provider string, redirectTo string, codeChallenge string) (string, error) {
+	return r.Auth.LinkIdentityStart(ctx, provider, redirectTo, codeChallenge)
+}
+
+// UnlinkIdentity is the resolver for the unlinkIdentity field.
+func (r *mutationResolver) UnlinkIdentity(ctx context.Context, provider string) (bool, error) {
+	return r.Auth.UnlinkIdentity(ctx, provider)
+}
+
+// SetPassword is the resolver for the setPassword field.
+func (r *mutationResolver) SetPassword(ctx context.Context, newPassword string) (bool, error) {
+	return r.Auth.SetPassword(ctx, newPassword)
+}
+
 // Me is the resolver for the me field.
 func (r *queryResolver) Me(ctx context.Context) (*model.User, error) {
 	p, err := r.Auth.Authenticate(ctx)
@@ -125,6 +145,11 @@ func (r *subscriptionResolver) AuditEvents(ctx context.Context) (<-chan *model.A
 	return r.Auth.SubscribeAuditEvents(ctx, func(err error) { transport.AddSubscriptionError(ctx, subscriptionError(err)) })
 }
 
+// Identities is the resolver for the identities field.
+func (r *userResolver) Identities(ctx context.Context, obj *model.User) ([]*model.Identity, error) {
+	return r.Auth.Identities(ctx, obj.ID)
+}
+
 // Mutation returns MutationResolver implementation.
 func (r *Resolver) Mutation() MutationResolver { return &mutationResolver{r} }
 
@@ -134,8 +159,12 @@ func (r *Resolver) Query() QueryResolver { return &queryResolver{r} }
 // Subscription returns SubscriptionResolver implementation.
 func (r *Resolver) Subscription() SubscriptionResolver { return &subscriptionResolver{r} }
 
+// User returns UserResolver implementation.
+func (r *Resolver) User() UserResolver { return &userResolver{r} }
+
 type (
 	mutationResolver     struct{ *Resolver }
 	queryResolver        struct{ *Resolver }
 	subscriptionResolver struct{ *Resolver }
+	userResolver         struct{ *Resolver }
 )

@@ -67,7 +67,7 @@ type AuditEventType string
 const (
 	// An account was created by signing up.
 	AuditEventTypeSignUp AuditEventType = "SIGN_UP"
-	// A session was started with a password.
+	// A session was started: with a password, or through a provider (`detail` names it).
 	AuditEventTypeSignIn AuditEventType = "SIGN_IN"
 	// A sign-in was refused: wrong credentials, or a disabled account.
 	AuditEventTypeSignInFailed AuditEventType = "SIGN_IN_FAILED"

@@ -99,6 +99,42 @@ CREATE TABLE signing_keys (
 	revoked_at   %[1]s
 );
 `},
+	{"20261203000001", "identities", `
+-- Accounts at OpenID Connect providers linked to users; at most one per provider and user.
+CREATE TABLE identities (
+	provider  TEXT NOT NULL,
+	subject   TEXT NOT NULL,
+	user_id   TEXT NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+	email     TEXT,
+	linked_at %[1]s NOT NULL,
+	PRIMARY KEY (provider, subject)
+);
+CREATE UNIQUE INDEX identities_user_provider_key ON identities (user_id, provider);
+-- Sign-ins through a provider between start and callback (single use, ten minutes).
+CREATE TABLE sign_in_flows (
+	state_hash      TEXT PRIMARY KEY,
+	provider        TEXT NOT NULL,
+	nonce           TEXT NOT NULL,
+	verifier        TEXT NOT NULL,
+	redirect_to     TEXT NOT NULL,
+	code_challenge  TEXT NOT NULL,
+	link_user_id    TEXT,
+	link_session_id TEXT,
+	created_at      %[1]s NOT NULL,
+	expires_at      %[1]s NOT NULL
+);
+CREATE INDEX sign_in_flows_expires_at_idx ON sign_in_flows (expires_at);
+-- One-time codes that finished sign-ins hand the SPA (single use, sixty seconds).
+CREATE TABLE auth_codes (
+	code_hash      TEXT PRIMARY KEY,
+	user_id        TEXT NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+	provider       TEXT NOT NULL,
+	code_challenge TEXT NOT NULL,
+	created_at     %[1]s NOT NULL,
+	expires_at     %[1]s NOT NULL
+);
+CREATE INDEX auth_codes_expires_at_idx ON auth_codes (expires_at);
+`},
 }
 
 // Migrate applies the migrations that have not been applied yet. It is idempotent, and safe when

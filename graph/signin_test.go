@@ -1,0 +1,576 @@
+package graph_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"golang.org/x/oauth2"
+
+	"gqlauth/auth"
+	"gqlauth/ratelimit"
+	"gqlauth/store/storetest"
+)
+
+// Provider sign-in (CONTRACT §10) against zitadel/oidc's provider running in the test process.
+
+// identities returns the caller's linked identities.
+func (s *server) identities(t testing.TB, token string) []map[string]any {
+	t.Helper()
+	var me struct {
+		Identities []map[string]any `json:"identities"`
+	}
+	s.query(t, token, `{ me { identities { provider subject email linkedAt } } }`, nil).field(t, "me", &me)
+	return me.Identities
+}
+
+// eventTypes lists the type and detail of every audit event, oldest first, leaving out the
+// events of the admin it signs in (once per server) to read them.
+func (s *server) eventTypes(t testing.TB) []string {
+	t.Helper()
+	admin, err := s.DB.UserByUsername(context.Background(), "root")
+	token := ""
+	if err == nil {
+		token = s.login(t, "root", "correct horse battery").AccessToken
+	} else {
+		token = s.signedInAdmin(t).AccessToken
+		admin, _ = s.DB.UserByUsername(context.Background(), "root")
+	}
+	var out []string
+	events := s.auditEvents(t, token, nil).events()
+	for i := len(events) - 1; i >= 0; i-- {
+		if e := events[i]; e.User != nil && e.User.ID == admin.ID {
+			continue
+		} else if deref(e.Detail) != "" {
+			out = append(out, e.Type+" "+deref(e.Detail))
+		} else {
+			out = append(out, e.Type)
+		}
+	}
+	return out
+}
+
+func TestSignIn_ProviderFlowCreatesAUserAndSignsIn(t *testing.T) {
+	storetest.Each(t, func(t *testing.T, kind storetest.Kind) {
+		p := newProvider(t, providerUser("sub-ada", "ada.lovelace@corp.example", "ada@corp.example", true))
+		var logs strings.Builder
+		var mu sync.Mutex
+		s := newServer(t, kind, withOIDC(p.oidcConfig(nil)), withLogs(lockedWriter{&mu, &logs}))
+
+		verifier, challenge := pkce()
+		status, start, _ := get(t, s.startURL(spaURL, challenge))
+		if status != http.StatusFound || !strings.HasPrefix(start, p.Issuer+"/") {
+			t.Fatalf("start: %d → %q, want a redirect to the provider", status, start)
+		}
+		authReq, _ := url.Parse(start)
+		q := authReq.Query()
+		for name, want := range map[string]string{"client_id": providerClientID, "response_type": "code",
+			"code_challenge_method": "S256", "redirect_uri": s.URL + "/auth/corp/callback"} {
+			if q.Get(name) != want {
+				t.Errorf("authorization request %s = %q, want %q", name, q.Get(name), want)
+			}
+		}
+		for _, name := range []string{"state", "nonce", "code_challenge"} {
+			if len(q.Get(name)) < 43 {
+				t.Errorf("authorization request %s = %q, want a fresh random value", name, q.Get(name))
+			}
+		}
+		if q.Get("code_challenge") == challenge {
+			t.Error("the SPA's challenge was forwarded to the provider; the server must use its own PKCE pair")
+		}
+
+		providerRedirect := p.authorize(t, start, "ada.lovelace@corp.example")
+		back := s.callback(t, providerRedirect)
+		if len(back.Query()) != 1 || back.Query().Get("code") == "" {
+			t.Fatalf("the SPA got %q, want only ?code=", back.RawQuery)
+		}
+		r := s.exchangeCode(t, back.Query().Get("code"), verifier)
+		var pair tokens
+		r.field(t, "exchangeAuthCode", &pair)
+		if pair.User.Username != "ada.lovelace" || deref(pair.User.Email) != "ada@corp.example" {
+			t.Errorf("new user: %+v, want username ada.lovelace and the verified email", pair.User)
+		}
+		ids := s.identities(t, pair.AccessToken)
+		if len(ids) != 1 || ids[0]["provider"] != "corp" || ids[0]["subject"] != "sub-ada" || ids[0]["email"] != "ada@corp.example" {
+			t.Errorf("identities: %v", ids)
+		}
+		if next := s.refresh(t, pair.RefreshToken); len(next.Errors) > 0 {
+			t.Errorf("the session refreshes like any other: %+v", next.Errors)
+		}
+
+		// The same identity signs in to the same user, not to a new one.
+		again := s.signInThrough(t, p, "ada.lovelace@corp.example")
+		if again.User.ID != pair.User.ID {
+			t.Errorf("second sign-in: user %s, want %s", again.User.ID, pair.User.ID)
+		}
+		// The account has no password: password login fails exactly like a wrong password.
+		s.do(t, call{Query: `mutation { login(username: "ada.lovelace", password: "") { accessToken } }`}).
+			wantError(t, "UNAUTHENTICATED", "INVALID_CREDENTIALS")
+		s.do(t, call{Query: `mutation { login(username: "ada.lovelace", password: "anything-at-all") { accessToken } }`}).
+			wantError(t, "UNAUTHENTICATED", "INVALID_CREDENTIALS")
+
+		want := []string{"SIGN_UP via corp", "IDENTITY_LINKED corp", "SIGN_IN via corp", "SIGN_IN via corp"}
+		if got := s.eventTypes(t); len(got) < 4 || strings.Join(got[:4], ",") != strings.Join(want, ",") {
+			t.Errorf("audit: %v, want to begin with %v", got, want)
+		}
+
+		// Nothing secret travels in a URL or a log line.
+		mu.Lock()
+		logged := logs.String()
+		mu.Unlock()
+		for _, where := range []string{start, providerRedirect, back.String(), logged} {
+			for _, secret := range []string{providerClientSecret, pair.AccessToken, pair.RefreshToken, verifier} {
+				if strings.Contains(where, secret) {
+					t.Errorf("a secret appears in %.80q", where)
+				}
+			}
+		}
+		// The provider's own code is in its redirect to us (it is single-use and useless without
+		// our client secret and PKCE verifier); no JWT travels to the SPA or into the logs.
+		for _, where := range []string{start, back.String(), logged} {
+			if strings.Contains(where, "id_token") || strings.Contains(where, "eyJ") {
+				t.Errorf("a token appears in %.80q", where)
+			}
+		}
+	})
+}
+
+type lockedWriter struct {
+	mu *sync.Mutex
+	b  *strings.Builder
+}
+
+func (w lockedWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.b.Write(p)
+}
+
+func TestSignIn_StartRefusesUnlistedRedirectsAndBadChallenges(t *testing.T) {
+	p := newProvider(t)
+	s := newServer(t, storetest.SQLite, withOIDC(p.oidcConfig(nil)))
+	_, challenge := pkce()
+	before := s.snapshot(t)
+	for _, c := range []struct {
+		name   string
+		target string
+		status int
+	}{
+		{"unknown provider", s.URL + "/auth/nope/start?" + url.Values{"redirect_to": {spaURL}, "code_challenge": {challenge}}.Encode(), 404},
+		{"no redirect_to", s.URL + "/auth/corp/start?code_challenge=" + challenge, 400},
+		{"path appended", s.startURL(spaURL+"/../evil", challenge), 400},
+		{"suffix", s.startURL(spaURL+"x", challenge), 400},
+		{"query appended", s.startURL(spaURL+"?next=https://evil.example", challenge), 400},
+		{"fragment", s.startURL(spaURL+"#x", challenge), 400},
+		{"other scheme", s.startURL(strings.Replace(spaURL, "https:", "http:", 1), challenge), 400},
+		{"upper case host", s.startURL(strings.Replace(spaURL, "app.example.com", "APP.example.com", 1), challenge), 400},
+		{"user info", s.startURL(strings.Replace(spaURL, "https://", "https://app.example.com@", 1), challenge), 400},
+		{"scheme-relative", s.startURL("//evil.example/signed-in", challenge), 400},
+		{"other host", s.startURL("https://evil.example/signed-in", challenge), 400},
+		{"listed twice", s.URL + "/auth/corp/start?" + url.Values{"redirect_to": {spaURL, "https://evil.example"}, "code_challenge": {challenge}}.Encode(), 400},
+		{"no challenge", s.URL + "/auth/corp/start?redirect_to=" + url.QueryEscape(spaURL), 400},
+		{"short challenge", s.startURL(spaURL, challenge[:42]), 400},
+		{"plain method", s.startURL(spaURL, challenge) + "&code_challenge_method=plain", 400},
+		{"challenge not base64url", s.startURL(spaURL, strings.Repeat("+", 43)), 400},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			status, loc, _ := get(t, c.target)
+			if status != c.status || loc != "" {
+				t.Errorf("got %d (Location %q), want %d and no redirect", status, loc, c.status)
+			}
+		})
+	}
+	if s.snapshot(t) != before {
+		t.Error("a refused start stored something")
+	}
+	// The playground, the server's own page, is always a redirect target.
+	if status, _, _ := get(t, s.startURL(s.URL+"/", challenge)); status != http.StatusFound {
+		t.Errorf("start for the playground: %d", status)
+	}
+}
+
+func TestSignIn_CallbackRefusesBadStateWithAPlainPage(t *testing.T) {
+	storetest.Each(t, func(t *testing.T, kind storetest.Kind) {
+		p := newProvider(t, providerUser("sub-1", "grace", "grace@corp.example", true))
+		s := newServer(t, kind, withOIDC(p.oidcConfig(nil)))
+		_, challenge := pkce()
+		_, start, _ := get(t, s.startURL(spaURL, challenge))
+		providerRedirect := p.authorize(t, start, "grace")
+		u, _ := url.Parse(providerRedirect)
+		code := u.Query().Get("code")
+
+		check := func(t *testing.T, query url.Values) {
+			t.Helper()
+			status, loc, body := get(t, s.URL+"/auth/corp/callback?"+query.Encode())
+			if status != http.StatusBadRequest || loc != "" || strings.Contains(body, "code") && strings.Contains(body, code) {
+				t.Errorf("got %d (Location %q, body %q), want a plain 400", status, loc, body)
+			}
+		}
+		t.Run("no state", func(t *testing.T) { check(t, url.Values{"code": {code}}) })
+		t.Run("unknown state", func(t *testing.T) { check(t, url.Values{"code": {code}, "state": {"forged-state"}}) })
+		if back := s.callback(t, providerRedirect); back.Query().Get("code") == "" {
+			t.Fatalf("the genuine callback failed: %s", back.RawQuery)
+		}
+		t.Run("replayed callback", func(t *testing.T) { check(t, u.Query()) })
+
+		t.Run("expired state", func(t *testing.T) {
+			_, start, _ := get(t, s.startURL(spaURL, challenge))
+			redirect := p.authorize(t, start, "grace")
+			s.Clock.Advance(auth.SignInFlowTTL + time.Second)
+			r, _ := url.Parse(redirect)
+			check(t, r.Query())
+		})
+	})
+}
+
+func TestSignIn_IDTokenChecksRefuseTheSignIn(t *testing.T) {
+	storetest.Each(t, func(t *testing.T, kind storetest.Kind) {
+		p := newProvider(t, providerUser("sub-eve", "eve", "eve@corp.example", true))
+		s := newServer(t, kind, withOIDC(p.oidcConfig(nil)))
+		for _, c := range []struct {
+			name   string
+			tamper *idTokenTamper
+			nonce  string // replaces the nonce of the authorization request
+			detail string // in the SIGN_IN_FAILED event
+		}{
+			{name: "nonce of another flow", nonce: "nonce-the-server-never-made-for-this-flow", detail: "nonce does not match"},
+			{name: "audience", tamper: &idTokenTamper{claims: func(c map[string]any) { c["aud"] = []string{"another-client"} }}, detail: "audience"},
+			{name: "expired", tamper: &idTokenTamper{claims: func(c map[string]any) { c["exp"] = time.Now().Add(-time.Minute).Unix() }}, detail: "expired"},
+			{name: "issuer", tamper: &idTokenTamper{claims: func(c map[string]any) { c["iss"] = "https://evil.example" }}, detail: "different provider"},
+			{name: "signature", tamper: &idTokenTamper{foreignKey: true}, detail: "signature"},
+		} {
+			t.Run(c.name, func(t *testing.T) {
+				_, challenge := pkce()
+				_, start, _ := get(t, s.startURL(spaURL, challenge))
+				if c.nonce != "" {
+					u, _ := url.Parse(start)
+					q := u.Query()
+					q.Set("nonce", c.nonce)
+					u.RawQuery = q.Encode()
+					start = u.String()
+				}
+				p.tamper.Store(c.tamper)
+				defer p.tamper.Store(nil)
+				back := s.callback(t, p.authorize(t, start, "eve"))
+				if back.RawQuery != "error=access_denied" {
+					t.Errorf("the SPA got %q, want error=access_denied", back.RawQuery)
+				}
+				events := s.eventTypes(t)
+				if last := events[len(events)-1]; !strings.HasPrefix(last, "SIGN_IN_FAILED corp: ID token rejected") || !strings.Contains(last, c.detail) {
+					t.Errorf("last event %q, want a SIGN_IN_FAILED naming %q", last, c.detail)
+				}
+			})
+		}
+		// The identity never got an account.
+		if n, _ := s.DB.CountUsers(context.Background()); n != 1 { // the admin of eventTypes only
+			t.Errorf("%d users, want only the admin", n)
+		}
+	})
+}
+
+func TestExchangeAuthCode_CodeWorksOnceWithItsVerifierWithinAMinute(t *testing.T) {
+	storetest.Each(t, func(t *testing.T, kind storetest.Kind) {
+		p := newProvider(t, providerUser("sub-k", "katherine", "k@corp.example", true))
+		s := newServer(t, kind, withOIDC(p.oidcConfig(nil)))
+
+		t.Run("replayed", func(t *testing.T) {
+			back, verifier := s.providerSignIn(t, p, "katherine")
+			code := back.Query().Get("code")
+			if r := s.exchangeCode(t, code, verifier); len(r.Errors) > 0 {
+				t.Fatal(r.Errors)
+			}
+			s.exchangeCode(t, code, verifier).wantError(t, "UNAUTHENTICATED", "INVALID_CREDENTIALS")
+		})
+		t.Run("wrong verifier uses the code up", func(t *testing.T) {
+			back, verifier := s.providerSignIn(t, p, "katherine")
+			other, _ := pkce()
+			s.exchangeCode(t, back.Query().Get("code"), other).wantError(t, "UNAUTHENTICATED", "INVALID_CREDENTIALS")
+			s.exchangeCode(t, back.Query().Get("code"), verifier).wantError(t, "UNAUTHENTICATED", "INVALID_CREDENTIALS")
+		})
+		t.Run("the challenge itself is not a verifier", func(t *testing.T) {
+			_, challenge := pkce()
+			_, start, _ := get(t, s.startURL(spaURL, challenge))
+			back := s.callback(t, p.authorize(t, start, "katherine"))
+			s.exchangeCode(t, back.Query().Get("code"), challenge).wantError(t, "UNAUTHENTICATED", "INVALID_CREDENTIALS")
+		})
+		t.Run("expired", func(t *testing.T) {
+			back, verifier := s.providerSignIn(t, p, "katherine")
+			s.Clock.Advance(auth.AuthCodeTTL + time.Second)
+			s.exchangeCode(t, back.Query().Get("code"), verifier).wantError(t, "UNAUTHENTICATED", "INVALID_CREDENTIALS")
+		})
+		t.Run("two exchanges at once: one session", func(t *testing.T) {
+			back, verifier := s.providerSignIn(t, p, "katherine")
+			results := inParallel(8, func() response { return s.exchangeCode(t, back.Query().Get("code"), verifier) })
+			ok := 0
+			for _, r := range results {
+				if len(r.Errors) == 0 {
+					ok++
+				} else {
+					r.wantError(t, "UNAUTHENTICATED", "INVALID_CREDENTIALS")
+				}
+			}
+			if ok != 1 {
+				t.Errorf("%d exchanges succeeded, want exactly 1", ok)
+			}
+		})
+		t.Run("OAuth2 client at /oauth/token", func(t *testing.T) {
+			// golang.org/x/oauth2, unmodified, redeems the code with grant_type=authorization_code.
+			back, verifier := s.providerSignIn(t, p, "katherine")
+			cfg := oauth2.Config{ClientID: "spa", Endpoint: oauth2.Endpoint{TokenURL: s.URL + "/oauth/token", AuthStyle: oauth2.AuthStyleInParams}}
+			tok, err := cfg.Exchange(context.Background(), back.Query().Get("code"), oauth2.VerifierOption(verifier))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if r := s.me(t, tok.AccessToken); len(r.Errors) > 0 || tok.RefreshToken == "" {
+				t.Errorf("token from /oauth/token: %+v, refresh %q", r.Errors, tok.RefreshToken)
+			}
+			_, err = cfg.Exchange(context.Background(), back.Query().Get("code"), oauth2.VerifierOption(verifier))
+			var re *oauth2.RetrieveError
+			if !errors.As(err, &re) || re.ErrorCode != "invalid_grant" {
+				t.Errorf("second exchange: %v, want invalid_grant", err)
+			}
+		})
+	})
+}
+
+func TestSignIn_NoAutomaticLinkingByEmail(t *testing.T) {
+	storetest.Each(t, func(t *testing.T, kind storetest.Kind) {
+		for _, c := range []struct {
+			name       string
+			linkOption bool
+			verified   bool
+			want       string // "account_exists" or "linked"
+		}{
+			{"default, verified email", false, true, "account_exists"},
+			{"option on, unverified email", true, false, "account_exists"},
+			{"option on, verified email", true, true, "linked"},
+		} {
+			t.Run(c.name, func(t *testing.T) {
+				p := newProvider(t, providerUser("sub-m", "mallory", "Owner@Example.com", c.verified))
+				s := newServer(t, kind, withOIDC(p.oidcConfig(func(cfg *auth.OIDCConfig) { cfg.LinkVerifiedEmail = c.linkOption })))
+				var owner tokens
+				s.query(t, "", `mutation { register(username: "owner", password: "owner-password", email: "owner@example.com") { accessToken user { id } } }`, nil).
+					field(t, "register", &owner)
+				back, verifier := s.providerSignIn(t, p, "mallory")
+				switch c.want {
+				case "account_exists":
+					if back.RawQuery != "error=account_exists" {
+						t.Fatalf("the SPA got %q, want error=account_exists", back.RawQuery)
+					}
+					if ids := s.identities(t, owner.AccessToken); len(ids) != 0 {
+						t.Errorf("the owner's account got identities %v", ids)
+					}
+				case "linked":
+					var got tokens
+					s.exchangeCode(t, back.Query().Get("code"), verifier).field(t, "exchangeAuthCode", &got)
+					if got.User.ID != owner.User.ID {
+						t.Errorf("signed in to %s, want the owner %s", got.User.ID, owner.User.ID)
+					}
+				}
+			})
+		}
+	})
+}
+
+func TestLinkIdentity_SignedInUserLinksAndUnlinksAProvider(t *testing.T) {
+	storetest.Each(t, func(t *testing.T, kind storetest.Kind) {
+		p := newProvider(t, providerUser("sub-l", "linus", "linus@corp.example", true), providerUser("sub-o", "other", "other@corp.example", true))
+		s := newServer(t, kind, withOIDC(p.oidcConfig(nil)))
+		linus := s.signedInUser(t, "linus")
+		link := func(t *testing.T, token, as string) *url.URL {
+			t.Helper()
+			_, challenge := pkce()
+			var out string
+			s.query(t, token, `mutation($c: String!, $r: String!) { linkIdentityStart(provider: "corp", redirectTo: $r, codeChallenge: $c) }`,
+				map[string]any{"c": challenge, "r": spaURL}).field(t, "linkIdentityStart", &out)
+			if !strings.HasPrefix(out, p.Issuer+"/") {
+				t.Fatalf("linkIdentityStart returned %q", out)
+			}
+			return s.callback(t, p.authorize(t, out, as))
+		}
+
+		if back := link(t, linus.AccessToken, "linus"); back.RawQuery != "linked=corp" {
+			t.Fatalf("link ended with %q, want linked=corp", back.RawQuery)
+		}
+		if ids := s.identities(t, linus.AccessToken); len(ids) != 1 || ids[0]["subject"] != "sub-l" {
+			t.Fatalf("identities after linking: %v", ids)
+		}
+		if got := s.signInThrough(t, p, "linus"); got.User.ID != linus.User.ID {
+			t.Errorf("the linked identity signs in to %s, want %s", got.User.ID, linus.User.ID)
+		}
+
+		// An identity that belongs to another account is not moved.
+		other := s.signInThrough(t, p, "other")
+		if back := link(t, linus.AccessToken, "other"); back.RawQuery != "error=account_exists" {
+			t.Errorf("linking another account's identity: %q, want error=account_exists", back.RawQuery)
+		}
+		if ids := s.identities(t, other.AccessToken); len(ids) != 1 {
+			t.Errorf("the other account lost its identity: %v", ids)
+		}
+
+		// Refusals of linkIdentityStart itself.
+		_, challenge := pkce()
+		for _, c := range []struct{ provider, redirect, challenge, field string }{
+			{"nope", spaURL, challenge, "provider"},
+			{"corp", "https://evil.example/", challenge, "redirectTo"},
+			{"corp", spaURL, "short", "codeChallenge"},
+		} {
+			r := s.do(t, call{Token: linus.AccessToken, Query: `mutation($p: String!, $c: String!, $r: String!) { linkIdentityStart(provider: $p, redirectTo: $r, codeChallenge: $c) }`,
+				Variables: map[string]any{"p": c.provider, "c": c.challenge, "r": c.redirect}})
+			if e := r.wantError(t, "BAD_USER_INPUT", ""); e.Extensions.Field != c.field {
+				t.Errorf("field %q, want %q", e.Extensions.Field, c.field)
+			}
+		}
+		s.do(t, call{Query: `mutation($c: String!) { linkIdentityStart(provider: "corp", redirectTo: "` + spaURL + `", codeChallenge: $c) }`,
+			Variables: map[string]any{"c": challenge}}).wantError(t, "UNAUTHENTICATED", "MISSING_TOKEN")
+
+		// A link whose session ended before the callback links nothing.
+		var out string
+		mary := s.signedInUser(t, "mary")
+		s.query(t, mary.AccessToken, `mutation($c: String!) { linkIdentityStart(provider: "corp", redirectTo: "`+spaURL+`", codeChallenge: $c) }`,
+			map[string]any{"c": challenge}).field(t, "linkIdentityStart", &out)
+		providerRedirect := p.authorize(t, out, "linus")
+		s.query(t, mary.AccessToken, `mutation { logout }`, nil)
+		if back := s.callback(t, providerRedirect); back.RawQuery != "error=access_denied" {
+			t.Errorf("link after logout: %q, want error=access_denied", back.RawQuery)
+		}
+
+		// Linus has a password, so the identity can go.
+		var unlinked bool
+		s.query(t, linus.AccessToken, `mutation { unlinkIdentity(provider: "corp") }`, nil).field(t, "unlinkIdentity", &unlinked)
+		if ids := s.identities(t, linus.AccessToken); !unlinked || len(ids) != 0 {
+			t.Errorf("after unlinking: %v %v", unlinked, ids)
+		}
+		if e := s.do(t, call{Token: linus.AccessToken, Query: `mutation { unlinkIdentity(provider: "corp") }`}).wantError(t, "BAD_USER_INPUT", ""); e.Extensions.Field != "provider" {
+			t.Errorf("unlinking twice: field %q", e.Extensions.Field)
+		}
+		events := strings.Join(s.eventTypes(t), ",")
+		if !strings.Contains(events, "IDENTITY_LINKED corp") || !strings.Contains(events, "IDENTITY_UNLINKED corp") {
+			t.Errorf("audit: %s", events)
+		}
+	})
+}
+
+func TestUnlinkIdentity_RefusedWhenItIsTheLastWayToSignIn(t *testing.T) {
+	storetest.Each(t, func(t *testing.T, kind storetest.Kind) {
+		p := newProvider(t, providerUser("sub-n", "nopass", "nopass@corp.example", true))
+		s := newServer(t, kind, withOIDC(p.oidcConfig(nil)))
+		pair := s.signInThrough(t, p, "nopass")
+
+		before := s.snapshot(t)
+		s.do(t, call{Token: pair.AccessToken, Query: `mutation { unlinkIdentity(provider: "corp") }`}).wantError(t, "BAD_USER_INPUT", "")
+		if s.snapshot(t) != before {
+			t.Error("a refused unlink changed something")
+		}
+		// Two unlinks at once cannot race past the rule either.
+		for _, r := range inParallel(4, func() response {
+			return s.do(t, call{Token: pair.AccessToken, Query: `mutation { unlinkIdentity(provider: "corp") }`})
+		}) {
+			r.wantError(t, "BAD_USER_INPUT", "")
+		}
+
+		s.do(t, call{Token: pair.AccessToken, Query: `mutation { setPassword(newPassword: "short") }`}).wantError(t, "BAD_USER_INPUT", "")
+		s.query(t, pair.AccessToken, `mutation { setPassword(newPassword: "a-first-password") }`, nil)
+		if e := s.do(t, call{Token: pair.AccessToken, Query: `mutation { setPassword(newPassword: "a-second-password") }`}).wantError(t, "BAD_USER_INPUT", ""); e.Extensions.Field != "newPassword" {
+			t.Errorf("second setPassword: field %q", e.Extensions.Field)
+		}
+		s.query(t, pair.AccessToken, `mutation { unlinkIdentity(provider: "corp") }`, nil)
+		if got := s.login(t, pair.User.Username, "a-first-password"); got.User.ID != pair.User.ID {
+			t.Errorf("password login after setPassword: %+v", got.User)
+		}
+		if !strings.Contains(strings.Join(s.eventTypes(t), ","), "PASSWORD_CHANGED first password set") {
+			t.Error("setPassword was not audited")
+		}
+	})
+}
+
+func TestSignIn_DisabledUserIsRefusedAtTheCallback(t *testing.T) {
+	storetest.Each(t, func(t *testing.T, kind storetest.Kind) {
+		p := newProvider(t, providerUser("sub-d", "dis", "dis@corp.example", true))
+		s := newServer(t, kind, withOIDC(p.oidcConfig(nil)))
+		pair := s.signInThrough(t, p, "dis")
+		pending, verifier := s.providerSignIn(t, p, "dis") // a code issued before the account is disabled
+		admin := s.signedInAdmin(t)
+		s.setDisabled(t, admin.AccessToken, pair.User.ID, true)
+
+		back, _ := s.providerSignIn(t, p, "dis")
+		if back.RawQuery != "error=access_denied" {
+			t.Errorf("the SPA got %q, want error=access_denied", back.RawQuery)
+		}
+		s.exchangeCode(t, pending.Query().Get("code"), verifier).wantError(t, "FORBIDDEN", "ACCOUNT_DISABLED")
+	})
+}
+
+func TestSignIn_RefusedWhenSignUpIsDisabledAndTheIdentityIsUnknown(t *testing.T) {
+	p := newProvider(t, providerUser("sub-s", "stranger", "stranger@corp.example", true))
+	s := newServer(t, storetest.SQLite, withOIDC(p.oidcConfig(nil)), withSignupDisabled())
+	if back, _ := s.providerSignIn(t, p, "stranger"); back.RawQuery != "error=access_denied" {
+		t.Errorf("the SPA got %q, want error=access_denied", back.RawQuery)
+	}
+}
+
+func TestSignIn_SecondInstanceFinishesAFlowTheFirstStarted(t *testing.T) {
+	storetest.Each(t, func(t *testing.T, kind storetest.Kind) {
+		p := newProvider(t, providerUser("sub-2", "twin", "twin@corp.example", true))
+		name := storetest.NewName(t, kind)
+		dbA, dbB := storetest.OpenShared(t, kind, name), storetest.OpenShared(t, kind, name)
+		for _, db := range []interface{ Migrate(context.Context) error }{dbA, dbB} {
+			if err := db.Migrate(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+		}
+		clk := &clock{now: time.Now().UTC()}
+		a := newServerOn(t, dbA, clk, withOIDC(p.oidcConfig(nil)))
+		b := newServerOn(t, dbB, clk, withOIDC(p.oidcConfig(nil)), withPublicURL(a.URL)) // behind one PUBLIC_URL
+
+		verifier, challenge := pkce()
+		_, start, _ := get(t, a.startURL(spaURL, challenge))
+		back := b.callback(t, p.authorize(t, start, "twin"))
+		var got tokens
+		a.exchangeCode(t, back.Query().Get("code"), verifier).field(t, "exchangeAuthCode", &got)
+		if r := b.me(t, got.AccessToken); len(r.Errors) > 0 {
+			t.Error(r.Errors)
+		}
+	})
+}
+
+func TestSignIn_StartAndCallbackAreRateLimited(t *testing.T) {
+	p := newProvider(t, providerUser("sub-r", "rate", "rate@corp.example", true))
+	clk := &clock{now: time.Now().UTC()}
+	s := newServerOn(t, storetest.Open(t, storetest.SQLite), clk, withOIDC(p.oidcConfig(nil)), withRateLimits(auth.Limits{
+		Counter: ratelimit.NewMemory(clk.Now), PerClient: 3, ClientWindow: time.Minute,
+	}))
+	_, challenge := pkce()
+	_, start, _ := get(t, s.startURL(spaURL, challenge)) // 1
+	providerRedirect := p.authorize(t, start, "rate")
+	get(t, s.startURL(spaURL, challenge)) // 2
+	get(t, s.startURL(spaURL, challenge)) // 3
+	if status, _, _ := get(t, s.startURL(spaURL, challenge)); status != http.StatusTooManyRequests {
+		t.Errorf("fourth start: %d, want 429", status)
+	}
+	u, _ := url.Parse(providerRedirect)
+	if status, _, _ := get(t, s.URL+u.RequestURI()); status != http.StatusTooManyRequests {
+		t.Errorf("callback over the limit: %d, want 429", status)
+	}
+}
+
+func TestSignIn_ProvidersAreListedForClients(t *testing.T) {
+	p := newProvider(t)
+	s := newServer(t, storetest.SQLite, withOIDC(p.oidcConfig(nil)))
+	res, err := http.Get(s.URL + "/auth/providers")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	var got struct{ Providers []string }
+	json.NewDecoder(res.Body).Decode(&got)
+	if len(got.Providers) != 1 || got.Providers[0] != "corp" {
+		t.Errorf("providers: %v", got.Providers)
+	}
+}

@@ -1,0 +1,39 @@
+package model
+
+import "time"
+
+// Identity is an account at an OpenID Connect provider linked to a user: the provider's name (as
+// configured) and its stable subject identifier. A user has at most one identity per provider.
+type Identity struct {
+	Provider string    `bun:"provider,pk"`
+	Subject  string    `bun:"subject,pk"`
+	UserID   string    `bun:"user_id"`
+	Email    *string   `bun:"email"`
+	LinkedAt time.Time `bun:"linked_at"`
+}
+
+// SignInFlow is a sign-in or link through a provider between its start and its callback. Only a
+// hash of its state is stored; the state itself travels through the browser.
+type SignInFlow struct {
+	StateHash     string    `bun:"state_hash,pk"`
+	Provider      string    `bun:"provider"`
+	Nonce         string    `bun:"nonce"`
+	Verifier      string    `bun:"verifier"`       // PKCE towards the provider
+	RedirectTo    string    `bun:"redirect_to"`    // an allowed SPA URL
+	CodeChallenge string    `bun:"code_challenge"` // the SPA's S256 challenge
+	LinkUserID    *string   `bun:"link_user_id"`   // set: link to this user instead of signing in
+	LinkSessionID *string   `bun:"link_session_id"`
+	CreatedAt     time.Time `bun:"created_at"`
+	ExpiresAt     time.Time `bun:"expires_at"`
+}
+
+// AuthCode is the one-time code a finished sign-in hands the SPA, redeemable once, before it
+// expires, with the verifier of CodeChallenge. Only its hash is stored.
+type AuthCode struct {
+	CodeHash      string    `bun:"code_hash,pk"`
+	UserID        string    `bun:"user_id"`
+	Provider      string    `bun:"provider"`
+	CodeChallenge string    `bun:"code_challenge"`
+	CreatedAt     time.Time `bun:"created_at"`
+	ExpiresAt     time.Time `bun:"expires_at"`
+}
