@@ -69,6 +69,17 @@ func TestLoadConfig_RejectsBadValuesNamingTheVariable(t *testing.T) {
 		{"PublicURLWithoutHost", []string{"PUBLIC_URL", "https://"}, "PUBLIC_URL"},
 		{"SocketsPerUserZero", []string{"WS_MAX_SOCKETS_PER_USER", "0"}, "WS_MAX_SOCKETS_PER_USER"},
 		{"PingIntervalUnparsable", []string{"WS_PING_INTERVAL", "often"}, "WS_PING_INTERVAL"},
+		{"ProviderWithoutPublicURL", []string{"OIDC_PROVIDERS", "corp", "OIDC_CORP_ISSUER", "https://id.example.com", "OIDC_CORP_CLIENT_ID", "gqlauth"}, "PUBLIC_URL"},
+		{"ProviderNameWithCapitals", []string{"OIDC_PROVIDERS", "Corp", "PUBLIC_URL", "https://auth.example.com"}, "OIDC_PROVIDERS"},
+		{"ProviderNamedTwice", []string{"OIDC_PROVIDERS", "corp,corp", "OIDC_CORP_ISSUER", "https://id.example.com", "OIDC_CORP_CLIENT_ID", "x", "PUBLIC_URL", "https://auth.example.com"}, "OIDC_PROVIDERS"},
+		{"ProviderWithoutIssuer", []string{"OIDC_PROVIDERS", "corp", "OIDC_CORP_CLIENT_ID", "x", "PUBLIC_URL", "https://auth.example.com"}, "OIDC_CORP_ISSUER"},
+		{"ProviderIssuerPlainHTTP", []string{"OIDC_PROVIDERS", "corp", "OIDC_CORP_ISSUER", "http://id.example.com", "OIDC_CORP_CLIENT_ID", "x", "PUBLIC_URL", "https://auth.example.com"}, "OIDC_CORP_ISSUER"},
+		{"ProviderWithoutClientID", []string{"OIDC_PROVIDERS", "corp", "OIDC_CORP_ISSUER", "https://id.example.com", "PUBLIC_URL", "https://auth.example.com"}, "OIDC_CORP_CLIENT_ID"},
+		{"ProviderScopesWithoutOpenID", []string{"OIDC_PROVIDERS", "corp", "OIDC_CORP_ISSUER", "https://id.example.com", "OIDC_CORP_CLIENT_ID", "gqlauth", "OIDC_CORP_SCOPES", "email profile", "PUBLIC_URL", "https://auth.example.com"}, "OIDC_CORP_SCOPES"},
+		{"RedirectURLWithFragment", []string{"OIDC_REDIRECT_URLS", "https://app.example.com/#/cb"}, "OIDC_REDIRECT_URLS"},
+		{"RedirectURLRelative", []string{"OIDC_REDIRECT_URLS", "/signed-in"}, "OIDC_REDIRECT_URLS"},
+		{"RedirectURLNotCanonical", []string{"OIDC_REDIRECT_URLS", "https://app.example.com/a b"}, "OIDC_REDIRECT_URLS"},
+		{"LinkVerifiedEmailNotBool", []string{"OIDC_LINK_VERIFIED_EMAIL", "sometimes"}, "OIDC_LINK_VERIFIED_EMAIL"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

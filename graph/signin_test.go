@@ -574,3 +574,23 @@ func TestSignIn_ProvidersAreListedForClients(t *testing.T) {
 		t.Errorf("providers: %v", got.Providers)
 	}
 }
+
+func TestSignIn_ProviderRefusalReachesTheSPAAsAnRFC6749Code(t *testing.T) {
+	p := newProvider(t)
+	s := newServer(t, storetest.SQLite, withOIDC(p.oidcConfig(nil)))
+	for answer, want := range map[string]string{
+		"access_denied":             "error=access_denied",
+		"temporarily_unavailable":   "error=temporarily_unavailable",
+		"interaction_required":      "error=access_denied",
+		"<script>alert(1)</script>": "error=access_denied",
+	} {
+		_, challenge := pkce()
+		_, start, _ := get(t, s.startURL(spaURL, challenge))
+		u, _ := url.Parse(start)
+		// The user cancelled at the provider, which sends the browser back with an error.
+		status, loc, _ := get(t, s.URL+"/auth/corp/callback?"+url.Values{"state": {u.Query().Get("state")}, "error": {answer}}.Encode())
+		if status != http.StatusFound || loc != spaURL+"?"+want {
+			t.Errorf("provider said %q: %d %q, want a redirect with %s", answer, status, loc, want)
+		}
+	}
+}
