@@ -5,6 +5,7 @@ import assert from "node:assert/strict";
 import { mkdirSync } from "node:fs";
 import { chromium } from "playwright-core";
 import { startServer } from "./server.mjs";
+import { startWithProvider } from "./provider.mjs";
 
 const binary = process.env.GQLAUTH_BIN || "../gqlauth";
 const executablePath = process.env.CHROMIUM || "/usr/bin/chromium";
@@ -125,4 +126,33 @@ test("a subscription runs over a socket with the Authorize token and shows event
   assert.equal(shown.data.securityEvents.user.username, "root");
   assert.deepEqual(problems, []);
   await page.close();
+});
+
+test("Sign in with a provider: the button runs the PKCE leg and the playground ends signed in", async () => {
+  const env = await startWithProvider(binary, process.env.PROVIDER_BIN || "../oidc-provider");
+  try {
+    const page = await browser.newPage();
+    const urls = [];
+    page.on("framenavigated", (frame) => { if (frame === page.mainFrame()) urls.push(frame.url()); });
+    await page.goto(env.base + "/");
+    await page.click('button[data-provider="corp"]');
+    // The provider's own login page (zitadel's example form).
+    await page.waitForSelector("input#username[name=username]");
+    assert.ok(page.url().startsWith(env.provider.issuer), page.url());
+    await page.fill("input#username", env.provider.username);
+    await page.fill("input#password", env.provider.password);
+    await page.click("button[type=submit]");
+    const who = await page.waitForSelector("#signed-in-as", { timeout: 15000 });
+    assert.match(await who.textContent(), /Signed in as ada \(USER\)/);
+    assert.equal(new URL(page.url()).search, "", "the one-time code must leave the address bar");
+    assert.ok(urls.some((u) => u.startsWith(env.base + "/?code=")), "it came back with a code");
+    assert.ok(!urls.some((u) => /eyJ|access_token|id_token|refresh/.test(u)), "no token in any URL: " + urls.join(" "));
+
+    await runQuery(page, "{ me { username role identities { provider } } }");
+    const me = JSON.parse(await resultText(page, "identities"));
+    assert.deepEqual(me.data.me, { username: "ada", role: "USER", identities: [{ provider: "corp" }] });
+    await page.close();
+  } finally {
+    env.stop();
+  }
 });

@@ -7,7 +7,7 @@
 import type { TypedDocumentNode } from "@graphql-typed-document-node/core";
 import { createClient } from "graphql-ws";
 import {
-  LoginDocument, LogoutDocument, MeDocument, RefreshDocument, SecurityEventsDocument,
+  ExchangeAuthCodeDocument, LoginDocument, LogoutDocument, MeDocument, RefreshDocument, SecurityEventsDocument,
   type MeQuery, type SecurityEventsSubscription,
 } from "./gql/graphql.js";
 import type { AuthErrorReason, ErrorCode, LogoutScope } from "./generated/schema.js";
@@ -46,6 +46,36 @@ export class GqlAuthClient {
     this.accessToken = data.login.accessToken;
     this.refreshToken = data.login.refreshToken;
     return data.login.user;
+  }
+
+  /**
+   * Step 1 of signing in through an OpenID Connect provider (the SPA's PKCE leg): makes a verifier
+   * and its S256 challenge and returns the URL to send the browser to. Keep the verifier until the
+   * browser comes back (a browser app: sessionStorage; it is useless without the one-time code).
+   * redirectTo must be one of the server's OIDC_REDIRECT_URLS, exactly.
+   */
+  static async beginProviderSignIn(baseURL: string, provider: string, redirectTo: string): Promise<{ url: string; verifier: string }> {
+    const verifier = base64url(crypto.getRandomValues(new Uint8Array(32)));
+    const challenge = base64url(new Uint8Array(await crypto.subtle.digest("SHA-256", new TextEncoder().encode(verifier))));
+    const query = new URLSearchParams({ redirect_to: redirectTo, code_challenge: challenge });
+    return { url: `${baseURL}/auth/${encodeURIComponent(provider)}/start?${query}`, verifier };
+  }
+
+  /**
+   * Step 4: the browser is back at redirectTo with ?code= (or ?error=, an RFC 6749 error code such
+   * as access_denied or account_exists). Redeems the code once, with the verifier of step 1.
+   * A browser app should remove the query from the address bar first (history.replaceState).
+   */
+  async completeProviderSignIn(returnedTo: string, verifier: string) {
+    const params = new URL(returnedTo).searchParams;
+    const error = params.get("error");
+    if (error) throw new GqlAuthError(`sign-in through the provider failed: ${error}`, "UNAUTHENTICATED");
+    const code = params.get("code");
+    if (!code) throw new GqlAuthError("the return URL has neither code nor error", "BAD_USER_INPUT");
+    const data = await this.send(ExchangeAuthCodeDocument, { code, codeVerifier: verifier });
+    this.accessToken = data.exchangeAuthCode.accessToken;
+    this.refreshToken = data.exchangeAuthCode.refreshToken;
+    return data.exchangeAuthCode.user;
   }
 
   async me(): Promise<MeQuery["me"]> {
@@ -151,4 +181,8 @@ export class GqlAuthClient {
     if (!body.data) throw new GqlAuthError("empty response", "INTERNAL_SERVER_ERROR");
     return body.data;
   }
+}
+
+function base64url(bytes: Uint8Array): string {
+  return btoa(String.fromCharCode(...bytes)).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
 }

@@ -58,3 +58,19 @@ export async function runRevocationFlow(baseURL: string, username: string, passw
   stop();
   return { sawOwnSignIn, signedOutReason, signedIn: client.signedIn };
 }
+
+/**
+ * The provider sign-in flow: the client makes its PKCE pair and start URL, `browse` plays the
+ * browser (to the provider, through its login, back to gqlauth's callback) and returns the URL it
+ * ends on, and the client redeems the one-time code and calls me.
+ */
+export async function runProviderFlow(
+  baseURL: string, provider: string, redirectTo: string, browse: (startURL: string) => Promise<string>,
+): Promise<{ username: string; role: string }> {
+  const { url, verifier } = await GqlAuthClient.beginProviderSignIn(baseURL, provider, redirectTo);
+  const returnedTo = await browse(url);
+  const client = new GqlAuthClient(`${baseURL}/query`);
+  await client.completeProviderSignIn(returnedTo, verifier);
+  const me = await client.me();
+  return { username: me.username, role: me.role };
+}

@@ -5,7 +5,8 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { resolve } from "node:path";
 import { startServer } from "../../../e2e/server.mjs";
-import { runFlow, runRevocationFlow } from "../dist/flow.js";
+import { startWithProvider, signInAtProvider } from "../../../e2e/provider.mjs";
+import { runFlow, runProviderFlow, runRevocationFlow } from "../dist/flow.js";
 
 // The server runs the client's trusted documents only: the manifest codegen wrote.
 const manifest = resolve("src/gql/persisted-documents.json");
@@ -43,5 +44,28 @@ test("a live session: the socket is closed with SESSION_REVOKED by a logout else
     assert.deepEqual(result, { sawOwnSignIn: true, signedOutReason: "SESSION_REVOKED", signedIn: false });
   } finally {
     server.stop();
+  }
+});
+
+test("sign in through the OpenID provider: PKCE on both legs, one-time code, by trusted documents only", async () => {
+  const spa = "https://spa.example/signed-in";
+  const env = await startWithProvider(process.env.GQLAUTH_BIN || "../../gqlauth", process.env.PROVIDER_BIN || "../../oidc-provider", {
+    OIDC_REDIRECT_URLS: spa, TRUSTED_DOCUMENTS: manifest, TRUSTED_DOCUMENTS_ONLY: "true",
+  });
+  try {
+    // The browser: gqlauth's start → the provider → its login form → gqlauth's callback → the SPA.
+    const browse = async (startURL) => {
+      const start = await fetch(startURL, { redirect: "manual" });
+      assert.equal(start.status, 302);
+      const callback = await signInAtProvider(start.headers.get("location"), env.provider.username, env.provider.password);
+      const back = await fetch(callback, { redirect: "manual" });
+      const landing = back.headers.get("location");
+      assert.ok(landing.startsWith(spa + "?code="), landing);
+      return landing;
+    };
+    const result = await runProviderFlow(env.base, "corp", spa, browse);
+    assert.deepEqual(result, { username: "ada", role: "USER" });
+  } finally {
+    env.stop();
   }
 });

@@ -2,7 +2,10 @@
 // username and password, and every GraphiQL request then carries `Authorization: Bearer …`. The
 // access token is refreshed before it expires. Tokens live in this page's memory only: never in
 // the URL, never in storage. Subscriptions run over a graphql-ws socket that authenticates with
-// the same token (and is closed by the server, 4401, when the session ends).
+// the same token (and is closed by the server, 4401, when the session ends). With OpenID Connect
+// providers configured, a "Sign in with <provider>" button runs the SPA's PKCE leg: the verifier
+// waits in sessionStorage while the browser is at the provider (it is useless without the one-time
+// code, which only comes back here), and the code is removed from the address bar before use.
 import React, { useCallback, useEffect, useRef, useState } from "react";
 import { createRoot } from "react-dom/client";
 import { GraphiQL } from "graphiql";
@@ -43,11 +46,48 @@ function firstError(result) {
   return ext.reason ? `${e.message} (${ext.reason})` : e.message;
 }
 
-function AuthorizePanel({ session, setSession }) {
+const VERIFIER_KEY = "gqlauth.pkce-verifier";
+
+function base64url(bytes) {
+  return btoa(String.fromCharCode(...bytes)).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
+}
+
+// startProviderSignIn makes a PKCE pair, keeps the verifier for the return, and leaves for the
+// provider through the server's start URL. The playground itself (origin + "/") is the return URL.
+async function startProviderSignIn(name) {
+  const verifier = base64url(crypto.getRandomValues(new Uint8Array(32)));
+  const digest = new Uint8Array(await crypto.subtle.digest("SHA-256", new TextEncoder().encode(verifier)));
+  sessionStorage.setItem(VERIFIER_KEY, verifier);
+  const query = new URLSearchParams({ redirect_to: location.origin + "/", code_challenge: base64url(digest) });
+  location.assign(`/auth/${encodeURIComponent(name)}/start?${query}`);
+}
+
+// finishProviderSignIn handles the return from a provider: ?code= is exchanged with the kept
+// verifier, ?error= is reported. Either way the parameters leave the address bar at once.
+async function finishProviderSignIn() {
+  const params = new URLSearchParams(location.search);
+  const code = params.get("code");
+  const error = params.get("error");
+  if (!code && !error) return null;
+  history.replaceState(null, "", location.pathname);
+  const verifier = sessionStorage.getItem(VERIFIER_KEY) || "";
+  sessionStorage.removeItem(VERIFIER_KEY);
+  if (error) return { error: `Sign-in through the provider failed: ${error}` };
+  const result = await post(`mutation ExchangeAuthCode($c: String!, $v: String!) { exchangeAuthCode(code: $c, codeVerifier: $v) { ${PAYLOAD} } }`, { c: code, v: verifier });
+  const err = firstError(result);
+  return err ? { error: err } : { session: result.data.exchangeAuthCode };
+}
+
+function AuthorizePanel({ session, setSession, notice }) {
   const [username, setUsername] = useState("");
   const [password, setPassword] = useState("");
   const [error, setError] = useState(null);
   const [busy, setBusy] = useState(false);
+  const [providers, setProviders] = useState([]);
+
+  useEffect(() => {
+    fetch("/auth/providers").then((r) => r.json()).then((body) => setProviders(body.providers || [])).catch(() => {});
+  }, []);
 
   const signIn = async (event) => {
     event.preventDefault();
@@ -89,7 +129,12 @@ function AuthorizePanel({ session, setSession }) {
       <input id="username" autoComplete="username" placeholder="username" value={username} onChange={(e) => setUsername(e.target.value)} />
       <input id="password" type="password" autoComplete="current-password" placeholder="password" value={password} onChange={(e) => setPassword(e.target.value)} />
       <button id="login" type="submit" disabled={busy}>Sign in</button>
-      {error && <span id="auth-error" className="error">{error}</span>}
+      {providers.map((name) => (
+        <button key={name} type="button" className="provider" data-provider={name} onClick={() => startProviderSignIn(name)}>
+          Sign in with {name}
+        </button>
+      ))}
+      {(error || notice) && <span id="auth-error" className="error">{error || notice}</span>}
       <span className="hint">OAuth2 clients: password grant at <code>POST /oauth/token</code></span>
     </form>
   );
@@ -102,6 +147,17 @@ function App() {
     sessionRef.current = s;
     setSessionState(s);
   }, []);
+  const [notice, setNotice] = useState(null);
+
+  // Back from a provider?
+  useEffect(() => {
+    finishProviderSignIn()
+      .then((outcome) => {
+        if (outcome && outcome.session) setSession(outcome.session);
+        if (outcome && outcome.error) setNotice(outcome.error);
+      })
+      .catch((e) => setNotice(String(e)));
+  }, [setSession]);
 
   // Refresh 30 s before the access token expires; a failed refresh signs the panel out.
   useEffect(() => {
@@ -133,7 +189,7 @@ function App() {
 
   return (
     <div className="playground">
-      <AuthorizePanel session={session} setSession={setSession} />
+      <AuthorizePanel session={session} setSession={setSession} notice={notice} />
       <div className="graphiql-host">
         <GraphiQL fetcher={fetcher} defaultQuery={"# Sign in above, then run:\n{ me { id username role } }\n"} />
       </div>
