@@ -86,6 +86,8 @@ type Config struct {
 	TrustedOnly        bool   // refuse free-form queries except from admins
 	Sockets            graph.SocketLimits
 	LogJSON            bool
+	LogLevel           slog.Level
+	AccessLog          graph.AccessLog
 	RefreshCookie      bool
 	CookieSecure       bool
 	CORSOrigins        []string
@@ -199,6 +201,15 @@ func LoadConfig(getenv func(string) string) (Config, error) {
 	default:
 		errs = append(errs, fmt.Errorf("LOG_FORMAT: %q must be text or json", format))
 	}
+	if err := cfg.LogLevel.UnmarshalText([]byte(get("LOG_LEVEL", "info"))); err != nil || !slices.Contains([]string{"debug", "info", "warn", "error"}, strings.ToLower(get("LOG_LEVEL", "info"))) {
+		errs = append(errs, fmt.Errorf("LOG_LEVEL: %q must be debug, info, warn or error", get("LOG_LEVEL", "info")))
+	}
+	switch access := graph.AccessLog(get("ACCESS_LOG", "all")); access {
+	case graph.AccessLogAll, graph.AccessLogErrors, graph.AccessLogOff:
+		cfg.AccessLog = access
+	default:
+		errs = append(errs, fmt.Errorf("ACCESS_LOG: %q must be all, errors or off", access))
+	}
 	proxies, err := auth.ParseProxies(getenv("TRUSTED_PROXIES"))
 	if err != nil {
 		errs = append(errs, fmt.Errorf("TRUSTED_PROXIES: %v", err))
@@ -292,9 +303,10 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer, read
 	if err != nil {
 		return err
 	}
-	var logHandler slog.Handler = slog.NewTextHandler(stdout, nil)
+	logOpts := &slog.HandlerOptions{Level: cfg.LogLevel}
+	var logHandler slog.Handler = slog.NewTextHandler(stdout, logOpts)
 	if cfg.LogJSON {
-		logHandler = slog.NewJSONHandler(stdout, nil)
+		logHandler = slog.NewJSONHandler(stdout, logOpts)
 	}
 	log := slog.New(graph.LogHandler(logHandler))
 
@@ -383,7 +395,7 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer, read
 	gql, err := graph.NewHandler(svc, tokens, graph.Options{
 		Logger: log, Metrics: graph.NewMetrics(registry, passwords.QueueDepth), Proxies: cfg.TrustedProxies,
 		Limits: cfg.QueryLimits, Introspection: cfg.Introspection, Debug: cfg.GraphQLDebug, Trusted: trusted,
-		Origins: cfg.CORSOrigins, Sockets: cfg.Sockets,
+		Origins: cfg.CORSOrigins, Sockets: cfg.Sockets, AccessLog: cfg.AccessLog,
 	})
 	if err != nil {
 		return err

@@ -79,6 +79,9 @@ func TestLoadConfig_RejectsBadValuesNamingTheVariable(t *testing.T) {
 		{"RedirectURLWithFragment", []string{"OIDC_REDIRECT_URLS", "https://app.example.com/#/cb"}, "OIDC_REDIRECT_URLS"},
 		{"RedirectURLRelative", []string{"OIDC_REDIRECT_URLS", "/signed-in"}, "OIDC_REDIRECT_URLS"},
 		{"RedirectURLNotCanonical", []string{"OIDC_REDIRECT_URLS", "https://app.example.com/a b"}, "OIDC_REDIRECT_URLS"},
+		{"LogLevelUnknown", []string{"LOG_LEVEL", "verbose"}, "LOG_LEVEL"},
+		{"LogLevelOffset", []string{"LOG_LEVEL", "info+2"}, "LOG_LEVEL"},
+		{"AccessLogUnknown", []string{"ACCESS_LOG", "sometimes"}, "ACCESS_LOG"},
 		{"LinkVerifiedEmailNotBool", []string{"OIDC_LINK_VERIFIED_EMAIL", "sometimes"}, "OIDC_LINK_VERIFIED_EMAIL"},
 	}
 	for _, c := range cases {

@@ -4,7 +4,8 @@
 //	go run ./bench -scenario me -c 64 -d 10s
 //	go run ./bench -scenario all -c 64 -d 10s -database-url postgres://postgres@127.0.0.1:5432/test
 //
-// Scenarios: ceiling, typename, me, me-wide, login, refresh, mix, flood, all. A response with
+// Scenarios: ceiling, recipe-typename, recipe-me (gqlgen's authentication recipe on the same
+// schema and database: the yardstick), typename, me, me-wide, login, refresh, mix, flood, all. A response with
 // GraphQL errors counts as an error, so a failing server cannot look fast.
 package main
 
@@ -75,7 +76,7 @@ func run(scenario string, c int, d time.Duration, target, databaseURL string, co
 
 	names := []string{scenario}
 	if scenario == "all" {
-		names = []string{"ceiling", "typename", "me", "me-wide", "login", "refresh", "mix", "flood"}
+		names = []string{"ceiling", "recipe-typename", "typename", "recipe-me", "me", "me-wide", "login", "refresh", "mix", "flood"}
 	}
 	var results []*result
 	for _, name := range names {

@@ -40,9 +40,35 @@ func printRatios(results []*result) {
 			fmt.Printf("%-44s %.2f\n", label, by[a].RequestsPerSec/by[b].RequestsPerSec)
 		}
 	}
+	// target prints a ratio with the target next to it (#16), so one run shows them all.
+	target := func(label string, got float64, op string, want float64) {
+		ok := (op == ">=" && got >= want) || (op == "<=" && got <= want)
+		verdict := "met"
+		if !ok {
+			verdict = "MISSED"
+		}
+		fmt.Printf("%-44s %.2f   (target %s %.2f: %s)\n", label, got, op, want, verdict)
+	}
+	rps := func(a, b string) (float64, bool) {
+		if by[a] == nil || by[b] == nil || by[b].RequestsPerSec == 0 {
+			return 0, false
+		}
+		return by[a].RequestsPerSec / by[b].RequestsPerSec, true
+	}
 	fmt.Println()
+	if v, ok := rps("me", "recipe-me"); ok {
+		target("me / recipe me (req/s)", v, ">=", 0.95)
+	}
+	if v, ok := rps("typename", "recipe-typename"); ok {
+		target("typename / recipe typename (req/s)", v, ">=", 0.90)
+	}
+	if a, b := by["me"], by["recipe-me"]; a != nil && b != nil && b.P99Ms > 0 {
+		target("me p99 / recipe me p99", a.P99Ms/b.P99Ms, "<=", 1.2)
+	}
+	if v, ok := rps("me-wide", "me"); ok {
+		target("me-wide / me (req/s)", v, ">=", 0.9)
+	}
 	ratio("me / ceiling (req/s)", "me", "ceiling")
-	ratio("me-wide / me (req/s)", "me-wide", "me")
 	ratio("login / bcrypt ceiling (req/s)", "login", "bcrypt-ceiling")
 	if a, u := by["flood: me alone"], by["flood: me under flood"]; a != nil && u != nil && a.P99Ms > 0 {
 		fmt.Printf("%-44s %.2f\n", "me p99 under login flood / me p99 alone", u.P99Ms/a.P99Ms)

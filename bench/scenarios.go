@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net/http"
 	"runtime"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -37,6 +38,14 @@ func (env *environment) ops() map[string]op {
 		},
 		"typename": func(ctx context.Context, vu *virtualUser) string {
 			code, _, _ := env.send(ctx, "/query", "", nil, "{ __typename }", nil)
+			return code
+		},
+		"recipe-me": func(ctx context.Context, vu *virtualUser) string {
+			code, _, _ := env.send(ctx, "/recipe", vu.access, nil, "{ me { id username role } }", nil)
+			return code
+		},
+		"recipe-typename": func(ctx context.Context, vu *virtualUser) string {
+			code, _, _ := env.send(ctx, "/recipe", "", nil, "{ __typename }", nil)
 			return code
 		},
 		"me":      query("{ me { id username role } }"),
@@ -119,6 +128,10 @@ func (env *environment) run(ctx context.Context, name string, d time.Duration) (
 		}
 		if name == "ceiling" && env.db == nil {
 			fmt.Println("ceiling: needs the in-process server (no -url); skipped")
+			return nil, nil
+		}
+		if strings.HasPrefix(name, "recipe") && !env.recipe {
+			fmt.Printf("%s: needs the in-process server on Postgres (-database-url); skipped\n", name)
 			return nil, nil
 		}
 		return []*result{env.load(ctx, name, env.users, o, d, false)}, nil

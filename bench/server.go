@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"gqlauth/auth"
 	"gqlauth/graph"
@@ -28,6 +30,7 @@ type environment struct {
 	base        string
 	client      *http.Client
 	db          *store.DB // in-process only: for the ceiling handler
+	recipe      bool      // the recipe's handler is served at /recipe (Postgres only)
 	passwords   *auth.Passwords
 	users       []*virtualUser
 	mu          sync.Mutex
@@ -45,6 +48,7 @@ func (env *environment) startServer(ctx context.Context, databaseURL string) (fu
 		err error
 	)
 	cleanup := func() {}
+	var pool *pgxpool.Pool
 	if databaseURL != "" {
 		// A fresh schema per run, so runs never see each other's rows.
 		admin, err := store.OpenPostgres(ctx, databaseURL)
@@ -61,6 +65,9 @@ func (env *environment) startServer(ctx context.Context, databaseURL string) (fu
 			sep = "&"
 		}
 		db, err = store.OpenPostgres(ctx, databaseURL+sep+"search_path="+schema)
+		if err == nil {
+			pool, err = recipePool(ctx, databaseURL+sep+"search_path="+schema)
+		}
 	} else {
 		dir, _ := os.MkdirTemp("", "gqlauth-bench")
 		cleanup = func() { os.RemoveAll(dir) }
@@ -73,7 +80,8 @@ func (env *environment) startServer(ctx context.Context, databaseURL string) (fu
 		return nil, err
 	}
 	env.db = db
-	tokens, err := auth.NewTokens(auth.TokenConfig{Secret: []byte(auth.NewSecret()), Issuer: "gqlauth", Audience: "gqlauth", TTL: 15 * time.Minute})
+	secret := []byte(auth.NewSecret())
+	tokens, err := auth.NewTokens(auth.TokenConfig{Secret: secret, Issuer: "gqlauth", Audience: "gqlauth", TTL: 15 * time.Minute})
 	if err != nil {
 		return nil, err
 	}
@@ -81,17 +89,23 @@ func (env *environment) startServer(ctx context.Context, databaseURL string) (fu
 		return nil, err
 	}
 	runtime.GOMAXPROCS(runtime.GOMAXPROCS(0) + runtime.NumCPU()) // as server.go does for the bcrypt workers
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	// As server.go builds it: the request log line (formatted, then discarded) and metrics.
+	log := slog.New(graph.LogHandler(slog.NewTextHandler(io.Discard, nil)))
 	svc := auth.NewService(db, tokens, env.passwords, auth.ServiceConfig{
 		RefreshTTL: 720 * time.Hour, ReuseInterval: 10 * time.Second, SignupEnabled: true, Logger: log,
 		// No rate limits: the harness is one client IP doing what a crowd would.
 	})
-	gql, err := graph.NewHandler(svc, tokens, graph.Options{Logger: log, Introspection: true})
+	metrics := graph.NewMetrics(prometheus.NewRegistry(), env.passwords.QueueDepth)
+	gql, err := graph.NewHandler(svc, tokens, graph.Options{Logger: log, Metrics: metrics, Introspection: true})
 	if err != nil {
 		return nil, err
 	}
 	mux := http.NewServeMux()
 	mux.Handle("/query", gql)
+	if pool != nil {
+		mux.Handle("/recipe", recipeHandler(pool, secret))
+		env.recipe = true
+	}
 	mux.HandleFunc("/ceiling", func(w http.ResponseWriter, r *http.Request) {
 		// What any server must pay per guarded request: the directive's user/session query on the
 		// same store and pool, and a small JSON body. No GraphQL, no JWT.
@@ -110,5 +124,12 @@ func (env *environment) startServer(ctx context.Context, databaseURL string) (fu
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	go srv.Serve(ln)
 	env.base = "http://" + ln.Addr().String()
-	return func() { srv.Close(); db.Close(); cleanup() }, nil
+	return func() {
+		srv.Close()
+		if pool != nil {
+			pool.Close()
+		}
+		db.Close()
+		cleanup()
+	}, nil
 }

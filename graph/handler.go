@@ -32,6 +32,7 @@ type Options struct {
 	Trusted       *TrustedDocuments // nil: no trusted documents
 	Sockets       SocketLimits      // zero value: DefaultSocketLimits()
 	Origins       []string          // cross-site origins allowed to open WebSockets (CORS_ALLOWED_ORIGINS)
+	AccessLog     AccessLog         // which requests are logged; "": all
 }
 
 // NewHandler returns the GraphQL endpoint: security headers, request log and metrics, the Bearer
@@ -88,7 +89,10 @@ func NewHandler(svc *auth.Service, tokens *auth.Tokens, opts Options) (http.Hand
 	}}
 	exec.Use(socketGuard{e})
 	var h http.Handler = e
-	h = observe(opts.Logger, opts.Metrics, h)
+	if opts.AccessLog == "" {
+		opts.AccessLog = AccessLogAll
+	}
+	h = observe(opts.Logger, opts.Metrics, opts.AccessLog, h)
 	h = auth.Middleware(tokens, opts.Proxies)(h)
 	return securityHeaders(h), nil
 }

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"gqlauth/auth"
+	"gqlauth/graph"
 	"gqlauth/ratelimit"
 	"gqlauth/store/storetest"
 )
@@ -375,6 +376,31 @@ func TestLogs_NeverContainSecrets(t *testing.T) {
 	}
 	if !strings.Contains(out, `"msg":"request"`) || !strings.Contains(out, `"request_id"`) || !strings.Contains(out, `"user":"`+p.User.ID+`"`) {
 		t.Errorf("request lines lack request id or user: %s", out)
+	}
+}
+
+func TestAccessLog_ModesChooseWhichRequestsAreLogged(t *testing.T) {
+	for _, c := range []struct {
+		mode       graph.AccessLog
+		ok, failed bool // whether a successful and a failed request are logged
+	}{
+		{graph.AccessLogAll, true, true},
+		{graph.AccessLogErrors, false, true},
+		{graph.AccessLogOff, false, false},
+	} {
+		t.Run(string(c.mode), func(t *testing.T) {
+			logs := &syncBuffer{}
+			s := newServer(t, storetest.SQLite, withLogs(logs), withAccessLog(c.mode))
+			s.do(t, call{Query: `{ __typename }`})
+			s.do(t, call{Query: `{ me { id } }`}) // UNAUTHENTICATED
+			out := logs.String()
+			if got := strings.Contains(out, `"field":"__typename"`); got != c.ok {
+				t.Errorf("successful request logged: %v, want %v", got, c.ok)
+			}
+			if got := strings.Contains(out, `"field":"me"`); got != c.failed {
+				t.Errorf("failed request logged: %v, want %v", got, c.failed)
+			}
+		})
 	}
 }
 

@@ -74,6 +74,7 @@ type serverOptions struct {
 	origins       []string
 	oidc          func(publicURL string) auth.OIDCConfig
 	publicURL     string
+	accessLog     graph.AccessLog
 	alg           string // "": HS256
 	publishDelay  time.Duration
 	rotation      time.Duration
@@ -100,6 +101,9 @@ func withOrigins(origins ...string) option         { return func(o *serverOption
 func withOIDC(cfg func(publicURL string) auth.OIDCConfig) option {
 	return func(o *serverOptions) { o.oidc = cfg }
 }
+
+// withAccessLog sets ACCESS_LOG.
+func withAccessLog(a graph.AccessLog) option { return func(o *serverOptions) { o.accessLog = a } }
 
 // withPublicURL sets PUBLIC_URL, as for a second instance behind the first one's URL.
 func withPublicURL(u string) option { return func(o *serverOptions) { o.publicURL = u } }
@@ -161,7 +165,7 @@ func newServerOn(t testing.TB, db *store.DB, clk *clock, opts ...option) *server
 		Limits: o.limits, AuditRetention: o.retention, OIDC: oidc,
 	})
 	h, err := graph.NewHandler(svc, tokens, graph.Options{Logger: log, Limits: o.queryLimits, Introspection: !o.noIntrospect, Debug: o.debug, Proxies: o.proxies, Trusted: o.trusted,
-		Sockets: o.sockets, Origins: o.origins})
+		Sockets: o.sockets, Origins: o.origins, AccessLog: o.accessLog})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -92,10 +92,19 @@ func RequestID(ctx context.Context) string {
 	return ""
 }
 
+// AccessLog says which requests get a log line (ACCESS_LOG).
+type AccessLog string
+
+const (
+	AccessLogAll    AccessLog = "all"    // every request
+	AccessLogErrors AccessLog = "errors" // requests that ended with an error (any error code, or a status ≥ 400)
+	AccessLogOff    AccessLog = "off"    // none; metrics still count every request
+)
+
 // observe gives each request an id (also sent back as X-Request-Id), and when it ends writes one
-// log line and the metrics: id, operation, duration, status, user id. Never a token or password:
-// it logs nothing from the request body but the operation name.
-func observe(log *slog.Logger, metrics *Metrics, next http.Handler) http.Handler {
+// log line (as accessLog says) and the metrics: id, operation, duration, status, user id. Never a
+// token or password: it logs nothing from the request body but the operation name.
+func observe(log *slog.Logger, metrics *Metrics, accessLog AccessLog, next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		b := make([]byte, 8)
@@ -117,6 +126,9 @@ func observe(log *slog.Logger, metrics *Metrics, next http.Handler) http.Handler
 		if metrics != nil {
 			metrics.requests.WithLabelValues(info.rootField, outcome).Inc()
 			metrics.latency.WithLabelValues(info.rootField).Observe(elapsed.Seconds())
+		}
+		if accessLog == AccessLogOff || (accessLog == AccessLogErrors && outcome == "ok" && sw.status < 400) {
+			return
 		}
 		log.LogAttrs(r.Context(), slog.LevelInfo, "request",
 			slog.String("method", r.Method),
