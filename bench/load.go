@@ -25,6 +25,37 @@ type result struct {
 	RSSAt10sMB     float64          `json:"rssAt10sMB,omitempty"`
 	RSSEndMB       float64          `json:"rssEndMB,omitempty"`
 	LostSessions   *int             `json:"lostSessions,omitempty"`
+	P999Ms         float64          `json:"p999Ms,omitempty"`
+
+	latencies []time.Duration // sorted
+	elapsed   time.Duration
+}
+
+// merge adds another run of the same scenario (an interleaved round) to r.
+func (r *result) merge(o *result) {
+	r.latencies = append(r.latencies, o.latencies...)
+	r.elapsed += o.elapsed
+	for k, v := range o.Errors {
+		if r.Errors == nil {
+			r.Errors = map[string]int64{}
+		}
+		r.Errors[k] += v
+	}
+	r.summarize()
+}
+
+// summarize computes the figures from the latencies.
+func (r *result) summarize() {
+	sort.Slice(r.latencies, func(i, j int) bool { return r.latencies[i] < r.latencies[j] })
+	pct := func(p float64) float64 {
+		if len(r.latencies) == 0 {
+			return 0
+		}
+		return float64(r.latencies[min(len(r.latencies)-1, int(p*float64(len(r.latencies))))].Microseconds()) / 1000
+	}
+	r.Requests = len(r.latencies)
+	r.RequestsPerSec = float64(r.Requests) / r.elapsed.Seconds()
+	r.P50Ms, r.P95Ms, r.P99Ms, r.P999Ms, r.MaxMs = pct(0.50), pct(0.95), pct(0.99), pct(0.999), pct(1)
 }
 
 // load runs o on every user in users concurrently for d.
@@ -74,18 +105,10 @@ func (env *environment) load(ctx context.Context, name string, users []*virtualU
 		}()
 	}
 	wg.Wait()
-	elapsed := time.Since(start)
-	sort.Slice(latencies, func(i, j int) bool { return latencies[i] < latencies[j] })
-	pct := func(p float64) float64 {
-		if len(latencies) == 0 {
-			return 0
-		}
-		return float64(latencies[min(len(latencies)-1, int(p*float64(len(latencies))))].Microseconds()) / 1000
-	}
-	res.Requests = len(latencies)
-	res.RequestsPerSec = float64(len(latencies)) / elapsed.Seconds()
-	res.P50Ms, res.P95Ms, res.P99Ms, res.MaxMs = pct(0.50), pct(0.95), pct(0.99), pct(1)
+	res.elapsed = time.Since(start)
+	res.latencies = latencies
 	res.Errors = errs
+	res.summarize()
 	if watchRSS {
 		res.RSSEndMB = rssMB()
 	}

@@ -18,8 +18,8 @@ func (r *result) print() {
 		sort.Strings(parts)
 		errs = strings.Join(parts, " ")
 	}
-	fmt.Printf("%-24s %9.0f req/s  p50 %7.2f ms  p95 %7.2f ms  p99 %7.2f ms  max %8.2f ms  errors: %s",
-		r.Scenario, r.RequestsPerSec, r.P50Ms, r.P95Ms, r.P99Ms, r.MaxMs, errs)
+	fmt.Printf("%-24s %9.0f req/s  p50 %7.2f ms  p95 %7.2f ms  p99 %7.2f ms  p99.9 %7.2f ms  max %8.2f ms  errors: %s",
+		r.Scenario, r.RequestsPerSec, r.P50Ms, r.P95Ms, r.P99Ms, r.P999Ms, r.MaxMs, errs)
 	if r.RSSAt10sMB > 0 {
 		fmt.Printf("  rss@10s %.0f MB, end %.0f MB", r.RSSAt10sMB, r.RSSEndMB)
 	}

@@ -44,6 +44,10 @@ func (env *environment) ops() map[string]op {
 			code, _, _ := env.send(ctx, "/recipe", vu.access, nil, "{ me { id username role } }", nil)
 			return code
 		},
+		"recipe-me-wide": func(ctx context.Context, vu *virtualUser) string {
+			code, _, _ := env.send(ctx, "/recipe", vu.access, nil, meWide, nil)
+			return code
+		},
 		"recipe-typename": func(ctx context.Context, vu *virtualUser) string {
 			code, _, _ := env.send(ctx, "/recipe", "", nil, "{ __typename }", nil)
 			return code

@@ -1,12 +1,20 @@
 package graph_test
 
 import (
+	"bytes"
+	"encoding/json"
 	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
 	"runtime"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 
 	"gqlauth/graph"
 	"gqlauth/store/storetest"
@@ -157,4 +165,48 @@ func benchmarkIdleSockets(b *testing.B, kind storetest.Kind) {
 	b.ReportMetric(float64(total.Microseconds())/float64(max(i, 1))/1000, "ms-logout-to-close")
 	b.ReportMetric(perSocket, "heap-B/socket")
 	b.ReportMetric(perSocketGoroutines, "goroutines/socket")
+}
+
+// BenchmarkHandler is the handler alone, as server.go builds it (request log formatted and
+// discarded, metrics), called without a network: the per-request CPU that gqlauth adds.
+func BenchmarkHandler(b *testing.B) {
+	s := newServer(b, storetest.SQLite)
+	alice := s.signedInUser(b, "alice")
+	log := slog.New(graph.LogHandler(slog.NewTextHandler(io.Discard, nil)))
+	handler := func(access graph.AccessLog) http.Handler {
+		h, err := graph.NewHandler(s.Service, s.Tokens, graph.Options{Logger: log, Metrics: graph.NewMetrics(prometheus.NewRegistry(), nil), AccessLog: access})
+		if err != nil {
+			b.Fatal(err)
+		}
+		return h
+	}
+	logged, quiet := handler(graph.AccessLogAll), handler(graph.AccessLogOff)
+	for _, c := range []struct {
+		name, query, token string
+		h                  http.Handler
+	}{
+		{"typename", `{ __typename }`, "", logged},
+		{"typename/ACCESS_LOG=off", `{ __typename }`, "", quiet},
+		{"me", `{ me { id username role } }`, alice.AccessToken, logged},
+		{"me/ACCESS_LOG=off", `{ me { id username role } }`, alice.AccessToken, quiet},
+		{"me-wide", meWide, alice.AccessToken, logged},
+	} {
+		h := c.h
+		b.Run(c.name, func(b *testing.B) {
+			body, _ := json.Marshal(map[string]any{"query": c.query})
+			b.ReportAllocs()
+			for b.Loop() {
+				req := httptest.NewRequest(http.MethodPost, "/query", bytes.NewReader(body))
+				req.Header.Set("Content-Type", "application/json")
+				if c.token != "" {
+					req.Header.Set("Authorization", "Bearer "+c.token)
+				}
+				rec := httptest.NewRecorder()
+				h.ServeHTTP(rec, req)
+				if rec.Code != http.StatusOK || bytes.Contains(rec.Body.Bytes(), []byte(`"errors"`)) {
+					b.Fatal(rec.Body.String())
+				}
+			}
+		})
+	}
 }

@@ -53,6 +53,7 @@ type server struct {
 	Queries *queryCounter
 	Service *auth.Service
 	Keys    *auth.KeyRing // nil with HS256
+	Tokens  *auth.Tokens
 }
 
 type serverOptions struct {
@@ -197,7 +198,7 @@ func newServerOn(t testing.TB, db *store.DB, clk *clock, opts ...option) *server
 			t.Fatal("the event listener did not connect")
 		}
 	}
-	return &server{URL: ts.URL, DB: db, Clock: clk, Queries: counter, Service: svc, Keys: keys}
+	return &server{URL: ts.URL, DB: db, Clock: clk, Queries: counter, Service: svc, Keys: keys, Tokens: tokens}
 }
 
 // twoInstances starts two servers on one fresh database, sharing a clock, as two instances

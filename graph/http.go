@@ -122,7 +122,7 @@ func (e *endpoint) read(w http.ResponseWriter, r *http.Request) (*request, int, 
 		// Only JSON bodies: a cross-site HTML form or a text/plain fetch can send a "simple"
 		// request without a CORS preflight, so accepting them would let any page log a visitor
 		// in or out (CSRF). application/json always needs a preflight.
-		if mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type")); mt != "application/json" {
+		if ct := r.Header.Get("Content-Type"); ct != "application/json" && mediaType(ct) != "application/json" {
 			return nil, http.StatusUnsupportedMediaType, requestError(model.ErrorCodeGraphqlParseFailed,
 				"send GraphQL requests as POST with Content-Type: application/json")
 		}
@@ -140,13 +140,33 @@ func (e *endpoint) read(w http.ResponseWriter, r *http.Request) (*request, int, 
 		if trimmed := bytes.TrimSpace(body); len(trimmed) > 0 && trimmed[0] == '[' {
 			return malformed("batched operations are not supported; send one operation per request")
 		}
-		var fields map[string]json.RawMessage
-		if err := json.Unmarshal(body, &fields); err != nil || fields == nil {
+		// Into a struct, not a map: the five parameters are all that is read (others are ignored,
+		// as the spec allows), and a struct costs no hashing or map growth per request.
+		var fields struct {
+			Query         json.RawMessage `json:"query"`
+			OperationName json.RawMessage `json:"operationName"`
+			DocumentID    json.RawMessage `json:"documentId"`
+			Variables     json.RawMessage `json:"variables"`
+			Extensions    json.RawMessage `json:"extensions"`
+		}
+		if trimmed := bytes.TrimSpace(body); len(trimmed) == 0 || trimmed[0] != '{' || json.Unmarshal(body, &fields) != nil {
 			return malformed("the request body is not a JSON object")
 		}
 		req, message := decodeParams(func(name string) (json.RawMessage, bool) {
-			v, ok := fields[name]
-			return v, ok
+			var v json.RawMessage
+			switch name {
+			case "query":
+				v = fields.Query
+			case "operationName":
+				v = fields.OperationName
+			case "documentId":
+				v = fields.DocumentID
+			case "variables":
+				v = fields.Variables
+			case "extensions":
+				v = fields.Extensions
+			}
+			return v, v != nil
 		}, false)
 		if message != "" {
 			return malformed(message)
@@ -176,6 +196,12 @@ func (e *endpoint) read(w http.ResponseWriter, r *http.Request) (*request, int, 
 		w.Header().Set("Allow", "OPTIONS, GET, POST")
 		return nil, http.StatusMethodNotAllowed, requestError(model.ErrorCodeGraphqlParseFailed, "use POST (or GET for queries)")
 	}
+}
+
+// mediaType is the media type of a Content-Type value, lower-cased, without parameters.
+func mediaType(contentType string) string {
+	mt, _, _ := mime.ParseMediaType(contentType)
+	return mt
 }
 
 // decodeParams reads the request parameters through get, checking each one's JSON type:
@@ -275,6 +301,12 @@ func negotiate(accept string) (media string, ok bool) {
 func writeResponse(w http.ResponseWriter, media string, status int, resp *graphql.Response, requestError bool) {
 	w.Header().Set("Content-Type", media+"; charset=utf-8")
 	w.WriteHeader(status)
+	if resp != nil && !requestError && len(resp.Errors) == 0 && resp.Extensions == nil && resp.Label == "" && resp.Path == nil && resp.HasNext == nil && len(resp.Data) > 0 {
+		// The common case, written as is: gqlgen's marshalers produced Data as valid JSON, and
+		// encoding/json would only validate and copy it again.
+		w.Write(append(append(append(make([]byte, 0, len(resp.Data)+9), `{"data":`...), resp.Data...), '}'))
+		return
+	}
 	var body any = resp
 	if requestError && media == mediaGraphQLResponse {
 		body = struct {
