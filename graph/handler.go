@@ -72,7 +72,8 @@ func NewHandler(svc *auth.Service, tokens *auth.Tokens, opts Options) (http.Hand
 	if opts.Introspection {
 		exec.Use(extension.Introspection{})
 	}
-	exec.Use(extension.FixedComplexityLimit(opts.Limits.MaxComplexity))
+	// The complexity limit is the guard's (per document text, cached), not gqlgen's per-request
+	// extension.
 	live := newSockets(svc, tokens, opts.Sockets, opts.Origins)
 	exec.AroundOperations(aroundOperations)
 	exec.AroundOperations(live.aroundSubscriptions)

@@ -379,6 +379,35 @@ func TestLogs_NeverContainSecrets(t *testing.T) {
 	}
 }
 
+func TestQueryLimits_ComplexityCountsEveryFieldWithFragmentsExpanded(t *testing.T) {
+	limits := graph.DefaultQueryLimits()
+	limits.MaxComplexity = 12 // the helpers' register needs 12
+	s := newServer(t, storetest.SQLite, withQueryLimits(limits))
+	alice := s.signedInUser(t, "alice")
+	for _, c := range []struct {
+		name, query string
+		refused     bool
+	}{
+		{"twelve", `{ me { id username email role disabled createdAt } sessions { id createdAt lastUsedAt expiresAt } }`, false},
+		{"thirteen", `{ me { id username email role disabled createdAt } sessions { id createdAt lastUsedAt expiresAt userAgent } }`, true},
+		{"thirteen through a fragment", `{ me { ...U } sessions { id createdAt lastUsedAt expiresAt userAgent } } fragment U on User { id username email role disabled createdAt }`, true},
+		{"a fragment spread twice counts twice", `{ me { ...U ...U } } fragment U on User { id username email role disabled createdAt }`, true},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			r := s.do(t, call{Query: c.query, Token: alice.AccessToken})
+			if !c.refused {
+				if len(r.Errors) > 0 {
+					t.Fatal(r.Errors)
+				}
+				return
+			}
+			if e := r.wantError(t, "GRAPHQL_VALIDATION_FAILED", ""); !strings.Contains(e.Message, "complexity 13; at most 12") {
+				t.Errorf("message %q", e.Message)
+			}
+		})
+	}
+}
+
 func TestAccessLog_ModesChooseWhichRequestsAreLogged(t *testing.T) {
 	for _, c := range []struct {
 		mode       graph.AccessLog

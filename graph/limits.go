@@ -165,7 +165,7 @@ func (g *guard) checkDocument(doc *ast.QueryDocument) error {
 		return fmt.Errorf("query has %d aliases; at most %d are allowed", aliases, g.limits.MaxAliases)
 	}
 
-	depthMemo := map[string]int{}
+	depthMemo, complexityMemo := map[string]int{}, map[string]int{}
 	for _, op := range doc.Operations {
 		if d := depth(op.SelectionSet, fragments, depthMemo); d > g.limits.MaxDepth {
 			return fmt.Errorf("query is nested %d levels deep; at most %d are allowed", d, g.limits.MaxDepth)
@@ -173,8 +173,40 @@ func (g *guard) checkDocument(doc *ast.QueryDocument) error {
 		if n := rootFields(op.SelectionSet, fragments); n > g.limits.MaxRootFields {
 			return fmt.Errorf("operation has %d root fields; at most %d are allowed", n, g.limits.MaxRootFields)
 		}
+		if c := complexity(op.SelectionSet, fragments, complexityMemo); c > g.limits.MaxComplexity {
+			return fmt.Errorf("operation has complexity %d; at most %d is allowed", c, g.limits.MaxComplexity)
+		}
 	}
 	return nil
+}
+
+// complexity is gqlgen's default complexity of set (every field costs 1 plus its selections), with
+// fragments expanded and memoized. It is computed here, once per document text with the other
+// limits, rather than by gqlgen's complexity extension on every request: it depends on nothing but
+// the document, since no field has a complexity function of its own.
+func complexity(set ast.SelectionSet, fragments map[string]*ast.FragmentDefinition, memo map[string]int) int {
+	total := 0
+	for _, sel := range set {
+		switch s := sel.(type) {
+		case *ast.Field:
+			total += 1 + complexity(s.SelectionSet, fragments, memo)
+		case *ast.InlineFragment:
+			total += complexity(s.SelectionSet, fragments, memo)
+		case *ast.FragmentSpread:
+			c, ok := memo[s.Name]
+			if !ok {
+				if f := fragments[s.Name]; f != nil {
+					c = complexity(f.SelectionSet, fragments, memo)
+				}
+				memo[s.Name] = c
+			}
+			total += c
+		}
+		if total > 1<<30 { // fragments can multiply; stop counting long before overflow
+			return total
+		}
+	}
+	return total
 }
 
 // spreads lists the fragments a selection set spreads, at any depth (inline fragments included).
