@@ -24,15 +24,16 @@ import (
 
 	"gqlauth/graph"
 	"gqlauth/model"
+	"gqlauth/store"
 )
 
-// recipePool is a pgx pool of the same size as gqlauth's (store.OpenPostgres: 32 connections).
+// recipePool is a pgx pool of the same size as the one gqlauth runs its principal query on.
 func recipePool(ctx context.Context, url string) (*pgxpool.Pool, error) {
 	cfg, err := pgxpool.ParseConfig(url)
 	if err != nil {
 		return nil, err
 	}
-	cfg.MaxConns, cfg.MinConns = 32, 0
+	cfg.MaxConns, cfg.MinConns = store.HotPoolSize, 0
 	return pgxpool.NewWithConfig(ctx, cfg)
 }
 

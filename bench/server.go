@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"runtime"
+	"runtime/debug"
 	"strings"
 	"sync"
 	"time"
@@ -89,6 +90,9 @@ func (env *environment) startServer(ctx context.Context, databaseURL string) (fu
 		return nil, err
 	}
 	runtime.GOMAXPROCS(runtime.GOMAXPROCS(0) + runtime.NumCPU()) // as server.go does for the bcrypt workers
+	if os.Getenv("GOGC") == "" {
+		debug.SetGCPercent(400) // as server.go does (DefaultGCPercent); the recipe shares the process
+	}
 	// As server.go builds it: the request log line (formatted, then discarded) and metrics.
 	log := slog.New(graph.LogHandler(slog.NewTextHandler(io.Discard, nil)))
 	svc := auth.NewService(db, tokens, env.passwords, auth.ServiceConfig{

@@ -301,7 +301,7 @@ func negotiate(accept string) (media string, ok bool) {
 func writeResponse(w http.ResponseWriter, media string, status int, resp *graphql.Response, requestError bool) {
 	w.Header().Set("Content-Type", media+"; charset=utf-8")
 	w.WriteHeader(status)
-	if resp != nil && !requestError && len(resp.Errors) == 0 && resp.Extensions == nil && resp.Label == "" && resp.Path == nil && resp.HasNext == nil && len(resp.Data) > 0 {
+	if resp != nil && !requestError && len(resp.Errors) == 0 && len(resp.Extensions) == 0 && resp.Label == "" && resp.Path == nil && resp.HasNext == nil && len(resp.Data) > 0 {
 		// The common case, written as is: gqlgen's marshalers produced Data as valid JSON, and
 		// encoding/json would only validate and copy it again.
 		w.Write(append(append(append(make([]byte, 0, len(resp.Data)+9), `{"data":`...), resp.Data...), '}'))

@@ -3,11 +3,13 @@ package store
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 	"strings"
 	"sync"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/uptrace/bun"
 
 	"gqlauth/model"
@@ -58,6 +60,9 @@ func (db *DB) principalStmt(ctx context.Context) (*sql.Stmt, string, error) {
 // a request. Whether the session is live and the user enabled is for the caller to judge. It runs
 // on the pool, never inside a transaction.
 func (db *DB) Principal(ctx context.Context, sessionID, userID string) (*model.Session, *model.User, error) {
+	if db.hotPool != nil {
+		return db.principalPG(ctx, sessionID, userID)
+	}
 	stmt, query, err := db.principalStmt(ctx)
 	if err != nil {
 		return nil, nil, wrap(err, "Principal")
@@ -87,6 +92,28 @@ func (db *DB) Principal(ctx context.Context, sessionID, userID string) (*model.S
 	if email.Valid {
 		u.Email = &email.String
 	}
+	return sess, u, nil
+}
+
+// principalQueryPG is principalQuery in Postgres's placeholders.
+var principalQueryPG = strings.Replace(strings.Replace(principalQuery, "?", "$1", 1), "?", "$2", 1)
+
+// principalPG is Principal on pgx's own pool, which prepares the query once per connection.
+func (db *DB) principalPG(ctx context.Context, sessionID, userID string) (*model.Session, *model.User, error) {
+	ctx, event := db.beforeQuery(ctx, principalQueryPG, sessionID, userID)
+	sess := &model.Session{ID: sessionID, UserID: userID}
+	u := new(model.User)
+	var role string
+	err := db.hotPool.QueryRow(ctx, principalQueryPG, sessionID, userID).
+		Scan(&sess.ExpiresAt, &sess.RevokedAt, &u.ID, &u.Username, &u.Email, &role, &u.Disabled, &u.PasswordHash, &u.CreatedAt)
+	db.afterQuery(ctx, event, err)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, nil, ErrNotFound
+	}
+	if err != nil {
+		return nil, nil, wrap(err, "Principal")
+	}
+	u.Role = model.Role(role)
 	return sess, u, nil
 }
 

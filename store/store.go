@@ -17,6 +17,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/jackc/pgx/v5/stdlib"
 	"github.com/uptrace/bun"
 	"github.com/uptrace/bun/dialect/pgdialect"
@@ -49,7 +50,13 @@ type DB struct {
 	committed *[]func()
 	// listenConfig connects the Postgres listener (see ListenForEvents).
 	listenConfig *pgx.ConnConfig
+	// hotPool runs the one query of every guarded request on Postgres (see principal.go).
+	hotPool *pgxpool.Pool
 }
+
+// HotPoolSize is how many connections the principal query may hold at once (besides the 32 of
+// everything else): on a few cores, more only queue inside Postgres.
+const HotPoolSize = 16
 
 // OpenPostgres connects to a Postgres database given as a postgres:// URL and checks that it answers.
 //
@@ -74,6 +81,18 @@ func OpenPostgres(ctx context.Context, url string) (*DB, error) {
 	sqldb.SetConnMaxIdleTime(5 * time.Minute)
 	db := newDB(bun.NewDB(sqldb, pgdialect.New()), true)
 	db.listenConfig = cfg.Copy()
+	// The principal query skips database/sql: pgx's own pool and statement cache cost a fraction
+	// of its per-query bookkeeping, on the query every guarded request makes.
+	poolCfg, err := pgxpool.ParseConfig(url)
+	if err != nil {
+		return nil, fmt.Errorf("open postgres: %w", err)
+	}
+	poolCfg.MaxConns, poolCfg.MinConns = HotPoolSize, 0
+	poolCfg.MaxConnIdleTime = 5 * time.Minute
+	if db.hotPool, err = pgxpool.NewWithConfig(ctx, poolCfg); err != nil {
+		sqldb.Close()
+		return nil, fmt.Errorf("open postgres: %w", err)
+	}
 	return db, db.ping(ctx)
 }
 
@@ -114,7 +133,7 @@ func (db *DB) ping(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	if err := db.root.PingContext(ctx); err != nil {
-		db.root.Close()
+		db.Close()
 		return fmt.Errorf("database unreachable: %w", err)
 	}
 	return nil
@@ -126,6 +145,9 @@ func (db *DB) Ping(ctx context.Context) error { return db.root.PingContext(ctx) 
 // Close closes the pool.
 func (db *DB) Close() error {
 	db.hot.close()
+	if db.hotPool != nil {
+		db.hotPool.Close()
+	}
 	return db.root.Close()
 }
 
@@ -146,7 +168,7 @@ func (db *DB) Transact(ctx context.Context, fn func(tx *DB) error) error {
 	}
 	var committed []func()
 	err := db.root.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
-		return fn(&DB{root: db.root, idb: tx, pg: db.pg, hooks: db.hooks, hot: db.hot, sinks: db.sinks, committed: &committed, listenConfig: db.listenConfig})
+		return fn(&DB{root: db.root, idb: tx, pg: db.pg, hooks: db.hooks, hot: db.hot, sinks: db.sinks, committed: &committed, listenConfig: db.listenConfig, hotPool: db.hotPool})
 	})
 	if err == nil {
 		for _, f := range committed {
