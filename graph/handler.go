@@ -75,8 +75,13 @@ func NewHandler(svc *auth.Service, tokens *auth.Tokens, opts Options) (http.Hand
 	// The complexity limit is the guard's (per document text, cached), not gqlgen's per-request
 	// extension.
 	live := newSockets(svc, tokens, opts.Sockets, opts.Origins)
-	exec.AroundOperations(aroundOperations)
-	exec.AroundOperations(live.aroundSubscriptions)
+	// One layer for both: every layer costs every operation a closure and a frame.
+	exec.AroundOperations(func(ctx context.Context, next graphql.OperationHandler) graphql.ResponseHandler {
+		if socketFrom(ctx) != nil {
+			return live.aroundSubscriptions(ctx, next)
+		}
+		return aroundOperations(ctx, next)
+	})
 	exec.AroundFields(checkArguments)
 	exec.AroundResponses(aroundResponses)
 	exec.SetErrorPresenter(presentError(opts.Logger, opts.Metrics))
