@@ -26,6 +26,7 @@ type result struct {
 	RSSEndMB       float64          `json:"rssEndMB,omitempty"`
 	LostSessions   *int             `json:"lostSessions,omitempty"`
 	P999Ms         float64          `json:"p999Ms,omitempty"`
+	TargetRate     float64          `json:"targetRate,omitempty"` // open loop: the fixed arrival rate
 
 	latencies []time.Duration // sorted
 	elapsed   time.Duration
@@ -128,4 +129,56 @@ func rssMB() float64 {
 		}
 	}
 	return 0
+}
+
+// loadOpen sends o at a fixed rate for d, whatever the server's pace (an open loop): each
+// request's latency counts from when it was due, not from when a worker got to it, so time spent
+// queued behind a slow response is measured instead of omitted (no coordinated omission).
+func (env *environment) loadOpen(ctx context.Context, name string, users []*virtualUser, o op, d time.Duration, rate float64) *result {
+	interval := time.Duration(float64(time.Second) / rate)
+	total := int(d / interval)
+	due := make(chan time.Time, total)
+	var (
+		mu        sync.Mutex
+		latencies []time.Duration
+		errs      = map[string]int64{}
+		wg        sync.WaitGroup
+	)
+	// Workers: more than the closed loop's users, so that the server, not the pool, is what a
+	// request waits for; each has a user to act as.
+	for w := range len(users) * 4 {
+		vu := users[w%len(users)]
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var local []time.Duration
+			localErrs := map[string]int64{}
+			for t := range due {
+				code := o(ctx, vu)
+				local = append(local, time.Since(t))
+				if code != "" {
+					localErrs[code]++
+				}
+			}
+			mu.Lock()
+			latencies = append(latencies, local...)
+			for k, v := range localErrs {
+				errs[k] += v
+			}
+			mu.Unlock()
+		}()
+	}
+	start := time.Now()
+	for i := range total {
+		t := start.Add(time.Duration(i) * interval)
+		if wait := time.Until(t); wait > 0 {
+			time.Sleep(wait)
+		}
+		due <- t
+	}
+	close(due)
+	wg.Wait()
+	res := &result{Scenario: name, elapsed: time.Since(start), latencies: latencies, Errors: errs, TargetRate: rate}
+	res.summarize()
+	return res
 }

@@ -36,6 +36,8 @@ func main() {
 		cost        = flag.Int("bcrypt-cost", 10, "bcrypt cost of the in-process server")
 		jsonOut     = flag.String("json", "bench-results/results.json", "where to write the results as JSON ('' for nowhere)")
 		cpuProfile  = flag.String("cpuprofile", "", "write a CPU profile of the whole run (server and clients) to this file")
+		scale       = flag.Bool("scale", false, "scale mode (Postgres): seed 100,000 users and 1,000,000 sessions, run me/refresh/login over distinct users and the sweep under load, print the query plans")
+		open        = flag.Float64("open", 0, "after the closed loop, run typename, me and me-wide (and the recipe's) again at this fraction of their measured maximum rate as an open loop, for latency without coordinated omission (e.g. 0.5)")
 		rounds      = flag.Int("rounds", 1, "split each scenario's duration into this many rounds, interleaved with the other scenarios' (fairer ratios on a noisy machine)")
 	)
 	flag.Parse()
@@ -48,14 +50,22 @@ func main() {
 		pprof.StartCPUProfile(f)
 		defer pprof.StopCPUProfile()
 	}
-	if err := run(*scenario, *concurrency, *duration, *rounds, *target, *databaseURL, *cost, *jsonOut); err != nil {
+	if *scale {
+		err := runScaleMode(*concurrency, *duration, *databaseURL, *cost, *jsonOut)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "bench:", err)
+			os.Exit(1)
+		}
+		return
+	}
+	if err := run(*scenario, *concurrency, *duration, *rounds, *open, *target, *databaseURL, *cost, *jsonOut); err != nil {
 		pprof.StopCPUProfile()
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
 	}
 }
 
-func run(scenario string, c int, d time.Duration, rounds int, target, databaseURL string, cost int, jsonOut string) error {
+func run(scenario string, c int, d time.Duration, rounds int, open float64, target, databaseURL string, cost int, jsonOut string) error {
 	ctx := context.Background()
 	env := &environment{concurrency: c, cost: cost}
 	if target == "" {
@@ -67,10 +77,7 @@ func run(scenario string, c int, d time.Duration, rounds int, target, databaseUR
 	} else {
 		env.base = strings.TrimSuffix(target, "/")
 	}
-	env.client = &http.Client{Transport: &http.Transport{
-		MaxIdleConns: c * 2, MaxIdleConnsPerHost: c * 2, MaxConnsPerHost: c * 2, IdleConnTimeout: time.Minute,
-		DialContext: (&net.Dialer{KeepAlive: 30 * time.Second}).DialContext,
-	}}
+	env.client = newClient(c)
 	if err := env.seed(ctx); err != nil {
 		return err
 	}
@@ -98,6 +105,23 @@ func run(scenario string, c int, d time.Duration, rounds int, target, databaseUR
 			}
 		}
 	}
+	if open > 0 {
+		ops := env.ops()
+		for _, name := range names {
+			closed := byName[name]
+			if !slices.Contains([]string{"typename", "recipe-typename", "me", "recipe-me", "me-wide"}, name) || closed == nil {
+				continue
+			}
+			// A scenario and its recipe twin run at the same rate (the recipe's maximum), so that
+			// their latencies compare at equal load.
+			rate := open * closed.RequestsPerSec
+			if twin := byName["recipe-"+strings.TrimPrefix(name, "recipe-")]; twin != nil {
+				rate = open * twin.RequestsPerSec
+			}
+			label := fmt.Sprintf("open %.0f%%: %s", open*100, name)
+			results = append(results, env.loadOpen(ctx, label, env.users, ops[name], d, rate))
+		}
+	}
 	for _, r := range results {
 		r.print()
 	}
@@ -107,18 +131,62 @@ func run(scenario string, c int, d time.Duration, rounds int, target, databaseUR
 		results = append(results, &result{Scenario: "bcrypt-ceiling", RequestsPerSec: hash})
 	}
 	printRatios(results)
-	if jsonOut != "" {
-		os.MkdirAll(dirOf(jsonOut), 0o755)
-		b, _ := json.MarshalIndent(map[string]any{
-			"concurrency": c, "duration": d.String(), "database": databaseKind(databaseURL, target), "cores": runtime.NumCPU(),
-			"results": results,
-		}, "", "  ")
-		if err := os.WriteFile(jsonOut, b, 0o644); err != nil {
-			return err
-		}
-		fmt.Printf("\nresults written to %s\n", jsonOut)
+	return writeJSON(jsonOut, c, d, databaseKind(databaseURL, target), results)
+}
+
+// newClient is the virtual users' keep-alive HTTP client.
+func newClient(c int) *http.Client {
+	return &http.Client{Transport: &http.Transport{
+		MaxIdleConns: c * 2, MaxIdleConnsPerHost: c * 2, MaxConnsPerHost: c * 2, IdleConnTimeout: time.Minute,
+		DialContext: (&net.Dialer{KeepAlive: 30 * time.Second}).DialContext,
+	}}
+}
+
+// writeJSON writes the results where -json says (” for nowhere).
+func writeJSON(path string, c int, d time.Duration, database string, results []*result) error {
+	if path == "" {
+		return nil
 	}
+	os.MkdirAll(dirOf(path), 0o755)
+	b, _ := json.MarshalIndent(map[string]any{
+		"concurrency": c, "duration": d.String(), "database": database, "cores": runtime.NumCPU(),
+		"results": results,
+	}, "", "  ")
+	if err := os.WriteFile(path, b, 0o644); err != nil {
+		return err
+	}
+	fmt.Printf("\nresults written to %s\n", path)
 	return nil
+}
+
+// runScaleMode is -scale: the population seeded, the scale scenarios, the plans, the ratios.
+func runScaleMode(c int, d time.Duration, databaseURL string, cost int, jsonOut string) error {
+	ctx := context.Background()
+	env := &environment{concurrency: c, cost: cost}
+	stop, err := env.startServer(ctx, databaseURL)
+	if err != nil {
+		return err
+	}
+	defer stop()
+	env.client = newClient(c)
+	if err := env.seed(ctx); err != nil {
+		return err
+	}
+	if err := env.seedScale(ctx); err != nil {
+		return err
+	}
+	results, err := env.runScale(ctx, d)
+	if err != nil {
+		return err
+	}
+	for _, r := range results {
+		r.print()
+	}
+	printRatios(results)
+	if err := env.explain(ctx); err != nil {
+		return err
+	}
+	return writeJSON(jsonOut, c, d, "postgres (scale)", results)
 }
 
 func databaseKind(databaseURL, target string) string {

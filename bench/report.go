@@ -23,6 +23,9 @@ func (r *result) print() {
 	if r.RSSAt10sMB > 0 {
 		fmt.Printf("  rss@10s %.0f MB, end %.0f MB", r.RSSAt10sMB, r.RSSEndMB)
 	}
+	if r.TargetRate > 0 {
+		fmt.Printf("  (open loop at %.0f req/s)", r.TargetRate)
+	}
 	if r.LostSessions != nil {
 		fmt.Printf("  lost sessions: %d", *r.LostSessions)
 	}
@@ -67,6 +70,19 @@ func printRatios(results []*result) {
 	}
 	if v, ok := rps("me-wide", "me"); ok {
 		target("me-wide / me (req/s)", v, ">=", 0.9)
+	}
+	if v, ok := rps("scale: me-10k", "scale: me (one session each)"); ok {
+		target("me over 10,000 sessions / me on own session", v, ">=", 0.9)
+	}
+	if a, b := by["scale: me-10k during sweep"], by["scale: me-10k"]; a != nil && b != nil && b.P99Ms > 0 {
+		target("me-10k p99 during the sweep / without", a.P99Ms/b.P99Ms, "<=", 2)
+	}
+	for _, r := range results {
+		if rest, ok := strings.CutPrefix(r.Scenario, "open "); ok && strings.HasSuffix(rest, ": me") {
+			if recipe := by[strings.TrimSuffix(r.Scenario, "me")+"recipe-me"]; recipe != nil && recipe.P99Ms > 0 {
+				fmt.Printf("%-44s %.2f / %.2f\n", "open loop: me p99 / recipe p99, p99.9", r.P99Ms/recipe.P99Ms, r.P999Ms/max(recipe.P999Ms, 0.001))
+			}
+		}
 	}
 	ratio("me / ceiling (req/s)", "me", "ceiling")
 	ratio("login / bcrypt ceiling (req/s)", "login", "bcrypt-ceiling")

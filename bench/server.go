@@ -32,6 +32,10 @@ type environment struct {
 	client      *http.Client
 	db          *store.DB // in-process only: for the ceiling handler
 	recipe      bool      // the recipe's handler is served at /recipe (Postgres only)
+	dsn         string    // the in-process server's Postgres URL, schema included
+	svc         *auth.Service
+	tokens      *auth.Tokens
+	scale       *scaleData // -scale: the seeded population
 	passwords   *auth.Passwords
 	users       []*virtualUser
 	mu          sync.Mutex
@@ -65,7 +69,8 @@ func (env *environment) startServer(ctx context.Context, databaseURL string) (fu
 		if strings.Contains(databaseURL, "?") {
 			sep = "&"
 		}
-		db, err = store.OpenPostgres(ctx, databaseURL+sep+"search_path="+schema)
+		env.dsn = databaseURL + sep + "search_path=" + schema
+		db, err = store.OpenPostgres(ctx, env.dsn)
 		if err == nil {
 			pool, err = recipePool(ctx, databaseURL+sep+"search_path="+schema)
 		}
@@ -100,6 +105,7 @@ func (env *environment) startServer(ctx context.Context, databaseURL string) (fu
 		// No rate limits: the harness is one client IP doing what a crowd would.
 	})
 	metrics := graph.NewMetrics(prometheus.NewRegistry(), env.passwords.QueueDepth)
+	env.svc, env.tokens = svc, tokens
 	gql, err := graph.NewHandler(svc, tokens, graph.Options{Logger: log, Metrics: metrics, Introspection: true})
 	if err != nil {
 		return nil, err
