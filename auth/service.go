@@ -590,8 +590,10 @@ func (s *Service) check(ctx context.Context, op string, err error) error {
 	case errors.Is(err, store.ErrUnavailable):
 		s.log.ErrorContext(ctx, "database unavailable", "op", op, "err", err)
 		return model.Unavailable()
-	case errors.Is(err, context.Canceled):
-		return model.Internal() // the client went away; nothing to log
+	case errors.Is(err, context.Canceled) || errors.Is(ctx.Err(), context.Canceled):
+		// The client went away; what failed after that (a rolled-back transaction, a closed
+		// connection) is its consequence, not an error to log.
+		return model.Internal()
 	default:
 		return s.internal(ctx, op, err)
 	}

@@ -38,6 +38,7 @@ func main() {
 		cpuProfile  = flag.String("cpuprofile", "", "write a CPU profile of the whole run (server and clients) to this file")
 		scale       = flag.Bool("scale", false, "scale mode (Postgres): seed 100,000 users and 1,000,000 sessions, run me/refresh/login over distinct users and the sweep under load, print the query plans")
 		open        = flag.Float64("open", 0, "after the closed loop, run typename, me and me-wide (and the recipe's) again at this fraction of their measured maximum rate as an open loop, for latency without coordinated omission (e.g. 0.5)")
+		scaleN      = flag.Int("scale-users", 100_000, "-scale: how many users to seed (ten sessions each)")
 		rounds      = flag.Int("rounds", 1, "split each scenario's duration into this many rounds, interleaved with the other scenarios' (fairer ratios on a noisy machine)")
 	)
 	flag.Parse()
@@ -51,6 +52,7 @@ func main() {
 		defer pprof.StopCPUProfile()
 	}
 	if *scale {
+		scaleUsers = max(*scaleN, 1)
 		err := runScaleMode(*concurrency, *duration, *databaseURL, *cost, *jsonOut)
 		if err != nil {
 			fmt.Fprintln(os.Stderr, "bench:", err)

@@ -99,7 +99,7 @@ func (env *environment) startServer(ctx context.Context, databaseURL string) (fu
 		debug.SetGCPercent(400) // as server.go does (DefaultGCPercent); the recipe shares the process
 	}
 	// As server.go builds it: the request log line (formatted, then discarded) and metrics.
-	log := slog.New(graph.LogHandler(slog.NewTextHandler(io.Discard, nil)))
+	log := slog.New(graph.LogHandler(teeHandler{slog.NewTextHandler(io.Discard, nil), slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})}))
 	svc := auth.NewService(db, tokens, env.passwords, auth.ServiceConfig{
 		RefreshTTL: 720 * time.Hour, ReuseInterval: 10 * time.Second, SignupEnabled: true, Logger: log,
 		// No rate limits: the harness is one client IP doing what a crowd would.
@@ -142,4 +142,22 @@ func (env *environment) startServer(ctx context.Context, databaseURL string) (fu
 		db.Close()
 		cleanup()
 	}, nil
+}
+
+// teeHandler formats every record with all (what the server pays) and shows warnings and errors
+// with loud, so that a run that goes wrong says why.
+type teeHandler struct{ all, loud slog.Handler }
+
+func (t teeHandler) Enabled(ctx context.Context, l slog.Level) bool { return t.all.Enabled(ctx, l) }
+func (t teeHandler) Handle(ctx context.Context, r slog.Record) error {
+	if t.loud.Enabled(ctx, r.Level) {
+		t.loud.Handle(ctx, r)
+	}
+	return t.all.Handle(ctx, r)
+}
+func (t teeHandler) WithAttrs(a []slog.Attr) slog.Handler {
+	return teeHandler{t.all.WithAttrs(a), t.loud.WithAttrs(a)}
+}
+func (t teeHandler) WithGroup(n string) slog.Handler {
+	return teeHandler{t.all.WithGroup(n), t.loud.WithGroup(n)}
 }

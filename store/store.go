@@ -17,6 +17,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgconn/ctxwatch"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/jackc/pgx/v5/stdlib"
 	"github.com/uptrace/bun"
@@ -75,6 +76,7 @@ func OpenPostgres(ctx context.Context, url string) (*DB, error) {
 		return nil, fmt.Errorf("open postgres: %w", err)
 	}
 	cfg.DefaultQueryExecMode = pgx.QueryExecModeExec
+	cfg.BuildContextWatcherHandler = keepConnectionOnCancel
 	sqldb := stdlib.OpenDB(*cfg)
 	sqldb.SetMaxOpenConns(32)
 	sqldb.SetMaxIdleConns(32)
@@ -88,12 +90,22 @@ func OpenPostgres(ctx context.Context, url string) (*DB, error) {
 		return nil, fmt.Errorf("open postgres: %w", err)
 	}
 	poolCfg.MaxConns, poolCfg.MinConns = HotPoolSize, 0
+	poolCfg.ConnConfig.BuildContextWatcherHandler = keepConnectionOnCancel
 	poolCfg.MaxConnIdleTime = 5 * time.Minute
 	if db.hotPool, err = pgxpool.NewWithConfig(ctx, poolCfg); err != nil {
 		sqldb.Close()
 		return nil, fmt.Errorf("open postgres: %w", err)
 	}
 	return db, db.ping(ctx)
+}
+
+// keepConnectionOnCancel answers a canceled query (a client that went away) by asking Postgres to
+// cancel it, and breaks the connection only if that has not ended it within two seconds. pgx's
+// default breaks the connection at once, asynchronously: database/sql could then hand the dying
+// connection to the next request, which failed with "bad connection" (seen in bench runs whose
+// clients stop mid-request).
+func keepConnectionOnCancel(c *pgconn.PgConn) ctxwatch.Handler {
+	return &pgconn.CancelRequestContextWatcherHandler{Conn: c, CancelRequestDelay: 100 * time.Millisecond, DeadlineDelay: 2 * time.Second}
 }
 
 func newDB(root *bun.DB, pg bool) *DB {
