@@ -28,7 +28,7 @@ const password = "correct horse battery"
 
 func main() {
 	var (
-		scenario    = flag.String("scenario", "me", "ceiling, recipe-typename, typename, recipe-me, me, me-wide, login, refresh, mix, flood, a comma-separated list, or all")
+		scenario    = flag.String("scenario", "me", "ceiling, recipe-typename, typename, recipe-me, me, me-wide, recipe-me-wide, login, refresh, mix, flood, a comma-separated list, all, or none")
 		concurrency = flag.Int("c", 64, "virtual users (keep-alive connections)")
 		duration    = flag.Duration("d", 10*time.Second, "duration of each scenario")
 		target      = flag.String("url", "", "base URL of a running server (default: start one in-process)")
@@ -36,7 +36,7 @@ func main() {
 		cost        = flag.Int("bcrypt-cost", 10, "bcrypt cost of the in-process server")
 		jsonOut     = flag.String("json", "bench-results/results.json", "where to write the results as JSON ('' for nowhere)")
 		cpuProfile  = flag.String("cpuprofile", "", "write a CPU profile of the whole run (server and clients) to this file")
-		scale       = flag.Bool("scale", false, "scale mode (Postgres): seed 100,000 users and 1,000,000 sessions, run me/refresh/login over distinct users and the sweep under load, print the query plans")
+		scale       = flag.Bool("scale", false, "after the scenarios (-scenario none: instead of them), scale mode (Postgres): seed 100,000 users and 1,000,000 sessions, run me/refresh/login over distinct users and the sweep under load, print the query plans")
 		open        = flag.Float64("open", 0, "after the closed loop, run typename, me and me-wide (and the recipe's) again at this fraction of their measured maximum rate as an open loop, for latency without coordinated omission (e.g. 0.5)")
 		scaleN      = flag.Int("scale-users", 100_000, "-scale: how many users to seed (ten sessions each)")
 		rounds      = flag.Int("rounds", 1, "split each scenario's duration into this many rounds, interleaved with the other scenarios' (fairer ratios on a noisy machine)")
@@ -51,23 +51,15 @@ func main() {
 		pprof.StartCPUProfile(f)
 		defer pprof.StopCPUProfile()
 	}
-	if *scale {
-		scaleUsers = max(*scaleN, 1)
-		err := runScaleMode(*concurrency, *duration, *databaseURL, *cost, *jsonOut)
-		if err != nil {
-			fmt.Fprintln(os.Stderr, "bench:", err)
-			os.Exit(1)
-		}
-		return
-	}
-	if err := run(*scenario, *concurrency, *duration, *rounds, *open, *target, *databaseURL, *cost, *jsonOut); err != nil {
+	scaleUsers = max(*scaleN, 1)
+	if err := run(*scenario, *concurrency, *duration, *rounds, *open, *scale, *target, *databaseURL, *cost, *jsonOut); err != nil {
 		pprof.StopCPUProfile()
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
 	}
 }
 
-func run(scenario string, c int, d time.Duration, rounds int, open float64, target, databaseURL string, cost int, jsonOut string) error {
+func run(scenario string, c int, d time.Duration, rounds int, open float64, scale bool, target, databaseURL string, cost int, jsonOut string) error {
 	ctx := context.Background()
 	env := &environment{concurrency: c, cost: cost}
 	if target == "" {
@@ -76,6 +68,8 @@ func run(scenario string, c int, d time.Duration, rounds int, open float64, targ
 			return err
 		}
 		defer stop()
+	} else if scale {
+		return fmt.Errorf("-scale needs the in-process server (no -url)")
 	} else {
 		env.base = strings.TrimSuffix(target, "/")
 	}
@@ -85,33 +79,56 @@ func run(scenario string, c int, d time.Duration, rounds int, open float64, targ
 	}
 
 	names := strings.Split(scenario, ",")
-	if scenario == "all" {
+	switch scenario {
+	case "all":
 		names = []string{"ceiling", "recipe-typename", "typename", "recipe-me", "me", "me-wide", "login", "refresh", "mix", "flood"}
+	case "none":
+		names = nil
+	}
+	// The scenarios compared with each other take turns in rounds (-rounds), so that drift on a
+	// noisy machine hits all of them; the others (bcrypt-bound, or stateful) run once, whole.
+	var compared, whole []string
+	for _, name := range names {
+		if slices.Contains(comparedScenarios, name) {
+			compared = append(compared, name)
+		} else {
+			whole = append(whole, name)
+		}
 	}
 	var results []*result
 	byName := map[string]*result{}
+	add := func(rs []*result) {
+		for _, r := range rs {
+			if prev := byName[r.Scenario]; prev != nil {
+				prev.merge(r)
+				continue
+			}
+			byName[r.Scenario] = r
+			results = append(results, r)
+		}
+	}
 	rounds = max(rounds, 1)
-	for round := range rounds {
-		for _, name := range names {
+	for range rounds {
+		for _, name := range compared {
 			rs, err := env.run(ctx, name, d/time.Duration(rounds))
 			if err != nil {
 				return err
 			}
-			for _, r := range rs {
-				if prev := byName[r.Scenario]; prev != nil && round > 0 {
-					prev.merge(r)
-					continue
-				}
-				byName[r.Scenario] = r
-				results = append(results, r)
-			}
+			add(rs)
 		}
+	}
+	for _, name := range whole {
+		rs, err := env.run(ctx, name, d)
+		if err != nil {
+			return err
+		}
+		add(rs)
 	}
 	if open > 0 {
 		ops := env.ops()
-		for _, name := range names {
+		for _, name := range compared {
 			closed := byName[name]
-			if !slices.Contains([]string{"typename", "recipe-typename", "me", "recipe-me", "me-wide"}, name) || closed == nil {
+			if name == "ceiling" || closed == nil {
 				continue
 			}
 			// A scenario and its recipe twin run at the same rate (the recipe's maximum), so that
@@ -121,9 +138,20 @@ func run(scenario string, c int, d time.Duration, rounds int, open float64, targ
 				rate = open * twin.RequestsPerSec
 			}
 			label := fmt.Sprintf("open %.0f%%: %s", open*100, name)
-			results = append(results, env.loadOpen(ctx, label, env.users, ops[name], d, rate))
+			results = append(results, env.loadOpen(ctx, label, env.users, ops[name], d/2, rate))
 		}
 	}
+	if scale {
+		if err := env.seedScale(ctx); err != nil {
+			return err
+		}
+		rs, err := env.runScale(ctx, d)
+		if err != nil {
+			return err
+		}
+		results = append(results, rs...)
+	}
+	fmt.Println()
 	for _, r := range results {
 		r.print()
 	}
@@ -133,8 +161,16 @@ func run(scenario string, c int, d time.Duration, rounds int, open float64, targ
 		results = append(results, &result{Scenario: "bcrypt-ceiling", RequestsPerSec: hash})
 	}
 	printRatios(results)
+	if scale {
+		if err := env.explain(ctx); err != nil {
+			return err
+		}
+	}
 	return writeJSON(jsonOut, c, d, databaseKind(databaseURL, target), results)
 }
+
+// comparedScenarios are the ones whose ratios are targets; they run interleaved in rounds.
+var comparedScenarios = []string{"ceiling", "recipe-typename", "typename", "recipe-me", "me", "me-wide", "recipe-me-wide"}
 
 // newClient is the virtual users' keep-alive HTTP client.
 func newClient(c int) *http.Client {
@@ -159,36 +195,6 @@ func writeJSON(path string, c int, d time.Duration, database string, results []*
 	}
 	fmt.Printf("\nresults written to %s\n", path)
 	return nil
-}
-
-// runScaleMode is -scale: the population seeded, the scale scenarios, the plans, the ratios.
-func runScaleMode(c int, d time.Duration, databaseURL string, cost int, jsonOut string) error {
-	ctx := context.Background()
-	env := &environment{concurrency: c, cost: cost}
-	stop, err := env.startServer(ctx, databaseURL)
-	if err != nil {
-		return err
-	}
-	defer stop()
-	env.client = newClient(c)
-	if err := env.seed(ctx); err != nil {
-		return err
-	}
-	if err := env.seedScale(ctx); err != nil {
-		return err
-	}
-	results, err := env.runScale(ctx, d)
-	if err != nil {
-		return err
-	}
-	for _, r := range results {
-		r.print()
-	}
-	printRatios(results)
-	if err := env.explain(ctx); err != nil {
-		return err
-	}
-	return writeJSON(jsonOut, c, d, "postgres (scale)", results)
 }
 
 func databaseKind(databaseURL, target string) string {
