@@ -22,6 +22,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"gqlauth/graph"
 )
 
 const password = "correct horse battery"
@@ -38,6 +40,7 @@ func main() {
 		cpuProfile  = flag.String("cpuprofile", "", "write a CPU profile of the whole run (server and clients) to this file")
 		scale       = flag.Bool("scale", false, "after the scenarios (-scenario none: instead of them), scale mode (Postgres): seed 100,000 users and 1,000,000 sessions, run me/refresh/login over distinct users and the sweep under load, print the query plans")
 		open        = flag.Float64("open", 0, "after the closed loop, run typename, me and me-wide (and the recipe's) again at this fraction of their measured maximum rate as an open loop, for latency without coordinated omission (e.g. 0.5)")
+		accessLog   = flag.String("access-log", "all", "ACCESS_LOG of the in-process server: all, errors or off")
 		scaleN      = flag.Int("scale-users", 100_000, "-scale: how many users to seed (ten sessions each)")
 		rounds      = flag.Int("rounds", 1, "split each scenario's duration into this many rounds, interleaved with the other scenarios' (fairer ratios on a noisy machine)")
 	)
@@ -52,6 +55,7 @@ func main() {
 		defer pprof.StopCPUProfile()
 	}
 	scaleUsers = max(*scaleN, 1)
+	defaultAccessLog = graph.AccessLog(*accessLog)
 	if err := run(*scenario, *concurrency, *duration, *rounds, *open, *scale, *target, *databaseURL, *cost, *jsonOut); err != nil {
 		pprof.StopCPUProfile()
 		fmt.Fprintln(os.Stderr, "bench:", err)
@@ -61,7 +65,7 @@ func main() {
 
 func run(scenario string, c int, d time.Duration, rounds int, open float64, scale bool, target, databaseURL string, cost int, jsonOut string) error {
 	ctx := context.Background()
-	env := &environment{concurrency: c, cost: cost}
+	env := &environment{concurrency: c, cost: cost, accessLog: defaultAccessLog}
 	if target == "" {
 		stop, err := env.startServer(ctx, databaseURL)
 		if err != nil {
@@ -168,6 +172,9 @@ func run(scenario string, c int, d time.Duration, rounds int, open float64, scal
 	}
 	return writeJSON(jsonOut, c, d, databaseKind(databaseURL, target), results)
 }
+
+// defaultAccessLog is -access-log.
+var defaultAccessLog = graph.AccessLogAll
 
 // comparedScenarios are the ones whose ratios are targets; they run interleaved in rounds.
 var comparedScenarios = []string{"ceiling", "recipe-typename", "typename", "recipe-me", "me", "me-wide", "recipe-me-wide"}

@@ -36,6 +36,7 @@ type environment struct {
 	svc         *auth.Service
 	tokens      *auth.Tokens
 	scale       *scaleData // -scale: the seeded population
+	accessLog   graph.AccessLog
 	passwords   *auth.Passwords
 	users       []*virtualUser
 	mu          sync.Mutex
@@ -106,7 +107,7 @@ func (env *environment) startServer(ctx context.Context, databaseURL string) (fu
 	})
 	metrics := graph.NewMetrics(prometheus.NewRegistry(), env.passwords.QueueDepth)
 	env.svc, env.tokens = svc, tokens
-	gql, err := graph.NewHandler(svc, tokens, graph.Options{Logger: log, Metrics: metrics, Introspection: true})
+	gql, err := graph.NewHandler(svc, tokens, graph.Options{Logger: log, Metrics: metrics, Introspection: true, AccessLog: env.accessLog})
 	if err != nil {
 		return nil, err
 	}

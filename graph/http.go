@@ -140,34 +140,45 @@ func (e *endpoint) read(w http.ResponseWriter, r *http.Request) (*request, int, 
 		if trimmed := bytes.TrimSpace(body); len(trimmed) > 0 && trimmed[0] == '[' {
 			return malformed("batched operations are not supported; send one operation per request")
 		}
-		// Into a struct, not a map: the five parameters are all that is read (others are ignored,
-		// as the spec allows), and a struct costs no hashing or map growth per request.
+		// One pass into typed fields: the five parameters are all that is read (others are
+		// ignored, as the spec allows); a parameter of the wrong JSON type is named.
 		var fields struct {
-			Query         json.RawMessage `json:"query"`
-			OperationName json.RawMessage `json:"operationName"`
-			DocumentID    json.RawMessage `json:"documentId"`
-			Variables     json.RawMessage `json:"variables"`
-			Extensions    json.RawMessage `json:"extensions"`
+			Query         *string        `json:"query"`
+			OperationName *string        `json:"operationName"`
+			DocumentID    *string        `json:"documentId"`
+			Variables     map[string]any `json:"variables"`
+			Extensions    map[string]any `json:"extensions"`
 		}
-		if trimmed := bytes.TrimSpace(body); len(trimmed) == 0 || trimmed[0] != '{' || json.Unmarshal(body, &fields) != nil {
+		trimmed := bytes.TrimSpace(body)
+		if len(trimmed) == 0 || trimmed[0] != '{' {
 			return malformed("the request body is not a JSON object")
 		}
-		req, message := decodeParams(func(name string) (json.RawMessage, bool) {
-			var v json.RawMessage
-			switch name {
-			case "query":
-				v = fields.Query
-			case "operationName":
-				v = fields.OperationName
-			case "documentId":
-				v = fields.DocumentID
-			case "variables":
-				v = fields.Variables
-			case "extensions":
-				v = fields.Extensions
+		dec := json.NewDecoder(bytes.NewReader(trimmed))
+		dec.UseNumber() // as gqlgen does: integers beyond 2^53 stay exact
+		err = dec.Decode(&fields)
+		var typeErr *json.UnmarshalTypeError
+		switch {
+		case errors.As(err, &typeErr) && (typeErr.Field == "variables" || typeErr.Field == "extensions"):
+			return malformed(typeErr.Field + " must be a JSON object")
+		case errors.As(err, &typeErr) && typeErr.Field != "":
+			return malformed(typeErr.Field + " must be a string")
+		case err != nil || dec.InputOffset() != int64(len(trimmed)):
+			return malformed("the request body is not a JSON object")
+		}
+		text := func(p *string) string {
+			if p == nil {
+				return ""
 			}
-			return v, v != nil
-		}, false)
+			return *p
+		}
+		req := &request{params: &graphql.RawParams{
+			Query: text(fields.Query), OperationName: text(fields.OperationName),
+			Variables: fields.Variables, Extensions: fields.Extensions,
+		}, documentID: text(fields.DocumentID)}
+		message := ""
+		if req.params.Query == "" && req.documentID == "" {
+			message = "the request has no query"
+		}
 		if message != "" {
 			return malformed(message)
 		}

@@ -129,15 +129,18 @@ func observe(log *slog.Logger, metrics *Metrics, accessLog AccessLog, next http.
 		if accessLog == AccessLogOff || (accessLog == AccessLogErrors && outcome == "ok" && sw.status < 400) {
 			return
 		}
-		log.LogAttrs(r.Context(), slog.LevelInfo, "request",
-			slog.String("method", r.Method),
-			slog.String("operation", info.operation),
-			slog.String("field", info.rootField),
-			slog.Int("status", sw.status),
-			slog.String("outcome", outcome),
-			slog.Duration("duration", elapsed),
-			slog.String("user", auth.CallerID(r.Context())),
-		)
+		// Empty attributes are left out: each one costs formatting on every request.
+		attrs := make([]slog.Attr, 0, 7)
+		attrs = append(attrs, slog.String("method", r.Method))
+		if info.operation != "" {
+			attrs = append(attrs, slog.String("operation", info.operation))
+		}
+		attrs = append(attrs, slog.String("field", info.rootField), slog.Int("status", sw.status),
+			slog.String("outcome", outcome), slog.Duration("duration", elapsed))
+		if user := auth.CallerID(r.Context()); user != "" {
+			attrs = append(attrs, slog.String("user", user))
+		}
+		log.LogAttrs(r.Context(), slog.LevelInfo, "request", attrs...)
 	})
 }
 
