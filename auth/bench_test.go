@@ -43,17 +43,12 @@ func BenchmarkTokens_VerifyUncached(b *testing.B) {
 		b.Run(alg, func(b *testing.B) {
 			tokens := newTokensFor(b, alg)
 			u := &model.User{ID: "0193a1b2-0000-7000-8000-000000000001", Role: model.RoleUser}
-			many := make([]string, 10000)
-			for i := range many {
-				many[i], _ = tokens.Issue(u, "0193a1b2-0000-7000-8000-000000000002")
-			}
+			token, _ := tokens.Issue(u, "0193a1b2-0000-7000-8000-000000000002")
 			b.ReportAllocs()
-			i := 0
 			for b.Loop() {
-				if c, _ := tokens.Verify(many[i%len(many)]); c == nil {
+				if c, _ := tokens.VerifyUncached(token); c == nil {
 					b.Fatal("rejected")
 				}
-				i++
 			}
 		})
 	}

@@ -164,20 +164,29 @@ func (t *Tokens) Verify(token string) (*Claims, model.AuthErrorReason) {
 		}
 		return hit.claims, ""
 	}
+	claims, kid, reason := t.verify(token)
+	if reason != "" {
+		return nil, reason
+	}
+	t.verified.Add(key, verifiedToken{claims: claims, kid: kid})
+	return claims, ""
+}
+
+// verify checks a token in full, without the cache, and returns its claims and key id.
+func (t *Tokens) verify(token string) (*Claims, string, model.AuthErrorReason) {
 	claims := new(Claims)
 	parsed, err := t.parser.ParseWithClaims(token, claims, t.keyFor)
 	switch {
 	case errors.Is(err, jwt.ErrTokenExpired) && !errors.Is(err, jwt.ErrTokenSignatureInvalid):
-		return nil, model.AuthErrorReasonTokenExpired
+		return nil, "", model.AuthErrorReasonTokenExpired
 	case err != nil, claims.Subject == "", claims.SessionID == "":
-		return nil, model.AuthErrorReasonInvalidToken
+		return nil, "", model.AuthErrorReasonInvalidToken
 	}
-	entry := verifiedToken{claims: claims}
+	kid := ""
 	if t.keys != nil {
-		entry.kid, _ = parsed.Header["kid"].(string)
+		kid, _ = parsed.Header["kid"].(string)
 	}
-	t.verified.Add(key, entry)
-	return claims, ""
+	return claims, kid, ""
 }
 
 func (t *Tokens) keyFor(tok *jwt.Token) (any, error) {
