@@ -121,13 +121,6 @@ func run(scenario string, c int, d time.Duration, rounds int, open float64, scal
 			add(rs)
 		}
 	}
-	for _, name := range whole {
-		rs, err := env.run(ctx, name, d)
-		if err != nil {
-			return err
-		}
-		add(rs)
-	}
 	if open > 0 {
 		ops := env.ops()
 		for _, name := range compared {
@@ -144,6 +137,14 @@ func run(scenario string, c int, d time.Duration, rounds int, open float64, scal
 			label := fmt.Sprintf("open %.0f%%: %s", open*100, name)
 			results = append(results, env.loadOpen(ctx, label, env.users, ops[name], d/2, rate))
 		}
+	}
+	// After the open loop, which should run at the pace just measured.
+	for _, name := range whole {
+		rs, err := env.run(ctx, name, d)
+		if err != nil {
+			return err
+		}
+		add(rs)
 	}
 	if scale {
 		if err := env.seedScale(ctx); err != nil {
