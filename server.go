@@ -415,7 +415,7 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer, read
 	cors := web.CORS(cfg.CORSOrigins)
 	mux.Handle("/query", cors(gql))
 	mux.Handle("/oauth/token", cors(auth.Middleware(tokens, cfg.TrustedProxies)(svc.TokenHandler())))
-	mux.Handle("/auth/", auth.Middleware(tokens, cfg.TrustedProxies)(svc.SignInHandler()))
+	mux.Handle("/auth/", cors(auth.Middleware(tokens, cfg.TrustedProxies)(svc.SignInHandler())))
 	mux.Handle("/oauth/introspect", auth.Middleware(tokens, cfg.TrustedProxies)(svc.IntrospectionHandler()))
 	mux.Handle("/.well-known/jwks.json", cors(svc.JWKSHandler(cfg.JWKSMaxAge)))
 	mux.Handle("/.well-known/oauth-authorization-server", cors(svc.MetadataHandler(cfg.JWTIssuer, cfg.PublicURL, cfg.JWKSMaxAge)))

@@ -351,6 +351,7 @@ func (s *Service) finishSignIn(w http.ResponseWriter, r *http.Request) {
 // response.
 type providerClaims struct {
 	Subject           string       `json:"sub"`
+	AuthorizedParty   string       `json:"azp"`
 	Email             string       `json:"email"`
 	EmailVerified     flexibleBool `json:"email_verified"`
 	PreferredUsername string       `json:"preferred_username"`
@@ -412,6 +413,11 @@ func (s *Service) completeFlow(ctx context.Context, rp *relyingParty, flow *mode
 	var claims providerClaims
 	if err := idToken.Claims(&claims); err != nil || claims.Subject == "" || !validText(claims.Subject) || len(claims.Subject) > 255 {
 		return "", refuse("access_denied", "ID token rejected: no usable subject")
+	}
+	if len(idToken.Audience) > 1 && claims.AuthorizedParty != rp.cfg.ClientID {
+		// OpenID Connect Core §3.1.3.7: a token for several audiences must name us as the party
+		// it was issued to; go-oidc checks only that we are among the audiences.
+		return "", refuse("access_denied", "ID token rejected: several audiences and azp is not our client id")
 	}
 	if claims.Email == "" || (claims.PreferredUsername == "" && claims.Name == "") {
 		s.addUserInfo(ctx, rp, token, &claims)

@@ -241,6 +241,13 @@ func TestSignIn_IDTokenChecksRefuseTheSignIn(t *testing.T) {
 		}{
 			{name: "nonce of another flow", nonce: "nonce-the-server-never-made-for-this-flow", detail: "nonce does not match"},
 			{name: "audience", tamper: &idTokenTamper{claims: func(c map[string]any) { c["aud"] = []string{"another-client"} }}, detail: "audience"},
+			{name: "several audiences without azp", tamper: &idTokenTamper{claims: func(c map[string]any) {
+				c["aud"] = []string{providerClientID, "another-client"}
+				delete(c, "azp")
+			}}, detail: "azp"},
+			{name: "several audiences, azp another client", tamper: &idTokenTamper{claims: func(c map[string]any) {
+				c["aud"], c["azp"] = []string{providerClientID, "another-client"}, "another-client"
+			}}, detail: "azp"},
 			{name: "expired", tamper: &idTokenTamper{claims: func(c map[string]any) { c["exp"] = time.Now().Add(-time.Minute).Unix() }}, detail: "expired"},
 			{name: "issuer", tamper: &idTokenTamper{claims: func(c map[string]any) { c["iss"] = "https://evil.example" }}, detail: "different provider"},
 			{name: "signature", tamper: &idTokenTamper{foreignKey: true}, detail: "signature"},
@@ -592,5 +599,16 @@ func TestSignIn_ProviderRefusalReachesTheSPAAsAnRFC6749Code(t *testing.T) {
 		if status != http.StatusFound || loc != spaURL+"?"+want {
 			t.Errorf("provider said %q: %d %q, want a redirect with %s", answer, status, loc, want)
 		}
+	}
+}
+
+func TestSignIn_SeveralAudiencesAreAcceptedWhenAzpIsOurClient(t *testing.T) {
+	p := newProvider(t, providerUser("sub-a", "azp", "azp@corp.example", true))
+	s := newServer(t, storetest.SQLite, withOIDC(p.oidcConfig(nil)))
+	p.tamper.Store(&idTokenTamper{claims: func(c map[string]any) {
+		c["aud"], c["azp"] = []string{providerClientID, "another-client"}, providerClientID
+	}})
+	if back, _ := s.providerSignIn(t, p, "azp"); back.Query().Get("code") == "" {
+		t.Errorf("the SPA got %q, want a code", back.RawQuery)
 	}
 }
