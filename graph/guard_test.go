@@ -266,3 +266,18 @@ func TestCheckGuards_RefusesUnguardedOrDoublyGuardedField(t *testing.T) {
 		}
 	}
 }
+
+func TestCheckArgumentPlacement_OnlyRootFieldsTakeArguments(t *testing.T) {
+	sdl, err := os.ReadFile("../schema.graphqls")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := graph.CheckArgumentPlacement(gqlparser.MustLoadSchema(&ast.Source{Input: string(sdl)})); err != nil {
+		t.Fatalf("the schema itself: %v", err)
+	}
+	// A nested field with arguments would escape the root-field argument check: refused.
+	nested := gqlparser.MustLoadSchema(&ast.Source{Input: string(sdl)}, &ast.Source{Input: `extend type User { note(text: String!): String }`})
+	if err := graph.CheckArgumentPlacement(nested); err == nil || !strings.Contains(err.Error(), "User.note") {
+		t.Fatalf("got %v, want a refusal naming User.note", err)
+	}
+}

@@ -52,6 +52,9 @@ func NewHandler(svc *auth.Service, tokens *auth.Tokens, opts Options) (http.Hand
 	if err := CheckGuards(es.Schema()); err != nil {
 		return nil, err
 	}
+	if err := CheckArgumentPlacement(es.Schema()); err != nil {
+		return nil, err
+	}
 	validation := rules.NewDefaultRules
 	if !opts.Debug {
 		validation = rulesWithoutSuggestions
@@ -82,7 +85,7 @@ func NewHandler(svc *auth.Service, tokens *auth.Tokens, opts Options) (http.Hand
 		}
 		return aroundOperations(ctx, next)
 	})
-	exec.AroundFields(checkArguments)
+	exec.AroundRootFields(checkArguments)
 	exec.AroundResponses(aroundResponses)
 	exec.SetErrorPresenter(presentError(opts.Logger, opts.Metrics))
 	exec.SetRecoverFunc(func(ctx context.Context, p any) error {

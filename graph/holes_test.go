@@ -240,6 +240,9 @@ func TestInput_NulInAnyStringArgumentIsRefusedBeforeAnyQuery(t *testing.T) {
 					if e.Extensions.Field != f.errField {
 						t.Fatalf("field: got %q, want %q", e.Extensions.Field, f.errField)
 					}
+					if len(e.Path) != 1 {
+						t.Fatalf("path %v: the error belongs to the root field", e.Path)
+					}
 				})
 			}
 		}
