@@ -2,7 +2,7 @@
 // auth service, the @auth/@public directives and the error presenter.
 package graph
 
-//go:generate go run ./gqlgen
+//go:generate go tool gqlgen generate
 
 import "gqlauth/auth"
 
