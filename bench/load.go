@@ -64,10 +64,8 @@ func (env *environment) load(ctx context.Context, name string, users []*virtualU
 	ctx, cancel := context.WithTimeout(ctx, d)
 	defer cancel()
 	var (
-		mu        sync.Mutex
-		latencies []time.Duration
-		errs      = map[string]int64{}
-		wg        sync.WaitGroup
+		all tally
+		wg  sync.WaitGroup
 	)
 	res := &result{Scenario: name}
 	if watchRSS && d > 10*time.Second {
@@ -84,31 +82,21 @@ func (env *environment) load(ctx context.Context, name string, users []*virtualU
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			var local []time.Duration
-			localErrs := map[string]int64{}
+			var mine tally
 			for ctx.Err() == nil {
 				t := time.Now()
 				code := o(ctx, vu)
 				if ctx.Err() != nil && code == "TRANSPORT" {
 					break // cut off by the end of the run, not a failure
 				}
-				local = append(local, time.Since(t))
-				if code != "" {
-					localErrs[code]++
-				}
+				mine.record(time.Since(t), code)
 			}
-			mu.Lock()
-			latencies = append(latencies, local...)
-			for k, v := range localErrs {
-				errs[k] += v
-			}
-			mu.Unlock()
+			all.add(&mine)
 		}()
 	}
 	wg.Wait()
 	res.elapsed = time.Since(start)
-	res.latencies = latencies
-	res.Errors = errs
+	res.latencies, res.Errors = all.latencies, all.errs
 	res.summarize()
 	if watchRSS {
 		res.RSSEndMB = rssMB()
@@ -139,10 +127,8 @@ func (env *environment) loadOpen(ctx context.Context, name string, users []*virt
 	total := int(d / interval)
 	due := make(chan time.Time, total)
 	var (
-		mu        sync.Mutex
-		latencies []time.Duration
-		errs      = map[string]int64{}
-		wg        sync.WaitGroup
+		all tally
+		wg  sync.WaitGroup
 	)
 	// Workers: more than the closed loop's users, so that the server, not the pool, is what a
 	// request waits for; each has a user to act as.
@@ -151,21 +137,12 @@ func (env *environment) loadOpen(ctx context.Context, name string, users []*virt
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			var local []time.Duration
-			localErrs := map[string]int64{}
+			var mine tally
 			for t := range due {
 				code := o(ctx, vu)
-				local = append(local, time.Since(t))
-				if code != "" {
-					localErrs[code]++
-				}
+				mine.record(time.Since(t), code)
 			}
-			mu.Lock()
-			latencies = append(latencies, local...)
-			for k, v := range localErrs {
-				errs[k] += v
-			}
-			mu.Unlock()
+			all.add(&mine)
 		}()
 	}
 	start := time.Now()
@@ -178,7 +155,38 @@ func (env *environment) loadOpen(ctx context.Context, name string, users []*virt
 	}
 	close(due)
 	wg.Wait()
-	res := &result{Scenario: name, elapsed: time.Since(start), latencies: latencies, Errors: errs, TargetRate: rate}
+	res := &result{Scenario: name, elapsed: time.Since(start), latencies: all.latencies, Errors: all.errs, TargetRate: rate}
 	res.summarize()
 	return res
+}
+
+// tally is what requests measured: each worker keeps its own and adds it to the run's at the end.
+type tally struct {
+	mu        sync.Mutex
+	latencies []time.Duration
+	errs      map[string]int64
+}
+
+// record notes one request's latency and its error code ("" for none).
+func (t *tally) record(latency time.Duration, code string) {
+	t.latencies = append(t.latencies, latency)
+	if code != "" {
+		if t.errs == nil {
+			t.errs = map[string]int64{}
+		}
+		t.errs[code]++
+	}
+}
+
+// add merges a worker's tally into t.
+func (t *tally) add(o *tally) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.latencies = append(t.latencies, o.latencies...)
+	for k, v := range o.errs {
+		if t.errs == nil {
+			t.errs = map[string]int64{}
+		}
+		t.errs[k] += v
+	}
 }

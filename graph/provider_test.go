@@ -16,10 +16,10 @@ import (
 	"testing"
 
 	"github.com/go-jose/go-jose/v4"
-	"github.com/zitadel/oidc/v3/example/server/exampleop"
 	"github.com/zitadel/oidc/v3/example/server/storage"
 
 	"gqlauth/auth"
+	"gqlauth/e2e/oidcprovider"
 )
 
 // provider is a real OpenID provider in the test process: zitadel/oidc's op package with its
@@ -27,7 +27,7 @@ import (
 type provider struct {
 	Issuer  string
 	ts      *httptest.Server
-	users   providerUsers
+	users   oidcprovider.Users
 	storage *storage.Storage
 	once    sync.Once
 	// tamper, when set, rewrites the ID token of the token endpoint's next answers, as a provider
@@ -46,20 +46,6 @@ const (
 	providerPassword     = "provider-password"
 )
 
-// providerUsers is the provider's user store (storage.UserStore).
-type providerUsers map[string]*storage.User
-
-func (u providerUsers) GetUserByID(id string) *storage.User { return u[id] }
-func (u providerUsers) GetUserByUsername(name string) *storage.User {
-	for _, user := range u {
-		if user.Username == name {
-			return user
-		}
-	}
-	return nil
-}
-func (u providerUsers) ExampleClientID() string { return storage.ServiceUserID }
-
 // providerUser is an account at the provider; its subject is its id.
 func providerUser(id, username, email string, verified bool) *storage.User {
 	return &storage.User{ID: id, Username: username, Password: providerPassword, FirstName: "Test", LastName: id,
@@ -71,7 +57,7 @@ func providerUser(id, username, email string, verified bool) *storage.User {
 func newProvider(t testing.TB, users ...*storage.User) *provider {
 	t.Helper()
 	ts := httptest.NewUnstartedServer(nil)
-	p := &provider{Issuer: "http://" + ts.Listener.Addr().String(), ts: ts, users: providerUsers{}}
+	p := &provider{Issuer: "http://" + ts.Listener.Addr().String(), ts: ts, users: oidcprovider.Users{}}
 	for _, u := range users {
 		p.users[u.ID] = u
 	}
@@ -88,11 +74,9 @@ func newProvider(t testing.TB, users ...*storage.User) *provider {
 func (p *provider) oidcConfig(extra func(*auth.OIDCConfig)) func(publicURL string) auth.OIDCConfig {
 	return func(publicURL string) auth.OIDCConfig {
 		p.once.Do(func() {
-			clients := map[string]*storage.Client{
-				providerClientID: storage.WebClient(providerClientID, providerClientSecret, publicURL+"/auth/corp/callback"),
-			}
-			p.storage = storage.NewStorageWithClients(p.users, clients)
-			p.ts.Config.Handler = p.intercept(exampleop.SetupServer(p.Issuer, p.storage, nil, false))
+			var h http.Handler
+			h, p.storage = oidcprovider.New(p.Issuer, p.users, providerClientID, providerClientSecret, publicURL+"/auth/corp/callback", nil)
+			p.ts.Config.Handler = p.intercept(h)
 			p.ts.Start()
 		})
 		cfg := auth.OIDCConfig{

@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"errors"
 	"time"
 
 	"gqlauth/model"
@@ -9,11 +10,7 @@ import (
 
 // ErrIdentityTaken is returned by CreateIdentity when the identity is linked already, or when the
 // user has an identity of that provider already.
-var ErrIdentityTaken = errorString("identity already linked")
-
-type errorString string
-
-func (e errorString) Error() string { return string(e) }
+var ErrIdentityTaken = errors.New("store: identity already linked")
 
 // CreateIdentity links an identity to its user. The unique keys decide races: a second link of
 // one identity, or of a second identity of one provider to one user, is ErrIdentityTaken.

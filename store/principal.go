@@ -39,21 +39,18 @@ func (h *hotStatements) close() {
 	}
 }
 
-func (db *DB) principalStmt(ctx context.Context) (*sql.Stmt, string, error) {
-	query := principalQuery
-	if db.pg {
-		query = strings.Replace(strings.Replace(query, "?", "$1", 1), "?", "$2", 1)
-	}
+// principalStmt is the prepared principal query of SQLite (Postgres runs it on hotPool).
+func (db *DB) principalStmt(ctx context.Context) (*sql.Stmt, error) {
 	db.hot.mu.Lock()
 	defer db.hot.mu.Unlock()
 	if db.hot.principal == nil {
-		stmt, err := db.root.DB.PrepareContext(ctx, query)
+		stmt, err := db.root.DB.PrepareContext(ctx, principalQuery)
 		if err != nil {
-			return nil, query, err
+			return nil, err
 		}
 		db.hot.principal = stmt
 	}
-	return db.hot.principal, query, nil
+	return db.hot.principal, nil
 }
 
 // Principal loads a session and its user in one query: the whole database cost of authenticating
@@ -63,11 +60,11 @@ func (db *DB) Principal(ctx context.Context, sessionID, userID string) (*model.S
 	if db.hotPool != nil {
 		return db.principalPG(ctx, sessionID, userID)
 	}
-	stmt, query, err := db.principalStmt(ctx)
+	stmt, err := db.principalStmt(ctx)
 	if err != nil {
 		return nil, nil, wrap(err, "Principal")
 	}
-	ctx, event := db.beforeQuery(ctx, query, sessionID, userID)
+	ctx, event := db.beforeQuery(ctx, principalQuery, sessionID, userID)
 	var (
 		sess              = &model.Session{ID: sessionID, UserID: userID}
 		u                 = new(model.User)

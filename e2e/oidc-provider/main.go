@@ -14,8 +14,7 @@ import (
 	"net/http"
 	"os"
 
-	"github.com/zitadel/oidc/v3/example/server/exampleop"
-	"github.com/zitadel/oidc/v3/example/server/storage"
+	"gqlauth/e2e/oidcprovider"
 )
 
 // Fixed credentials of the test tool; printed so that tests need not repeat them.
@@ -25,19 +24,6 @@ const (
 	username     = "ada@provider.test"
 	password     = "provider-password"
 )
-
-type users map[string]*storage.User
-
-func (u users) GetUserByID(id string) *storage.User { return u[id] }
-func (u users) GetUserByUsername(name string) *storage.User {
-	for _, user := range u {
-		if user.Username == name {
-			return user
-		}
-	}
-	return nil
-}
-func (u users) ExampleClientID() string { return storage.ServiceUserID }
 
 func main() {
 	redirect := os.Getenv("REDIRECT_URI")
@@ -49,12 +35,11 @@ func main() {
 		log.Fatal(err)
 	}
 	issuer := "http://" + ln.Addr().String()
-	store := storage.NewStorageWithClients(users{
+	quiet := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	handler, _ := oidcprovider.New(issuer, oidcprovider.Users{
 		"sub-ada": {ID: "sub-ada", Username: username, Password: password, FirstName: "Ada", LastName: "Lovelace",
 			Email: "ada@provider.test", EmailVerified: true},
-	}, map[string]*storage.Client{clientID: storage.WebClient(clientID, clientSecret, redirect)})
-	quiet := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	handler := exampleop.SetupServer(issuer, store, quiet, false)
+	}, clientID, clientSecret, redirect, quiet)
 	fmt.Printf("issuer=%s client_id=%s client_secret=%s username=%s password=%s\n", issuer, clientID, clientSecret, username, password)
 	log.Fatal(http.Serve(ln, handler))
 }
