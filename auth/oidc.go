@@ -22,10 +22,10 @@ import (
 	"gqlauth/store"
 )
 
-// Lifetimes of the two single-use secrets of a provider sign-in.
+// Lifetimes of the two single-use secrets of a provider sign-in or link.
 const (
 	SignInFlowTTL = 10 * time.Minute // state: from start to the provider's callback
-	AuthCodeTTL   = 60 * time.Second // one-time code: from the callback to exchangeAuthCode
+	AuthCodeTTL   = 60 * time.Second // one-time code: from the callback to exchangeAuthCode or completeIdentityLink
 )
 
 // OIDCProvider configures one OpenID Connect provider.
@@ -47,7 +47,8 @@ type OIDCConfig struct {
 	// RedirectURLs are the exact URLs a flow may return to.
 	RedirectURLs []string
 	// LinkVerifiedEmail lets a new identity whose provider asserts a verified email join the
-	// account with that email; otherwise such a sign-in is refused.
+	// account with that email, when this server verified the account's address too; otherwise
+	// such a sign-in is refused.
 	LinkVerifiedEmail bool
 	// HTTPClient talks to the providers; nil: one with a 10-second timeout.
 	HTTPClient *http.Client
@@ -341,7 +342,7 @@ func (s *Service) finishSignIn(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if flow.LinkUserID != nil {
-		redirectWith(w, r, flow.RedirectTo, "linked", rp.cfg.Name)
+		redirectWith(w, r, flow.RedirectTo, "link_code", result)
 		return
 	}
 	redirectWith(w, r, flow.RedirectTo, "code", result)
@@ -374,7 +375,7 @@ func (b *flexibleBool) UnmarshalJSON(data []byte) error {
 }
 
 // completeFlow does the work of a callback with a valid state: the code exchange, the ID token
-// checks, and the sign-in or link. It returns the one-time code of a sign-in.
+// checks, and the sign-in or the checks of a link. It returns the one-time code for the SPA.
 func (s *Service) completeFlow(ctx context.Context, rp *relyingParty, flow *model.SignInFlow, q url.Values) (string, error) {
 	if e := q.Get("error"); e != "" {
 		// The provider refused (the user cancelled, say). Only known codes are passed on.
@@ -426,7 +427,7 @@ func (s *Service) completeFlow(ctx context.Context, rp *relyingParty, flow *mode
 		claims.Email, claims.EmailVerified = "", false
 	}
 	if flow.LinkUserID != nil {
-		return "", s.linkFromFlow(ctx, rp.cfg.Name, flow, &claims)
+		return s.linkCode(ctx, rp.cfg.Name, flow, &claims)
 	}
 	return s.signInIdentity(ctx, rp.cfg.Name, flow, &claims)
 }
@@ -502,8 +503,9 @@ func (s *Service) signInIdentity(ctx context.Context, provider string, flow *mod
 }
 
 // newIdentity decides what an identity seen for the first time signs in to: an account whose
-// email it shares, only when so configured and the email is verified; otherwise a new account,
-// unless an account has that email. db must be a transaction.
+// email it shares, only when so configured, the provider says the email is verified and this
+// server verified the account's address; otherwise a new account, unless an account has that
+// email. db must be a transaction.
 func (s *Service) newIdentity(ctx context.Context, db *store.DB, provider string, claims *providerClaims, now time.Time) (*model.User, error) {
 	identity := &model.Identity{Provider: provider, Subject: claims.Subject, LinkedAt: now}
 	if claims.Email != "" {
@@ -515,6 +517,11 @@ func (s *Service) newIdentity(ctx context.Context, db *store.DB, provider string
 			return nil, err
 		case !s.signIns.cfg.LinkVerifiedEmail || !bool(claims.EmailVerified):
 			return nil, &signInRefusal{code: "account_exists", detail: "an account with this email exists; sign in to it and link the provider", userID: existing.ID}
+		case existing.EmailVerifiedAt == nil:
+			// Anyone may register an address they do not own; the provider's word that its user
+			// owns it says nothing about who registered it here. Joining the two would hand the
+			// provider's user to whoever typed the address first.
+			return nil, &signInRefusal{code: "account_exists", detail: "an account with this email exists and its address is not verified; sign in to it and link the provider", userID: existing.ID}
 		default:
 			identity.UserID = existing.ID
 			if err := db.CreateIdentity(ctx, identity); err != nil {
@@ -592,47 +599,147 @@ func usernameFrom(c *providerClaims) string {
 	return "user-" + strings.ToLower(randomToken(4))[:6]
 }
 
-// linkFromFlow links the identity to the user who started the flow from a live session.
-func (s *Service) linkFromFlow(ctx context.Context, provider string, flow *model.SignInFlow, claims *providerClaims) error {
-	err := s.db.Transact(ctx, func(tx *store.DB) error {
-		sess, user, err := tx.LockSession(ctx, *flow.LinkSessionID)
-		if errors.Is(err, store.ErrNotFound) || (err == nil && (user.ID != *flow.LinkUserID || !sess.Live(s.clock()) || user.Disabled)) {
-			return &signInRefusal{code: "access_denied", detail: "the session that started the link has ended", userID: *flow.LinkUserID}
-		} else if err != nil {
-			return err
+// Reasons a link cannot be made, as the callback and completeIdentityLink report them.
+var (
+	errLinkedElsewhere = errors.New("the identity is linked to another account")
+	errProviderLinked  = errors.New("the account has another identity of this provider; unlink it first")
+)
+
+// linkCheck reports whether the identity (provider, subject) can be linked to userID: the
+// identity if it is linked to that user already, errLinkedElsewhere or errProviderLinked if it
+// cannot be, or nil and nil.
+func linkCheck(ctx context.Context, db *store.DB, provider, subject, userID string) (*model.Identity, error) {
+	identity, err := db.IdentityBySubject(ctx, provider, subject)
+	switch {
+	case err == nil && identity.UserID == userID:
+		return identity, nil
+	case err == nil:
+		return nil, errLinkedElsewhere
+	case !errors.Is(err, store.ErrNotFound):
+		return nil, err
+	}
+	ids, err := db.IdentitiesOf(ctx, userID)
+	if err != nil {
+		return nil, err
+	}
+	for _, id := range ids {
+		if id.Provider == provider {
+			return nil, errProviderLinked
 		}
-		identity, err := tx.IdentityBySubject(ctx, provider, claims.Subject)
+	}
+	return nil, nil
+}
+
+// linkCode finishes the callback of a link: it checks that the session that started the link is
+// live and that the identity can be linked to its user, and returns a one-time code bound to that
+// session and the flow's challenge. It links nothing. The browser that came back from the
+// provider need not be the one that started the link: whoever started it can send the URL to
+// someone else, whose browser (signed in at the provider as them) would come back here. Only the
+// starting session, redeeming the code with its verifier (CompleteIdentityLink), makes the link;
+// the code reaches only the browser that came back, so a stranger's identity never gets linked.
+func (s *Service) linkCode(ctx context.Context, provider string, flow *model.SignInFlow, claims *providerClaims) (string, error) {
+	now := s.clock()
+	sess, user, err := s.db.LockSession(ctx, *flow.LinkSessionID)
+	if errors.Is(err, store.ErrNotFound) || (err == nil && (user.ID != *flow.LinkUserID || !sess.Live(now) || user.Disabled)) {
+		return "", &signInRefusal{code: "access_denied", detail: "the session that started the link has ended", userID: *flow.LinkUserID}
+	} else if err != nil {
+		return "", err
+	}
+	if _, err := linkCheck(ctx, s.db, provider, claims.Subject, user.ID); errors.Is(err, errLinkedElsewhere) || errors.Is(err, errProviderLinked) {
+		return "", &signInRefusal{code: "account_exists", detail: err.Error(), userID: user.ID}
+	} else if err != nil {
+		return "", err
+	}
+	code := randomToken(32)
+	c := &model.AuthCode{
+		CodeHash: sha256Hex(code), UserID: user.ID, Provider: provider, CodeChallenge: flow.CodeChallenge,
+		LinkSessionID: &sess.ID, Subject: &claims.Subject, CreatedAt: now, ExpiresAt: now.Add(AuthCodeTTL),
+	}
+	if claims.Email != "" {
+		c.Email = &claims.Email
+	}
+	if err := s.db.CreateAuthCode(ctx, c); err != nil {
+		return "", err
+	}
+	return code, nil
+}
+
+// CompleteIdentityLink redeems the one-time code a link's callback redirected back with: the
+// identity it carries is linked to the caller's account if the caller's session is the one that
+// called linkIdentityStart and codeVerifier is the verifier of the challenge it passed. A code
+// works once: every refusal (another session, even of the same user; another verifier; too
+// late; a sign-in code) uses it up and looks the same.
+func (s *Service) CompleteIdentityLink(ctx context.Context, code, codeVerifier string) (*model.Identity, error) {
+	p, err := s.requireSession(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.limitClient(ctx); err != nil {
+		return nil, err
+	}
+	invalid := model.Unauthenticated(model.AuthErrorReasonInvalidCredentials)
+	if code == "" || len(code) > 128 {
+		return nil, invalid
+	}
+	// Taken in a transaction of its own, so that the code is used up whatever follows.
+	c, err := s.db.TakeAuthCode(ctx, sha256Hex(code))
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, invalid
+	} else if err != nil {
+		return nil, s.check(ctx, "CompleteIdentityLink", err)
+	}
+	now := s.clock()
+	if !c.IsLink() || c.Subject == nil || !now.Before(c.ExpiresAt) ||
+		!equalTokens(*c.LinkSessionID, p.Session.ID) || c.UserID != p.User.ID ||
+		len(codeVerifier) < 43 || len(codeVerifier) > 128 || !equalTokens(s256(codeVerifier), c.CodeChallenge) {
+		return nil, invalid
+	}
+	var identity *model.Identity
+	err = s.db.Transact(ctx, func(tx *store.DB) error {
+		// The lock makes a logout of this session and the link take turns.
+		sess, user, err := tx.LockSession(ctx, p.Session.ID)
 		switch {
-		case err == nil && identity.UserID == user.ID:
-			return nil // linked already: nothing to do
-		case err == nil:
-			return &signInRefusal{code: "account_exists", detail: "the identity is linked to another account", userID: user.ID}
-		case !errors.Is(err, store.ErrNotFound):
+		case errors.Is(err, store.ErrNotFound) || (err == nil && !sess.Live(now)):
+			return model.Unauthenticated(model.AuthErrorReasonSessionRevoked)
+		case err != nil:
 			return err
+		case user.Disabled:
+			return model.Forbidden(model.AuthErrorReasonAccountDisabled)
 		}
-		identity = &model.Identity{Provider: provider, Subject: claims.Subject, UserID: user.ID, LinkedAt: s.clock()}
-		if claims.Email != "" {
-			identity.Email = &claims.Email
+		existing, err := linkCheck(ctx, tx, c.Provider, *c.Subject, user.ID)
+		switch {
+		case errors.Is(err, errLinkedElsewhere) || errors.Is(err, errProviderLinked):
+			return model.BadInput("code", err.Error())
+		case err != nil:
+			return err
+		case existing != nil:
+			identity = existing // linked already: nothing to do
+			return nil
 		}
+		identity = &model.Identity{Provider: c.Provider, Subject: *c.Subject, UserID: user.ID, Email: c.Email, LinkedAt: now}
 		if err := tx.CreateIdentity(ctx, identity); err != nil {
 			return err
 		}
-		return tx.RecordEvent(ctx, s.event(ctx, model.AuditEventTypeIdentityLinked, user.ID, user.ID, sess.ID, provider))
+		return tx.RecordEvent(ctx, s.event(ctx, model.AuditEventTypeIdentityLinked, user.ID, user.ID, sess.ID, c.Provider))
 	})
 	if errors.Is(err, store.ErrIdentityTaken) {
-		return &signInRefusal{code: "account_exists", detail: "the account has another identity of this provider, or the identity was linked elsewhere", userID: *flow.LinkUserID}
+		// Another link of the identity, or of this provider to this account, won a race.
+		return nil, model.BadInput("code", "the identity was linked to another account, or this account got another identity of this provider, a moment ago")
 	}
-	return err
+	if err != nil {
+		return nil, s.check(ctx, "CompleteIdentityLink", err)
+	}
+	return identity, nil
 }
 
 // ExchangeAuthCode redeems a one-time code from a provider sign-in for a session, if codeVerifier
 // is the verifier of the challenge the flow started with. A code works once: a wrong verifier
-// uses it up too.
+// uses it up too, and so does a link code, which it refuses.
 func (s *Service) ExchangeAuthCode(ctx context.Context, code, codeVerifier string) (*model.AuthPayload, error) {
 	if err := s.limitClient(ctx); err != nil {
 		return nil, err
 	}
-	if code == "" || len(code) > 128 || len(codeVerifier) < 43 || len(codeVerifier) > 128 {
+	if code == "" || len(code) > 128 {
 		return nil, model.Unauthenticated(model.AuthErrorReasonInvalidCredentials)
 	}
 	var payload *model.AuthPayload
@@ -645,7 +752,11 @@ func (s *Service) ExchangeAuthCode(ctx context.Context, code, codeVerifier strin
 		} else if err != nil {
 			return err
 		}
-		if !s.clock().Before(c.ExpiresAt) || !equalTokens(s256(codeVerifier), c.CodeChallenge) {
+		// A malformed verifier is a wrong one: it uses the code up too (an app that finds a code
+		// it did not ask for sends an empty one to kill it). A link code never signs in, not even
+		// its own user: it is completeIdentityLink's.
+		if c.IsLink() || !s.clock().Before(c.ExpiresAt) ||
+			len(codeVerifier) < 43 || len(codeVerifier) > 128 || !equalTokens(s256(codeVerifier), c.CodeChallenge) {
 			outcome = model.Unauthenticated(model.AuthErrorReasonInvalidCredentials)
 			return nil // the code stays used up
 		}
@@ -667,7 +778,8 @@ func (s *Service) ExchangeAuthCode(ctx context.Context, code, codeVerifier strin
 }
 
 // LinkIdentityStart starts linking a provider to the caller's account and returns the URL to
-// send the browser to. The callback redirects to redirectTo with ?linked=<provider>.
+// send the browser to. The callback redirects to redirectTo with ?link_code=<one-time code>, which
+// only this session can redeem (CompleteIdentityLink), with the verifier of codeChallenge.
 func (s *Service) LinkIdentityStart(ctx context.Context, provider, redirectTo, codeChallenge string) (string, error) {
 	p, err := s.requireSession(ctx)
 	if err != nil {

@@ -95,22 +95,23 @@ type ComplexityRoot struct {
 	}
 
 	Mutation struct {
-		ChangePassword    func(childComplexity int, currentPassword string, newPassword string) int
-		CreateAPIKey      func(childComplexity int, name string, role *model.Role, expiresIn *int) int
-		CreateUser        func(childComplexity int, username string, password string, email *string, role model.Role) int
-		ExchangeAuthCode  func(childComplexity int, code string, codeVerifier string) int
-		LinkIdentityStart func(childComplexity int, provider string, redirectTo string, codeChallenge string) int
-		Login             func(childComplexity int, username string, password string) int
-		Logout            func(childComplexity int, scope model.LogoutScope) int
-		Refresh           func(childComplexity int, refreshToken *string) int
-		Register          func(childComplexity int, username string, password string, email *string) int
-		RevokeAPIKey      func(childComplexity int, id string) int
-		RevokeSigningKey  func(childComplexity int, kid string) int
-		RotateSigningKey  func(childComplexity int) int
-		SetPassword       func(childComplexity int, newPassword string) int
-		SetUserDisabled   func(childComplexity int, id string, disabled bool) int
-		SetUserRole       func(childComplexity int, id string, role model.Role) int
-		UnlinkIdentity    func(childComplexity int, provider string) int
+		ChangePassword       func(childComplexity int, currentPassword string, newPassword string) int
+		CompleteIdentityLink func(childComplexity int, code string, codeVerifier string) int
+		CreateAPIKey         func(childComplexity int, name string, role *model.Role, expiresIn *int) int
+		CreateUser           func(childComplexity int, username string, password string, email *string, role model.Role) int
+		ExchangeAuthCode     func(childComplexity int, code string, codeVerifier string) int
+		LinkIdentityStart    func(childComplexity int, provider string, redirectTo string, codeChallenge string) int
+		Login                func(childComplexity int, username string, password string) int
+		Logout               func(childComplexity int, scope model.LogoutScope) int
+		Refresh              func(childComplexity int, refreshToken *string) int
+		Register             func(childComplexity int, username string, password string, email *string) int
+		RevokeAPIKey         func(childComplexity int, id string) int
+		RevokeSigningKey     func(childComplexity int, kid string) int
+		RotateSigningKey     func(childComplexity int) int
+		SetPassword          func(childComplexity int, newPassword string) int
+		SetUserDisabled      func(childComplexity int, id string, disabled bool) int
+		SetUserRole          func(childComplexity int, id string, role model.Role) int
+		UnlinkIdentity       func(childComplexity int, provider string) int
 	}
 
 	PageInfo struct {
@@ -181,6 +182,7 @@ type MutationResolver interface {
 	RevokeSigningKey(ctx context.Context, kid string) (bool, error)
 	ExchangeAuthCode(ctx context.Context, code string, codeVerifier string) (*model.AuthPayload, error)
 	LinkIdentityStart(ctx context.Context, provider string, redirectTo string, codeChallenge string) (string, error)
+	CompleteIdentityLink(ctx context.Context, code string, codeVerifier string) (*model.Identity, error)
 	UnlinkIdentity(ctx context.Context, provider string) (bool, error)
 	SetPassword(ctx context.Context, newPassword string) (bool, error)
 }
@@ -423,6 +425,17 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Mutation.ChangePassword(childComplexity, args["currentPassword"].(string), args["newPassword"].(string)), true
+	case "Mutation.completeIdentityLink":
+		if e.ComplexityRoot.Mutation.CompleteIdentityLink == nil {
+			break
+		}
+
+		args, err := ec.field_Mutation_completeIdentityLink_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Mutation.CompleteIdentityLink(childComplexity, args["code"].(string), args["codeVerifier"].(string)), true
 	case "Mutation.createApiKey":
 		if e.ComplexityRoot.Mutation.CreateAPIKey == nil {
 			break
@@ -1237,10 +1250,17 @@ extend type Mutation {
   exchangeAuthCode(code: String!, codeVerifier: String!): AuthPayload! @public
   """
   Starts linking a provider to the caller's account; returns the URL to send the browser to. The
-  callback links the identity and redirects to ` + "`" + `redirectTo` + "`" + ` (one of ` + "`" + `OIDC_REDIRECT_URLS` + "`" + `) with
-  ` + "`" + `?linked=<provider>` + "`" + `, or with ` + "`" + `?error=` + "`" + `.
+  callback links nothing: it redirects to ` + "`" + `redirectTo` + "`" + ` (one of ` + "`" + `OIDC_REDIRECT_URLS` + "`" + `) with
+  ` + "`" + `?link_code=<one-time code>` + "`" + `, or with ` + "`" + `?error=` + "`" + `, and ` + "`" + `completeIdentityLink` + "`" + ` makes the link.
   """
   linkIdentityStart(provider: String!, redirectTo: String!, codeChallenge: String!): String! @auth
+  """
+  Links the identity of a ` + "`" + `?link_code=` + "`" + ` to the caller's account. Works once, within 60 seconds,
+  only from the session that called ` + "`" + `linkIdentityStart` + "`" + ` and with the PKCE verifier of its
+  ` + "`" + `codeChallenge` + "`" + `: redeemed by any other session (even the same user's) or with another verifier,
+  the code links nothing and is used up (UNAUTHENTICATED/INVALID_CREDENTIALS).
+  """
+  completeIdentityLink(code: String!, codeVerifier: String!): Identity! @auth
   "Unlinks the caller's identity of ` + "`" + `provider` + "`" + `; refused when it is the account's last way to sign in."
   unlinkIdentity(provider: String!): Boolean! @auth
   "Gives an account created through a provider its first password; refused for one that has a password."
@@ -1573,6 +1593,28 @@ func (ec *executionContext) field_Mutation_changePassword_args(ctx context.Conte
 		return nil, err
 	}
 	args["newPassword"] = arg1
+	return args, nil
+}
+
+func (ec *executionContext) field_Mutation_completeIdentityLink_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "code",
+		func(ctx context.Context, v any) (string, error) {
+			return ec.unmarshalNString2string(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["code"] = arg0
+	arg1, err := graphql.ProcessArgField(ctx, rawArgs, "codeVerifier",
+		func(ctx context.Context, v any) (string, error) {
+			return ec.unmarshalNString2string(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["codeVerifier"] = arg1
 	return args, nil
 }
 
@@ -3638,6 +3680,68 @@ func (ec *executionContext) fieldContext_Mutation_linkIdentityStart(ctx context.
 	}()
 	ctx = graphql.WithFieldContext(ctx, fc)
 	if fc.Args, err = ec.field_Mutation_linkIdentityStart_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Mutation_completeIdentityLink(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Mutation_completeIdentityLink(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Mutation().CompleteIdentityLink(ctx, fc.Args["code"].(string), fc.Args["codeVerifier"].(string))
+		},
+		func(ctx context.Context, next graphql.Resolver) graphql.Resolver {
+			directive0 := next
+
+			directive1 := func(ctx context.Context) (any, error) {
+				role, err := ec.unmarshalNRole2gqlauthᚋmodelᚐRole(ctx, "USER")
+				if err != nil {
+					var zeroVal *model.Identity
+					return zeroVal, err
+				}
+				if ec.Directives.Auth == nil {
+					var zeroVal *model.Identity
+					return zeroVal, errors.New("directive auth is not implemented")
+				}
+				return ec.Directives.Auth(ctx, nil, directive0, role)
+			}
+
+			next = directive1
+			return next
+		},
+		func(ctx context.Context, selections ast.SelectionSet, v *model.Identity) graphql.Marshaler {
+			return ec.marshalNIdentity2ᚖgqlauthᚋmodelᚐIdentity(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Mutation_completeIdentityLink(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Mutation",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_Identity(ctx, field)
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Mutation_completeIdentityLink_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
 		ec.Error(ctx, err)
 		return fc, err
 	}
@@ -6389,6 +6493,13 @@ func (ec *executionContext) _Mutation(ctx context.Context, sel ast.SelectionSet)
 		case "linkIdentityStart":
 			out.Values[i] = ec.OperationContext.RootResolverMiddleware(innerCtx, func(ctx context.Context) (res graphql.Marshaler) {
 				return ec._Mutation_linkIdentityStart(ctx, field)
+			})
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "completeIdentityLink":
+			out.Values[i] = ec.OperationContext.RootResolverMiddleware(innerCtx, func(ctx context.Context) (res graphql.Marshaler) {
+				return ec._Mutation_completeIdentityLink(ctx, field)
 			})
 			if out.Values[i] == graphql.Null {
 				out.Invalids++

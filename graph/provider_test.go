@@ -1,11 +1,13 @@
 package graph_test
 
 import (
+	"context"
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -236,4 +238,51 @@ func (s *server) signInThrough(t testing.TB, p *provider, username string) token
 	var out tokens
 	s.exchangeCode(t, back.Query().Get("code"), verifier).field(t, "exchangeAuthCode", &out)
 	return out
+}
+
+// linkStart calls linkIdentityStart for corp as the holder of token, with a fresh PKCE pair, and
+// returns the provider's authorization URL and the verifier, as the SPA keeps it.
+func (s *server) linkStart(t testing.TB, p *provider, token string) (authURL, verifier string) {
+	t.Helper()
+	verifier, challenge := pkce()
+	s.query(t, token, `mutation($c: String!, $r: String!) { linkIdentityStart(provider: "corp", redirectTo: $r, codeChallenge: $c) }`,
+		map[string]any{"c": challenge, "r": spaURL}).field(t, "linkIdentityStart", &authURL)
+	if !strings.HasPrefix(authURL, p.Issuer+"/") {
+		t.Fatalf("linkIdentityStart returned %q, want the provider's authorization URL", authURL)
+	}
+	return authURL, verifier
+}
+
+// linkThrough starts a link as the holder of token, and plays the browser that signs in at the
+// provider as username. It returns where the callback sends that browser and the verifier.
+func (s *server) linkThrough(t testing.TB, p *provider, token, username string) (*url.URL, string) {
+	t.Helper()
+	authURL, verifier := s.linkStart(t, p, token)
+	return s.callback(t, p.authorize(t, authURL, username)), verifier
+}
+
+// linkCodeOf returns the one-time code of a link's return to the SPA, which must carry nothing else.
+func linkCodeOf(t testing.TB, back *url.URL) string {
+	t.Helper()
+	if len(back.Query()) != 1 || back.Query().Get("link_code") == "" {
+		t.Fatalf("the SPA got %q, want only ?link_code=", back.RawQuery)
+	}
+	return back.Query().Get("link_code")
+}
+
+// completeLink redeems a link code through GraphQL as the holder of token ("": nobody).
+func (s *server) completeLink(t testing.TB, token, code, verifier string) response {
+	t.Helper()
+	return s.do(t, call{Token: token, Query: `mutation($c: String!, $v: String!) { completeIdentityLink(code: $c, codeVerifier: $v) {
+		provider subject email linkedAt } }`, Variables: map[string]any{"c": code, "v": verifier}})
+}
+
+// identityRows is every stored identity, as text: what a link writes.
+func (s *server) identityRows(t testing.TB) string {
+	t.Helper()
+	rows, err := s.DB.DumpTable(context.Background(), "identities")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fmt.Sprint(rows)
 }

@@ -86,6 +86,11 @@ func (r *mutationResolver) LinkIdentityStart(ctx context.Context, provider strin
 	return r.Auth.LinkIdentityStart(ctx, provider, redirectTo, codeChallenge)
 }
 
+// CompleteIdentityLink is the resolver for the completeIdentityLink field.
+func (r *mutationResolver) CompleteIdentityLink(ctx context.Context, code string, codeVerifier string) (*model.Identity, error) {
+	return r.Auth.CompleteIdentityLink(ctx, code, codeVerifier)
+}
+
 // UnlinkIdentity is the resolver for the unlinkIdentity field.
 func (r *mutationResolver) UnlinkIdentity(ctx context.Context, provider string) (bool, error) {
 	return r.Auth.UnlinkIdentity(ctx, provider)

@@ -135,6 +135,16 @@ CREATE TABLE auth_codes (
 );
 CREATE INDEX auth_codes_expires_at_idx ON auth_codes (expires_at);
 `},
+	{"20261210000001", "link_codes_email_verified_at", `
+-- A link through a provider ends in a one-time code too, redeemable only by the session that
+-- started it: the session, and the identity the code links (sign-in codes leave these null).
+ALTER TABLE auth_codes ADD COLUMN link_session_id TEXT;
+ALTER TABLE auth_codes ADD COLUMN subject TEXT;
+ALTER TABLE auth_codes ADD COLUMN email TEXT;
+-- When this server verified the user's address (null: never). Linking a provider identity by
+-- email trusts only such addresses.
+ALTER TABLE users ADD COLUMN email_verified_at %[1]s;
+`},
 }
 
 // Migrate applies the migrations that have not been applied yet. It is idempotent, and safe when
