@@ -156,3 +156,91 @@ test("Sign in with a provider: the button runs the PKCE leg and the playground e
     env.stop();
   }
 });
+
+test("Link a provider: a popup goes through the provider and the window that started the link completes it", async () => {
+  const env = await startWithProvider(binary, process.env.PROVIDER_BIN || "../oidc-provider", {
+    ADMIN_USERNAME: "root", ADMIN_PASSWORD: "correct horse battery",
+  });
+  try {
+    const page = await browser.newPage();
+    await page.goto(env.base + "/");
+    await page.fill("#username", "root");
+    await page.fill("#password", "correct horse battery");
+    await page.click("#login");
+    await page.waitForSelector("#signed-in-as");
+
+    const [popup] = await Promise.all([page.waitForEvent("popup"), page.click('button[data-link-provider="corp"]')]);
+    const popupURLs = [];
+    popup.on("framenavigated", (frame) => { if (frame === popup.mainFrame()) popupURLs.push(frame.url()); });
+    const closed = popup.waitForEvent("close", { timeout: 20000 });
+    await popup.waitForSelector("input#username[name=username]");
+    await popup.fill("input#username", env.provider.username);
+    await popup.fill("input#password", env.provider.password);
+    await popup.click("button[type=submit]");
+    await closed;
+    const status = await page.waitForSelector("#link-status", { timeout: 15000 });
+    assert.match(await status.textContent(), /^Linked corp \(sub-ada\)$/);
+    assert.ok(popupURLs.some((u) => u.startsWith(env.base + "/?link_code=")), "the popup came back with a link code: " + popupURLs.join(" "));
+    assert.ok(!popupURLs.some((u) => /eyJ|access_token|id_token|refresh/.test(u)), "no token in any URL");
+
+    await runQuery(page, "{ me { username identities { provider subject } } }");
+    const me = JSON.parse(await resultText(page, "identities"));
+    assert.deepEqual(me.data.me, { username: "root", identities: [{ provider: "corp", subject: "sub-ada" }] });
+    await page.close();
+  } finally {
+    env.stop();
+  }
+});
+
+test("a link URL opened in someone else's browser links nothing: the page there uses the code up", async () => {
+  const env = await startWithProvider(binary, process.env.PROVIDER_BIN || "../oidc-provider", {
+    ADMIN_USERNAME: "root", ADMIN_PASSWORD: "correct horse battery",
+  });
+  const gql = async (query, variables, token) => {
+    const headers = { "Content-Type": "application/json" };
+    if (token) headers.Authorization = "Bearer " + token;
+    const res = await fetch(env.base + "/query", { method: "POST", headers, body: JSON.stringify({ query, variables }) });
+    return res.json();
+  };
+  try {
+    // The attacker (root here) starts a link with their own session and verifier, and sends the
+    // URL to the victim instead of opening it.
+    const login = await gql('mutation { login(username: "root", password: "correct horse battery") { accessToken } }');
+    const token = login.data.login.accessToken;
+    const verifier = Buffer.from(crypto.getRandomValues(new Uint8Array(32))).toString("base64url");
+    const challenge = Buffer.from(await crypto.subtle.digest("SHA-256", new TextEncoder().encode(verifier))).toString("base64url");
+    const start = await gql("mutation($r: String!, $c: String!) { linkIdentityStart(provider: \"corp\", redirectTo: $r, codeChallenge: $c) }",
+      { r: env.base + "/", c: challenge }, token);
+    const linkURL = start.data.linkIdentityStart;
+
+    // The victim's browser, signed in at the provider as ada, opens it.
+    const victim = await browser.newContext();
+    const page = await victim.newPage();
+    const urls = [];
+    page.on("framenavigated", (frame) => { if (frame === page.mainFrame()) urls.push(frame.url()); });
+    const exchanged = page.waitForResponse((res) => res.url().endsWith("/query") && (res.request().postData() || "").includes("ExchangeAuthCode"), { timeout: 15000 });
+    await page.goto(linkURL);
+    await page.waitForSelector("input#username[name=username]");
+    await page.fill("input#username", env.provider.username);
+    await page.fill("input#password", env.provider.password);
+    await page.click("button[type=submit]");
+    const notice = await page.waitForSelector("#auth-error", { timeout: 15000 });
+    assert.match(await notice.textContent(), /no window of this browser started it: nothing was linked/);
+    const burn = await (await exchanged).json();
+    assert.equal(burn.errors[0].extensions.reason, "INVALID_CREDENTIALS");
+    assert.equal(new URL(page.url()).search, "", "the code must leave the address bar");
+
+    // Even with the code (leaked from the victim's history, say), the attacker gets nothing.
+    const landing = urls.find((u) => u.includes("link_code="));
+    assert.ok(landing, "the victim's browser came back with a link code: " + urls.join(" "));
+    const code = new URL(landing).searchParams.get("link_code");
+    const redeemed = await gql("mutation($c: String!, $v: String!) { completeIdentityLink(code: $c, codeVerifier: $v) { provider } }",
+      { c: code, v: verifier }, token);
+    assert.equal(redeemed.errors[0].extensions.reason, "INVALID_CREDENTIALS");
+    const me = await gql("{ me { identities { provider } } }", null, token);
+    assert.deepEqual(me.data.me.identities, []);
+    await victim.close();
+  } finally {
+    env.stop();
+  }
+});

@@ -6,6 +6,9 @@
 // providers configured, a "Sign in with <provider>" button runs the SPA's PKCE leg: the verifier
 // waits in sessionStorage while the browser is at the provider (it is useless without the one-time
 // code, which only comes back here), and the code is removed from the address bar before use.
+// Signed in, a "Link <provider>" button links a provider account to this one: the provider runs in
+// a popup (leaving this page would end the session that must finish the link), the popup hands the
+// one-time link code back to this window, and this window redeems it with completeIdentityLink.
 import React, { useCallback, useEffect, useRef, useState } from "react";
 import { createRoot } from "react-dom/client";
 import { GraphiQL } from "graphiql";
@@ -62,23 +65,83 @@ async function startProviderSignIn(name) {
   location.assign(`/auth/${encodeURIComponent(name)}/start?${query}`);
 }
 
-// finishProviderSignIn handles the return from a provider: ?code= is exchanged with the kept
-// verifier, ?error= is reported. Either way the parameters leave the address bar at once.
-async function finishProviderSignIn() {
-  const params = new URLSearchParams(location.search);
-  const code = params.get("code");
-  const error = params.get("error");
-  if (!code && !error) return null;
-  history.replaceState(null, "", location.pathname);
-  const verifier = sessionStorage.getItem(VERIFIER_KEY) || "";
-  sessionStorage.removeItem(VERIFIER_KEY);
-  if (error) return { error: `Sign-in through the provider failed: ${error}` };
-  const result = await post(`mutation ExchangeAuthCode($c: String!, $v: String!) { exchangeAuthCode(code: $c, codeVerifier: $v) { ${PAYLOAD} } }`, { c: code, v: verifier });
-  const err = firstError(result);
-  return err ? { error: err } : { session: result.data.exchangeAuthCode };
+const EXCHANGE = `mutation ExchangeAuthCode($c: String!, $v: String!) { exchangeAuthCode(code: $c, codeVerifier: $v) { ${PAYLOAD} } }`;
+
+// Links run in a popup that returns to this page's URL. The window that started the link holds
+// the session and the verifier in memory; the popup hands it the outcome over this channel.
+const LINK_CHANNEL = "gqlauth.link";
+
+// handOver offers a link's outcome to the window of this browser that started a link, and
+// resolves to whether one took it (within 1.5 s).
+function handOver(outcome) {
+  return new Promise((resolve) => {
+    if (typeof BroadcastChannel === "undefined") return resolve(false);
+    const channel = new BroadcastChannel(LINK_CHANNEL);
+    const id = base64url(crypto.getRandomValues(new Uint8Array(16)));
+    const done = (taken) => {
+      clearTimeout(timer);
+      channel.close();
+      resolve(taken);
+    };
+    const timer = setTimeout(() => done(false), 1500);
+    channel.onmessage = (e) => e.data && e.data.type === "link-ack" && e.data.id === id && done(true);
+    channel.postMessage({ type: "link-return", id, ...outcome });
+  });
 }
 
-function AuthorizePanel({ session, setSession, notice }) {
+// finishProviderReturn handles the return from a provider; the parameters leave the address bar
+// at once. ?code= (a sign-in) is exchanged with the kept verifier. ?link_code= goes to the window
+// that started the link; if no window of this browser did, the link URL was opened by someone
+// who did not start it (perhaps sent by someone who wants this provider account linked to
+// theirs), and the code is used up here so that it can never be redeemed. ?error= belongs to a
+// sign-in started in this tab, or else to a link.
+async function finishProviderReturn() {
+  const params = new URLSearchParams(location.search);
+  const code = params.get("code");
+  const linkCode = params.get("link_code");
+  const error = params.get("error");
+  if (!code && !linkCode && !error) return null;
+  history.replaceState(null, "", location.pathname);
+  const verifier = sessionStorage.getItem(VERIFIER_KEY);
+  sessionStorage.removeItem(VERIFIER_KEY);
+  if (code || (error && verifier)) {
+    if (error) return { error: `Sign-in through the provider failed: ${error}` };
+    const result = await post(EXCHANGE, { c: code, v: verifier || "" });
+    const err = firstError(result);
+    return err ? { error: err } : { session: result.data.exchangeAuthCode };
+  }
+  if (await handOver({ linkCode, error })) {
+    window.close();
+    return { error: "The provider's answer went back to the window that started the link; you can close this one." };
+  }
+  if (linkCode) {
+    // A wrong (empty) verifier uses any code up; a link code never signs anyone in.
+    await post(EXCHANGE, { c: linkCode, v: "" }).catch(() => {});
+    return { error: "A provider link came back here, but no window of this browser started it: nothing was linked." };
+  }
+  return { error: `Sign-in through the provider failed: ${error}` };
+}
+
+// startLink opens the popup at once (a popup opened after an await may be blocked), asks for the
+// link's URL with a fresh PKCE pair and sends the popup there. It returns the verifier.
+async function startLink(name, token) {
+  const popup = window.open("", "gqlauth-link", "popup,width=520,height=680");
+  const verifier = base64url(crypto.getRandomValues(new Uint8Array(32)));
+  const digest = new Uint8Array(await crypto.subtle.digest("SHA-256", new TextEncoder().encode(verifier)));
+  const result = await post(
+    "mutation LinkIdentityStart($p: String!, $r: String!, $c: String!) { linkIdentityStart(provider: $p, redirectTo: $r, codeChallenge: $c) }",
+    { p: name, r: location.origin + "/", c: base64url(digest) }, token,
+  ).catch((e) => ({ errors: [{ message: String(e) }] }));
+  const err = firstError(result);
+  if (err || !popup) {
+    if (popup) popup.close();
+    throw new Error(err || "the browser blocked the popup");
+  }
+  popup.location.href = result.data.linkIdentityStart;
+  return verifier;
+}
+
+function AuthorizePanel({ session, setSession, notice, onLink, linkStatus }) {
   const [username, setUsername] = useState("");
   const [password, setPassword] = useState("");
   const [error, setError] = useState(null);
@@ -120,6 +183,12 @@ function AuthorizePanel({ session, setSession, notice }) {
           Signed in as <b>{session.user.username}</b> ({session.user.role})
         </span>
         <button id="logout" type="button" onClick={signOut}>Log out</button>
+        {providers.map((name) => (
+          <button key={name} type="button" className="provider" data-link-provider={name} onClick={() => onLink(name)}>
+            Link {name}
+          </button>
+        ))}
+        {linkStatus && <span id="link-status">{linkStatus}</span>}
       </div>
     );
   }
@@ -148,16 +217,63 @@ function App() {
     setSessionState(s);
   }, []);
   const [notice, setNotice] = useState(null);
+  const [linkStatus, setLinkStatus] = useState(null);
+  // The link this window started: its provider and verifier, until the popup hands back the code.
+  const pendingLink = useRef(null);
 
   // Back from a provider?
   useEffect(() => {
-    finishProviderSignIn()
+    finishProviderReturn()
       .then((outcome) => {
         if (outcome && outcome.session) setSession(outcome.session);
         if (outcome && outcome.error) setNotice(outcome.error);
       })
       .catch((e) => setNotice(String(e)));
   }, [setSession]);
+
+  const onLink = useCallback(async (name) => {
+    const s = sessionRef.current;
+    setLinkStatus(null);
+    try {
+      pendingLink.current = { provider: name, verifier: await startLink(name, s && s.accessToken) };
+    } catch (e) {
+      pendingLink.current = null;
+      setLinkStatus(`Linking ${name} failed: ${e.message}`);
+    }
+  }, []);
+
+  // The popup's answer to a link this window started: redeemed with this session and verifier.
+  useEffect(() => {
+    if (typeof BroadcastChannel === "undefined") return undefined;
+    const channel = new BroadcastChannel(LINK_CHANNEL);
+    channel.onmessage = async (e) => {
+      const pending = pendingLink.current;
+      const s = sessionRef.current;
+      if (!e.data || e.data.type !== "link-return" || !pending || !s) return;
+      pendingLink.current = null;
+      channel.postMessage({ type: "link-ack", id: e.data.id });
+      if (e.data.error) {
+        setLinkStatus(`Linking ${pending.provider} failed: ${e.data.error}`);
+        return;
+      }
+      const result = await post(
+        "mutation CompleteIdentityLink($c: String!, $v: String!) { completeIdentityLink(code: $c, codeVerifier: $v) { provider subject } }",
+        { c: e.data.linkCode, v: pending.verifier }, s.accessToken,
+      ).catch((err) => ({ errors: [{ message: String(err) }] }));
+      const err = firstError(result);
+      const linked = !err && result.data.completeIdentityLink;
+      setLinkStatus(err ? `Linking ${pending.provider} failed: ${err}` : `Linked ${linked.provider} (${linked.subject})`);
+    };
+    return () => channel.close();
+  }, []);
+
+  // Signing out abandons a pending link: its code then finds no taker and is used up.
+  useEffect(() => {
+    if (!session) {
+      pendingLink.current = null;
+      setLinkStatus(null);
+    }
+  }, [session]);
 
   // Refresh 30 s before the access token expires; a failed refresh signs the panel out.
   useEffect(() => {
@@ -189,7 +305,7 @@ function App() {
 
   return (
     <div className="playground">
-      <AuthorizePanel session={session} setSession={setSession} notice={notice} />
+      <AuthorizePanel session={session} setSession={setSession} notice={notice} onLink={onLink} linkStatus={linkStatus} />
       <div className="graphiql-host">
         <GraphiQL fetcher={fetcher} defaultQuery={"# Sign in above, then run:\n{ me { id username role } }\n"} />
       </div>
