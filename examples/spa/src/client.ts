@@ -7,8 +7,9 @@
 import type { TypedDocumentNode } from "@graphql-typed-document-node/core";
 import { createClient } from "graphql-ws";
 import {
-  ExchangeAuthCodeDocument, LoginDocument, LogoutDocument, MeDocument, RefreshDocument, SecurityEventsDocument,
-  type MeQuery, type SecurityEventsSubscription,
+  CompleteIdentityLinkDocument, ExchangeAuthCodeDocument, LinkIdentityStartDocument, LoginDocument, LogoutDocument,
+  MeDocument, RefreshDocument, SecurityEventsDocument,
+  type CompleteIdentityLinkMutation, type MeQuery, type SecurityEventsSubscription,
 } from "./gql/graphql.js";
 import type { AuthErrorReason, ErrorCode, LogoutScope } from "./generated/schema.js";
 
@@ -55,8 +56,7 @@ export class GqlAuthClient {
    * redirectTo must be one of the server's OIDC_REDIRECT_URLS, exactly.
    */
   static async beginProviderSignIn(baseURL: string, provider: string, redirectTo: string): Promise<{ url: string; verifier: string }> {
-    const verifier = base64url(crypto.getRandomValues(new Uint8Array(32)));
-    const challenge = base64url(new Uint8Array(await crypto.subtle.digest("SHA-256", new TextEncoder().encode(verifier))));
+    const { verifier, challenge } = await pkcePair();
     const query = new URLSearchParams({ redirect_to: redirectTo, code_challenge: challenge });
     return { url: `${baseURL}/auth/${encodeURIComponent(provider)}/start?${query}`, verifier };
   }
@@ -76,6 +76,48 @@ export class GqlAuthClient {
     this.accessToken = data.exchangeAuthCode.accessToken;
     this.refreshToken = data.exchangeAuthCode.refreshToken;
     return data.exchangeAuthCode.user;
+  }
+
+  /**
+   * Linking a provider account to the signed-in account, step 1: makes a PKCE pair and returns the
+   * URL to send the browser to, with the verifier to keep. Only this session can finish the link
+   * (a browser app keeps its session across the round trip, or runs the provider in a popup), and
+   * nothing is linked until it does. redirectTo must be one of the server's OIDC_REDIRECT_URLS.
+   */
+  async beginIdentityLink(provider: string, redirectTo: string): Promise<{ url: string; verifier: string }> {
+    const { verifier, challenge } = await pkcePair();
+    const data = await this.request(LinkIdentityStartDocument, { provider, redirectTo, codeChallenge: challenge });
+    return { url: data.linkIdentityStart, verifier };
+  }
+
+  /**
+   * Step 2: the browser is back at redirectTo with ?link_code= (or ?error=, e.g. account_exists when
+   * the provider account is linked to someone else). Redeems the code with this session and the
+   * verifier of step 1, which links the identity. Pass verifier null when this app started no
+   * link: the URL was then opened by someone it was sent to, the code is used up here, and nothing
+   * is linked. A browser app should remove the query from the address bar first.
+   */
+  async completeIdentityLink(returnedTo: string, verifier: string | null): Promise<CompleteIdentityLinkMutation["completeIdentityLink"]> {
+    const params = new URL(returnedTo).searchParams;
+    const error = params.get("error");
+    if (error) throw new GqlAuthError(`linking the provider failed: ${error}`, "BAD_USER_INPUT");
+    const code = params.get("link_code");
+    if (!code) throw new GqlAuthError("the return URL has neither link_code nor error", "BAD_USER_INPUT");
+    if (verifier === null) {
+      await this.useUp(code);
+      throw new GqlAuthError("this app started no link: the code was used up and nothing was linked", "BAD_USER_INPUT");
+    }
+    return (await this.request(CompleteIdentityLinkDocument, { code, codeVerifier: verifier })).completeIdentityLink;
+  }
+
+  /** Uses up a one-time code this app did not ask for: any code dies on a wrong (here empty) verifier. */
+  private async useUp(code: string): Promise<void> {
+    try {
+      if (this.signedIn) await this.send(CompleteIdentityLinkDocument, { code, codeVerifier: "" });
+      else await this.send(ExchangeAuthCodeDocument, { code, codeVerifier: "" });
+    } catch {
+      // refused, as intended
+    }
   }
 
   async me(): Promise<MeQuery["me"]> {
@@ -181,6 +223,12 @@ export class GqlAuthClient {
     if (!body.data) throw new GqlAuthError("empty response", "INTERNAL_SERVER_ERROR");
     return body.data;
   }
+}
+
+async function pkcePair(): Promise<{ verifier: string; challenge: string }> {
+  const verifier = base64url(crypto.getRandomValues(new Uint8Array(32)));
+  const challenge = base64url(new Uint8Array(await crypto.subtle.digest("SHA-256", new TextEncoder().encode(verifier))));
+  return { verifier, challenge };
 }
 
 function base64url(bytes: Uint8Array): string {

@@ -74,3 +74,53 @@ export async function runProviderFlow(
   const me = await client.me();
   return { username: me.username, role: me.role };
 }
+
+export interface LinkResult {
+  /** What another session of the same user got for the code, though it had the verifier too. */
+  otherSession: string;
+  /** What the app that started no link did with a code it got: used it up. */
+  notStartedHere: string;
+  /** What the starting session then got for either code: both were used up. */
+  startingSessionAfter: string[];
+  /** The identity the starting session linked on a clean run. */
+  linked: { provider: string; subject: string };
+  identities: number;
+}
+
+/**
+ * Linking a provider account to a password account. `browse` plays the browser (to the provider,
+ * its login, back through gqlauth's callback) and returns the URL it ends on. Only the session
+ * that began the link can complete it: a code redeemed by another session — even the same user's,
+ * even with the verifier — or by an app that started no link is used up and links nothing.
+ */
+export async function runLinkFlow(
+  baseURL: string, username: string, password: string, provider: string, redirectTo: string,
+  browse: (startURL: string) => Promise<string>,
+): Promise<LinkResult> {
+  const client = new GqlAuthClient(`${baseURL}/query`);
+  await client.login(username, password);
+  const otherDevice = new GqlAuthClient(`${baseURL}/query`);
+  await otherDevice.login(username, password);
+  const outcome = (e: unknown) => (e instanceof GqlAuthError ? `${e.code}/${e.reason ?? ""}` : String(e));
+
+  let first = await client.beginIdentityLink(provider, redirectTo);
+  const firstReturn = await browse(first.url);
+  const otherSession = await otherDevice.completeIdentityLink(firstReturn, first.verifier).then(() => "linked", outcome);
+
+  const second = await client.beginIdentityLink(provider, redirectTo);
+  const secondReturn = await browse(second.url);
+  const notStartedHere = await otherDevice.completeIdentityLink(secondReturn, null).then(() => "linked", outcome);
+
+  const startingSessionAfter = [
+    await client.completeIdentityLink(firstReturn, first.verifier).then(() => "linked", outcome),
+    await client.completeIdentityLink(secondReturn, second.verifier).then(() => "linked", outcome),
+  ];
+
+  first = await client.beginIdentityLink(provider, redirectTo);
+  const linked = await client.completeIdentityLink(await browse(first.url), first.verifier);
+  const me = await client.me();
+  return {
+    otherSession, notStartedHere, startingSessionAfter,
+    linked: { provider: linked.provider, subject: linked.subject }, identities: me.identities.length,
+  };
+}

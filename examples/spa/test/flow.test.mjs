@@ -6,7 +6,7 @@ import assert from "node:assert/strict";
 import { resolve } from "node:path";
 import { startServer } from "../../../e2e/server.mjs";
 import { startWithProvider, signInAtProvider } from "../../../e2e/provider.mjs";
-import { runFlow, runProviderFlow, runRevocationFlow } from "../dist/flow.js";
+import { runFlow, runLinkFlow, runProviderFlow, runRevocationFlow } from "../dist/flow.js";
 
 // The server runs the client's trusted documents only: the manifest codegen wrote.
 const manifest = resolve("src/gql/persisted-documents.json");
@@ -65,6 +65,33 @@ test("sign in through the OpenID provider: PKCE on both legs, one-time code, by 
     };
     const result = await runProviderFlow(env.base, "corp", spa, browse);
     assert.deepEqual(result, { username: "ada", role: "USER" });
+  } finally {
+    env.stop();
+  }
+});
+
+test("link the provider to a password account: only the session that began the link completes it", async () => {
+  const spa = "https://spa.example/settings";
+  const env = await startWithProvider(process.env.GQLAUTH_BIN || "../../gqlauth", process.env.PROVIDER_BIN || "../../oidc-provider", {
+    OIDC_REDIRECT_URLS: spa, TRUSTED_DOCUMENTS: manifest, TRUSTED_DOCUMENTS_ONLY: "true",
+    ADMIN_USERNAME: "alice", ADMIN_PASSWORD: "correct horse battery",
+  });
+  try {
+    const browse = async (startURL) => {
+      const callback = await signInAtProvider(startURL, env.provider.username, env.provider.password);
+      const back = await fetch(callback, { redirect: "manual" });
+      const landing = back.headers.get("location");
+      assert.ok(landing.startsWith(spa + "?link_code="), landing);
+      return landing;
+    };
+    const result = await runLinkFlow(env.base, "alice", "correct horse battery", "corp", spa, browse);
+    assert.deepEqual(result, {
+      otherSession: "UNAUTHENTICATED/INVALID_CREDENTIALS",
+      notStartedHere: "BAD_USER_INPUT/",
+      startingSessionAfter: ["UNAUTHENTICATED/INVALID_CREDENTIALS", "UNAUTHENTICATED/INVALID_CREDENTIALS"],
+      linked: { provider: "corp", subject: "sub-ada" },
+      identities: 1,
+    });
   } finally {
     env.stop();
   }
