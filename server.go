@@ -484,8 +484,8 @@ func noSniff(next http.Handler) http.Handler {
 	})
 }
 
-// sweep deletes dead sessions, expired provider sign-ins and audit events past their retention at start and then every ten
-// minutes.
+// sweep deletes dead sessions, expired provider sign-ins, dead API keys and audit events past their retention at start
+// and then every ten minutes.
 func sweep(ctx context.Context, svc *auth.Service, log *slog.Logger) {
 	tick := time.NewTicker(10 * time.Minute)
 	defer tick.Stop()
@@ -497,6 +497,11 @@ func sweep(ctx context.Context, svc *auth.Service, log *slog.Logger) {
 		}
 		if _, err := svc.SweepSignIns(ctx); err != nil && ctx.Err() == nil {
 			log.Warn("sign-in sweep failed", "err", err)
+		}
+		if n, err := svc.SweepAPIKeys(ctx); err != nil && ctx.Err() == nil {
+			log.Warn("API key sweep failed", "err", err)
+		} else if n > 0 {
+			log.Info("swept dead API keys", "deleted", n)
 		}
 		if n, err := svc.SweepAuditEvents(ctx); err != nil && ctx.Err() == nil {
 			log.Warn("audit sweep failed", "err", err)
