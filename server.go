@@ -80,6 +80,7 @@ type Config struct {
 	RateLimitPerIP     int
 	RateLimitIPWindow  time.Duration
 	UserFailures       int
+	UserFailuresAll    int // failed passwords of one username from all clients together
 	UserFailuresWindow time.Duration
 	BcryptWorkers      int
 	BcryptQueueTimeout time.Duration
@@ -162,6 +163,7 @@ func LoadConfig(getenv func(string) string) (Config, error) {
 		RateLimitPerIP:     integer("RATE_LIMIT_PER_IP", "60", 0, 1_000_000),
 		RateLimitIPWindow:  duration("RATE_LIMIT_IP_WINDOW", "1m"),
 		UserFailures:       integer("RATE_LIMIT_USER_FAILURES", "10", 0, 1_000_000),
+		UserFailuresAll:    integer("RATE_LIMIT_USER_FAILURES_ALL_CLIENTS", "100", 0, 1_000_000),
 		UserFailuresWindow: duration("RATE_LIMIT_USER_WINDOW", "15m"),
 		BcryptWorkers:      integer("BCRYPT_WORKERS", strconv.Itoa(runtime.NumCPU()), 1, 1024),
 		BcryptQueueTimeout: duration("BCRYPT_QUEUE_TIMEOUT", "2s"),
@@ -381,6 +383,7 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer, read
 			Counter:   counter,
 			PerClient: cfg.RateLimitPerIP, ClientWindow: cfg.RateLimitIPWindow,
 			FailuresPerUser: cfg.UserFailures, UserWindow: cfg.UserFailuresWindow,
+			FailuresPerUserAllClients: cfg.UserFailuresAll,
 		},
 		RefreshCookie: cfg.RefreshCookie, CookieSecure: cfg.CookieSecure, AuditRetention: cfg.AuditRetention,
 		OIDC: cfg.OIDC,
@@ -484,8 +487,8 @@ func noSniff(next http.Handler) http.Handler {
 	})
 }
 
-// sweep deletes dead sessions, expired provider sign-ins and audit events past their retention at start and then every ten
-// minutes.
+// sweep deletes dead sessions, expired provider sign-ins, dead API keys and audit events past their retention at start
+// and then every ten minutes.
 func sweep(ctx context.Context, svc *auth.Service, log *slog.Logger) {
 	tick := time.NewTicker(10 * time.Minute)
 	defer tick.Stop()
@@ -497,6 +500,11 @@ func sweep(ctx context.Context, svc *auth.Service, log *slog.Logger) {
 		}
 		if _, err := svc.SweepSignIns(ctx); err != nil && ctx.Err() == nil {
 			log.Warn("sign-in sweep failed", "err", err)
+		}
+		if n, err := svc.SweepAPIKeys(ctx); err != nil && ctx.Err() == nil {
+			log.Warn("API key sweep failed", "err", err)
+		} else if n > 0 {
+			log.Info("swept dead API keys", "deleted", n)
 		}
 		if n, err := svc.SweepAuditEvents(ctx); err != nil && ctx.Err() == nil {
 			log.Warn("audit sweep failed", "err", err)

@@ -81,19 +81,25 @@ func (s *Service) CreateAPIKey(ctx context.Context, name string, role *model.Rol
 		}
 	}
 	now := s.clock()
-	live, err := s.db.LiveAPIKeys(ctx, p.User.ID, now)
-	if err != nil {
-		return nil, s.check(ctx, "CreateAPIKey", err)
-	}
-	if len(live) >= MaxAPIKeysPerUser {
-		return nil, model.BadInput("name", "too many API keys; revoke one first")
-	}
 	secret := newAPIKeySecret()
 	key := &model.APIKey{
 		ID: uuid.Must(uuid.NewV7()).String(), UserID: p.User.ID, Name: name, Prefix: secret[:apiKeyDisplayLength],
 		SecretHash: HashRefreshToken(secret), Role: keyRole, CreatedAt: now, ExpiresAt: now.Add(lifetime),
 	}
 	err = s.db.Transact(ctx, func(tx *store.DB) error {
+		// The cap is checked where it is enforced: the owner's row is locked (Postgres; SQLite
+		// runs one writing transaction at a time), so concurrent creations of one user, on any
+		// instance, count and insert in turn and none can count before another's insert.
+		if _, err := tx.LockUser(ctx, p.User.ID); err != nil {
+			return err
+		}
+		live, err := tx.CountLiveAPIKeys(ctx, p.User.ID, now)
+		if err != nil {
+			return err
+		}
+		if live >= MaxAPIKeysPerUser {
+			return model.BadInput("name", "too many API keys; revoke one first")
+		}
 		if err := tx.CreateAPIKey(ctx, key); err != nil {
 			return err
 		}

@@ -75,21 +75,22 @@ func (s *Service) AuditEvents(ctx context.Context, first int, after *string, use
 		}
 		f.UserID = *userID
 	}
-	return s.auditPage(ctx, f, first, after, false, "")
+	return s.auditPage(ctx, f, first, after, "")
 }
 
-// SecurityEvents returns a page of the caller's own events, newest first.
+// SecurityEvents returns a page of the caller's own events, newest first, as ownView shows them
+// (to admins too: they read the whole record through AuditEvents).
 func (s *Service) SecurityEvents(ctx context.Context, first int, after *string) (*model.AuditEventConnection, error) {
 	p, err := s.Authenticate(ctx)
 	if err != nil {
 		return nil, err
 	}
-	return s.auditPage(ctx, store.AuditFilter{UserID: p.User.ID}, first, after, p.Role != model.RoleAdmin, p.User.ID)
+	return s.auditPage(ctx, store.AuditFilter{UserID: p.User.ID}, first, after, p.User.ID)
 }
 
-// auditPage reads one page. For a caller who is not an admin (redactFor is their id), other
-// people named in their events show no email.
-func (s *Service) auditPage(ctx context.Context, f store.AuditFilter, first int, after *string, redact bool, redactFor string) (*model.AuditEventConnection, error) {
+// auditPage reads one page: whole events for an admin (self ""), or the events of user self as
+// ownView shows them to that user.
+func (s *Service) auditPage(ctx context.Context, f store.AuditFilter, first int, after *string, self string) (*model.AuditEventConnection, error) {
 	if first < 1 {
 		return nil, model.BadInput("first", "first must be at least 1")
 	}
@@ -110,8 +111,8 @@ func (s *Service) auditPage(ctx context.Context, f store.AuditFilter, first int,
 		events, page.PageInfo.HasNextPage = events[:f.Limit-1], true
 	}
 	for _, e := range events {
-		if redact {
-			e.Actor, e.User = redacted(e.Actor, redactFor), redacted(e.User, redactFor)
+		if self != "" {
+			e = ownView(e, self)
 		}
 		page.Edges = append(page.Edges, &model.AuditEventEdge{Cursor: cursor(e.Seq), Node: e})
 	}
@@ -121,6 +122,23 @@ func (s *Service) auditPage(ctx context.Context, f store.AuditFilter, first int,
 	return page, nil
 }
 
+// ownView is an event as the user it concerns (self) sees it, in the securityEvents query and
+// subscription alike: what happened to their account, when, who did it and the detail. Where
+// someone else acted (an admin changed their role, disabled or created them), the session id, IP
+// and user agent are that person's, not the user's, and are left out, as is that person's email;
+// who they are (id, username, role) stays, so the user knows who changed their account. An event
+// without an actor (a failed sign-in, a replayed refresh token) is an attempt on the user's own
+// account or credentials: where it came from is theirs to see. e itself is not changed.
+func ownView(e *model.AuditEvent, self string) *model.AuditEvent {
+	c := *e
+	if c.ActorID != nil && *c.ActorID != self {
+		c.SessionID, c.IP, c.UserAgent = nil, nil, nil
+	}
+	c.Actor, c.User = redacted(c.Actor, self), redacted(c.User, self)
+	return &c
+}
+
+// redacted is u without its email unless u is self.
 func redacted(u *model.User, self string) *model.User {
 	if u == nil || u.ID == self {
 		return u

@@ -126,7 +126,7 @@ func (s *Service) SubscribeSecurityEvents(ctx context.Context) (<-chan *model.Au
 		defer close(out)
 		for e := range events {
 			// The feed's events are shared and carry ids only: give this subscriber its copy with
-			// the people in it, as securityEvents shows them.
+			// the people in it, as the securityEvents query shows them (ownView).
 			c := *e
 			c.User = p.User
 			if c.ActorID != nil && *c.ActorID == p.User.ID {
@@ -134,13 +134,10 @@ func (s *Service) SubscribeSecurityEvents(ctx context.Context) (<-chan *model.Au
 			} else if c.ActorID != nil {
 				if actor, err := s.db.UserByID(ctx, *c.ActorID); err == nil {
 					c.Actor = actor
-					if p.Role != model.RoleAdmin {
-						c.Actor = redacted(actor, p.User.ID)
-					}
 				}
 			}
 			select {
-			case out <- &c:
+			case out <- ownView(&c, p.User.ID):
 			case <-ctx.Done():
 				return
 			}

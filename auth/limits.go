@@ -22,11 +22,23 @@ type Limits struct {
 	PerClient    int
 	ClientWindow time.Duration
 
-	// FailuresPerUser failed password checks per username in UserWindow; then the username is
-	// refused before any password is checked until the window ends.
+	// FailuresPerUser failed password checks of one username from one client (an IP, or an IPv6
+	// /64) in UserWindow; then that client is refused for that username, before any password is
+	// checked, until the window ends. Other clients are not: one client cannot lock the owner out.
 	FailuresPerUser int
 	UserWindow      time.Duration
+
+	// FailuresPerUserAllClients failed password checks of one username from all clients together
+	// in UserWindow (0: no such ceiling); then the username is refused, until the window ends, to
+	// every client that has not signed in to it successfully in the last KnownClientTTL. A guesser
+	// spread over many clients is throttled this way; the owner, from a network they signed in
+	// from before, is not locked out.
+	FailuresPerUserAllClients int
 }
+
+// KnownClientTTL is how long a client (IP or IPv6 /64) stays known to a username after a correct
+// password from it: known clients pass the all-clients ceiling (never the per-client limit).
+const KnownClientTTL = 30 * 24 * time.Hour
 
 // limitClient counts one credential attempt from the request's client IP.
 func (s *Service) limitClient(ctx context.Context) error {
@@ -61,44 +73,92 @@ func clientKey(ip string) string {
 	return "ip:" + addr.String()
 }
 
-// limitFailures refuses a username that has failed too often in its window.
+// limitFailures refuses a username that has failed too often in its window from this client, or
+// from all clients together when this client is not known to it.
 func (s *Service) limitFailures(ctx context.Context, username string) error {
 	l := s.cfg.Limits
-	if l.Counter == nil || l.FailuresPerUser <= 0 {
+	if l.Counter == nil {
 		return nil
 	}
-	n, left, err := l.Counter.Count(ctx, userKey(username))
-	if err != nil {
-		return s.limiterDown(ctx, err)
+	if l.FailuresPerUser > 0 {
+		n, left, err := l.Counter.Count(ctx, userClientKey(username, ClientIP(ctx)))
+		if err != nil {
+			return s.limiterDown(ctx, err)
+		}
+		if n >= int64(l.FailuresPerUser) {
+			return tooMany(left)
+		}
 	}
-	if n >= int64(l.FailuresPerUser) {
-		return tooMany(left)
+	if l.FailuresPerUserAllClients > 0 {
+		n, left, err := l.Counter.Count(ctx, userKey(username))
+		if err != nil {
+			return s.limiterDown(ctx, err)
+		}
+		if n >= int64(l.FailuresPerUserAllClients) {
+			known, _, err := l.Counter.Count(ctx, knownClientKey(username, ClientIP(ctx)))
+			if err != nil {
+				return s.limiterDown(ctx, err)
+			}
+			if known == 0 {
+				return tooMany(left)
+			}
+		}
 	}
 	return nil
 }
 
+// recordFailure counts a failed password check of username from this client and from all clients.
+// Each limit records one RATE_LIMITED event, at the failure that reaches it.
 func (s *Service) recordFailure(ctx context.Context, username string) {
 	l := s.cfg.Limits
-	if l.Counter == nil || l.FailuresPerUser <= 0 {
+	if l.Counter == nil {
 		return
 	}
-	n, _, err := l.Counter.Incr(ctx, userKey(username), l.UserWindow)
-	if err != nil {
-		s.log.ErrorContext(ctx, "rate limiter unavailable", "err", err)
+	name := strconv.Quote(truncate(username, 64))
+	if l.FailuresPerUser > 0 {
+		n, _, err := l.Counter.Incr(ctx, userClientKey(username, ClientIP(ctx)), l.UserWindow)
+		if err != nil {
+			s.log.ErrorContext(ctx, "rate limiter unavailable", "err", err)
+		}
+		if n == int64(l.FailuresPerUser) {
+			s.recordAlone(ctx, s.event(ctx, model.AuditEventTypeRateLimited, CallerID(ctx), "", "",
+				"username locked for this client after failed sign-ins: "+name))
+		}
 	}
-	if n == int64(l.FailuresPerUser) { // the failure that locks the username, once per window
-		s.recordAlone(ctx, s.event(ctx, model.AuditEventTypeRateLimited, CallerID(ctx), "", "",
-			"username locked after failed sign-ins: "+strconv.Quote(truncate(username, 64))))
+	if l.FailuresPerUserAllClients > 0 {
+		n, _, err := l.Counter.Incr(ctx, userKey(username), l.UserWindow)
+		if err != nil {
+			s.log.ErrorContext(ctx, "rate limiter unavailable", "err", err)
+		}
+		if n == int64(l.FailuresPerUserAllClients) {
+			s.recordAlone(ctx, s.event(ctx, model.AuditEventTypeRateLimited, CallerID(ctx), "", "",
+				"username locked for unknown clients after failed sign-ins from all clients: "+name))
+		}
 	}
 }
 
-// forgetFailures clears a username's failures after a correct password, so that a user who
-// mistyped a few times is not locked out later in the window.
+// forgetFailures clears this client's failures of a username after a correct password, so that a
+// user who mistyped a few times is not locked out later in the window, and makes the client known
+// to the username. The all-clients count is left to its window: one correct password must not
+// give a guesser spread over many clients a fresh allowance.
 func (s *Service) forgetFailures(ctx context.Context, username string) {
-	if l := s.cfg.Limits; l.Counter != nil && l.FailuresPerUser > 0 {
-		if err := l.Counter.Reset(ctx, userKey(username)); err != nil {
-			s.log.ErrorContext(ctx, "rate limiter unavailable", "err", err)
+	l := s.cfg.Limits
+	if l.Counter == nil {
+		return
+	}
+	var err error
+	if l.FailuresPerUser > 0 {
+		err = l.Counter.Reset(ctx, userClientKey(username, ClientIP(ctx)))
+	}
+	if l.FailuresPerUserAllClients > 0 && err == nil {
+		// Reset, then count: the client stays known for KnownClientTTL after its latest sign-in.
+		known := knownClientKey(username, ClientIP(ctx))
+		if err = l.Counter.Reset(ctx, known); err == nil {
+			_, _, err = l.Counter.Incr(ctx, known, KnownClientTTL)
 		}
+	}
+	if err != nil {
+		s.log.ErrorContext(ctx, "rate limiter unavailable", "err", err)
 	}
 }
 
@@ -116,6 +176,12 @@ func userKey(username string) string {
 	}
 	return "user:" + strings.ToLower(username)
 }
+
+// userClientKey is the limiter key of a username's failures from one client.
+func userClientKey(username, ip string) string { return userKey(username) + "|" + clientKey(ip) }
+
+// knownClientKey marks a client that signed in to a username with its password.
+func knownClientKey(username, ip string) string { return "known:" + userClientKey(username, ip) }
 
 func tooMany(left time.Duration) error {
 	return model.TooManyRequests(int(math.Ceil(left.Seconds())))

@@ -569,6 +569,26 @@ func (s *Service) SweepSessions(ctx context.Context) (int, error) {
 // RevokedSessionRetention is how long a revoked session is kept before the sweep deletes it.
 const RevokedSessionRetention = 24 * time.Hour
 
+// SweepAPIKeys deletes API keys that were revoked or expired more than DeadAPIKeyRetention ago,
+// in bounded batches, and returns how many it deleted. Live keys are never touched; the audit log
+// keeps the history of the deleted ones (API_KEY_CREATED, API_KEY_REVOKED).
+func (s *Service) SweepAPIKeys(ctx context.Context) (int, error) {
+	before := s.clock().Add(-DeadAPIKeyRetention)
+	total := 0
+	for {
+		n, err := s.db.DeleteDeadAPIKeys(ctx, before, 1000)
+		total += n
+		if err != nil || n < 1000 {
+			return total, err
+		}
+	}
+}
+
+// DeadAPIKeyRetention is how long a revoked or expired API key is kept before the sweep deletes
+// it: long enough that a weekly job still using it is told why it fails (SESSION_REVOKED or
+// TOKEN_EXPIRED, rather than INVALID_TOKEN for a key that never existed).
+const DeadAPIKeyRetention = 7 * 24 * time.Hour
+
 func validateID(id string) error {
 	if _, err := uuid.Parse(id); err != nil {
 		return model.BadInput("id", "id is malformed")

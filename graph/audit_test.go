@@ -124,7 +124,7 @@ func TestAudit_EverySecurityChangeIsRecorded(t *testing.T) {
 				return ""
 			}, []want{
 				{"SIGN_IN_FAILED", "", "", "", `unknown username "nobody"`},
-				{"RATE_LIMITED", "", "", "", `username locked after failed sign-ins: "nobody"`},
+				{"RATE_LIMITED", "", "", "", `username locked for this client after failed sign-ins: "nobody"`},
 				{"SIGN_IN_FAILED", "", "", "", `unknown username "nobody"`},
 			}},
 			{"LogoutOthers", func(t *testing.T) string {

@@ -39,6 +39,28 @@ func (db *DB) LiveAPIKeys(ctx context.Context, userID string, now time.Time) ([]
 	return keys, wrap(err, "LiveAPIKeys")
 }
 
+// CountLiveAPIKeys counts the user's keys that are neither revoked nor expired. Called in a
+// transaction that holds the user's row lock (LockUser), the count stays true until the
+// transaction ends: the creations of one user take turns.
+func (db *DB) CountLiveAPIKeys(ctx context.Context, userID string, now time.Time) (int, error) {
+	n, err := db.idb.NewSelect().Model((*model.APIKey)(nil)).
+		Where("user_id = ?", userID).Where("revoked_at IS NULL").Where("expires_at > ?", now).Count(ctx)
+	return int(n), wrap(err, "CountLiveAPIKeys")
+}
+
+// DeleteDeadAPIKeys deletes up to limit keys that expired or were revoked before before, and
+// returns how many it deleted. Bounded, so that a sweep never holds locks for long.
+func (db *DB) DeleteDeadAPIKeys(ctx context.Context, before time.Time, limit int) (int, error) {
+	dead := db.idb.NewSelect().Model((*model.APIKey)(nil)).Column("id").
+		Where("expires_at < ? OR revoked_at < ?", before, before).Limit(int64(limit))
+	res, err := db.idb.NewDelete().Model((*model.APIKey)(nil)).Where("id IN (?)", dead).Exec(ctx)
+	if err != nil {
+		return 0, wrap(err, "DeleteDeadAPIKeys")
+	}
+	n, _ := res.RowsAffected()
+	return int(n), nil
+}
+
 // RevokeAPIKey revokes the user's key id and reports whether there was such a live key.
 func (db *DB) RevokeAPIKey(ctx context.Context, userID, id string, now time.Time) (bool, error) {
 	res, err := db.idb.NewUpdate().Model((*model.APIKey)(nil)).Set("revoked_at = ?", now).
