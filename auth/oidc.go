@@ -290,7 +290,12 @@ func redirectWith(w http.ResponseWriter, r *http.Request, target, name, value st
 type signInRefusal struct {
 	code   string // access_denied, account_exists, temporarily_unavailable, server_error
 	detail string
-	userID string
+	userID string // the account of the identity itself: its owner sees the refusal
+	// concerns is an account the refusal is about that the browser at the callback need not
+	// belong to (the starter of a link, an account holding the same email). The event names it
+	// for admins only: its owner would otherwise see a stranger's IP and user agent, and learn
+	// from a link URL sent to someone whether their provider account is known here.
+	concerns string
 }
 
 func (e *signInRefusal) Error() string { return e.code + ": " + e.detail }
@@ -332,7 +337,11 @@ func (s *Service) finishSignIn(w http.ResponseWriter, r *http.Request) {
 	if errors.As(err, &refusal) {
 		s.log.InfoContext(ctx, "provider sign-in refused", "provider", rp.cfg.Name, "error", refusal.code, "detail", refusal.detail)
 		if refusal.code != "temporarily_unavailable" && refusal.code != "server_error" {
-			s.recordAlone(ctx, s.event(ctx, model.AuditEventTypeSignInFailed, "", refusal.userID, "", rp.cfg.Name+": "+refusal.detail))
+			detail := rp.cfg.Name + ": " + refusal.detail
+			if refusal.concerns != "" {
+				detail = rp.cfg.Name + " (account " + refusal.concerns + "): " + refusal.detail
+			}
+			s.recordAlone(ctx, s.event(ctx, model.AuditEventTypeSignInFailed, "", refusal.userID, "", detail))
 		}
 		redirectWith(w, r, flow.RedirectTo, "error", refusal.code)
 		return
@@ -516,12 +525,12 @@ func (s *Service) newIdentity(ctx context.Context, db *store.DB, provider string
 		case err != nil:
 			return nil, err
 		case !s.signIns.cfg.LinkVerifiedEmail || !bool(claims.EmailVerified):
-			return nil, &signInRefusal{code: "account_exists", detail: "an account with this email exists; sign in to it and link the provider", userID: existing.ID}
+			return nil, &signInRefusal{code: "account_exists", detail: "an account with this email exists; sign in to it and link the provider", concerns: existing.ID}
 		case existing.EmailVerifiedAt == nil:
 			// Anyone may register an address they do not own; the provider's word that its user
 			// owns it says nothing about who registered it here. Joining the two would hand the
 			// provider's user to whoever typed the address first.
-			return nil, &signInRefusal{code: "account_exists", detail: "an account with this email exists and its address is not verified; sign in to it and link the provider", userID: existing.ID}
+			return nil, &signInRefusal{code: "account_exists", detail: "an account with this email exists and its address is not verified; sign in to it and link the provider", concerns: existing.ID}
 		default:
 			identity.UserID = existing.ID
 			if err := db.CreateIdentity(ctx, identity); err != nil {
@@ -641,12 +650,12 @@ func (s *Service) linkCode(ctx context.Context, provider string, flow *model.Sig
 	now := s.clock()
 	sess, user, err := s.db.LockSession(ctx, *flow.LinkSessionID)
 	if errors.Is(err, store.ErrNotFound) || (err == nil && (user.ID != *flow.LinkUserID || !sess.Live(now) || user.Disabled)) {
-		return "", &signInRefusal{code: "access_denied", detail: "the session that started the link has ended", userID: *flow.LinkUserID}
+		return "", &signInRefusal{code: "access_denied", detail: "the session that started the link has ended", concerns: *flow.LinkUserID}
 	} else if err != nil {
 		return "", err
 	}
 	if _, err := linkCheck(ctx, s.db, provider, claims.Subject, user.ID); errors.Is(err, errLinkedElsewhere) || errors.Is(err, errProviderLinked) {
-		return "", &signInRefusal{code: "account_exists", detail: err.Error(), userID: user.ID}
+		return "", &signInRefusal{code: "account_exists", detail: err.Error(), concerns: user.ID}
 	} else if err != nil {
 		return "", err
 	}

@@ -472,6 +472,21 @@ func TestLinkIdentity_SignedInUserLinksAndUnlinksAProvider(t *testing.T) {
 		if ids := s.identities(t, other.AccessToken); len(ids) != 1 {
 			t.Errorf("the other account lost its identity: %v", ids)
 		}
+		// The refusal happened in whichever browser came back from the provider, which need not be
+		// the starter's: the starter's own events show nothing of it (no stranger's IP or user
+		// agent, no "that person has an account here"); it is recorded for admins only.
+		for _, e := range s.securityEvents(t, linus.AccessToken, nil).events() {
+			if e.Type == "SIGN_IN_FAILED" {
+				t.Errorf("the link starter sees a refusal caused by another browser: %+v", e)
+			}
+		}
+		var n int
+		if err := s.DB.QueryRow(context.Background(), `SELECT count(*) FROM audit_events WHERE type = 'SIGN_IN_FAILED' AND user_id IS NULL AND detail LIKE 'corp (account `+linus.User.ID+`)%'`, &n); err != nil {
+			t.Fatal(err)
+		}
+		if n != 1 {
+			t.Errorf("%d admin-only SIGN_IN_FAILED events naming the starter, want 1", n)
+		}
 
 		// Refusals of linkIdentityStart itself.
 		_, challenge := pkce()
