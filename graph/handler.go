@@ -85,8 +85,11 @@ func NewHandler(svc *auth.Service, tokens *auth.Tokens, opts Options) (http.Hand
 		}
 		return aroundOperations(ctx, next)
 	})
-	exec.AroundRootFields(checkArguments)
-	exec.AroundResponses(aroundResponses)
+	exec.AroundRootFields(aroundRootFields)
+	exec.AroundResponses(func(ctx context.Context, next graphql.ResponseHandler) *graphql.Response {
+		// One scope per response: the identities of its users are loaded together.
+		return aroundResponses(auth.WithResponseScope(ctx), next)
+	})
 	exec.SetErrorPresenter(presentError(opts.Logger, opts.Metrics))
 	exec.SetRecoverFunc(func(ctx context.Context, p any) error {
 		opts.Logger.ErrorContext(ctx, "panic in resolver", "panic", p, "stack", string(debug.Stack()))
@@ -104,6 +107,17 @@ func NewHandler(svc *auth.Service, tokens *auth.Tokens, opts Options) (http.Hand
 	h = observe(opts.Logger, opts.Metrics, opts.AccessLog, h)
 	h = auth.Middleware(tokens, opts.Proxies)(h)
 	return securityHeaders(h), nil
+}
+
+// aroundRootFields gives each root field of a mutation a scope of its own (auth.WithMutationScope):
+// mutation root fields run one after another, each seeing what the ones before it wrote, and the
+// payload one issues makes its user the caller below that field only. Then it checks the
+// field's arguments.
+func aroundRootFields(ctx context.Context, next graphql.RootResolver) graphql.Marshaler {
+	if oc := graphql.GetOperationContext(ctx); oc != nil && oc.Operation != nil && oc.Operation.Operation == ast.Mutation {
+		ctx = auth.WithMutationScope(ctx)
+	}
+	return checkArguments(ctx, next)
 }
 
 // rulesWithoutSuggestions is the standard rule set with every rule that suggests names ("Did
