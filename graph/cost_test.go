@@ -9,6 +9,7 @@ import (
 
 	"github.com/google/uuid"
 
+	"gqlauth/auth"
 	"gqlauth/graph"
 	"gqlauth/model"
 	"gqlauth/store/storetest"
@@ -148,6 +149,81 @@ func TestIdentities_AdminPageOfManyUsersCostsOneIdentityQuery(t *testing.T) {
 					t.Fatalf("%d users shown with their identity, want 50: %s", linked, r.Data)
 				}
 			})
+		}
+	})
+}
+
+func TestComplexity_ListsCountByTheSizeTheyAsk(t *testing.T) {
+	limits := graph.DefaultQueryLimits()
+	limits.MaxComplexity = 100
+	names := []auth.OIDCProvider{{Name: "a"}, {Name: "b"}, {Name: "c"}} // three providers: up to three identities a user
+	s := newServer(t, storetest.SQLite, withQueryLimits(limits), withOIDC(func(publicURL string) auth.OIDCConfig {
+		return auth.OIDCConfig{Providers: names, PublicURL: publicURL}
+	}))
+	admin := s.signedInAdmin(t)
+	for _, c := range []struct {
+		name, query string
+		vars        map[string]any
+		complexity  int // 1 per field plus its selection; a list field 1 plus items × its selection
+	}{
+		{"users by limit", `{ users(limit: 60) { id username } }`, nil, 1 + 60*2},
+		{"users by its default limit", `{ users { id username } }`, nil, 1 + 50*2},
+		{"users capped at 100", `{ users(limit: 5000) { id } }`, nil, 1 + 100},
+		{"users by a variable", `query($n: Int!) { users(limit: $n) { id } }`, map[string]any{"n": 30}, 1 + 30},
+		{"users by a variable over the limit", `query($n: Int!) { users(limit: $n) { id } }`, map[string]any{"n": 100}, 1 + 100},
+		{"securityEvents by first", `{ securityEvents(first: 30) { edges { cursor } pageInfo { hasNextPage } } }`, nil, 1 + 30*(2+2)},
+		{"securityEvents by a variable", `query($f: Int!) { securityEvents(first: $f) { edges { cursor } } }`, map[string]any{"f": 60}, 1 + 60*2},
+		{"auditEvents by its default first", `{ auditEvents { edges { cursor } } }`, nil, 1 + 50*2},
+		{"auditEvents capped at 100", `{ auditEvents(first: 1000) { edges { cursor } } }`, nil, 1 + 100*2},
+		{"nested lists multiply", `{ auditEvents(first: 10) { edges { node { user { identities { provider } } } } } }`, nil, 1 + 10*(1+1+1+(1+3*1))},
+		{"identities by the providers", `{ me { id identities { provider subject email linkedAt } } }`, nil, 1 + 1 + (1 + 3*4)},
+		{"sessions as 50", `{ sessions { id current } }`, nil, 1 + 50*2},
+		{"apiKeys by the keys a user may have", `{ apiKeys { id name } }`, nil, 1 + auth.MaxAPIKeysPerUser*2},
+		{"signingKeys as 50", `{ signingKeys { kid alg } }`, nil, 1 + 50*2},
+		{"aliases add up", `{ a: users(limit: 40) { id } b: users(limit: 40) { id } c: users(limit: 40) { id } }`, nil, 3 * (1 + 40)},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			r := s.do(t, call{Query: c.query, Variables: c.vars, Token: admin.AccessToken})
+			if c.complexity <= limits.MaxComplexity {
+				if len(r.Errors) > 0 {
+					t.Fatalf("complexity %d is within %d, yet: %+v", c.complexity, limits.MaxComplexity, r.Errors)
+				}
+				return
+			}
+			e := r.wantError(t, "GRAPHQL_VALIDATION_FAILED", "")
+			if want := fmt.Sprintf("operation has complexity %d; at most 100 is allowed", c.complexity); e.Message != want || r.HasData && r.Data != nil {
+				t.Fatalf("got %q (data %s), want %q", e.Message, r.Data, want)
+			}
+		})
+	}
+}
+
+func TestComplexity_ReviewRequestIsRefusedBeforeItRuns(t *testing.T) {
+	storetest.Each(t, func(t *testing.T, kind storetest.Kind) {
+		s := newServer(t, kind) // the default limits
+		alice := s.signedInUser(t, "alice")
+		s.seedEvents(t, 100, alice.User.ID, func(int) string { return alice.User.ID })
+		s.Queries.n.Store(0)
+		r := s.do(t, call{Query: reviewRequest, Token: alice.AccessToken})
+		e := r.wantError(t, "GRAPHQL_VALIDATION_FAILED", "")
+		// Per alias: 1 + 100 × (edges 1 + node 1 + 2 × (user 1 + identities (1 + 1 × provider 1))).
+		if want := fmt.Sprintf("operation has complexity %d; at most %d is allowed", 20*(1+100*(2+2*3)), graph.DefaultQueryLimits().MaxComplexity); e.Message != want {
+			t.Fatalf("message %q, want %q", e.Message, want)
+		}
+		if r.Data != nil || len(e.Path) > 0 {
+			t.Fatalf("a request error has no data and no path: data %s, path %v", r.Data, e.Path)
+		}
+		if n := s.Queries.n.Load(); n != 0 {
+			t.Fatalf("%d database queries for a refused request, want 0", n)
+		}
+		// Six of those pages fit the limit, and cost one query for all their identities.
+		six := strings.Join(strings.SplitAfterN(reviewRequest, "} } } } }", 7)[:6], "") + " }"
+		r = s.query(t, alice.AccessToken, six, nil)
+		if len(r.Data) != 6 {
+			t.Fatalf("six aliases: %d fields", len(r.Data))
+		}
+		if n := s.Queries.n.Load(); n != 1+6*2+1 {
+			t.Fatalf("six aliases: %d database queries, want %d", n, 1+6*2+1)
 		}
 	})
 }

@@ -48,7 +48,7 @@ func NewHandler(svc *auth.Service, tokens *auth.Tokens, opts Options) (http.Hand
 	if opts.Sockets == (SocketLimits{}) {
 		opts.Sockets = DefaultSocketLimits()
 	}
-	es := NewExecutableSchema(Config{Resolvers: &Resolver{Auth: svc}, Directives: directives(svc)})
+	es := NewExecutableSchema(Config{Resolvers: &Resolver{Auth: svc}, Directives: directives(svc), Complexity: listCosts(svc)})
 	if err := CheckGuards(es.Schema()); err != nil {
 		return nil, err
 	}
@@ -75,8 +75,7 @@ func NewHandler(svc *auth.Service, tokens *auth.Tokens, opts Options) (http.Hand
 	if opts.Introspection {
 		exec.Use(extension.Introspection{})
 	}
-	// The complexity limit is the guard's (per document text, cached), not gqlgen's per-request
-	// extension.
+	exec.Use(&costLimit{max: opts.Limits.MaxComplexity})
 	live := newSockets(svc, tokens, opts.Sockets, opts.Origins)
 	// One layer for both: every layer costs every operation a closure and a frame.
 	exec.AroundOperations(func(ctx context.Context, next graphql.OperationHandler) graphql.ResponseHandler {
