@@ -174,7 +174,7 @@ func LoadConfig(getenv func(string) string) (Config, error) {
 			MaxDepth:      integer("MAX_QUERY_DEPTH", "15", 2, 1000),
 			MaxAliases:    integer("MAX_QUERY_ALIASES", "20", 0, 100_000),
 			MaxRootFields: integer("MAX_ROOT_FIELDS", "20", 1, 100_000),
-			MaxComplexity: integer("MAX_QUERY_COMPLEXITY", "500", 10, 1_000_000),
+			MaxComplexity: integer("MAX_QUERY_COMPLEXITY", "5000", 10, 1_000_000),
 		},
 		Introspection:    boolean("INTROSPECTION", "true"),
 		GraphQLDebug:     boolean("GRAPHQL_DEBUG", "false"),

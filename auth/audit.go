@@ -115,6 +115,7 @@ func (s *Service) auditPage(ctx context.Context, f store.AuditFilter, first int,
 			e = ownView(e, self)
 		}
 		page.Edges = append(page.Edges, &model.AuditEventEdge{Cursor: cursor(e.Seq), Node: e})
+		showUsers(ctx, e.Actor, e.User)
 	}
 	if n := len(page.Edges); n > 0 {
 		page.PageInfo.EndCursor = &page.Edges[n-1].Cursor

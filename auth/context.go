@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"gqlauth/model"
 )
@@ -36,6 +37,8 @@ type requestAuth struct {
 	once      sync.Once
 	principal *Principal
 	err       error
+	// issued: a mutation of this request signed someone in (see issue).
+	issued atomic.Bool
 }
 
 // Principal is the caller of a request, as loaded from the database.

@@ -872,16 +872,23 @@ func (s *Service) SetPassword(ctx context.Context, newPassword string) (bool, er
 }
 
 // Identities lists a user's linked identities: for the user themself and for admins; anyone else
-// gets an empty list.
+// gets an empty list. Within a response, the identities of all its users are loaded together
+// (see identityBatch).
 func (s *Service) Identities(ctx context.Context, userID string) ([]*model.Identity, error) {
 	p, err := s.Authenticate(ctx)
 	if err != nil {
 		return nil, err
 	}
-	if p.User.ID != userID && !p.Role.Satisfies(model.RoleAdmin) {
+	admin := p.Role.Satisfies(model.RoleAdmin)
+	if p.User.ID != userID && !admin {
 		return []*model.Identity{}, nil
 	}
-	ids, err := s.db.IdentitiesOf(ctx, userID)
+	var ids []*model.Identity
+	if sc := scopeFrom(ctx); sc != nil {
+		ids, err = sc.identities.load(ctx, s.db, userID, admin)
+	} else {
+		ids, err = s.db.IdentitiesOf(ctx, userID)
+	}
 	return ids, s.check(ctx, "Identities", err)
 }
 

@@ -227,14 +227,19 @@ func (s *Service) startSession(ctx context.Context, db *store.DB, u *model.User,
 		return nil, err
 	}
 	s.setRefreshCookie(ctx, refresh, sess.ExpiresAt)
-	return s.payload(u, sess.ID, refresh)
+	return s.payload(ctx, u, sess, refresh)
 }
 
-func (s *Service) payload(u *model.User, sessionID, refresh string) (*model.AuthPayload, error) {
-	access, err := s.tokens.Issue(u, sessionID)
+// payload issues a token pair for u's session sess. Every AuthPayload is made here: from now on,
+// the fields below the mutation that asked for it resolve for u (see issue).
+func (s *Service) payload(ctx context.Context, u *model.User, sess *model.Session, refresh string) (*model.AuthPayload, error) {
+	access, err := s.tokens.Issue(u, sess.ID)
 	if err != nil {
 		return nil, err
 	}
+	current := *sess
+	current.Current = true
+	issue(ctx, &Principal{User: u, Session: &current, Role: u.Role})
 	return &model.AuthPayload{
 		AccessToken: access, TokenType: "Bearer", ExpiresIn: int(s.tokens.TTL().Seconds()),
 		RefreshToken: refresh, User: u,
@@ -333,7 +338,7 @@ func (s *Service) Refresh(ctx context.Context, token string) (*model.AuthPayload
 		return nil, outcome
 	}
 	s.setRefreshCookie(ctx, successor, sess.ExpiresAt)
-	payload, err := s.payload(user, sess.ID, successor)
+	payload, err := s.payload(ctx, user, sess, successor)
 	return payload, s.check(ctx, "Refresh", err)
 }
 
@@ -345,8 +350,13 @@ const MaxRefreshGenerations = 100_000
 
 // Authenticate returns the caller of the request in ctx: a verified access token whose session is
 // live and whose user is enabled. The session and user are loaded with one query, once per request.
+// Below a mutation that has just signed someone in, the caller is that user, on the session the
+// mutation started (see issue).
 func (s *Service) Authenticate(ctx context.Context) (*Principal, error) {
 	ra := fromContext(ctx)
+	if p := issuedTo(ctx, ra); p != nil {
+		return p, nil
+	}
 	if ra == nil {
 		return nil, model.Unauthenticated(model.AuthErrorReasonMissingToken)
 	}
@@ -482,6 +492,7 @@ func (s *Service) ListUsers(ctx context.Context, limit, offset int) ([]*model.Us
 		return nil, model.BadInput("offset", "offset must not be negative")
 	}
 	users, err := s.db.ListUsers(ctx, min(limit, MaxPageSize), offset)
+	showUsers(ctx, users...)
 	return users, s.check(ctx, "ListUsers", err)
 }
 

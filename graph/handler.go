@@ -5,6 +5,7 @@ import (
 	"errors"
 	"log/slog"
 	"net/http"
+	"reflect"
 	"runtime/debug"
 	"strings"
 
@@ -48,7 +49,7 @@ func NewHandler(svc *auth.Service, tokens *auth.Tokens, opts Options) (http.Hand
 	if opts.Sockets == (SocketLimits{}) {
 		opts.Sockets = DefaultSocketLimits()
 	}
-	es := NewExecutableSchema(Config{Resolvers: &Resolver{Auth: svc}, Directives: directives(svc)})
+	es := NewExecutableSchema(Config{Resolvers: &Resolver{Auth: svc}, Directives: directives(svc), Complexity: listCosts(svc)})
 	if err := CheckGuards(es.Schema()); err != nil {
 		return nil, err
 	}
@@ -75,8 +76,8 @@ func NewHandler(svc *auth.Service, tokens *auth.Tokens, opts Options) (http.Hand
 	if opts.Introspection {
 		exec.Use(extension.Introspection{})
 	}
-	// The complexity limit is the guard's (per document text, cached), not gqlgen's per-request
-	// extension.
+	exec.Use(enumVariables{es.Schema()})
+	exec.Use(&costLimit{max: opts.Limits.MaxComplexity})
 	live := newSockets(svc, tokens, opts.Sockets, opts.Origins)
 	// One layer for both: every layer costs every operation a closure and a frame.
 	exec.AroundOperations(func(ctx context.Context, next graphql.OperationHandler) graphql.ResponseHandler {
@@ -85,8 +86,11 @@ func NewHandler(svc *auth.Service, tokens *auth.Tokens, opts Options) (http.Hand
 		}
 		return aroundOperations(ctx, next)
 	})
-	exec.AroundRootFields(checkArguments)
-	exec.AroundResponses(aroundResponses)
+	exec.AroundRootFields(aroundRootFields)
+	exec.AroundResponses(func(ctx context.Context, next graphql.ResponseHandler) *graphql.Response {
+		// One scope per response: the identities of its users are loaded together.
+		return aroundResponses(auth.WithResponseScope(ctx), next)
+	})
 	exec.SetErrorPresenter(presentError(opts.Logger, opts.Metrics))
 	exec.SetRecoverFunc(func(ctx context.Context, p any) error {
 		opts.Logger.ErrorContext(ctx, "panic in resolver", "panic", p, "stack", string(debug.Stack()))
@@ -104,6 +108,17 @@ func NewHandler(svc *auth.Service, tokens *auth.Tokens, opts Options) (http.Hand
 	h = observe(opts.Logger, opts.Metrics, opts.AccessLog, h)
 	h = auth.Middleware(tokens, opts.Proxies)(h)
 	return securityHeaders(h), nil
+}
+
+// aroundRootFields gives each root field of a mutation a scope of its own (auth.WithMutationScope):
+// mutation root fields run one after another, each seeing what the ones before it wrote, and the
+// payload one issues makes its user the caller below that field only. Then it checks the
+// field's arguments.
+func aroundRootFields(ctx context.Context, next graphql.RootResolver) graphql.Marshaler {
+	if oc := graphql.GetOperationContext(ctx); oc != nil && oc.Operation != nil && oc.Operation.Operation == ast.Mutation {
+		ctx = auth.WithMutationScope(ctx)
+	}
+	return checkArguments(ctx, next)
 }
 
 // rulesWithoutSuggestions is the standard rule set with every rule that suggests names ("Did
@@ -126,8 +141,9 @@ func rulesWithoutSuggestions() *rules.Rules {
 
 // presentError maps errors onto errors[].extensions in one place: *model.Error by its fields,
 // gqlgen's own request-level errors (parse, validation, complexity) with their code narrowed to
-// the schema's ErrorCode values, anything else as INTERNAL_SERVER_ERROR with a message that
-// reveals nothing (the cause is logged).
+// the schema's ErrorCode values, an argument the generated code could not decode as
+// BAD_USER_INPUT naming it, anything else as INTERNAL_SERVER_ERROR with a message that reveals
+// nothing (the cause is logged).
 func presentError(log *slog.Logger, metrics *Metrics) graphql.ErrorPresenterFunc {
 	return func(ctx context.Context, err error) *gqlerror.Error {
 		gqlErr := graphql.DefaultErrorPresenter(ctx, err)
@@ -141,6 +157,13 @@ func presentError(log *slog.Logger, metrics *Metrics) graphql.ErrorPresenterFunc
 			}
 			gqlErr.Extensions = map[string]any{"code": code}
 			return gqlErr
+		case argumentOf(ctx, gqlErr) != "":
+			// Input that passed validation and still failed to decode (enumVariables closes the one
+			// way known) is the client's input all the same, never an internal error. The error
+			// belongs to the field, as a resolver's would.
+			name := argumentOf(ctx, gqlErr)
+			merr = model.BadInput(name, name+": "+gqlErr.Message)
+			gqlErr.Path = graphql.GetFieldContext(ctx).Path()
 		default:
 			log.ErrorContext(ctx, "unexpected error", "err", err, "path", gqlErr.Path.String())
 			merr = model.Internal()
@@ -150,6 +173,30 @@ func presentError(log *slog.Logger, metrics *Metrics) graphql.ErrorPresenterFunc
 		gqlErr.Extensions = extensions(merr)
 		return gqlErr
 	}
+}
+
+// argumentOf names the argument err is about when err was raised decoding the arguments of the
+// field in ctx, and is "" otherwise: such an error's path goes past the field's own, into one of
+// its arguments (a resolver's error has the field's path).
+func argumentOf(ctx context.Context, err *gqlerror.Error) string {
+	fc := graphql.GetFieldContext(ctx)
+	if fc == nil || fc.Field.Field == nil || fc.Field.Definition == nil {
+		return ""
+	}
+	field := fc.Path()
+	if len(err.Path) <= len(field) {
+		return ""
+	}
+	for i := range field {
+		if field[i] != err.Path[i] {
+			return ""
+		}
+	}
+	name, ok := err.Path[len(field)].(ast.PathName)
+	if !ok || fc.Field.Definition.Arguments.ForName(string(name)) == nil {
+		return ""
+	}
+	return string(name)
 }
 
 func asString(v any) string {
@@ -177,4 +224,66 @@ func extensions(e *model.Error) map[string]any {
 		ext["retryAfter"] = e.RetryAfter
 	}
 	return ext
+}
+
+// enumVariables holds the enum values in an operation's variables to the schema's spelling.
+// gqlparser's coercion of variables compares enum values ignoring case (strings.EqualFold in
+// validator/vars.go), gqlgen's generated decoders compare them exactly, as the spec says: "others"
+// for a LogoutScope passed validation and then failed in the decoder, an unexpected error. So every
+// enum value in the variables, at any depth (lists, input objects), must name a value of its enum
+// exactly, or the operation is refused before it runs, as gqlparser refuses a value that is no
+// value of the enum in any case. (A value written in the document is held to the case by the
+// validator already.)
+type enumVariables struct{ schema *ast.Schema }
+
+var _ interface {
+	graphql.OperationContextMutator
+	graphql.HandlerExtension
+} = enumVariables{}
+
+func (enumVariables) ExtensionName() string                   { return "EnumVariables" }
+func (enumVariables) Validate(graphql.ExecutableSchema) error { return nil }
+
+func (e enumVariables) MutateOperationContext(_ context.Context, oc *graphql.OperationContext) *gqlerror.Error {
+	for _, v := range oc.Operation.VariableDefinitions {
+		if err := e.check(v.Type, oc.Variables[v.Variable], ast.Path{ast.PathName("variable"), ast.PathName(v.Variable)}); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (e enumVariables) check(t *ast.Type, v any, path ast.Path) *gqlerror.Error {
+	if v == nil {
+		return nil
+	}
+	at := func(p ast.PathElement) ast.Path { return append(path[:len(path):len(path)], p) }
+	if t.Elem != nil {
+		if list := reflect.ValueOf(v); list.Kind() == reflect.Slice {
+			for i := range list.Len() {
+				if err := e.check(t.Elem, list.Index(i).Interface(), at(ast.PathIndex(i))); err != nil {
+					return err
+				}
+			}
+			return nil
+		}
+		return e.check(t.Elem, v, path) // one value stands for a list of one
+	}
+	switch def := e.schema.Types[t.NamedType]; def.Kind {
+	case ast.Enum:
+		if s, ok := v.(string); !ok || def.EnumValues.ForName(s) == nil {
+			err := gqlerror.ErrorPathf(path, "%v is not a valid %s", v, def.Name)
+			err.Extensions = map[string]any{"code": model.ErrorCodeGraphqlValidationFailed}
+			return err
+		}
+	case ast.InputObject:
+		if fields, ok := v.(map[string]any); ok {
+			for _, f := range def.Fields {
+				if err := e.check(f.Type, fields[f.Name], at(ast.PathName(f.Name))); err != nil {
+					return err
+				}
+			}
+		}
+	}
+	return nil
 }

@@ -8,11 +8,13 @@ import (
 	"net/url"
 	"unicode/utf8"
 
+	"github.com/99designs/gqlgen/graphql"
 	"github.com/99designs/gqlgen/graphql/handler/lru"
 	"github.com/vektah/gqlparser/v2/ast"
 	"github.com/vektah/gqlparser/v2/gqlerror"
 	"github.com/vektah/gqlparser/v2/parser"
 
+	"gqlauth/auth"
 	"gqlauth/model"
 )
 
@@ -24,7 +26,7 @@ type QueryLimits struct {
 	MaxDepth      int   // nesting of selection sets, fragments expanded
 	MaxAliases    int   // aliased fields in the document
 	MaxRootFields int   // fields of the operation's root selection, fragments expanded
-	MaxComplexity int   // gqlgen's complexity (1 per field by default)
+	MaxComplexity int   // every field 1, a list field its size times its selection (see costLimit)
 }
 
 // DefaultQueryLimits fit every operation of the schema and GraphiQL's introspection query with
@@ -37,7 +39,7 @@ func DefaultQueryLimits() QueryLimits {
 		MaxDepth:      15,
 		MaxAliases:    20,
 		MaxRootFields: 20,
-		MaxComplexity: 500,
+		MaxComplexity: 5000,
 	}
 }
 
@@ -165,7 +167,7 @@ func (g *guard) checkDocument(doc *ast.QueryDocument) error {
 		return fmt.Errorf("query has %d aliases; at most %d are allowed", aliases, g.limits.MaxAliases)
 	}
 
-	depthMemo, complexityMemo := map[string]int{}, map[string]int{}
+	depthMemo, fieldsMemo := map[string]int{}, map[string]int{}
 	for _, op := range doc.Operations {
 		if d := depth(op.SelectionSet, fragments, depthMemo); d > g.limits.MaxDepth {
 			return fmt.Errorf("query is nested %d levels deep; at most %d are allowed", d, g.limits.MaxDepth)
@@ -173,30 +175,31 @@ func (g *guard) checkDocument(doc *ast.QueryDocument) error {
 		if n := rootFields(op.SelectionSet, fragments); n > g.limits.MaxRootFields {
 			return fmt.Errorf("operation has %d root fields; at most %d are allowed", n, g.limits.MaxRootFields)
 		}
-		if c := complexity(op.SelectionSet, fragments, complexityMemo); c > g.limits.MaxComplexity {
-			return fmt.Errorf("operation has complexity %d; at most %d is allowed", c, g.limits.MaxComplexity)
+		// Every field counts 1 here, and at least 1 in costLimit, which counts lists by their size
+		// once the variables are known: this refuses early what that would refuse anyway, and
+		// bounds that count's work (it expands fragments without memo).
+		if n := expandedFields(op.SelectionSet, fragments, fieldsMemo); n > g.limits.MaxComplexity {
+			return fmt.Errorf("operation has complexity at least %d; at most %d is allowed", n, g.limits.MaxComplexity)
 		}
 	}
 	return nil
 }
 
-// complexity is gqlgen's default complexity of set (every field costs 1 plus its selections), with
-// fragments expanded and memoized. It is computed here, once per document text with the other
-// limits, rather than by gqlgen's complexity extension on every request: it depends on nothing but
-// the document, since no field has a complexity function of its own.
-func complexity(set ast.SelectionSet, fragments map[string]*ast.FragmentDefinition, memo map[string]int) int {
+// expandedFields counts the fields of set with fragments expanded (memoized): a fragment spread
+// twice counts twice. It is computed once per document text with the other limits.
+func expandedFields(set ast.SelectionSet, fragments map[string]*ast.FragmentDefinition, memo map[string]int) int {
 	total := 0
 	for _, sel := range set {
 		switch s := sel.(type) {
 		case *ast.Field:
-			total += 1 + complexity(s.SelectionSet, fragments, memo)
+			total += 1 + expandedFields(s.SelectionSet, fragments, memo)
 		case *ast.InlineFragment:
-			total += complexity(s.SelectionSet, fragments, memo)
+			total += expandedFields(s.SelectionSet, fragments, memo)
 		case *ast.FragmentSpread:
 			c, ok := memo[s.Name]
 			if !ok {
 				if f := fragments[s.Name]; f != nil {
-					c = complexity(f.SelectionSet, fragments, memo)
+					c = expandedFields(f.SelectionSet, fragments, memo)
 				}
 				memo[s.Name] = c
 			}
@@ -282,4 +285,102 @@ func rootFields(set ast.SelectionSet, fragments map[string]*ast.FragmentDefiniti
 
 func requestError(code model.ErrorCode, message string) *gqlerror.Error {
 	return &gqlerror.Error{Message: message, Extensions: map[string]any{"code": code}}
+}
+
+// costLimit refuses an operation whose complexity exceeds the limit: every field costs 1 plus its
+// selection, and a list field its selection times the number of items it may return — what its
+// `first` or `limit` asks for (the variables' values included), or the list's cap (listCosts). So
+// 20 aliases of a 100-event page cost what 2,000 events do. It runs once the document is
+// validated and the variables coerced, before any resolver.
+type costLimit struct {
+	es  graphql.ExecutableSchema
+	max int
+}
+
+var _ interface {
+	graphql.OperationContextMutator
+	graphql.HandlerExtension
+} = &costLimit{}
+
+func (*costLimit) ExtensionName() string { return "CostLimit" }
+
+func (c *costLimit) Validate(es graphql.ExecutableSchema) error {
+	c.es = es
+	return nil
+}
+
+func (c *costLimit) MutateOperationContext(ctx context.Context, oc *graphql.OperationContext) *gqlerror.Error {
+	if n := c.cost(ctx, oc.Operation.SelectionSet, oc.Variables, map[string]int{}); n > c.max {
+		return requestError(model.ErrorCodeGraphqlValidationFailed, fmt.Sprintf("operation has complexity %d; at most %d is allowed", n, c.max))
+	}
+	return nil
+}
+
+// cost is the complexity of set: a field costs what its function in the ComplexityRoot says (at
+// its costliest implementation's, for a field of an interface), and never less than 1 plus its
+// selection. It is gqlgen's complexity.Calculate, but counting each fragment once however often it
+// is spread, and without decoding the arguments of fields that take none (an allocation per field).
+func (c *costLimit) cost(ctx context.Context, set ast.SelectionSet, vars map[string]any, memo map[string]int) int {
+	total := 0
+	for _, sel := range set {
+		switch s := sel.(type) {
+		case *ast.Field:
+			child := c.cost(ctx, s.SelectionSet, vars, memo)
+			n := 1 + child
+			if s.Definition != nil && s.ObjectDefinition != nil {
+				var args map[string]any
+				if len(s.Definition.Arguments) > 0 {
+					args = s.ArgumentMap(vars)
+				}
+				objects := []*ast.Definition{s.ObjectDefinition}
+				if s.ObjectDefinition.IsAbstractType() {
+					objects = c.es.Schema().GetPossibleTypes(s.ObjectDefinition)
+				}
+				for _, o := range objects {
+					if custom, ok := c.es.Complexity(ctx, o.Name, s.Name, child, args); ok && custom > n {
+						n = custom
+					}
+				}
+			}
+			total += n
+		case *ast.InlineFragment:
+			total += c.cost(ctx, s.SelectionSet, vars, memo)
+		case *ast.FragmentSpread:
+			n, ok := memo[s.Name]
+			if !ok && s.Definition != nil {
+				n = c.cost(ctx, s.Definition.SelectionSet, vars, memo)
+				memo[s.Name] = n
+			}
+			total += n
+		}
+		if total > 1<<40 { // long past any limit; stop before overflow
+			return total
+		}
+	}
+	return total
+}
+
+// Lists without a cap of their own (sessions, signing keys) count as this many items.
+const uncappedListSize = 50
+
+// listCosts are the complexity functions of the list fields: 1 plus the selection's cost times
+// the most items the list may hold.
+func listCosts(svc *auth.Service) ComplexityRoot {
+	items := func(n int) func(int) int {
+		return func(child int) int { return 1 + n*child }
+	}
+	page := func(asked, least, most int) func(int) int {
+		return items(min(max(asked, least), most))
+	}
+	var c ComplexityRoot
+	c.Query.Users = func(child, limit, _ int) int { return page(limit, 0, auth.MaxPageSize)(child) }
+	c.Query.AuditEvents = func(child, first int, _, _ *string, _ []model.AuditEventType) int {
+		return page(first, 1, auth.MaxAuditPage)(child)
+	}
+	c.Query.SecurityEvents = func(child, first int, _ *string) int { return page(first, 1, auth.MaxAuditPage)(child) }
+	c.Query.Sessions = items(uncappedListSize)
+	c.Query.SigningKeys = items(uncappedListSize)
+	c.Query.APIKeys = items(auth.MaxAPIKeysPerUser)
+	c.User.Identities = items(svc.MaxIdentitiesPerUser())
+	return c
 }

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"time"
 
+	"github.com/uptrace/bun"
+
 	"gqlauth/model"
 )
 
@@ -34,6 +36,22 @@ func (db *DB) IdentitiesOf(ctx context.Context, userID string) ([]*model.Identit
 	ids := []*model.Identity{}
 	err := db.idb.NewSelect().Model(&ids).Where("user_id = ?", userID).Order("linked_at ASC", "provider ASC").Scan(ctx)
 	return ids, wrap(err, "IdentitiesOf")
+}
+
+// IdentitiesOfUsers lists the identities of each of userIDs, oldest link first, in one query
+// (a user without identities has none in the map).
+func (db *DB) IdentitiesOfUsers(ctx context.Context, userIDs []string) (map[string][]*model.Identity, error) {
+	ids := []*model.Identity{}
+	err := db.idb.NewSelect().Model(&ids).Where("user_id IN (?)", bun.In(userIDs)).
+		Order("user_id ASC", "linked_at ASC", "provider ASC").Scan(ctx)
+	if err != nil {
+		return nil, wrap(err, "IdentitiesOfUsers")
+	}
+	byUser := make(map[string][]*model.Identity, len(userIDs))
+	for _, id := range ids {
+		byUser[id.UserID] = append(byUser[id.UserID], id)
+	}
+	return byUser, nil
 }
 
 // DeleteIdentity unlinks the user's identity of provider; ErrNotFound if there is none.
