@@ -109,7 +109,7 @@ test("graphql-ws: the protocol's close codes, never 1002", async (t) => {
   try {
     const token = await login(server.base);
 
-    await t.test("4408 when connection_init does not come in time", async () => {
+    await t.test("4408 when connection_init does not come in time", { timeout: 10000 }, async () => {
       const { client, closedEvent } = closingClient(server, {
         lazy: false,
         onNonLazyError: () => {},
@@ -121,7 +121,7 @@ test("graphql-ws: the protocol's close codes, never 1002", async (t) => {
       client.dispose();
     });
 
-    await t.test("4409 for a subscription id in use", async () => {
+    await t.test("4409 for a subscription id in use", { timeout: 10000 }, async () => {
       const { client, closedEvent } = closingClient(server, {
         connectionParams: { Authorization: `Bearer ${token}` },
         generateID: () => "same",
@@ -136,7 +136,7 @@ test("graphql-ws: the protocol's close codes, never 1002", async (t) => {
       client.dispose();
     });
 
-    await t.test("4400 for a message that is not valid", async () => {
+    await t.test("4400 for a message that is not valid", { timeout: 10000 }, async () => {
       const { client, closedEvent } = closingClient(server, {
         connectionParams: { Authorization: `Bearer ${token}` },
         // The client validates each message, then serializes it with this replacer.

@@ -374,33 +374,79 @@ func TestSocket_ListenerThatLostItsConnectionRechecksEverySocket(t *testing.T) {
 	sock, _ := b.dialSocket(t, "", bearer(alice.AccessToken))
 	sock.acked(t)
 
-	// Cut the listeners' connections and wait until they are gone; revoke while they are down,
-	// so the notification is lost; the socket must still close once they are back.
+	// Cut the listeners' connections; revoke while they are down, so the notification is lost;
+	// the socket must still close once they are back.
+	cut := cutListeners(t, b)
+	a.query(t, alice.AccessToken, `mutation { logout }`, nil)
+	sock.wantClosed(t, 5*time.Second, 4401, "SESSION_REVOKED")
+	if waited := time.Since(cut); waited < 900*time.Millisecond {
+		t.Fatalf("closed after %s: before the listener could have reconnected, so not by the resync", waited)
+	}
+}
+
+// cutListeners terminates the event listeners' database connections of s and waits until they
+// are gone; it returns when it cut them. They reconnect by themselves (and resync) after a while.
+func cutListeners(t *testing.T, s *server) time.Time {
+	t.Helper()
 	var channel string
-	if err := b.DB.QueryRow(context.Background(), "SELECT 'gqlauth-listener gqlauth_events_' || current_schema()", &channel); err != nil {
+	if err := s.DB.QueryRow(context.Background(), "SELECT 'gqlauth-listener gqlauth_events_' || current_schema()", &channel); err != nil {
 		t.Fatal(err)
 	}
 	cut := time.Now()
-	if err := b.DB.Exec(context.Background(), "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = '"+channel+"'"); err != nil {
+	if err := s.DB.Exec(context.Background(), "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = '"+channel+"'"); err != nil {
 		t.Fatal(err)
 	}
 	for i := 0; ; i++ {
 		var n int
-		if err := b.DB.QueryRow(context.Background(), "SELECT count(*) FROM pg_stat_activity WHERE application_name = '"+channel+"'", &n); err != nil {
+		if err := s.DB.QueryRow(context.Background(), "SELECT count(*) FROM pg_stat_activity WHERE application_name = '"+channel+"'", &n); err != nil {
 			t.Fatal(err)
 		}
 		if n == 0 {
-			break
+			return cut
 		}
 		if i > 100 {
 			t.Fatal("the listeners did not go away")
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
-	a.query(t, alice.AccessToken, `mutation { logout }`, nil)
-	sock.wantClosed(t, 5*time.Second, 4401, "SESSION_REVOKED")
-	if waited := time.Since(cut); waited < 900*time.Millisecond {
-		t.Fatalf("closed after %s: before the listener could have reconnected, so not by the resync", waited)
+}
+
+// A demotion whose event this instance never heard of (its listener was down) still ends a running
+// auditEvents: after the resync, the subscription checks its authority again before it delivers
+// anything more.
+func TestSocket_RunningAuditEventsEndsAfterMissedEventsWhenItsRoleIsGone(t *testing.T) {
+	if !slices.Contains(storetest.Kinds(t), storetest.Postgres) {
+		t.Skip("LISTEN/NOTIFY: Postgres only (TEST_DATABASE_URL)")
+	}
+	a, b := twoInstances(t, storetest.Postgres)
+	root := a.signedInAdmin(t)
+	var second struct{ ID string }
+	a.query(t, root.AccessToken, `mutation { createUser(username: "admin2", password: "correct horse battery", role: ADMIN) { id } }`, nil).
+		field(t, "createUser", &second)
+	admin2 := a.login(t, "admin2", "correct horse battery")
+	sock, _ := b.dialSocket(t, "", bearer(root.AccessToken))
+	sock.acked(t).subscribe(t, "all", `subscription { auditEvents { type user { username } } }`)
+	time.Sleep(100 * time.Millisecond)
+
+	cutListeners(t, b)
+	a.query(t, admin2.AccessToken, `mutation($id: ID!) { setUserRole(id: $id, role: USER) { id } }`, map[string]any{"id": root.User.ID})
+	// Once b listens again, every new event is one the demoted root may no longer see.
+	deadline := time.Now().Add(10 * time.Second)
+	for n := 0; ; n++ {
+		a.signedInUser(t, fmt.Sprintf("carol%d", n))
+		select {
+		case m := <-sock.messages:
+			if m.ID != "all" || m.Type != "error" || !strings.Contains(string(m.Payload), "INSUFFICIENT_ROLE") {
+				t.Fatalf("the demoted root got %s %s %s", m.ID, m.Type, m.Payload)
+			}
+			return
+		case ce := <-sock.closed:
+			t.Fatalf("socket closed: %d %s", ce.Code, ce.Reason)
+		case <-time.After(200 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("auditEvents neither delivered nor ended")
+		}
 	}
 }
 
