@@ -184,6 +184,7 @@ func LoadConfig(getenv func(string) string) (Config, error) {
 			PerUser:                integer("WS_MAX_SOCKETS_PER_USER", "10", 1, 100_000),
 			PerIP:                  integer("WS_MAX_SOCKETS_PER_IP", "100", 1, 1_000_000),
 			SubscriptionsPerSocket: integer("WS_MAX_SUBSCRIPTIONS_PER_SOCKET", "10", 1, 1000),
+			QueriesPerSocket:       integer("WS_MAX_QUERIES_PER_SOCKET", "4", 1, 1000),
 			InitTimeout:            duration("WS_INIT_TIMEOUT", "10s"),
 			PingInterval:           duration("WS_PING_INTERVAL", "25s"),
 			MaxMessageBytes:        int64(integer("WS_MAX_MESSAGE_BYTES", "65536", 1024, 16<<20)),

@@ -33,6 +33,10 @@ type requestAuth struct {
 	// the cookie the request came with.
 	w             http.ResponseWriter
 	refreshCookie string
+	// socket marks the credentials a WebSocket presented in connection_init. They are never
+	// memoized: each operation on the socket authenticates with its own fresh copy (see
+	// SocketOperation), and anything asking with the socket's own context is checked from scratch.
+	socket bool
 
 	once      sync.Once
 	principal *Principal

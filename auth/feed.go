@@ -3,6 +3,7 @@ package auth
 import (
 	"context"
 	"sync"
+	"sync/atomic"
 
 	"gqlauth/model"
 )
@@ -11,15 +12,20 @@ import (
 // gets its user's events) and to watchers (the socket registry, which re-checks the sockets of the
 // user an event concerns). Events arrive only after their transaction committed.
 type Feed struct {
-	mu        sync.Mutex
-	subs      map[*feedSub]struct{}
-	watchers  []func(*model.AuditEvent)
-	resyncers []func()
+	mu          sync.Mutex
+	subs        map[*feedSub]struct{}
+	watchers    []func(*model.AuditEvent)
+	resyncers   []func()
+	keyWatchers []func()
 }
 
 type feedSub struct {
 	userID string
 	ch     chan *model.AuditEvent
+	// stale is set when the subscriber may have missed an event that ends its authority (one was
+	// dropped for it, the listener reconnected) or the signing keys changed: its authority is
+	// checked again before it gets another event.
+	stale atomic.Bool
 }
 
 // feedBuffer is how many events a slow subscriber may fall behind before events are dropped for
@@ -36,6 +42,7 @@ func (f *Feed) publish(e *model.AuditEvent) {
 			select {
 			case sub.ch <- e:
 			default: // a full buffer: drop rather than block the committing request
+				sub.stale.Store(true)
 			}
 		}
 	}
@@ -63,9 +70,36 @@ func (f *Feed) OnResync(fn func()) {
 func (f *Feed) resync() {
 	f.mu.Lock()
 	resyncers := f.resyncers
+	f.markStale()
 	f.mu.Unlock()
 	for _, fn := range resyncers {
 		fn()
+	}
+}
+
+// OnKeyChange calls fn after this process reloaded its signing keys because an instance rotated
+// or revoked one, or events may have been missed: what holds a verified token (a socket) verifies
+// it again.
+func (f *Feed) OnKeyChange(fn func()) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.keyWatchers = append(f.keyWatchers, fn)
+}
+
+func (f *Feed) keysChanged() {
+	f.mu.Lock()
+	watchers := f.keyWatchers
+	f.markStale()
+	f.mu.Unlock()
+	for _, fn := range watchers {
+		fn()
+	}
+}
+
+// markStale makes every subscriber check its authority again before its next event. f.mu is held.
+func (f *Feed) markStale() {
+	for sub := range f.subs {
+		sub.stale.Store(true)
 	}
 }
 
@@ -81,7 +115,8 @@ func (s *Service) ListenForEvents(ctx context.Context, connected func(), onError
 	}, onError)
 }
 
-// subscribe returns the events concerning userID (every event for "") until ctx ends.
+// subscribe returns the events concerning userID (every event for "") until ctx ends. A nil event
+// says that the subscriber's authority must be checked again before the events that follow it.
 func (f *Feed) subscribe(ctx context.Context, userID string) <-chan *model.AuditEvent {
 	sub := &feedSub{userID: userID, ch: make(chan *model.AuditEvent, feedBuffer)}
 	f.mu.Lock()
@@ -100,6 +135,13 @@ func (f *Feed) subscribe(ctx context.Context, userID string) <-chan *model.Audit
 			case <-ctx.Done():
 				return
 			case e := <-sub.ch:
+				if sub.stale.Swap(false) {
+					select {
+					case out <- nil:
+					case <-ctx.Done():
+						return
+					}
+				}
 				select {
 				case out <- e:
 				case <-ctx.Done():
@@ -125,6 +167,17 @@ func (s *Service) SubscribeSecurityEvents(ctx context.Context) (<-chan *model.Au
 	go func() {
 		defer close(out)
 		for e := range events {
+			if e == nil || e.Type == model.AuditEventTypeRoleChanged {
+				// The caller's role decides how actors are shown: read it again.
+				now, err := s.Recheck(ctx)
+				if err != nil {
+					return // the socket is being closed
+				}
+				p = now
+				if e == nil {
+					continue
+				}
+			}
 			// The feed's events are shared and carry ids only: give this subscriber its copy with
 			// the people in it, as the securityEvents query shows them (ownView).
 			c := *e
@@ -147,8 +200,10 @@ func (s *Service) SubscribeSecurityEvents(ctx context.Context) (<-chan *model.Au
 }
 
 // SubscribeAuditEvents streams every committed audit event to an ADMIN. An event about the caller
-// (their role changed, say) makes the caller be checked again: once they may no longer run it,
-// the stream ends and ended is told why (the socket itself stays, for what they still may run).
+// (their role changed, say), or a sign that one may have been missed or that the signing keys
+// changed, makes the caller be checked again before the next event: once they may no longer run
+// it, the stream ends and ended is told why (the socket itself stays, for what they still may
+// run).
 func (s *Service) SubscribeAuditEvents(ctx context.Context, ended func(error)) (<-chan *model.AuditEvent, error) {
 	p, err := s.Authorize(ctx, model.RoleAdmin)
 	if err != nil {
@@ -159,7 +214,7 @@ func (s *Service) SubscribeAuditEvents(ctx context.Context, ended func(error)) (
 	go func() {
 		defer close(out)
 		for e := range events {
-			if e.UserID != nil && *e.UserID == p.User.ID {
+			if e == nil || (e.UserID != nil && *e.UserID == p.User.ID) {
 				now, err := s.Recheck(ctx)
 				if err == nil && !now.Role.Satisfies(model.RoleAdmin) {
 					err = model.InsufficientRole(model.RoleAdmin)
@@ -167,6 +222,9 @@ func (s *Service) SubscribeAuditEvents(ctx context.Context, ended func(error)) (
 				if err != nil {
 					ended(err)
 					return
+				}
+				if e == nil {
+					continue
 				}
 			}
 			c := *e

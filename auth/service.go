@@ -52,16 +52,21 @@ func NewService(db *store.DB, tokens *Tokens, passwords *Passwords, cfg ServiceC
 	}
 	if tokens != nil && tokens.keys != nil {
 		// A key change on any instance reaches this one at once where events travel between
-		// instances (Postgres); the periodic reload remains the bound everywhere else.
+		// instances (Postgres); the periodic reload remains the bound everywhere else. Once
+		// reloaded, sockets verify their tokens again (a revoked key closes them).
+		reload := func() {
+			if err := tokens.keys.Reload(context.Background()); err != nil {
+				s.log.Warn("signing keys could not be reloaded", "err", err)
+				return
+			}
+			s.feed.keysChanged()
+		}
 		s.feed.Watch(func(e *model.AuditEvent) {
 			if e.Type == model.AuditEventTypeSigningKeyRotated || e.Type == model.AuditEventTypeSigningKeyRevoked {
-				go func() {
-					if err := tokens.keys.Reload(context.Background()); err != nil {
-						s.log.Warn("signing keys could not be reloaded", "err", err)
-					}
-				}()
+				go reload()
 			}
 		})
+		s.feed.OnResync(func() { go reload() }) // a key change may be among the missed events
 	}
 	if s.now == nil {
 		s.now = time.Now
@@ -359,6 +364,9 @@ func (s *Service) Authenticate(ctx context.Context) (*Principal, error) {
 	}
 	if ra == nil {
 		return nil, model.Unauthenticated(model.AuthErrorReasonMissingToken)
+	}
+	if ra.socket {
+		ra = s.renew(ra) // what a socket learned at connection_init is never reused
 	}
 	if ra.reason != "" {
 		return nil, model.Unauthenticated(ra.reason)

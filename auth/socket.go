@@ -7,14 +7,17 @@ import (
 	"gqlauth/model"
 )
 
-// A WebSocket authenticates once, in its connection_init payload, and then lives for hours; these
-// give the socket layer the same rules as a request, and a way to ask again.
+// A WebSocket authenticates in its connection_init payload and then lives for hours. What it
+// presented there is kept; what it was allowed is not: every operation on the socket reads the
+// credentials afresh (the access token verified again, the principal loaded again with one
+// query, as for a request), so nothing learned at connection_init grants more than a fresh
+// request would.
 
 // SocketContext returns ctx carrying the credentials of a connection_init payload, read with
 // exactly the rules of Middleware (a Bearer token or an API key, never both). ctx is the upgrade
 // request's, which Middleware served: it gives the client IP and user agent.
 func SocketContext(ctx context.Context, tokens *Tokens, authorization, apiKey string) context.Context {
-	ra := &requestAuth{}
+	ra := &requestAuth{socket: true}
 	if up := fromContext(ctx); up != nil {
 		ra.r, ra.proxies = up.r, up.proxies
 	}
@@ -22,11 +25,48 @@ func SocketContext(ctx context.Context, tokens *Tokens, authorization, apiKey st
 	return context.WithValue(ctx, ctxKey{}, ra)
 }
 
+// renew is a fresh copy of the credentials ra: the access token verified again (its signing key
+// may have been revoked, or it may have expired, since) and no principal loaded yet.
+func (s *Service) renew(ra *requestAuth) *requestAuth {
+	fresh := &requestAuth{r: ra.r, proxies: ra.proxies, apiKey: ra.apiKey, token: ra.token, reason: ra.reason}
+	if ra.token != "" {
+		fresh.claims, fresh.reason = s.tokens.Verify(ra.token)
+	}
+	return fresh
+}
+
+// SocketOperation is the authentication of one operation on a socket.
+type SocketOperation struct{ ra *requestAuth }
+
+// NewSocketOperation starts the authentication of one operation on the socket in ctx: the
+// socket's token is verified again, and the operation's principal is loaded by the first guarded
+// field that asks, once for the whole operation (one query, as for a request). It is nil when ctx
+// is not a socket's.
+func (s *Service) NewSocketOperation(ctx context.Context) *SocketOperation {
+	ra := fromContext(ctx)
+	if ra == nil || !ra.socket {
+		return nil
+	}
+	return &SocketOperation{ra: s.renew(ra)}
+}
+
+// Context returns ctx carrying the operation's credentials (ctx itself for a nil operation).
+func (op *SocketOperation) Context(ctx context.Context) context.Context {
+	if op == nil {
+		return ctx
+	}
+	return context.WithValue(ctx, ctxKey{}, op.ra)
+}
+
 // HasCredentials reports whether the request or socket in ctx presented a credential at all.
 func HasCredentials(ctx context.Context) bool {
 	ra := fromContext(ctx)
 	return ra != nil && ra.reason != model.AuthErrorReasonMissingToken
 }
+
+// ClientKey is the key by which the client of the request in ctx is counted: its IP address, or
+// for IPv6 its /64, exactly as the rate limits count it.
+func ClientKey(ctx context.Context) string { return clientKey(ClientIP(ctx)) }
 
 // Now is the service's clock (injected in tests).
 func (s *Service) Now() time.Time { return s.now() }
@@ -39,16 +79,25 @@ func TokenExpiry(ctx context.Context) time.Time {
 	return time.Time{}
 }
 
-// Recheck authenticates the socket in ctx again, from scratch: the token is verified again (its key
-// may have been revoked) and the session, key and user are read again from the database.
+// Recheck authenticates the request or socket in ctx again, from scratch: the token is verified
+// again (its key may have been revoked) and the session, key and user are read again from the
+// database.
 func (s *Service) Recheck(ctx context.Context) (*Principal, error) {
 	ra := fromContext(ctx)
 	if ra == nil {
 		return s.Authenticate(ctx)
 	}
-	fresh := &requestAuth{r: ra.r, proxies: ra.proxies, apiKey: ra.apiKey, token: ra.token, reason: ra.reason}
-	if ra.token != "" {
-		fresh.claims, fresh.reason = s.tokens.Verify(ra.token)
+	return s.Authenticate(context.WithValue(ctx, ctxKey{}, s.renew(ra)))
+}
+
+// VerifyAgain verifies the access token of the socket in ctx again, without asking the database:
+// "" while it verifies (or the socket has no token), else why it no longer does (a revoked
+// signing key makes it INVALID_TOKEN).
+func (s *Service) VerifyAgain(ctx context.Context) model.AuthErrorReason {
+	ra := fromContext(ctx)
+	if ra == nil || ra.token == "" {
+		return ""
 	}
-	return s.Authenticate(context.WithValue(ctx, ctxKey{}, fresh))
+	_, reason := s.tokens.Verify(ra.token)
+	return reason
 }

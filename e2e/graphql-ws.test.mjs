@@ -1,7 +1,9 @@
 // The unmodified graphql-ws client (the reference implementation of the graphql-transport-ws
 // protocol) against a live gqlauth: it authenticates in connection_init, receives its own security
 // events as they are committed, and its socket is closed with 4401 SESSION_REVOKED the moment its
-// session is logged out — also while it is idle.
+// session is logged out — also while it is idle. It also sees the protocol's own close codes for
+// the violations its options can provoke (4408, 4409, 4400); the others, which this client never
+// commits, are checked with raw frames in graph/ws_test.go.
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { createClient } from "graphql-ws";
@@ -79,6 +81,73 @@ test("graphql-ws: a bad token is refused with 4401", async () => {
     assert.equal(close.code, 4401);
     assert.equal(close.reason, "INVALID_TOKEN");
     client.dispose();
+  } finally {
+    server.stop();
+  }
+});
+
+// A client whose socket only closes: resolves with the close event.
+function closingClient(server, options) {
+  let closed;
+  const closedEvent = new Promise((resolve) => (closed = resolve));
+  const client = createClient({
+    url: server.base.replace("http", "ws") + "/query",
+    webSocketImpl: WebSocket,
+    retryAttempts: 0,
+    on: { closed: (event) => closed(event) },
+    ...options,
+  });
+  return { client, closedEvent };
+}
+
+const sink = { next: () => {}, error: () => {}, complete: () => {} };
+
+test("graphql-ws: the protocol's close codes, never 1002", async (t) => {
+  const server = await startServer(process.env.GQLAUTH_BIN || "../gqlauth", {
+    ADMIN_USERNAME: "root", ADMIN_PASSWORD: "correct horse battery", WS_INIT_TIMEOUT: "300ms",
+  });
+  try {
+    const token = await login(server.base);
+
+    await t.test("4408 when connection_init does not come in time", { timeout: 10000 }, async () => {
+      const { client, closedEvent } = closingClient(server, {
+        lazy: false,
+        onNonLazyError: () => {},
+        connectionParams: () => new Promise((r) => setTimeout(() => r({ Authorization: `Bearer ${token}` }), 1500)),
+      });
+      const close = await closedEvent;
+      assert.equal(close.code, 4408);
+      assert.equal(close.reason, "Connection initialisation timeout");
+      client.dispose();
+    });
+
+    await t.test("4409 for a subscription id in use", { timeout: 10000 }, async () => {
+      const { client, closedEvent } = closingClient(server, {
+        connectionParams: { Authorization: `Bearer ${token}` },
+        generateID: () => "same",
+      });
+      const query = "subscription { securityEvents { type } }";
+      client.subscribe({ query }, sink);
+      await new Promise((r) => setTimeout(r, 300)); // the first one runs
+      client.subscribe({ query }, sink);
+      const close = await closedEvent;
+      assert.equal(close.code, 4409);
+      assert.equal(close.reason, "Subscriber for same already exists");
+      client.dispose();
+    });
+
+    await t.test("4400 for a message that is not valid", { timeout: 10000 }, async () => {
+      const { client, closedEvent } = closingClient(server, {
+        connectionParams: { Authorization: `Bearer ${token}` },
+        // The client validates each message, then serializes it with this replacer.
+        jsonMessageReplacer: (key, value) => (key === "type" && value === "subscribe" ? "subscribe!" : value),
+      });
+      client.subscribe({ query: "{ me { id } }" }, sink);
+      const close = await closedEvent;
+      assert.equal(close.code, 4400);
+      assert.equal(close.reason, "Invalid message received");
+      client.dispose();
+    });
   } finally {
     server.stop();
   }

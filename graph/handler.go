@@ -82,7 +82,7 @@ func NewHandler(svc *auth.Service, tokens *auth.Tokens, opts Options) (http.Hand
 	// One layer for both: every layer costs every operation a closure and a frame.
 	exec.AroundOperations(func(ctx context.Context, next graphql.OperationHandler) graphql.ResponseHandler {
 		if socketFrom(ctx) != nil {
-			return live.aroundSubscriptions(ctx, next)
+			return live.aroundOperation(ctx, next)
 		}
 		return aroundOperations(ctx, next)
 	})

@@ -23,16 +23,18 @@ import (
 // SocketLimits bound the WebSockets of /query.
 type SocketLimits struct {
 	PerUser                int           // open sockets of one user
-	PerIP                  int           // open sockets from one client IP (before authentication)
+	PerIP                  int           // open sockets from one client IP, an IPv6 client by its /64 (before authentication)
 	SubscriptionsPerSocket int           // running subscriptions on one socket
+	QueriesPerSocket       int           // queries and mutations in flight on one socket
 	InitTimeout            time.Duration // longest wait for connection_init
 	PingInterval           time.Duration // server pings; a client that stops answering is dropped
 	MaxMessageBytes        int64         // largest message read from a client
 }
 
-// DefaultSocketLimits suit a browser app: a few tabs per user, an office behind one NAT.
+// DefaultSocketLimits suit a browser app: a few tabs per user, an office behind one NAT, about
+// as many queries at once on a socket as a browser runs requests to one host.
 func DefaultSocketLimits() SocketLimits {
-	return SocketLimits{PerUser: 10, PerIP: 100, SubscriptionsPerSocket: 10, InitTimeout: 10 * time.Second,
+	return SocketLimits{PerUser: 10, PerIP: 100, SubscriptionsPerSocket: 10, QueriesPerSocket: 4, InitTimeout: 10 * time.Second,
 		PingInterval: 25 * time.Second, MaxMessageBytes: 64 << 10}
 }
 
@@ -59,13 +61,14 @@ type sockets struct {
 
 // socket is one open WebSocket.
 type socket struct {
-	ip     string
-	conn   transport.WebsocketConn // set when the handshake is accepted
-	ctx    context.Context         // the socket's credentials, set by connection_init
-	userID string
-	expiry *time.Timer
-	subs   atomic.Int32
-	closed atomic.Bool
+	client  string                  // the client's key for PerIP (auth.ClientKey)
+	conn    transport.WebsocketConn // set when the handshake is accepted
+	ctx     context.Context         // the socket's credentials, set by connection_init
+	userID  string
+	expiry  *time.Timer
+	subs    atomic.Int32 // running subscriptions
+	queries atomic.Int32 // queries and mutations in flight
+	closed  atomic.Bool
 }
 
 type socketKey struct{}
@@ -83,30 +86,37 @@ func newSockets(svc *auth.Service, tokens *auth.Tokens, limits SocketLimits, ori
 	}
 	readLimit := limits.MaxMessageBytes
 	s.ws = transport.Websocket{
-		Implementation:   acceptor{transport.CoderWebsocketImplementation{AcceptOptions: websocket.AcceptOptions{InsecureSkipVerify: true}}},
+		Implementation: acceptor{transport.CoderWebsocketImplementation{AcceptOptions: websocket.AcceptOptions{InsecureSkipVerify: true}},
+			limits.InitTimeout},
 		InitFunc:         s.init,
-		InitTimeout:      limits.InitTimeout,
 		PingPongInterval: limits.PingInterval,
 		PayloadReadLimit: &readLimit,
 		CloseFunc:        func(ctx context.Context, _ int) { s.forget(socketFrom(ctx)) },
 	}
 	svc.Feed().Watch(s.recheckUser)
 	svc.Feed().OnResync(s.recheckAll)
+	svc.Feed().OnKeyChange(s.reverifyAll)
 	return s
 }
 
-// acceptor is gqlgen's coder/websocket adapter that also hands the connection to the socket, so
+// acceptor is gqlgen's coder/websocket adapter with the protocol's rules in front of the transport
+// (protocolConn, which also keeps the init timeout), and it hands the connection to the socket, so
 // that the socket can be closed with the close code of its reason.
 type acceptor struct {
 	transport.CoderWebsocketImplementation
+	initTimeout time.Duration
 }
 
 func (a acceptor) Accept(w http.ResponseWriter, r *http.Request, o transport.WebsocketAcceptOptions) (transport.WebsocketConn, error) {
 	conn, err := a.CoderWebsocketImplementation.Accept(w, r, o)
-	if sock := socketFrom(r.Context()); err == nil && sock != nil {
-		sock.conn = conn
+	if err != nil {
+		return nil, err
 	}
-	return conn, err
+	pc := newProtocolConn(conn, a.initTimeout)
+	if sock := socketFrom(r.Context()); sock != nil {
+		sock.conn = pc
+	}
+	return pc, nil
 }
 
 // serve upgrades r, after the cross-site check: browsers do not apply CORS to WebSockets, so an
@@ -117,16 +127,16 @@ func (s *sockets) serve(w http.ResponseWriter, r *http.Request, exec graphql.Gra
 			"WebSocket upgrades are accepted from this server's own origin and CORS_ALLOWED_ORIGINS only"))
 		return
 	}
-	ip := auth.ClientIP(r.Context())
+	client := auth.ClientKey(r.Context())
 	s.mu.Lock()
-	if s.byIP[ip] >= s.limits.PerIP {
+	if s.byIP[client] >= s.limits.PerIP {
 		s.mu.Unlock()
 		writeErrors(w, r, mediaJSON, http.StatusTooManyRequests, requestError(model.ErrorCodeTooManyRequests, "too many open sockets from this address"))
 		return
 	}
-	s.byIP[ip]++
+	s.byIP[client]++
 	s.mu.Unlock()
-	sock := &socket{ip: ip}
+	sock := &socket{client: client}
 	defer s.forget(sock) // also when the handshake or init never completes
 	s.ws.Do(w, r.WithContext(context.WithValue(r.Context(), socketKey{}, sock)), exec)
 }
@@ -137,7 +147,8 @@ func (s *sockets) allowedOrigin(origin, host string) bool {
 }
 
 // init authenticates connection_init with the rules of the HTTP middleware. Without a credential
-// the socket is anonymous (only @public subscriptions run); a bad one closes it with 4401.
+// the socket is anonymous (only @public subscriptions run); a bad one closes it with 4401. What is
+// kept is the credential, not the principal: each operation authenticates again (operationAuth).
 func (s *sockets) init(ctx context.Context, payload transport.InitPayload) (context.Context, *transport.InitPayload, error) {
 	sock := socketFrom(ctx)
 	ctx = auth.SocketContext(ctx, s.tokens, payload.Authorization(), payload.GetString("X-API-Key"))
@@ -160,7 +171,12 @@ func (s *sockets) init(ctx context.Context, payload transport.InitPayload) (cont
 	s.byUser[p.User.ID][sock] = struct{}{}
 	sock.ctx, sock.userID = ctx, p.User.ID
 	s.mu.Unlock()
-	if exp := auth.TokenExpiry(ctx); !exp.IsZero() {
+	// The socket closes when its access token or API key expires.
+	exp := auth.TokenExpiry(ctx)
+	if p.APIKey != nil {
+		exp = p.APIKey.ExpiresAt
+	}
+	if !exp.IsZero() {
 		sock.expiry = time.AfterFunc(exp.Sub(s.svc.Now()), func() { sock.close(closeUnauthorized, string(model.AuthErrorReasonTokenExpired)) })
 	}
 	return ctx, nil, nil
@@ -197,16 +213,29 @@ func (s *sockets) recheckUser(e *model.AuditEvent) {
 }
 
 // recheckAll re-authenticates every open socket: events may have been missed.
-func (s *sockets) recheckAll() {
+func (s *sockets) recheckAll() { s.recheck(s.all()) }
+
+func (s *sockets) all() []*socket {
 	s.mu.Lock()
+	defer s.mu.Unlock()
 	var open []*socket
 	for _, set := range s.byUser {
 		for sock := range set {
 			open = append(open, sock)
 		}
 	}
-	s.mu.Unlock()
-	s.recheck(open)
+	return open
+}
+
+// reverifyAll verifies the access token of every open socket again, after the signing keys were
+// reloaded: a socket whose token's key was revoked closes with 4401 INVALID_TOKEN. It asks the
+// database nothing.
+func (s *sockets) reverifyAll() {
+	for _, sock := range s.all() {
+		if reason := s.svc.VerifyAgain(sock.ctx); reason != "" {
+			sock.close(closeUnauthorized, string(reason))
+		}
+	}
 }
 
 func (s *sockets) recheck(open []*socket) {
@@ -240,11 +269,11 @@ func (s *sockets) forget(sock *socket) {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if sock.ip != "" {
-		if s.byIP[sock.ip]--; s.byIP[sock.ip] <= 0 {
-			delete(s.byIP, sock.ip)
+	if sock.client != "" {
+		if s.byIP[sock.client]--; s.byIP[sock.client] <= 0 {
+			delete(s.byIP, sock.client)
 		}
-		sock.ip = ""
+		sock.client = ""
 	}
 	if sock.expiry != nil {
 		sock.expiry.Stop()
@@ -257,23 +286,46 @@ func (s *sockets) forget(sock *socket) {
 	}
 }
 
-// aroundSubscriptions caps the running subscriptions of a socket.
-func (s *sockets) aroundSubscriptions(ctx context.Context, next graphql.OperationHandler) graphql.ResponseHandler {
-	sock, op := socketFrom(ctx), graphql.GetOperationContext(ctx)
-	if sock == nil || op == nil || op.Operation == nil || op.Operation.Operation != ast.Subscription {
-		return next(ctx)
+// socketAuthStat names the operation's credentials among its stats (gqlgen's per-operation store
+// for extensions).
+const socketAuthStat = "gqlauth.socketOperation"
+
+// operationAuth returns ctx carrying the credentials of the socket operation in it: fresh for
+// each operation (auth.SocketOperation: the token verified again, the principal loaded by the
+// operation itself), made once and kept with the operation, so that the checks before it runs
+// (socketGuard) and the run share one principal query.
+func (s *sockets) operationAuth(ctx context.Context) context.Context {
+	op := graphql.GetOperationContext(ctx)
+	a, ok := op.Stats.GetExtension(socketAuthStat).(*auth.SocketOperation)
+	if !ok {
+		a = s.svc.NewSocketOperation(ctx)
+		op.Stats.SetExtension(socketAuthStat, a)
 	}
-	if int(sock.subs.Add(1)) > s.limits.SubscriptionsPerSocket {
-		sock.subs.Add(-1)
-		return graphql.OneShot(&graphql.Response{Errors: gqlerror.List{requestError(model.ErrorCodeTooManyRequests,
-			"too many subscriptions on this socket")}})
+	return a.Context(ctx)
+}
+
+// aroundOperation runs an operation sent over a socket with its own credentials, and caps what
+// runs at once on the socket: its subscriptions, and its queries and mutations in flight. One
+// over a cap gets TOO_MANY_REQUESTS and the socket stays (its other operations are the client's
+// own); an operation is in flight until its last response is handed to the transport.
+func (s *sockets) aroundOperation(ctx context.Context, next graphql.OperationHandler) graphql.ResponseHandler {
+	sock, op := socketFrom(ctx), graphql.GetOperationContext(ctx)
+	ctx = s.operationAuth(ctx)
+	running, limit, what := &sock.queries, s.limits.QueriesPerSocket, "too many queries and mutations in flight on this socket"
+	if op.Operation != nil && op.Operation.Operation == ast.Subscription {
+		running, limit, what = &sock.subs, s.limits.SubscriptionsPerSocket, "too many subscriptions on this socket"
+	}
+	if int(running.Add(1)) > limit {
+		running.Add(-1)
+		return graphql.OneShot(&graphql.Response{Errors: gqlerror.List{{Message: what,
+			Extensions: extensions(&model.Error{Code: model.ErrorCodeTooManyRequests, RetryAfter: 1})}}})
 	}
 	responses := next(ctx)
 	var done atomic.Bool
 	return func(ctx context.Context) *graphql.Response {
 		resp := responses(ctx)
 		if resp == nil && done.CompareAndSwap(false, true) {
-			sock.subs.Add(-1)
+			running.Add(-1)
 		}
 		return resp
 	}
@@ -293,6 +345,7 @@ func (g socketGuard) MutateOperationParameters(ctx context.Context, raw *graphql
 	if socketFrom(ctx) == nil {
 		return nil // an HTTP request: the endpoint checked it already
 	}
+	ctx = g.e.sockets.operationAuth(ctx) // the trusted-documents rule asks for the caller's role
 	// A socket's subscribe payload has no documentId member; clients put it in extensions.
 	req := &request{params: raw}
 	req.documentID, _ = raw.Extensions["documentId"].(string)
