@@ -382,7 +382,7 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer, read
 			PerClient: cfg.RateLimitPerIP, ClientWindow: cfg.RateLimitIPWindow,
 			FailuresPerUser: cfg.UserFailures, UserWindow: cfg.UserFailuresWindow,
 		},
-		RefreshCookie: cfg.RefreshCookie, CookieSecure: cfg.CookieSecure, AuditRetention: cfg.AuditRetention,
+		RefreshCookie: cfg.RefreshCookie, CookieSecure: cfg.CookieSecure, Origins: cfg.CORSOrigins, AuditRetention: cfg.AuditRetention,
 		OIDC: cfg.OIDC,
 	})
 	if cfg.AdminUsername != "" {

@@ -17,6 +17,10 @@ import (
 // (§4.1.3 with PKCE), so that standard OAuth2 clients can sign in. It runs
 // the same code as the login and refresh mutations: same sessions, rotation, reuse detection,
 // rate limits and disabled-user rules. It must be served behind Middleware.
+//
+// It never reads, sets or clears the refresh cookie of cookie mode: a form POST is a request any
+// page can send cross-site without a preflight, so cookieRequest refuses it (login CSRF). OAuth
+// clients keep the refresh token from the response body.
 func (s *Service) TokenHandler() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Cache-Control", "no-store")
