@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"mime"
 	"net/http"
 	"net/url"
@@ -34,9 +35,7 @@ func (s *Service) TokenHandler() http.Handler {
 			oauthError(w, http.StatusBadRequest, "invalid_request", "the body must be application/x-www-form-urlencoded")
 			return
 		}
-		r.Body = http.MaxBytesReader(w, r.Body, 16<<10)
-		if err := r.ParseForm(); err != nil {
-			oauthError(w, http.StatusBadRequest, "invalid_request", "the body is not a valid form")
+		if !readForm(w, r) {
 			return
 		}
 		form := r.PostForm
@@ -97,6 +96,25 @@ func (s *Service) TokenHandler() http.Handler {
 			"refresh_token": payload.RefreshToken,
 		})
 	})
+}
+
+// MaxFormBytes bounds the body of the form-encoded endpoints (/oauth/token, /oauth/introspect).
+const MaxFormBytes = 16 << 10
+
+// readForm parses the form body of r, answering 413 or 400 itself when it cannot.
+func readForm(w http.ResponseWriter, r *http.Request) bool {
+	r.Body = LimitBody(w, r, MaxFormBytes)
+	err := r.ParseForm()
+	var tooLarge *http.MaxBytesError
+	switch {
+	case errors.As(err, &tooLarge):
+		oauthError(w, http.StatusRequestEntityTooLarge, "invalid_request", fmt.Sprintf("the body exceeds %d bytes", MaxFormBytes))
+		return false
+	case err != nil:
+		oauthError(w, http.StatusBadRequest, "invalid_request", "the body is not a valid form")
+		return false
+	}
+	return true
 }
 
 // validForm reports whether every name and value of a form is UTF-8 text without NUL.
