@@ -13,6 +13,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -272,45 +273,77 @@ func smallSendBuffer(_, _ string, c syscall.RawConn) error {
 	return err
 }
 
-// bodySender sends one request with body to url and returns the answer.
-type bodySender func(url string, header http.Header, body []byte) (*http.Response, string, error)
+// bodySender sends one request with body to url and returns the answer and how many bytes of the
+// body it sent.
+type bodySender func(url string, header http.Header, body []byte) (res *http.Response, answer string, sent int64, err error)
 
 // goClient sends with net/http's client over small-send-buffer sockets; chunked leaves the
-// length unannounced.
-func goClient(keepAlive, chunked bool) bodySender {
+// length unannounced; expect asks to wait for "100 Continue" before sending the body.
+func goClient(keepAlive, chunked, expect bool) bodySender {
 	dialer := &net.Dialer{Timeout: 5 * time.Second, Control: smallSendBuffer}
-	client := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{DialContext: dialer.DialContext, DisableKeepAlives: !keepAlive}}
-	return func(u string, header http.Header, body []byte) (*http.Response, string, error) {
-		var r io.Reader = bytes.NewReader(body)
-		if chunked {
-			r = io.MultiReader(r) // hides the length
+	transport := &http.Transport{DialContext: dialer.DialContext, DisableKeepAlives: !keepAlive}
+	if expect {
+		transport.ExpectContinueTimeout = 5 * time.Second
+	}
+	client := &http.Client{Timeout: 10 * time.Second, Transport: transport}
+	return func(u string, header http.Header, body []byte) (*http.Response, string, int64, error) {
+		counted := &countingReader{r: bytes.NewReader(body)}
+		var r io.Reader = counted
+		if !chunked {
+			r = io.NewSectionReader(bytes.NewReader(body), 0, int64(len(body))) // a known length
+			r = io.TeeReader(r, counted)
 		}
 		req, err := http.NewRequest(http.MethodPost, u, r)
 		if err != nil {
-			return nil, "", err
+			return nil, "", 0, err
+		}
+		req.ContentLength = -1
+		if !chunked {
+			req.ContentLength = int64(len(body))
 		}
 		req.Header = header.Clone()
+		if expect {
+			req.Header.Set("Expect", "100-continue")
+		}
 		res, err := client.Do(req)
 		if err != nil {
-			return nil, "", err
+			return nil, "", counted.n.Load(), err
 		}
 		defer res.Body.Close()
 		b, err := io.ReadAll(res.Body)
-		return res, string(b), err
+		return res, string(b), counted.n.Load(), err
 	}
+}
+
+// countingReader counts what is read through it (as a reader) or written to it (as a tee's
+// destination).
+type countingReader struct {
+	r io.Reader
+	n atomic.Int64
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n.Add(int64(n))
+	return n, err
+}
+
+func (c *countingReader) Write(p []byte) (int, error) {
+	c.n.Add(int64(len(p)))
+	return len(p), nil
 }
 
 // rawClient writes the whole request on a small-send-buffer socket before it reads anything, as
 // simple clients do.
-func rawClient(u string, header http.Header, body []byte) (*http.Response, string, error) {
+func rawClient(u string, header http.Header, body []byte) (*http.Response, string, int64, error) {
 	target, err := url.Parse(u)
 	if err != nil {
-		return nil, "", err
+		return nil, "", 0, err
 	}
 	dialer := &net.Dialer{Timeout: 5 * time.Second, Control: smallSendBuffer}
 	conn, err := dialer.Dial("tcp", target.Host)
 	if err != nil {
-		return nil, "", err
+		return nil, "", 0, err
 	}
 	defer conn.Close()
 	conn.SetDeadline(time.Now().Add(10 * time.Second))
@@ -319,15 +352,15 @@ func rawClient(u string, header http.Header, body []byte) (*http.Response, strin
 	header.Write(&head)
 	head.WriteString("\r\n")
 	if _, err := conn.Write(append([]byte(head.String()), body...)); err != nil {
-		return nil, "", err
+		return nil, "", 0, err
 	}
 	res, err := http.ReadResponse(bufio.NewReader(conn), nil)
 	if err != nil {
-		return nil, "", err
+		return nil, "", int64(len(body)), err
 	}
 	defer res.Body.Close()
 	b, err := io.ReadAll(res.Body)
-	return res, string(b), err
+	return res, string(b), int64(len(body)), err
 }
 
 func TestServer_AnswersABodyItDoesNotReadInsteadOfResettingTheConnection(t *testing.T) {
@@ -366,9 +399,10 @@ func TestServer_AnswersABodyItDoesNotReadInsteadOfResettingTheConnection(t *test
 		name string
 		send bodySender
 	}{
-		{"KeepAlive", goClient(true, false)},
-		{"ConnectionClose", goClient(false, false)},
-		{"Chunked", goClient(false, true)},
+		{"KeepAlive", goClient(true, false, false)},
+		{"ConnectionClose", goClient(false, false, false)},
+		{"Chunked", goClient(false, true, false)},
+		{"ExpectContinue", goClient(false, false, true)},
 		{"WritesAllThenReads", rawClient},
 	}
 	for _, e := range endpoints {
@@ -377,7 +411,7 @@ func TestServer_AnswersABodyItDoesNotReadInsteadOfResettingTheConnection(t *test
 				t.Parallel() // each try waits on the network, not the CPU
 				answered := 0
 				for try := range 10 {
-					res, body, err := c.send(base+e.path, e.header, e.body)
+					res, body, sent, err := c.send(base+e.path, e.header, e.body)
 					switch {
 					case err != nil:
 						t.Errorf("try %d: %v", try, err)
@@ -385,6 +419,9 @@ func TestServer_AnswersABodyItDoesNotReadInsteadOfResettingTheConnection(t *test
 						t.Errorf("try %d: %d %.200s, want %d with %s", try, res.StatusCode, body, e.status, e.want)
 					case e.close && !res.Close:
 						t.Errorf("try %d: %d without Connection: close", try, res.StatusCode)
+					case c.name == "ExpectContinue" && !e.close && sent != 0:
+						// The server never read: a client waiting for 100 Continue need not send.
+						t.Errorf("try %d: the client was made to send %d bytes of a body refused unread", try, sent)
 					default:
 						answered++
 					}

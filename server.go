@@ -564,15 +564,34 @@ const maxDrainBytes = 4 << 20
 // "connection reset" instead of the answer — almost always with a small send buffer, or when it
 // writes its whole request before reading. net/http discards unread bodies itself only on
 // connections it keeps open, and only up to 256 KiB. A body announced larger than maxDrainBytes
-// is not drained; net/http then closes after a pause, which is the best that can be done.
+// is not drained; net/http then closes after a pause, which is the best that can be done. Nor is
+// the body of a client that asked to wait for "100 Continue" and never got it (the handler read
+// nothing): it has not sent its body, and reading now would ask for it.
 func drainBodies(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		body := r.Body
-		next.ServeHTTP(w, r)
-		if r.ContentLength != 0 && r.ContentLength <= maxDrainBytes && body != nil && body != http.NoBody {
-			io.CopyN(io.Discard, body, maxDrainBytes)
+		if r.ContentLength == 0 || r.Body == nil || r.Body == http.NoBody {
+			next.ServeHTTP(w, r)
+			return
+		}
+		body := &trackedBody{ReadCloser: r.Body}
+		r2 := r.WithContext(r.Context())
+		r2.Body = body
+		next.ServeHTTP(w, r2)
+		if r.ContentLength <= maxDrainBytes && (body.read || r.Header.Get("Expect") == "") {
+			io.CopyN(io.Discard, r.Body, maxDrainBytes)
 		}
 	})
+}
+
+// trackedBody records whether a handler read from the body at all.
+type trackedBody struct {
+	io.ReadCloser
+	read bool
+}
+
+func (b *trackedBody) Read(p []byte) (int, error) {
+	b.read = true
+	return b.ReadCloser.Read(p)
 }
 
 // noSniff keeps browsers from guessing content types on every endpoint.
