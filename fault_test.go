@@ -1,13 +1,20 @@
 package main
 
 import (
+	"bufio"
+	"bytes"
 	"context"
+	"encoding/json"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -162,21 +169,267 @@ func TestServer_RefusesOversizedHeaders(t *testing.T) {
 	}
 }
 
-func TestServer_ServesMetricsAndSchema(t *testing.T) {
+func TestServer_ServesSchemaButNotMetricsOnThePublicPort(t *testing.T) {
 	base := start(t, t.TempDir())
+	res, err := http.Get(base + "/schema.graphql")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(res.Body)
+	res.Body.Close()
+	if !strings.Contains(string(body), "me: User! @auth") {
+		t.Errorf("/schema.graphql lacks the guarded me field: %.200s", body)
+	}
+	if got := status(t, base+"/metrics"); got != http.StatusNotFound {
+		t.Fatalf("/metrics on the public port: %d, want 404", got)
+	}
+}
+
+func TestServer_ServesMetricsOnMetricsAddrOnly(t *testing.T) {
+	logs := &syncBuffer{}
+	base := startLogged(t, t.TempDir(), logs, "METRICS_ADDR", "127.0.0.1:0", "LOG_FORMAT", "json")
 	graphql(t, base, "", `mutation { login(username: "nobody", password: "some password") { accessToken } }`)
-	for path, want := range map[string]string{
-		"/metrics":        `gqlauth_auth_failures_total{reason="INVALID_CREDENTIALS"} 1`,
-		"/schema.graphql": "me: User! @auth",
-	} {
-		res, err := http.Get(base + path)
-		if err != nil {
-			t.Fatal(err)
+	metrics := "http://" + loggedAddr(t, logs, "serving metrics")
+	res, err := http.Get(metrics + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(res.Body)
+	res.Body.Close()
+	if want := `gqlauth_auth_failures_total{reason="INVALID_CREDENTIALS"} 1`; !strings.Contains(string(body), want) {
+		t.Fatalf("/metrics lacks %q", want)
+	}
+	// The metrics listener serves nothing else, and the public port no metrics.
+	for _, path := range []string{"/query", "/", "/healthz"} {
+		if got := status(t, metrics+path); got != http.StatusNotFound {
+			t.Errorf("metrics listener %s: %d, want 404", path, got)
 		}
-		body, _ := io.ReadAll(res.Body)
-		res.Body.Close()
-		if !strings.Contains(string(body), want) {
-			t.Errorf("%s lacks %q", path, want)
+	}
+	if got := status(t, base+"/metrics"); got != http.StatusNotFound {
+		t.Fatalf("/metrics on the public port: %d, want 404", got)
+	}
+}
+
+func TestServer_ListensOnHostOnly(t *testing.T) {
+	logs := &syncBuffer{}
+	base := startLogged(t, t.TempDir(), logs, "HOST", "127.0.0.1", "LOG_FORMAT", "json")
+	addr := loggedAddr(t, logs, "listening")
+	if !strings.HasPrefix(addr, "127.0.0.1:") {
+		t.Fatalf("listening on %s, want 127.0.0.1", addr)
+	}
+	if got := status(t, base+"/healthz"); got != 200 {
+		t.Fatalf("healthz on 127.0.0.1: %d", got)
+	}
+	// Another loopback address of the same machine is another interface address: nothing there.
+	_, port, _ := net.SplitHostPort(addr)
+	if conn, err := net.DialTimeout("tcp", net.JoinHostPort("127.0.0.2", port), 2*time.Second); err == nil {
+		conn.Close()
+		t.Fatal("the server accepted a connection on 127.0.0.2 with HOST=127.0.0.1")
+	}
+}
+
+// loggedAddr waits for the JSON log line with message msg and returns its addr.
+func loggedAddr(t *testing.T, logs *syncBuffer, msg string) string {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		for _, line := range strings.Split(logs.String(), "\n") {
+			var rec struct{ Msg, Addr string }
+			if json.Unmarshal([]byte(line), &rec) == nil && rec.Msg == msg && rec.Addr != "" {
+				return rec.Addr
+			}
+		}
+	}
+	t.Fatalf("no %q log line with an addr in:\n%s", msg, logs.String())
+	return ""
+}
+
+// syncBuffer is a log destination that tests read while the server writes.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
+}
+
+// smallSendBuffer gives a socket a 4 KiB send buffer, so that a large body is still being sent
+// when the server answers.
+func smallSendBuffer(_, _ string, c syscall.RawConn) error {
+	var err error
+	if cerr := c.Control(func(fd uintptr) {
+		err = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_SNDBUF, 4096)
+	}); cerr != nil {
+		return cerr
+	}
+	return err
+}
+
+// bodySender sends one request with body to url and returns the answer and how many bytes of the
+// body it sent.
+type bodySender func(url string, header http.Header, body []byte) (res *http.Response, answer string, sent int64, err error)
+
+// goClient sends with net/http's client over small-send-buffer sockets; chunked leaves the
+// length unannounced; expect asks to wait for "100 Continue" before sending the body.
+func goClient(keepAlive, chunked, expect bool) bodySender {
+	dialer := &net.Dialer{Timeout: 5 * time.Second, Control: smallSendBuffer}
+	transport := &http.Transport{DialContext: dialer.DialContext, DisableKeepAlives: !keepAlive}
+	if expect {
+		transport.ExpectContinueTimeout = 5 * time.Second
+	}
+	client := &http.Client{Timeout: 10 * time.Second, Transport: transport}
+	return func(u string, header http.Header, body []byte) (*http.Response, string, int64, error) {
+		counted := &countingReader{r: bytes.NewReader(body)}
+		var r io.Reader = counted
+		if !chunked {
+			r = io.NewSectionReader(bytes.NewReader(body), 0, int64(len(body))) // a known length
+			r = io.TeeReader(r, counted)
+		}
+		req, err := http.NewRequest(http.MethodPost, u, r)
+		if err != nil {
+			return nil, "", 0, err
+		}
+		req.ContentLength = -1
+		if !chunked {
+			req.ContentLength = int64(len(body))
+		}
+		req.Header = header.Clone()
+		if expect {
+			req.Header.Set("Expect", "100-continue")
+		}
+		res, err := client.Do(req)
+		if err != nil {
+			return nil, "", counted.n.Load(), err
+		}
+		defer res.Body.Close()
+		b, err := io.ReadAll(res.Body)
+		return res, string(b), counted.n.Load(), err
+	}
+}
+
+// countingReader counts what is read through it (as a reader) or written to it (as a tee's
+// destination).
+type countingReader struct {
+	r io.Reader
+	n atomic.Int64
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n.Add(int64(n))
+	return n, err
+}
+
+func (c *countingReader) Write(p []byte) (int, error) {
+	c.n.Add(int64(len(p)))
+	return len(p), nil
+}
+
+// rawClient writes the whole request on a small-send-buffer socket before it reads anything, as
+// simple clients do.
+func rawClient(u string, header http.Header, body []byte) (*http.Response, string, int64, error) {
+	target, err := url.Parse(u)
+	if err != nil {
+		return nil, "", 0, err
+	}
+	dialer := &net.Dialer{Timeout: 5 * time.Second, Control: smallSendBuffer}
+	conn, err := dialer.Dial("tcp", target.Host)
+	if err != nil {
+		return nil, "", 0, err
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(10 * time.Second))
+	var head strings.Builder
+	fmt.Fprintf(&head, "POST %s HTTP/1.1\r\nHost: %s\r\nContent-Length: %d\r\n", target.RequestURI(), target.Host, len(body))
+	header.Write(&head)
+	head.WriteString("\r\n")
+	if _, err := conn.Write(append([]byte(head.String()), body...)); err != nil {
+		return nil, "", 0, err
+	}
+	res, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		return nil, "", int64(len(body)), err
+	}
+	defer res.Body.Close()
+	b, err := io.ReadAll(res.Body)
+	return res, string(b), int64(len(body)), err
+}
+
+func TestServer_AnswersABodyItDoesNotReadInsteadOfResettingTheConnection(t *testing.T) {
+	base := start(t, t.TempDir(), "ADMIN_USERNAME", "root", "ADMIN_PASSWORD", "correct horse battery")
+	admin := accessToken(t, graphql(t, base, "", `mutation { login(username: "root", password: "correct horse battery") { accessToken } }`), "login")
+	key := graphql(t, base, admin, `mutation { createApiKey(name: "introspection") { secret } }`)["data"].(map[string]any)["createApiKey"].(map[string]any)["secret"].(string)
+	form := "application/x-www-form-urlencoded"
+	headers := func(kv ...string) http.Header {
+		h := http.Header{}
+		for i := 0; i+1 < len(kv); i += 2 {
+			h.Set(kv[i], kv[i+1])
+		}
+		return h
+	}
+	jsonBody := []byte(`{"query":"{ __typename }","variables":{"x":"` + strings.Repeat("x", 1<<20) + `"}}`)
+	formBody := []byte("grant_type=password&username=root&password=" + strings.Repeat("x", 1<<20))
+	endpoints := []struct {
+		name   string
+		path   string
+		header http.Header
+		body   []byte
+		status int
+		want   string // in the body
+		close  bool   // net/http knows the limit was hit: Connection: close
+	}{
+		// Over the body limit, on every endpoint that reads a body.
+		{"QueryOverLimit", "/query", headers("Content-Type", "application/json"), jsonBody, 413, `"code":"GRAPHQL_PARSE_FAILED"`, true},
+		{"TokenOverLimit", "/oauth/token", headers("Content-Type", form), formBody, 413, `"error":"invalid_request"`, true},
+		{"IntrospectOverLimit", "/oauth/introspect", headers("Content-Type", form, "X-API-Key", key), formBody, 413, `"error":"invalid_request"`, true},
+		// Refused before the body is read at all: the same mechanism.
+		{"QueryTextPlain", "/query", headers("Content-Type", "text/plain"), jsonBody, 415, `"code":"GRAPHQL_PARSE_FAILED"`, false},
+		{"TokenJSONBody", "/oauth/token", headers("Content-Type", "application/json"), jsonBody, 400, `"error":"invalid_request"`, false},
+		{"IntrospectWithoutKey", "/oauth/introspect", headers("Content-Type", form), formBody, 401, `"error":"invalid_token"`, false},
+	}
+	clients := []struct {
+		name string
+		send bodySender
+	}{
+		{"KeepAlive", goClient(true, false, false)},
+		{"ConnectionClose", goClient(false, false, false)},
+		{"Chunked", goClient(false, true, false)},
+		{"ExpectContinue", goClient(false, false, true)},
+		{"WritesAllThenReads", rawClient},
+	}
+	for _, e := range endpoints {
+		for _, c := range clients {
+			t.Run(e.name+"/"+c.name, func(t *testing.T) {
+				t.Parallel() // each try waits on the network, not the CPU
+				answered := 0
+				for try := range 10 {
+					res, body, sent, err := c.send(base+e.path, e.header, e.body)
+					switch {
+					case err != nil:
+						t.Errorf("try %d: %v", try, err)
+					case res.StatusCode != e.status || !strings.Contains(body, e.want):
+						t.Errorf("try %d: %d %.200s, want %d with %s", try, res.StatusCode, body, e.status, e.want)
+					case e.close && !res.Close:
+						t.Errorf("try %d: %d without Connection: close", try, res.StatusCode)
+					case c.name == "ExpectContinue" && !e.close && sent != 0:
+						// The server never read: a client waiting for 100 Continue need not send.
+						t.Errorf("try %d: the client was made to send %d bytes of a body refused unread", try, sent)
+					default:
+						answered++
+					}
+				}
+				if answered != 10 {
+					t.Fatalf("%d of 10 tries read the %d", answered, e.status)
+				}
+			})
 		}
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"os"
 	"os/signal"
@@ -54,7 +55,9 @@ func main() {
 
 // Config is the whole configuration, read from the environment by LoadConfig.
 type Config struct {
+	Host            string // interface to listen on; empty: all
 	Port            int
+	MetricsAddr     string // host:port of the /metrics listener; empty: /metrics is not served
 	DatabaseURL     string // empty: embedded SQLite at SQLitePath
 	SQLitePath      string
 	JWTSecret       []byte // empty: generated and kept in the embedded database
@@ -138,8 +141,16 @@ func LoadConfig(getenv func(string) string) (Config, error) {
 		return b
 	}
 
+	// Introspection is on for the embedded development database (GraphiQL's docs and completion
+	// need it) and off in production (DATABASE_URL); INTROSPECTION overrides either way.
+	introspection := "true"
+	if get("DATABASE_URL", "") != "" {
+		introspection = "false"
+	}
 	cfg := Config{
+		Host:            strings.TrimSuffix(strings.TrimPrefix(get("HOST", ""), "["), "]"),
 		Port:            integer("PORT", "8080", 0, 65535),
+		MetricsAddr:     get("METRICS_ADDR", ""),
 		DatabaseURL:     get("DATABASE_URL", ""),
 		SQLitePath:      "gqlauth.db",
 		JWTSecret:       []byte(getenv("JWT_SECRET")),
@@ -176,7 +187,7 @@ func LoadConfig(getenv func(string) string) (Config, error) {
 			MaxRootFields: integer("MAX_ROOT_FIELDS", "20", 1, 100_000),
 			MaxComplexity: integer("MAX_QUERY_COMPLEXITY", "5000", 10, 1_000_000),
 		},
-		Introspection:    boolean("INTROSPECTION", "true"),
+		Introspection:    boolean("INTROSPECTION", introspection),
 		GraphQLDebug:     boolean("GRAPHQL_DEBUG", "false"),
 		TrustedDocuments: get("TRUSTED_DOCUMENTS", ""),
 		TrustedOnly:      boolean("TRUSTED_DOCUMENTS_ONLY", "false"),
@@ -216,6 +227,12 @@ func LoadConfig(getenv func(string) string) (Config, error) {
 		cfg.AccessLog = access
 	default:
 		errs = append(errs, fmt.Errorf("ACCESS_LOG: %q must be all, errors or off", access))
+	}
+	if cfg.Host != "" && !validHost(cfg.Host) {
+		errs = append(errs, fmt.Errorf("HOST: %q is not an IP address or host name such as 127.0.0.1 (the port is PORT)", get("HOST", "")))
+	}
+	if host, port, err := net.SplitHostPort(cfg.MetricsAddr); cfg.MetricsAddr != "" && (err != nil || (host != "" && !validHost(host)) || !validPort(port)) {
+		errs = append(errs, fmt.Errorf("METRICS_ADDR: %q is not a listen address such as 127.0.0.1:9464 or :9464", cfg.MetricsAddr))
 	}
 	proxies, err := auth.ParseProxies(getenv("TRUSTED_PROXIES"))
 	if err != nil {
@@ -257,6 +274,33 @@ func LoadConfig(getenv func(string) string) (Config, error) {
 		return cfg, errs[0]
 	}
 	return cfg, nil
+}
+
+// validHost reports whether host is an IP address or a DNS name, without a port.
+func validHost(host string) bool {
+	if _, err := netip.ParseAddr(host); err == nil {
+		return true
+	}
+	if len(host) > 253 {
+		return false
+	}
+	for label := range strings.SplitSeq(strings.TrimSuffix(host, "."), ".") {
+		if label == "" || len(label) > 63 || label[0] == '-' || label[len(label)-1] == '-' {
+			return false
+		}
+		for _, c := range label {
+			if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-') {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// validPort reports whether port is a decimal port number (0: any free port).
+func validPort(port string) bool {
+	n, err := strconv.Atoi(port)
+	return err == nil && n >= 0 && n <= 65535 && port == strconv.Itoa(n)
 }
 
 // loadOIDC reads OIDC_PROVIDERS and the variables of each provider it names.
@@ -386,7 +430,7 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer, read
 			FailuresPerUser: cfg.UserFailures, UserWindow: cfg.UserFailuresWindow,
 			FailuresPerUserAllClients: cfg.UserFailuresAll,
 		},
-		RefreshCookie: cfg.RefreshCookie, CookieSecure: cfg.CookieSecure, AuditRetention: cfg.AuditRetention,
+		RefreshCookie: cfg.RefreshCookie, CookieSecure: cfg.CookieSecure, Origins: cfg.CORSOrigins, AuditRetention: cfg.AuditRetention,
 		OIDC: cfg.OIDC,
 	})
 	if cfg.AdminUsername != "" {
@@ -426,7 +470,6 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer, read
 	playground := web.Playground()
 	mux.Handle("GET /{$}", playground)
 	mux.Handle("GET /playground/", playground)
-	mux.Handle("GET /metrics", promhttp.HandlerFor(registry, promhttp.HandlerOpts{}))
 	mux.HandleFunc("GET /schema.graphql", func(w http.ResponseWriter, r *http.Request) {
 		// The SDL with directive usages, which introspection cannot show: codegen users want to
 		// know which fields need @auth.
@@ -444,17 +487,32 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer, read
 		io.WriteString(w, "ok\n")
 	})
 
-	ln, err := net.Listen("tcp", net.JoinHostPort("", strconv.Itoa(cfg.Port)))
+	ln, err := net.Listen("tcp", net.JoinHostPort(cfg.Host, strconv.Itoa(cfg.Port)))
 	if err != nil {
+		if cfg.Host != "" {
+			return fmt.Errorf("HOST/PORT: %v", err)
+		}
 		return fmt.Errorf("PORT: %v", err)
 	}
-	srv := &http.Server{
-		Handler:           noSniff(mux),
-		ReadHeaderTimeout: 5 * time.Second,
-		ReadTimeout:       15 * time.Second,
-		WriteTimeout:      30 * time.Second,
-		IdleTimeout:       120 * time.Second,
-		MaxHeaderBytes:    64 << 10,
+	srv := newHTTPServer(drainBodies(noSniff(mux)))
+	// /metrics is not authenticated and names every operation's traffic and failures: it gets a
+	// listener of its own (e.g. loopback, or a port only the scraper can reach), never the public
+	// port, where a reverse proxy on the same host would make every visitor a "local" one.
+	var metricsSrv *http.Server
+	if cfg.MetricsAddr != "" {
+		mln, err := net.Listen("tcp", cfg.MetricsAddr)
+		if err != nil {
+			ln.Close()
+			return fmt.Errorf("METRICS_ADDR: %v", err)
+		}
+		metricsMux := http.NewServeMux()
+		metricsMux.Handle("GET /metrics", promhttp.HandlerFor(registry, promhttp.HandlerOpts{}))
+		metricsSrv = newHTTPServer(noSniff(metricsMux))
+		go metricsSrv.Serve(mln)
+		defer metricsSrv.Close()
+		log.Info("serving metrics", "addr", mln.Addr().String(), "path", "/metrics")
+	} else {
+		log.Info("metrics are not served; set METRICS_ADDR (e.g. 127.0.0.1:9464) to serve /metrics on an address of its own")
 	}
 	go sweep(ctx, svc, log)
 	go svc.ListenForEvents(ctx, nil, func(err error) { log.Warn("event listener lost its connection; reconnecting", "err", err) })
@@ -463,7 +521,11 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer, read
 	}
 
 	addr := ln.Addr().(*net.TCPAddr)
-	log.Info("listening", "addr", addr.String(), "playground", fmt.Sprintf("http://localhost:%d/", addr.Port))
+	browse := "localhost"
+	if ip, err := netip.ParseAddr(cfg.Host); cfg.Host != "" && (err != nil || !(ip.IsUnspecified() || ip.IsLoopback())) {
+		browse = cfg.Host
+	}
+	log.Info("listening", "addr", addr.String(), "playground", "http://"+net.JoinHostPort(browse, strconv.Itoa(addr.Port))+"/")
 	if ready != nil {
 		ready <- addr.String()
 	}
@@ -477,7 +539,63 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer, read
 	log.Info("shutting down", "grace", cfg.ShutdownTimeout.String())
 	shutdownCtx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
 	defer cancel()
+	if metricsSrv != nil {
+		go metricsSrv.Shutdown(shutdownCtx)
+	}
 	return srv.Shutdown(shutdownCtx)
+}
+
+// newHTTPServer is an http.Server with the timeouts and header limit of every listener.
+func newHTTPServer(h http.Handler) *http.Server {
+	return &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       15 * time.Second,
+		WriteTimeout:      30 * time.Second,
+		IdleTimeout:       120 * time.Second,
+		MaxHeaderBytes:    64 << 10,
+	}
+}
+
+// maxDrainBytes bounds how much of a request body the server reads and discards after the handler
+// left it unread.
+const maxDrainBytes = 4 << 20
+
+// drainBodies reads and discards what a handler left unread of a request body (up to
+// maxDrainBytes, within the server's ReadTimeout) before the answer goes out. A client is often
+// still sending when the server answers early (413 for a body over the limit, 415, 400, 401…),
+// and a connection closed with unread data is reset by the kernel: the client would see
+// "connection reset" instead of the answer — almost always with a small send buffer, or when it
+// writes its whole request before reading. net/http discards unread bodies itself only on
+// connections it keeps open, and only up to 256 KiB. A body announced larger than maxDrainBytes
+// is not drained; net/http then closes after a pause, which is the best that can be done. Nor is
+// the body of a client that asked to wait for "100 Continue" and never got it (the handler read
+// nothing): it has not sent its body, and reading now would ask for it.
+func drainBodies(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.ContentLength == 0 || r.Body == nil || r.Body == http.NoBody {
+			next.ServeHTTP(w, r)
+			return
+		}
+		body := &trackedBody{ReadCloser: r.Body}
+		r2 := r.WithContext(r.Context())
+		r2.Body = body
+		next.ServeHTTP(w, r2)
+		if r.ContentLength <= maxDrainBytes && (body.read || r.Header.Get("Expect") == "") {
+			io.CopyN(io.Discard, r.Body, maxDrainBytes)
+		}
+	})
+}
+
+// trackedBody records whether a handler read from the body at all.
+type trackedBody struct {
+	io.ReadCloser
+	read bool
+}
+
+func (b *trackedBody) Read(p []byte) (int, error) {
+	b.read = true
+	return b.ReadCloser.Read(p)
 }
 
 // noSniff keeps browsers from guessing content types on every endpoint.

@@ -34,8 +34,61 @@ func TestLoadConfig_Defaults(t *testing.T) {
 		cfg.ReuseInterval != 10*time.Second || cfg.BcryptCost != 10 || !cfg.SignupEnabled ||
 		cfg.JWTIssuer != "gqlauth" || cfg.JWTAudience != "gqlauth" || cfg.SQLitePath != "gqlauth.db" ||
 		cfg.JWTAlg != "HS256" || cfg.JWKSMaxAge != 10*time.Minute || cfg.KeyPublishDelay != cfg.JWKSMaxAge ||
-		cfg.KeyRotation != 720*time.Hour || cfg.PublicURL != "" || cfg.Sockets != graph.DefaultSocketLimits() {
+		cfg.KeyRotation != 720*time.Hour || cfg.PublicURL != "" || cfg.Sockets != graph.DefaultSocketLimits() ||
+		cfg.Host != "" || cfg.MetricsAddr != "" || !cfg.Introspection {
 		t.Fatalf("defaults: %+v", cfg)
+	}
+}
+
+func TestLoadConfig_IntrospectionOnlyByDefaultWithTheEmbeddedDatabase(t *testing.T) {
+	secret := strings.Repeat("s", 32)
+	postgres := []string{"DATABASE_URL", "postgres://localhost/db", "JWT_SECRET", secret}
+	cases := []struct {
+		name string
+		env  []string
+		want bool
+	}{
+		{"EmbeddedDatabase", nil, true},
+		{"Postgres", postgres, false},
+		{"PostgresTurnedOn", append(postgres, "INTROSPECTION", "true"), true},
+		{"EmbeddedTurnedOff", []string{"INTROSPECTION", "false"}, false},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			cfg, err := LoadConfig(env(c.env...))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if cfg.Introspection != c.want {
+				t.Fatalf("Introspection = %v, want %v", cfg.Introspection, c.want)
+			}
+		})
+	}
+}
+
+func TestLoadConfig_ListenAddresses(t *testing.T) {
+	cases := []struct {
+		name              string
+		env               []string
+		host, metricsAddr string
+	}{
+		{"Loopback", []string{"HOST", "127.0.0.1"}, "127.0.0.1", ""},
+		{"IPv6InBrackets", []string{"HOST", "[::1]"}, "::1", ""},
+		{"HostName", []string{"HOST", "localhost"}, "localhost", ""},
+		{"MetricsOnLoopback", []string{"METRICS_ADDR", "127.0.0.1:9464"}, "", "127.0.0.1:9464"},
+		{"MetricsOnEveryInterface", []string{"METRICS_ADDR", ":9464"}, "", ":9464"},
+		{"MetricsOnIPv6", []string{"METRICS_ADDR", "[::1]:9464"}, "", "[::1]:9464"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			cfg, err := LoadConfig(env(c.env...))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if cfg.Host != c.host || cfg.MetricsAddr != c.metricsAddr {
+				t.Fatalf("Host %q, MetricsAddr %q; want %q, %q", cfg.Host, cfg.MetricsAddr, c.host, c.metricsAddr)
+			}
+		})
 	}
 }
 
@@ -83,6 +136,15 @@ func TestLoadConfig_RejectsBadValuesNamingTheVariable(t *testing.T) {
 		{"LogLevelOffset", []string{"LOG_LEVEL", "info+2"}, "LOG_LEVEL"},
 		{"AccessLogUnknown", []string{"ACCESS_LOG", "sometimes"}, "ACCESS_LOG"},
 		{"LinkVerifiedEmailNotBool", []string{"OIDC_LINK_VERIFIED_EMAIL", "sometimes"}, "OIDC_LINK_VERIFIED_EMAIL"},
+		{"IntrospectionNotBool", []string{"INTROSPECTION", "dev"}, "INTROSPECTION"},
+		{"HostWithPort", []string{"HOST", "127.0.0.1:8080"}, "HOST"},
+		{"HostURL", []string{"HOST", "http://example.com"}, "HOST"},
+		{"HostWithSpace", []string{"HOST", "my host"}, "HOST"},
+		{"MetricsAddrWithoutPort", []string{"METRICS_ADDR", "127.0.0.1"}, "METRICS_ADDR"},
+		{"MetricsAddrPortOnly", []string{"METRICS_ADDR", "9464"}, "METRICS_ADDR"},
+		{"MetricsAddrNamedPort", []string{"METRICS_ADDR", "127.0.0.1:http"}, "METRICS_ADDR"},
+		{"MetricsAddrPortOutOfRange", []string{"METRICS_ADDR", "127.0.0.1:70000"}, "METRICS_ADDR"},
+		{"MetricsAddrURL", []string{"METRICS_ADDR", "http://127.0.0.1:9464/metrics"}, "METRICS_ADDR"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -151,12 +213,18 @@ func badManifest(t *testing.T) string {
 // start runs the server with vars in dir until the test ends and returns its base URL.
 func start(t *testing.T, dir string, vars ...string) string {
 	t.Helper()
+	return startLogged(t, dir, io.Discard, vars...)
+}
+
+// startLogged is start with the server's log written to logs.
+func startLogged(t *testing.T, dir string, logs io.Writer, vars ...string) string {
+	t.Helper()
 	t.Chdir(dir)
 	ctx, cancel := context.WithCancel(context.Background())
 	ready := make(chan string, 1)
 	done := make(chan error, 1)
 	go func() {
-		done <- run(ctx, env(append([]string{"PORT", "0", "BCRYPT_COST", "10"}, vars...)...), io.Discard, ready)
+		done <- run(ctx, env(append([]string{"PORT", "0", "BCRYPT_COST", "10"}, vars...)...), logs, ready)
 	}()
 	t.Cleanup(func() {
 		cancel()

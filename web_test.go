@@ -9,6 +9,7 @@ import (
 	"net/url"
 	"strings"
 	"testing"
+	"time"
 )
 
 // usersCount asks an admin's view of how many users exist.
@@ -181,3 +182,140 @@ func accessTokenFrom(t *testing.T, body, field string) string {
 }
 
 func jsonUnmarshal(s string, v any) error { return json.Unmarshal([]byte(s), v) }
+
+// browserRequest sends one request with the given headers (name, value pairs) and no cookie jar.
+func browserRequest(t *testing.T, method, u, contentType, body string, header ...string) (*http.Response, string) {
+	t.Helper()
+	req, err := http.NewRequest(method, u, strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if contentType != "" {
+		req.Header.Set("Content-Type", contentType)
+	}
+	for i := 0; i+1 < len(header); i += 2 {
+		req.Header.Set(header[i], header[i+1])
+	}
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, _ := io.ReadAll(res.Body)
+	res.Body.Close()
+	return res, string(out)
+}
+
+// cookieServer runs cookie mode with one listed sibling origin and a user "mallory".
+func cookieServer(t *testing.T, vars ...string) string {
+	t.Helper()
+	base := start(t, t.TempDir(), append([]string{"REFRESH_COOKIE", "true", "COOKIE_SECURE", "false",
+		"CORS_ALLOWED_ORIGINS", "https://app.example.com"}, vars...)...)
+	accessToken(t, graphql(t, base, "", `mutation { register(username: "mallory", password: "correct horse battery") { accessToken } }`), "register")
+	return base
+}
+
+func TestCookieMode_RequestsABrowserCanSendCrossSiteNeitherSetNorClearTheCookie(t *testing.T) {
+	base := cookieServer(t)
+	victim := findCookie(mustPost(t, base, `mutation { register(username: "victim", password: "correct horse battery") { accessToken } }`), "gqlauth_refresh")
+	if victim == nil {
+		t.Fatal("no cookie for a JSON POST without Origin")
+	}
+	const login = `mutation { login(username: "mallory", password: "correct horse battery") { accessToken } }`
+	jsonLogin := `{"query":` + quote(login) + `}`
+	form := "application/x-www-form-urlencoded"
+	tokenForm := url.Values{"grant_type": {"password"}, "username": {"mallory"}, "password": {"correct horse battery"}}.Encode()
+	cookie := "gqlauth_refresh=" + victim.Value
+	cases := []struct {
+		name, path, contentType, body string
+		header                        []string
+		status                        int
+		want                          string // in the body
+	}{
+		// The token endpoint takes forms, which any page can post: it never touches the cookie.
+		{"TokenFormFromAnOAuthClient", "/oauth/token", form, tokenForm, nil, 200, `"access_token"`},
+		{"TokenFormCrossSite", "/oauth/token", form, tokenForm, []string{"Origin", "https://evil.example", "Sec-Fetch-Site", "cross-site", "Cookie", cookie}, 200, `"access_token"`},
+		{"TokenFormSameOrigin", "/oauth/token", form, tokenForm, []string{"Origin", base, "Sec-Fetch-Site", "same-origin", "Cookie", cookie}, 200, `"access_token"`},
+		{"TokenBadRefreshWithCookie", "/oauth/token", form, "grant_type=refresh_token&refresh_token=bogus", []string{"Sec-Fetch-Site", "cross-site", "Cookie", cookie}, 400, `"invalid_grant"`},
+		// Simple requests to /query are refused before anything runs.
+		{"QueryFormPost", "/query", form, url.Values{"query": {login}}.Encode(), []string{"Origin", "https://evil.example", "Cookie", cookie}, 415, "GRAPHQL_PARSE_FAILED"},
+		{"QueryTextPlain", "/query", "text/plain", jsonLogin, []string{"Origin", "https://evil.example", "Cookie", cookie}, 415, "GRAPHQL_PARSE_FAILED"},
+		{"QueryMultipart", "/query", "multipart/form-data; boundary=x", "--x\r\nContent-Disposition: form-data; name=\"operations\"\r\n\r\n" + jsonLogin + "\r\n--x--", []string{"Origin", "https://evil.example", "Cookie", cookie}, 415, "GRAPHQL_PARSE_FAILED"},
+		// JSON from elsewhere (a browser would need an approved preflight; a CORS mistake must not be enough).
+		{"QueryJSONCrossSite", "/query", "application/json", jsonLogin, []string{"Origin", "https://app.example.com", "Sec-Fetch-Site", "cross-site", "Cookie", cookie}, 200, `"login"`},
+		{"QueryJSONUnlistedSibling", "/query", "application/json", jsonLogin, []string{"Origin", "https://evil.example.com", "Sec-Fetch-Site", "same-site", "Cookie", cookie}, 200, `"login"`},
+		{"QueryJSONSecFetchSiteNone", "/query", "application/json", jsonLogin, []string{"Sec-Fetch-Site", "none", "Cookie", cookie}, 200, `"login"`},
+		{"QueryJSONForeignOriginOlderBrowser", "/query", "application/json", jsonLogin, []string{"Origin", "https://evil.example", "Cookie", cookie}, 200, `"login"`},
+		{"QueryJSONNullOrigin", "/query", "application/json", jsonLogin, []string{"Origin", "null", "Cookie", cookie}, 200, `"login"`},
+		{"QueryJSONLookalikeOrigin", "/query", "application/json", jsonLogin, []string{"Origin", "https://app.example.com.evil.example", "Cookie", cookie}, 200, `"login"`},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			res, body := browserRequest(t, http.MethodPost, base+c.path, c.contentType, c.body, c.header...)
+			if res.StatusCode != c.status || !strings.Contains(body, c.want) {
+				t.Fatalf("got %d %.300s, want %d with %s", res.StatusCode, body, c.status, c.want)
+			}
+			if got := res.Header.Values("Set-Cookie"); len(got) != 0 {
+				t.Fatalf("Set-Cookie on a request a browser can send cross-site: %q", got)
+			}
+		})
+	}
+	// The victim's cookie still signs the victim in.
+	res, body := browserRequest(t, http.MethodPost, base+"/query", "application/json", `{"query":"mutation { refresh { user { username } } }"}`, "Cookie", cookie)
+	if !strings.Contains(body, `"username":"victim"`) || findCookie(res, "gqlauth_refresh") == nil {
+		t.Fatalf("the victim's refresh: %s", body)
+	}
+}
+
+func TestCookieMode_CrossSiteRefreshNeitherUsesNorRotatesTheCookie(t *testing.T) {
+	base := cookieServer(t, "REFRESH_REUSE_INTERVAL", "1ms")
+	victim := findCookie(mustPost(t, base, `mutation { register(username: "victim", password: "correct horse battery") { accessToken } }`), "gqlauth_refresh")
+	cookie := "gqlauth_refresh=" + victim.Value
+	refresh := `{"query":"mutation { refresh { user { username } } }"}`
+	for _, header := range [][]string{
+		{"Sec-Fetch-Site", "cross-site", "Origin", "https://app.example.com"},
+		{"Sec-Fetch-Site", "same-site", "Origin", "https://evil.example.com"},
+		{"Origin", "https://evil.example"},
+		{"Origin", "null"},
+	} {
+		res, body := browserRequest(t, http.MethodPost, base+"/query", "application/json", refresh, append(header, "Cookie", cookie)...)
+		if !strings.Contains(body, "INVALID_REFRESH_TOKEN") || len(res.Header.Values("Set-Cookie")) != 0 {
+			t.Fatalf("%q: %s (Set-Cookie %q)", header, body, res.Header.Values("Set-Cookie"))
+		}
+	}
+	// Had any of them rotated the session, the cookie would now be a replayed token.
+	time.Sleep(10 * time.Millisecond)
+	_, body := browserRequest(t, http.MethodPost, base+"/query", "application/json", refresh, "Sec-Fetch-Site", "same-origin", "Origin", base, "Cookie", cookie)
+	if !strings.Contains(body, `"username":"victim"`) {
+		t.Fatalf("the victim's own refresh: %s", body)
+	}
+}
+
+func TestCookieMode_SameOriginListedSiblingAndNonBrowserClientsGetTheCookie(t *testing.T) {
+	base := cookieServer(t)
+	login := `{"query":"mutation { login(username: \"mallory\", password: \"correct horse battery\") { accessToken } }"}`
+	for name, header := range map[string][]string{
+		"NoOriginNonBrowser":      nil,
+		"SameOrigin":              {"Origin", base, "Sec-Fetch-Site", "same-origin"},
+		"SameOriginOlderBrowser":  {"Origin", base},
+		"ListedSibling":           {"Origin", "https://app.example.com", "Sec-Fetch-Site", "same-site"},
+		"ListedSiblingOlderBrwsr": {"Origin", "https://app.example.com"},
+		"ContentTypeWithCharset":  {"Content-Type", "application/json; charset=utf-8", "Sec-Fetch-Site", "same-origin"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			res, body := browserRequest(t, http.MethodPost, base+"/query", "application/json", login, header...)
+			if c := findCookie(res, "gqlauth_refresh"); c == nil || c.Value == "" {
+				t.Fatalf("no refresh cookie: %s", body)
+			}
+		})
+	}
+}
+
+// mustPost sends a JSON GraphQL POST without Origin and returns the response.
+func mustPost(t *testing.T, base, query string) *http.Response {
+	t.Helper()
+	res, body := browserRequest(t, http.MethodPost, base+"/query", "application/json", `{"query":`+quote(query)+`}`)
+	if res.StatusCode != 200 || strings.Contains(body, `"errors"`) {
+		t.Fatalf("%s: %d %s", query, res.StatusCode, body)
+	}
+	return res
+}

@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -171,8 +172,19 @@ func (p Proxies) trusts(addr netip.Addr) bool {
 	return false
 }
 
-// ClientIP is the address of the peer, or, when the peer is a trusted proxy, the right-most
-// address in X-Forwarded-For that is not a trusted proxy (the left part is client-controlled).
+// ClientIP is the address of the peer, or, when the peer is a trusted proxy, the right-most entry
+// in X-Forwarded-For that is not a trusted proxy (the left part is client-controlled).
+//
+// That entry is the client whatever it holds. An IP with a port ("1.2.3.4:5", "[2001:db8::1]:443",
+// as some load balancers write it) or in brackets counts as that IP. Anything else — "unknown",
+// an RFC 7239 obfuscated identifier such as "_hidden", an empty entry, garbage — is returned as an
+// opaque client of its own, `xff:"<entry>"` (quoted, at most 64 bytes of it): its own rate-limit
+// bucket, never the proxy's. Falling back to the proxy would put every such client into one
+// bucket that any of them could exhaust for all; skipping to the entry further left would let the
+// client choose its bucket. Only a trusted proxy writes the right-most entry, so its content
+// is not the client's choice unless the proxy passes the header through unchanged — and such a
+// proxy lets a client name any valid IP anyway. A trusted proxy that sends no X-Forwarded-For at
+// all is itself the client.
 func (p Proxies) ClientIP(r *http.Request) string {
 	host, _, err := net.SplitHostPort(r.RemoteAddr)
 	if err != nil {
@@ -183,21 +195,38 @@ func (p Proxies) ClientIP(r *http.Request) string {
 		return host
 	}
 	peer = peer.Unmap()
-	if !p.trusts(peer) {
+	values := r.Header.Values("X-Forwarded-For")
+	if !p.trusts(peer) || len(values) == 0 {
 		return peer.String()
 	}
-	hops := strings.Split(strings.Join(r.Header.Values("X-Forwarded-For"), ","), ",")
+	hops := strings.Split(strings.Join(values, ","), ",")
 	for i := len(hops) - 1; i >= 0; i-- {
-		hop, err := netip.ParseAddr(strings.TrimSpace(hops[i]))
-		if err != nil {
-			break
+		entry := strings.TrimSpace(hops[i])
+		hop, ok := forwardedAddr(entry)
+		if !ok {
+			return "xff:" + strconv.Quote(truncate(entry, 64))
 		}
-		if hop = hop.Unmap(); !p.trusts(hop) {
+		if !p.trusts(hop) {
 			return hop.String()
 		}
 		peer = hop
 	}
-	return peer.String()
+	return peer.String() // every entry is a trusted proxy
+}
+
+// forwardedAddr reads one X-Forwarded-For entry: an IP, optionally in brackets or with a port.
+func forwardedAddr(entry string) (netip.Addr, bool) {
+	var addr netip.Addr
+	if ap, err := netip.ParseAddrPort(entry); err == nil {
+		addr = ap.Addr()
+	} else if inner, ok := strings.CutPrefix(entry, "["); ok && strings.HasSuffix(inner, "]") {
+		if addr, err = netip.ParseAddr(strings.TrimSuffix(inner, "]")); err != nil || !addr.Is6() {
+			return netip.Addr{}, false
+		}
+	} else if addr, err = netip.ParseAddr(entry); err != nil {
+		return netip.Addr{}, false
+	}
+	return addr.Unmap().WithZone(""), true
 }
 
 // UserAgent returns the User-Agent of the request in ctx, truncated.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"mime"
 	"net/http"
 	"net/url"
@@ -17,6 +18,10 @@ import (
 // (§4.1.3 with PKCE), so that standard OAuth2 clients can sign in. It runs
 // the same code as the login and refresh mutations: same sessions, rotation, reuse detection,
 // rate limits and disabled-user rules. It must be served behind Middleware.
+//
+// It never reads, sets or clears the refresh cookie of cookie mode: a form POST is a request any
+// page can send cross-site without a preflight, so cookieRequest refuses it (login CSRF). OAuth
+// clients keep the refresh token from the response body.
 func (s *Service) TokenHandler() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Cache-Control", "no-store")
@@ -30,9 +35,7 @@ func (s *Service) TokenHandler() http.Handler {
 			oauthError(w, http.StatusBadRequest, "invalid_request", "the body must be application/x-www-form-urlencoded")
 			return
 		}
-		r.Body = http.MaxBytesReader(w, r.Body, 16<<10)
-		if err := r.ParseForm(); err != nil {
-			oauthError(w, http.StatusBadRequest, "invalid_request", "the body is not a valid form")
+		if !readForm(w, r) {
 			return
 		}
 		form := r.PostForm
@@ -93,6 +96,25 @@ func (s *Service) TokenHandler() http.Handler {
 			"refresh_token": payload.RefreshToken,
 		})
 	})
+}
+
+// MaxFormBytes bounds the body of the form-encoded endpoints (/oauth/token, /oauth/introspect).
+const MaxFormBytes = 16 << 10
+
+// readForm parses the form body of r, answering 413 or 400 itself when it cannot.
+func readForm(w http.ResponseWriter, r *http.Request) bool {
+	r.Body = LimitBody(w, r, MaxFormBytes)
+	err := r.ParseForm()
+	var tooLarge *http.MaxBytesError
+	switch {
+	case errors.As(err, &tooLarge):
+		oauthError(w, http.StatusRequestEntityTooLarge, "invalid_request", fmt.Sprintf("the body exceeds %d bytes", MaxFormBytes))
+		return false
+	case err != nil:
+		oauthError(w, http.StatusBadRequest, "invalid_request", "the body is not a valid form")
+		return false
+	}
+	return true
 }
 
 // validForm reports whether every name and value of a form is UTF-8 text without NUL.

@@ -38,6 +38,9 @@ type ServiceConfig struct {
 	// lets refresh read it from there; CookieSecure marks that cookie Secure (HTTPS only).
 	RefreshCookie bool
 	CookieSecure  bool
+	// Origins are the other origins (CORS_ALLOWED_ORIGINS) whose requests may use the refresh
+	// cookie, besides the server's own; see cookieRequest.
+	Origins []string
 	// AuditRetention is how long audit events are kept; 0 keeps them for ever.
 	AuditRetention time.Duration
 	// OIDC configures sign-in through OpenID Connect providers; none by default.
@@ -267,8 +270,8 @@ func (s *Service) Refresh(ctx context.Context, token string) (*model.AuthPayload
 		return nil, err
 	}
 	fromCookie := false
-	if ra := fromContext(ctx); token == "" && s.cfg.RefreshCookie && ra != nil && ra.refreshCookie != "" {
-		token, fromCookie = ra.refreshCookie, true
+	if cookie := s.presentedCookie(ctx); token == "" && cookie != "" {
+		token, fromCookie = cookie, true
 	}
 	sessionID, ok := RefreshTokenSession(token)
 	if !ok {

@@ -92,8 +92,10 @@ func (s *Service) IntrospectionHandler() http.Handler {
 			oauthError(w, http.StatusBadRequest, "invalid_request", "the body must be application/x-www-form-urlencoded")
 			return
 		}
-		r.Body = http.MaxBytesReader(w, r.Body, 16<<10)
-		if err := r.ParseForm(); err != nil || !validForm(r.PostForm) {
+		if !readForm(w, r) {
+			return
+		}
+		if !validForm(r.PostForm) {
 			oauthError(w, http.StatusBadRequest, "invalid_request", "the body is not a valid form")
 			return
 		}

@@ -98,6 +98,34 @@ func TestRateLimit_ClientIPFromTrustedProxyOnly(t *testing.T) {
 	}
 }
 
+func TestRateLimit_UnparsableForwardedForNeverSharesTheProxysBucket(t *testing.T) {
+	// The test client connects from 127.0.0.1, a trusted proxy here. Its own requests (no
+	// X-Forwarded-For) use up its quota; a client whose entry cannot be read must not be counted
+	// there, nor in the bucket of another unreadable entry.
+	clk := &clock{now: time.Now().UTC()}
+	proxies, _ := auth.ParseProxies("127.0.0.1")
+	s := newServerOn(t, storetest.Open(t, storetest.SQLite), clk, withTrustedProxies(proxies), withRateLimits(auth.Limits{
+		Counter: ratelimit.NewMemory(clk.Now), PerClient: 1, ClientWindow: time.Minute,
+	}))
+	login := func(xff []string) response {
+		h := http.Header{}
+		for _, v := range xff {
+			h.Add("X-Forwarded-For", v)
+		}
+		return s.do(t, call{Query: `mutation { login(username: "nobody", password: "some password") { accessToken } }`, Header: h})
+	}
+	login(nil).wantError(t, "UNAUTHENTICATED", "INVALID_CREDENTIALS")
+	login(nil).wantError(t, "TOO_MANY_REQUESTS", "") // the proxy's bucket is used up
+	for _, xff := range [][]string{
+		{"garbage"}, {""}, {"unknown"}, {"_hidden"}, {"1.2.3.4:5"}, {"198.51.100.7", "junk"}, {"[2001:db8::1]:443"},
+	} {
+		t.Run(fmt.Sprintf("%q", xff), func(t *testing.T) {
+			login(xff).wantError(t, "UNAUTHENTICATED", "INVALID_CREDENTIALS")
+			login(xff).wantError(t, "TOO_MANY_REQUESTS", "") // a bucket of its own, counted
+		})
+	}
+}
+
 func TestRateLimit_IPv6ClientsCountedByTheirSlash64(t *testing.T) {
 	// One subscriber usually holds a whole /64; counting each address would give them 2^64 quotas.
 	clk := &clock{now: time.Now().UTC()}
