@@ -86,7 +86,7 @@ func (s *Service) CreateAPIKey(ctx context.Context, name string, role *model.Rol
 		ID: uuid.Must(uuid.NewV7()).String(), UserID: p.User.ID, Name: name, Prefix: secret[:apiKeyDisplayLength],
 		SecretHash: HashRefreshToken(secret), Role: keyRole, CreatedAt: now, ExpiresAt: now.Add(lifetime),
 	}
-	err = s.db.Transact(ctx, func(tx *store.DB) error {
+	err = s.db.Transact(ctx, func(tx *store.Tx) error {
 		// The cap is checked where it is enforced: the owner's row is locked (Postgres; SQLite
 		// runs one writing transaction at a time), so concurrent creations of one user, on any
 		// instance, count and insert in turn and none can count before another's insert.
@@ -132,7 +132,7 @@ func (s *Service) RevokeAPIKey(ctx context.Context, id string) (bool, error) {
 	}
 	actor, session := actorOf(ctx)
 	var ok bool
-	err = s.db.Transact(ctx, func(tx *store.DB) error {
+	err = s.db.Transact(ctx, func(tx *store.Tx) error {
 		name, err := tx.APIKeyName(ctx, p.User.ID, id)
 		if err != nil {
 			return err

@@ -11,9 +11,10 @@ import (
 	"gqlauth/store"
 )
 
-// Audit events are written through the store on the same handle as the change they record, so a
-// change and its record commit or roll back together. Events that change nothing (a failed
-// sign-in, a rate limit) are written on their own.
+// Audit events are written with store.Tx.RecordEvent, in the transaction of the change they
+// record, so a change and its record commit or roll back together: the plain store.DB cannot
+// write one. Events that change nothing (a failed sign-in, a rate limit) are written on their own
+// with store.DB.RecordStandaloneEvent (recordAlone).
 
 // MaxAuditPage caps the first argument of the audit queries.
 const MaxAuditPage = 100
@@ -45,7 +46,7 @@ func optional(s string) *string {
 // recordAlone writes an event that records no change. A failure is logged, not returned: the
 // request it describes has failed already, and must not fail differently because of the log.
 func (s *Service) recordAlone(ctx context.Context, e *model.AuditEvent) {
-	if err := s.db.RecordEvent(context.WithoutCancel(ctx), e); err != nil {
+	if err := s.db.RecordStandaloneEvent(context.WithoutCancel(ctx), e); err != nil {
 		s.log.ErrorContext(ctx, "audit event not recorded", "type", e.Type, "err", err)
 	}
 }

@@ -113,7 +113,7 @@ func NewKeyRing(ctx context.Context, db *store.DB, cfg KeyRingConfig) (*KeyRing,
 	if r.log == nil {
 		r.log = slog.Default()
 	}
-	err = db.WithKeyLock(ctx, func(tx *store.DB) error {
+	err = db.WithKeyLock(ctx, func(tx *store.Tx) error {
 		keys, err := tx.SigningKeys(ctx)
 		if err != nil {
 			return err
@@ -345,9 +345,9 @@ func (r *KeyRing) key(kid string) *ringKey {
 
 // Rotate creates a key that is published at once and signs after the publish delay. record
 // writes the audit event in the same transaction.
-func (r *KeyRing) Rotate(ctx context.Context, record func(tx *store.DB, kid string) error) (*model.SigningKey, error) {
+func (r *KeyRing) Rotate(ctx context.Context, record func(tx *store.Tx, kid string) error) (*model.SigningKey, error) {
 	var row *model.SigningKey
-	err := r.db.WithKeyLock(ctx, func(tx *store.DB) (err error) {
+	err := r.db.WithKeyLock(ctx, func(tx *store.Tx) (err error) {
 		row, err = r.addNext(ctx, tx, r.clock(), record)
 		return err
 	})
@@ -363,11 +363,11 @@ func (r *KeyRing) Rotate(ctx context.Context, record func(tx *store.DB, kid stri
 
 // RotateIfDue rotates when the current key has signed for the rotation period and no newer key
 // is waiting. Instances take turns on the lock, so one rotation happens, not one per instance.
-func (r *KeyRing) RotateIfDue(ctx context.Context, record func(tx *store.DB, kid string) error) error {
+func (r *KeyRing) RotateIfDue(ctx context.Context, record func(tx *store.Tx, kid string) error) error {
 	if r.rotation <= 0 {
 		return nil
 	}
-	return r.db.WithKeyLock(ctx, func(tx *store.DB) error {
+	return r.db.WithKeyLock(ctx, func(tx *store.Tx) error {
 		keys, err := tx.SigningKeys(ctx)
 		if err != nil {
 			return err
@@ -392,7 +392,7 @@ func (r *KeyRing) RotateIfDue(ctx context.Context, record func(tx *store.DB, kid
 }
 
 // addNext stores a new key that signs after the publish delay, and records it, on tx.
-func (r *KeyRing) addNext(ctx context.Context, tx *store.DB, now time.Time, record func(tx *store.DB, kid string) error) (*model.SigningKey, error) {
+func (r *KeyRing) addNext(ctx context.Context, tx *store.Tx, now time.Time, record func(tx *store.Tx, kid string) error) (*model.SigningKey, error) {
 	row, err := r.generate(now, now.Add(r.publishDelay))
 	if err != nil {
 		return nil, err
@@ -408,9 +408,9 @@ var ErrOnlySigningKey = errors.New("only signing key")
 
 // Revoke revokes key kid. Revoking the current key promotes the newest NEXT key at once; with
 // none, it is ErrOnlySigningKey. It reports whether kid was a live key.
-func (r *KeyRing) Revoke(ctx context.Context, kid string, record func(tx *store.DB) error) (bool, error) {
+func (r *KeyRing) Revoke(ctx context.Context, kid string, record func(tx *store.Tx) error) (bool, error) {
 	found := false
-	err := r.db.WithKeyLock(ctx, func(tx *store.DB) error {
+	err := r.db.WithKeyLock(ctx, func(tx *store.Tx) error {
 		keys, err := tx.SigningKeys(ctx)
 		if err != nil {
 			return err

@@ -477,7 +477,7 @@ func (s *Service) signInIdentity(ctx context.Context, provider string, flow *mod
 	now := s.clock()
 	code := randomToken(32)
 	// A refusal is returned from the transaction, so that nothing it wrote stays.
-	err := s.db.Transact(ctx, func(tx *store.DB) error {
+	err := s.db.Transact(ctx, func(tx *store.Tx) error {
 		var user *model.User
 		identity, err := tx.IdentityBySubject(ctx, provider, claims.Subject)
 		switch {
@@ -514,8 +514,8 @@ func (s *Service) signInIdentity(ctx context.Context, provider string, flow *mod
 // newIdentity decides what an identity seen for the first time signs in to: an account whose
 // email it shares, only when so configured, the provider says the email is verified and this
 // server verified the account's address; otherwise a new account, unless an account has that
-// email. db must be a transaction.
-func (s *Service) newIdentity(ctx context.Context, db *store.DB, provider string, claims *providerClaims, now time.Time) (*model.User, error) {
+// email. It runs in the transaction db.
+func (s *Service) newIdentity(ctx context.Context, db *store.Tx, provider string, claims *providerClaims, now time.Time) (*model.User, error) {
 	identity := &model.Identity{Provider: provider, Subject: claims.Subject, LinkedAt: now}
 	if claims.Email != "" {
 		identity.Email = &claims.Email
@@ -704,7 +704,7 @@ func (s *Service) CompleteIdentityLink(ctx context.Context, code, codeVerifier s
 		return nil, invalid
 	}
 	var identity *model.Identity
-	err = s.db.Transact(ctx, func(tx *store.DB) error {
+	err = s.db.Transact(ctx, func(tx *store.Tx) error {
 		// The lock makes a logout of this session and the link take turns.
 		sess, user, err := tx.LockSession(ctx, p.Session.ID)
 		switch {
@@ -715,7 +715,7 @@ func (s *Service) CompleteIdentityLink(ctx context.Context, code, codeVerifier s
 		case user.Disabled:
 			return model.Forbidden(model.AuthErrorReasonAccountDisabled)
 		}
-		existing, err := linkCheck(ctx, tx, c.Provider, *c.Subject, user.ID)
+		existing, err := linkCheck(ctx, tx.DB, c.Provider, *c.Subject, user.ID)
 		switch {
 		case errors.Is(err, errLinkedElsewhere) || errors.Is(err, errProviderLinked):
 			return model.BadInput("code", err.Error())
@@ -753,7 +753,7 @@ func (s *Service) ExchangeAuthCode(ctx context.Context, code, codeVerifier strin
 	}
 	var payload *model.AuthPayload
 	var outcome error
-	err := s.db.Transact(ctx, func(tx *store.DB) error {
+	err := s.db.Transact(ctx, func(tx *store.Tx) error {
 		c, err := tx.TakeAuthCode(ctx, sha256Hex(code))
 		if errors.Is(err, store.ErrNotFound) {
 			outcome = model.Unauthenticated(model.AuthErrorReasonInvalidCredentials)
@@ -819,7 +819,7 @@ func (s *Service) UnlinkIdentity(ctx context.Context, provider string) (bool, er
 	if err != nil {
 		return false, err
 	}
-	err = s.db.Transact(ctx, func(tx *store.DB) error {
+	err = s.db.Transact(ctx, func(tx *store.Tx) error {
 		// The lock makes two unlinks of one account take turns, so that they cannot each leave
 		// the other's identity as the last way in and then both remove theirs.
 		user, err := tx.LockUser(ctx, p.User.ID)
@@ -860,7 +860,7 @@ func (s *Service) SetPassword(ctx context.Context, newPassword string) (bool, er
 	if err != nil {
 		return false, s.check(ctx, "SetPassword", err)
 	}
-	err = s.db.Transact(ctx, func(tx *store.DB) error {
+	err = s.db.Transact(ctx, func(tx *store.Tx) error {
 		if err := tx.SetFirstPassword(ctx, p.User.ID, hash); errors.Is(err, store.ErrNotFound) {
 			return model.BadInput("newPassword", "the account has a password already; use changePassword")
 		} else if err != nil {

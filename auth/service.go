@@ -106,7 +106,7 @@ func (s *Service) Register(ctx context.Context, username, password string, email
 		return nil, err
 	}
 	var payload *model.AuthPayload
-	err = s.db.Transact(ctx, func(tx *store.DB) error {
+	err = s.db.Transact(ctx, func(tx *store.Tx) error {
 		if err := tx.CreateUser(ctx, u); err != nil {
 			return err
 		}
@@ -123,7 +123,7 @@ func (s *Service) CreateUser(ctx context.Context, username, password string, ema
 		return nil, err
 	}
 	actor, session := actorOf(ctx)
-	err = s.db.Transact(ctx, func(tx *store.DB) error {
+	err = s.db.Transact(ctx, func(tx *store.Tx) error {
 		if err := tx.CreateUser(ctx, u); err != nil {
 			return err
 		}
@@ -205,7 +205,7 @@ func (s *Service) Login(ctx context.Context, username, password string) (*model.
 		}
 	}
 	var payload *model.AuthPayload
-	err = s.db.Transact(ctx, func(tx *store.DB) error {
+	err = s.db.Transact(ctx, func(tx *store.Tx) error {
 		payload, err = s.startSession(ctx, tx, u, model.AuditEventTypeSignIn, "")
 		return err
 	})
@@ -213,8 +213,8 @@ func (s *Service) Login(ctx context.Context, username, password string) (*model.
 }
 
 // startSession creates a session for u, records how it began (detail: through which provider, if
-// any), and returns its first token pair. db must be a transaction.
-func (s *Service) startSession(ctx context.Context, db *store.DB, u *model.User, how model.AuditEventType, detail string) (*model.AuthPayload, error) {
+// any), and returns its first token pair, in the transaction db.
+func (s *Service) startSession(ctx context.Context, db *store.Tx, u *model.User, how model.AuditEventType, detail string) (*model.AuthPayload, error) {
 	now := s.clock()
 	id := uuid.Must(uuid.NewV7()).String()
 	refresh := NewRefreshToken(id)
@@ -289,7 +289,7 @@ func (s *Service) Refresh(ctx context.Context, token string) (*model.AuthPayload
 		successor string
 		outcome   error // a refusal that must not roll back what the transaction wrote
 	)
-	err := s.db.Transact(ctx, func(tx *store.DB) error {
+	err := s.db.Transact(ctx, func(tx *store.Tx) error {
 		var err error
 		if sessionID != "" {
 			sess, user, err = tx.LockSession(ctx, sessionID)
@@ -425,7 +425,7 @@ func (s *Service) Logout(ctx context.Context, scope model.LogoutScope) (bool, er
 		model.LogoutScopeOthers:  store.RevokeOthers,
 		model.LogoutScopeAll:     store.RevokeAll,
 	}[scope]
-	err = s.db.Transact(ctx, func(tx *store.DB) error {
+	err = s.db.Transact(ctx, func(tx *store.Tx) error {
 		if _, err := tx.RevokeSessions(ctx, p.User.ID, p.Session.ID, revoke, s.clock()); err != nil {
 			return err
 		}
@@ -481,7 +481,7 @@ func (s *Service) ChangePassword(ctx context.Context, current, next string) (boo
 	if err != nil {
 		return false, s.check(ctx, "ChangePassword", err)
 	}
-	err = s.db.Transact(ctx, func(tx *store.DB) error {
+	err = s.db.Transact(ctx, func(tx *store.Tx) error {
 		if err := tx.SetPasswordHash(ctx, p.User.ID, hash); err != nil {
 			return err
 		}
@@ -517,7 +517,7 @@ func (s *Service) SetUserRole(ctx context.Context, id string, role model.Role) (
 	}
 	actor, session := actorOf(ctx)
 	var u *model.User
-	err := s.db.Transact(ctx, func(tx *store.DB) error {
+	err := s.db.Transact(ctx, func(tx *store.Tx) error {
 		var err error
 		if u, err = tx.SetUserRole(ctx, id, role); err != nil {
 			return err
@@ -539,7 +539,7 @@ func (s *Service) SetUserDisabled(ctx context.Context, id string, disabled bool)
 		typ = model.AuditEventTypeUserDisabled
 	}
 	var u *model.User
-	err := s.db.Transact(ctx, func(tx *store.DB) error {
+	err := s.db.Transact(ctx, func(tx *store.Tx) error {
 		var err error
 		if u, err = tx.SetUserDisabled(ctx, id, disabled, s.clock()); err != nil {
 			return err
@@ -561,7 +561,7 @@ func (s *Service) EnsureAdmin(ctx context.Context, username, password string) (b
 	if err != nil {
 		return false, err
 	}
-	err = s.db.Transact(ctx, func(tx *store.DB) error {
+	err = s.db.Transact(ctx, func(tx *store.Tx) error {
 		if err := tx.CreateUser(ctx, u); err != nil {
 			return err
 		}

@@ -34,7 +34,7 @@ func (s *Service) RotateSigningKey(ctx context.Context) (*model.SigningKey, erro
 		return nil, errNoKeys()
 	}
 	actor, session := actorOf(ctx)
-	k, err := s.tokens.keys.Rotate(ctx, func(tx *store.DB, kid string) error {
+	k, err := s.tokens.keys.Rotate(ctx, func(tx *store.Tx, kid string) error {
 		return tx.RecordEvent(ctx, s.event(ctx, model.AuditEventTypeSigningKeyRotated, actor, "", session, kid))
 	})
 	return k, s.check(ctx, "RotateSigningKey", err)
@@ -45,7 +45,7 @@ func (s *Service) RotateSigningKeyIfDue(ctx context.Context) error {
 	if s.tokens.keys == nil {
 		return nil
 	}
-	return s.tokens.keys.RotateIfDue(ctx, func(tx *store.DB, kid string) error {
+	return s.tokens.keys.RotateIfDue(ctx, func(tx *store.Tx, kid string) error {
 		return tx.RecordEvent(ctx, s.event(ctx, model.AuditEventTypeSigningKeyRotated, "", "", "", "scheduled: "+kid))
 	})
 }
@@ -59,7 +59,7 @@ func (s *Service) RevokeSigningKey(ctx context.Context, kid string) (bool, error
 		return false, errNoKeys()
 	}
 	actor, session := actorOf(ctx)
-	ok, err := s.tokens.keys.Revoke(ctx, kid, func(tx *store.DB) error {
+	ok, err := s.tokens.keys.Revoke(ctx, kid, func(tx *store.Tx) error {
 		return tx.RecordEvent(ctx, s.event(ctx, model.AuditEventTypeSigningKeyRevoked, actor, "", session, kid))
 	})
 	switch {

@@ -423,7 +423,7 @@ func TestAPIKey_SweepWorksInBatches(t *testing.T) {
 		// take a while to revoke 2,345 keys).
 		const dead = 2345
 		ctx := context.Background()
-		err := s.DB.Transact(ctx, func(tx *store.DB) error {
+		err := s.DB.Transact(ctx, func(tx *store.Tx) error {
 			at := s.Clock.Now().UTC().Add(-auth.DeadAPIKeyRetention - time.Hour)
 			for i := range dead {
 				id := uuid.Must(uuid.NewV7()).String()

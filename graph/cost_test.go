@@ -47,7 +47,7 @@ func (s *server) seedEvents(t testing.TB, n int, userID string, actorOf func(i i
 		if actor != "" {
 			e.ActorID = &actor
 		}
-		if err := s.DB.RecordEvent(context.Background(), e); err != nil {
+		if err := s.DB.RecordStandaloneEvent(context.Background(), e); err != nil {
 			t.Fatal(err)
 		}
 	}

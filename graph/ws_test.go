@@ -651,7 +651,7 @@ func wantRefused(t testing.TB, msgs []wsMessage, code, reason string) {
 // an instance the event has not reached yet, or when it was lost): every operation started after
 // it must see it by itself, exactly as a fresh request would.
 func TestSocket_EveryOperationIsAuthorizedAsAFreshRequestWould(t *testing.T) {
-	noEvent := func(*store.DB) error { return nil }
+	noEvent := func(*store.Tx) error { return nil }
 	cases := []struct {
 		name         string
 		opts         []option
@@ -684,7 +684,7 @@ func TestSocket_EveryOperationIsAuthorizedAsAFreshRequestWould(t *testing.T) {
 		}, "UNAUTHENTICATED", "SESSION_REVOKED"},
 		{"SigningKeyRevoked", []option{withJWTAlg("ES256", time.Minute, 0)}, false, func(t *testing.T, s *server, _ string) {
 			first := s.Keys.Keys()[0].Kid
-			if _, err := s.Keys.Rotate(t.Context(), func(*store.DB, string) error { return nil }); err != nil {
+			if _, err := s.Keys.Rotate(t.Context(), func(*store.Tx, string) error { return nil }); err != nil {
 				t.Fatal(err)
 			}
 			if _, err := s.Keys.Revoke(t.Context(), first, noEvent); err != nil {

@@ -9,11 +9,22 @@ import (
 	"gqlauth/model"
 )
 
-// RecordEvent writes one audit event. Called on a transaction's handle, the event commits or rolls
-// back with the change it records.
-func (db *DB) RecordEvent(ctx context.Context, e *model.AuditEvent) error {
+// RecordEvent writes one audit event in the transaction of the change it records: the event
+// commits or rolls back with it.
+func (tx *Tx) RecordEvent(ctx context.Context, e *model.AuditEvent) error {
+	return tx.recordEvent(ctx, "RecordEvent", e)
+}
+
+// RecordStandaloneEvent writes one audit event that records no change (a failed sign-in, a rate
+// limit): there is no transaction for it to join, so it is written on its own, one statement (and
+// on Postgres its NOTIFY). Every event that records a change is written with Tx.RecordEvent.
+func (db *DB) RecordStandaloneEvent(ctx context.Context, e *model.AuditEvent) error {
+	return db.recordEvent(ctx, "RecordStandaloneEvent", e)
+}
+
+func (db *DB) recordEvent(ctx context.Context, op string, e *model.AuditEvent) error {
 	if _, err := db.idb.NewInsert().Model(e).Exec(ctx); err != nil {
-		return wrap(err, "RecordEvent")
+		return wrap(err, op)
 	}
 	if db.pg {
 		return db.notifyEvent(ctx, e) // delivered by the listeners, on commit

@@ -20,7 +20,7 @@ func BenchmarkRecordEvent(b *testing.B) {
 			b.ReportAllocs()
 			for b.Loop() {
 				e := &model.AuditEvent{At: time.Now().UTC(), Type: model.AuditEventTypeSignInFailed, IP: &ip, UserAgent: &ua, Detail: &detail}
-				if err := db.RecordEvent(ctx, e); err != nil {
+				if err := db.RecordStandaloneEvent(ctx, e); err != nil {
 					b.Fatal(err)
 				}
 			}

@@ -125,7 +125,7 @@ func (db *DB) TakeAuthCode(ctx context.Context, codeHash string) (*model.AuthCod
 // take reads one row into model and deletes it, in one transaction; only the caller whose delete
 // removed the row gets it, so two concurrent takes of one row never both succeed.
 func (db *DB) take(ctx context.Context, op string, model any, where string, arg any) error {
-	return db.Transact(ctx, func(tx *DB) error {
+	return db.Transact(ctx, func(tx *Tx) error {
 		if err := tx.idb.NewSelect().Model(model).Where(where, arg).Scan(ctx); err != nil {
 			return wrap(err, op)
 		}

@@ -17,8 +17,8 @@ func (db *DB) SigningKeys(ctx context.Context) ([]*model.SigningKey, error) {
 // WithKeyLock runs fn in a transaction that holds the signing keys' lock, so that instances
 // deciding at once whether to create or rotate a key take turns and only one of them does.
 // (SQLite's write lock, taken when the transaction begins, already serializes them.)
-func (db *DB) WithKeyLock(ctx context.Context, fn func(tx *DB) error) error {
-	return db.Transact(ctx, func(tx *DB) error {
+func (db *DB) WithKeyLock(ctx context.Context, fn func(tx *Tx) error) error {
+	return db.Transact(ctx, func(tx *Tx) error {
 		if tx.pg {
 			if _, err := tx.idb.ExecContext(ctx, "SELECT pg_advisory_xact_lock(hashtext('gqlauth.keys.' || current_schema()))"); err != nil {
 				return wrap(err, "WithKeyLock")

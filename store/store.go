@@ -36,7 +36,7 @@ var ErrNotFound = errors.New("store: not found")
 // connection lost), as opposed to errors in a query.
 var ErrUnavailable = errors.New("store: database unavailable")
 
-// DB is a database handle. The value returned by Open runs each call on its own; the one passed to
+// DB is a database handle. The value returned by Open runs each call on its own; the Tx passed to
 // the function given to Transact runs every call in that transaction.
 type DB struct {
 	root *bun.DB
@@ -173,14 +173,20 @@ func (db *DB) AddQueryHook(hook bun.QueryHook) {
 	*db.hooks = append(*db.hooks, hook)
 }
 
+// Tx is a database handle inside one transaction (a bun.Tx underneath): every call of its DB runs
+// in the transaction. Only a Tx records audit events (RecordEvent), so that an event commits or
+// rolls back with the change it records: the plain *DB has no such method.
+type Tx struct{ *DB }
+
 // Transact runs fn in one transaction, committed if fn returns nil and rolled back otherwise.
-func (db *DB) Transact(ctx context.Context, fn func(tx *DB) error) error {
+// Called on a transaction's DB, fn runs in that transaction.
+func (db *DB) Transact(ctx context.Context, fn func(tx *Tx) error) error {
 	if _, inTx := db.idb.(bun.Tx); inTx {
-		return fn(db)
+		return fn(&Tx{db})
 	}
 	var committed []func()
 	err := db.root.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
-		return fn(&DB{root: db.root, idb: tx, pg: db.pg, hooks: db.hooks, hot: db.hot, sinks: db.sinks, committed: &committed, listenConfig: db.listenConfig, hotPool: db.hotPool})
+		return fn(&Tx{&DB{root: db.root, idb: tx, pg: db.pg, hooks: db.hooks, hot: db.hot, sinks: db.sinks, committed: &committed, listenConfig: db.listenConfig, hotPool: db.hotPool}})
 	})
 	if err == nil {
 		for _, f := range committed {

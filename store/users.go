@@ -52,7 +52,7 @@ func (db *DB) SetUserRole(ctx context.Context, id string, role model.Role) (*mod
 // the user in the same transaction; enabling revives none of them.
 func (db *DB) SetUserDisabled(ctx context.Context, id string, disabled bool, now time.Time) (*model.User, error) {
 	var u *model.User
-	err := db.Transact(ctx, func(tx *DB) error {
+	err := db.Transact(ctx, func(tx *Tx) error {
 		var err error
 		if u, err = tx.updateUser(ctx, "SetUserDisabled", id, "disabled = ?", disabled); err != nil {
 			return err
