@@ -31,6 +31,7 @@ import (
 	"gqlauth/graph"
 	"gqlauth/ratelimit"
 	"gqlauth/store"
+	"gqlauth/token"
 	"gqlauth/web"
 )
 
@@ -256,7 +257,7 @@ func LoadConfig(getenv func(string) string) (Config, error) {
 	if getenv("JWT_KEY_PUBLISH_DELAY") != "" {
 		cfg.KeyPublishDelay = duration("JWT_KEY_PUBLISH_DELAY", "")
 	}
-	if cfg.JWTAlg != "HS256" && !auth.IsAsymmetric(cfg.JWTAlg) {
+	if cfg.JWTAlg != "HS256" && !token.IsAsymmetric(cfg.JWTAlg) {
 		errs = append(errs, fmt.Errorf("JWT_ALG: %q must be HS256, ES256, EdDSA or RS256", cfg.JWTAlg))
 	}
 	if u, err := url.Parse(cfg.PublicURL); cfg.PublicURL != "" && (err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" || u.RawQuery != "") {
@@ -376,7 +377,7 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer, read
 	}
 
 	if len(cfg.JWTSecret) == 0 {
-		secret, err := db.SettingOrInit(ctx, "jwt_secret", auth.NewSecret())
+		secret, err := db.SettingOrInit(ctx, "jwt_secret", token.NewSecret())
 		if err != nil {
 			return fmt.Errorf("JWT_SECRET: could not keep a generated key in the embedded database: %v", err)
 		}
@@ -384,9 +385,9 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer, read
 			return fmt.Errorf("JWT_SECRET: the generated key in the embedded database is corrupt")
 		}
 	}
-	var keys *auth.KeyRing
+	var keys *token.KeyRing
 	if cfg.JWTAlg != "HS256" {
-		keys, err = auth.NewKeyRing(ctx, db, auth.KeyRingConfig{
+		keys, err = token.NewKeyRing(ctx, db, token.KeyRingConfig{
 			Alg: cfg.JWTAlg, Secret: cfg.JWTSecret, PublishDelay: cfg.KeyPublishDelay, Rotation: cfg.KeyRotation,
 			TokenTTL: cfg.AccessTTL, Logger: log,
 		})
@@ -394,7 +395,7 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer, read
 			return err
 		}
 	}
-	tokens, err := auth.NewTokens(auth.TokenConfig{Secret: cfg.JWTSecret, Issuer: cfg.JWTIssuer, Audience: cfg.JWTAudience, TTL: cfg.AccessTTL, Keys: keys})
+	tokens, err := token.NewTokens(token.TokenConfig{Secret: cfg.JWTSecret, Issuer: cfg.JWTIssuer, Audience: cfg.JWTAudience, TTL: cfg.AccessTTL, Keys: keys})
 	if err != nil {
 		return fmt.Errorf("JWT_SECRET: %v", err)
 	}

@@ -9,6 +9,7 @@ import (
 
 	"gqlauth/model"
 	"gqlauth/store"
+	"gqlauth/token"
 )
 
 // APIKeyPrefix starts every API key secret, so that keys are recognizable in configuration files
@@ -29,7 +30,7 @@ const (
 )
 
 // newAPIKeySecret returns a fresh secret: the prefix and 256 random bits.
-func newAPIKeySecret() string { return APIKeyPrefix + randomToken(32) }
+func newAPIKeySecret() string { return APIKeyPrefix + token.Random(32) }
 
 func checkAPIKeyFormat(secret string) (string, model.AuthErrorReason) {
 	secret = strings.TrimSpace(secret)
@@ -84,7 +85,7 @@ func (s *Service) CreateAPIKey(ctx context.Context, name string, role *model.Rol
 	secret := newAPIKeySecret()
 	key := &model.APIKey{
 		ID: uuid.Must(uuid.NewV7()).String(), UserID: p.User.ID, Name: name, Prefix: secret[:apiKeyDisplayLength],
-		SecretHash: HashRefreshToken(secret), Role: keyRole, CreatedAt: now, ExpiresAt: now.Add(lifetime),
+		SecretHash: token.HashRefreshToken(secret), Role: keyRole, CreatedAt: now, ExpiresAt: now.Add(lifetime),
 	}
 	err = s.db.Transact(ctx, func(tx *store.Tx) error {
 		// The cap is checked where it is enforced: the owner's row is locked (Postgres; SQLite
@@ -150,7 +151,7 @@ func (s *Service) RevokeAPIKey(ctx context.Context, id string) (bool, error) {
 
 // loadKeyPrincipal authenticates a request made with an API key.
 func (s *Service) loadKeyPrincipal(ctx context.Context, secret string) (*Principal, error) {
-	key, user, err := s.db.APIKeyPrincipal(ctx, HashRefreshToken(secret))
+	key, user, err := s.db.APIKeyPrincipal(ctx, token.HashRefreshToken(secret))
 	now := s.clock()
 	switch {
 	case err != nil:

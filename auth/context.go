@@ -12,6 +12,7 @@ import (
 	"sync/atomic"
 
 	"gqlauth/model"
+	"gqlauth/token"
 )
 
 // MaxUserAgentLength bounds the User-Agent kept with a session.
@@ -21,7 +22,7 @@ const MaxUserAgentLength = 256
 // principal, so that the database is asked at most once per request however many guarded fields
 // the request resolves, and concurrently resolved fields share the one answer.
 type requestAuth struct {
-	claims *Claims
+	claims *token.Claims
 	token  string                // the access token the claims came from (sockets verify it again)
 	apiKey string                // an API key secret, not yet checked against the database
 	reason model.AuthErrorReason // why neither claims nor apiKey is set
@@ -73,7 +74,7 @@ const MaxAuthorizationLength = 4096
 // operations still work with a stale token; only guarded fields fail. When a token was sent but
 // is unusable, it says so in WWW-Authenticate (RFC 6750). It also records the client's IP, taking
 // X-Forwarded-For into account only from proxies.
-func Middleware(tokens *Tokens, proxies Proxies) func(http.Handler) http.Handler {
+func Middleware(tokens *token.Tokens, proxies Proxies) func(http.Handler) http.Handler {
 	return func(next http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			ra := &requestAuth{r: r, proxies: proxies, w: w}
@@ -91,7 +92,7 @@ func Middleware(tokens *Tokens, proxies Proxies) func(http.Handler) http.Handler
 
 // readCredentials reads an Authorization header value and an X-API-Key value: a verified Bearer
 // token, an API key to look up, or the reason neither is usable.
-func (ra *requestAuth) readCredentials(tokens *Tokens, header, key string) {
+func (ra *requestAuth) readCredentials(tokens *token.Tokens, header, key string) {
 	scheme, token, _ := strings.Cut(header, " ")
 	token = strings.TrimSpace(token)
 	switch {

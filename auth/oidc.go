@@ -20,6 +20,7 @@ import (
 
 	"gqlauth/model"
 	"gqlauth/store"
+	"gqlauth/token"
 )
 
 // Lifetimes of the two single-use secrets of a provider sign-in or link.
@@ -176,10 +177,10 @@ func (s *Service) beginFlow(ctx context.Context, rp *relyingParty, redirectTo, c
 		s.log.WarnContext(ctx, "identity provider unreachable", "provider", rp.cfg.Name, "err", err)
 		return "", model.Unavailable()
 	}
-	state, nonce, verifier := randomToken(32), randomToken(32), oauth2.GenerateVerifier()
+	state, nonce, verifier := token.Random(32), token.Random(32), oauth2.GenerateVerifier()
 	now := s.clock()
 	flow := &model.SignInFlow{
-		StateHash: sha256Hex(state), Provider: rp.cfg.Name, Nonce: nonce, Verifier: verifier,
+		StateHash: token.HashSecret(state), Provider: rp.cfg.Name, Nonce: nonce, Verifier: verifier,
 		RedirectTo: redirectTo, CodeChallenge: challenge, CreatedAt: now, ExpiresAt: now.Add(SignInFlowTTL),
 	}
 	if link != nil {
@@ -318,7 +319,7 @@ func (s *Service) finishSignIn(w http.ResponseWriter, r *http.Request) {
 		plainError(w, http.StatusBadRequest, "this sign-in link is invalid; start again")
 		return
 	}
-	flow, err := s.db.TakeSignInFlow(ctx, sha256Hex(state))
+	flow, err := s.db.TakeSignInFlow(ctx, token.HashSecret(state))
 	switch {
 	case errors.Is(err, store.ErrNotFound):
 		plainError(w, http.StatusBadRequest, "this sign-in link has expired or was used already; start again")
@@ -401,7 +402,7 @@ func (s *Service) completeFlow(ctx context.Context, rp *relyingParty, flow *mode
 	if err != nil {
 		return "", refuse("temporarily_unavailable", err.Error())
 	}
-	token, err := oauth.Exchange(oidc.ClientContext(ctx, rp.client), code, oauth2.VerifierOption(flow.Verifier))
+	exchanged, err := oauth.Exchange(oidc.ClientContext(ctx, rp.client), code, oauth2.VerifierOption(flow.Verifier))
 	if err != nil {
 		var re *oauth2.RetrieveError
 		if errors.As(err, &re) {
@@ -409,7 +410,7 @@ func (s *Service) completeFlow(ctx context.Context, rp *relyingParty, flow *mode
 		}
 		return "", refuse("temporarily_unavailable", "code exchange: "+err.Error())
 	}
-	rawID, _ := token.Extra("id_token").(string)
+	rawID, _ := exchanged.Extra("id_token").(string)
 	if rawID == "" {
 		return "", refuse("access_denied", "the provider returned no ID token")
 	}
@@ -417,7 +418,7 @@ func (s *Service) completeFlow(ctx context.Context, rp *relyingParty, flow *mode
 	if err != nil {
 		return "", refuse("access_denied", "ID token rejected: "+err.Error())
 	}
-	if !equalTokens(idToken.Nonce, flow.Nonce) {
+	if !token.Equal(idToken.Nonce, flow.Nonce) {
 		return "", refuse("access_denied", "ID token rejected: nonce does not match")
 	}
 	var claims providerClaims
@@ -430,7 +431,7 @@ func (s *Service) completeFlow(ctx context.Context, rp *relyingParty, flow *mode
 		return "", refuse("access_denied", "ID token rejected: several audiences and azp is not our client id")
 	}
 	if claims.Email == "" || (claims.PreferredUsername == "" && claims.Name == "") {
-		s.addUserInfo(ctx, rp, token, &claims)
+		s.addUserInfo(ctx, rp, exchanged, &claims)
 	}
 	if !validText(claims.Email) || len(claims.Email) > 254 {
 		claims.Email, claims.EmailVerified = "", false
@@ -444,12 +445,12 @@ func (s *Service) completeFlow(ctx context.Context, rp *relyingParty, flow *mode
 // addUserInfo fills in what the ID token left out from the UserInfo endpoint, if the provider has
 // one and it answers for the same subject (OpenID Connect Core §5.3.2); otherwise it changes
 // nothing.
-func (s *Service) addUserInfo(ctx context.Context, rp *relyingParty, token *oauth2.Token, claims *providerClaims) {
+func (s *Service) addUserInfo(ctx context.Context, rp *relyingParty, exchanged *oauth2.Token, claims *providerClaims) {
 	provider, _, _, err := rp.discover(ctx)
 	if err != nil || provider.UserInfoEndpoint() == "" {
 		return
 	}
-	info, err := provider.UserInfo(oidc.ClientContext(ctx, rp.client), oauth2.StaticTokenSource(token))
+	info, err := provider.UserInfo(oidc.ClientContext(ctx, rp.client), oauth2.StaticTokenSource(exchanged))
 	if err != nil {
 		s.log.InfoContext(ctx, "userinfo unavailable", "provider", rp.cfg.Name, "err", err)
 		return
@@ -475,7 +476,7 @@ func (s *Service) addUserInfo(ctx context.Context, rp *relyingParty, token *oaut
 // signInIdentity finds or creates the user of an identity and returns a one-time code for them.
 func (s *Service) signInIdentity(ctx context.Context, provider string, flow *model.SignInFlow, claims *providerClaims) (string, error) {
 	now := s.clock()
-	code := randomToken(32)
+	code := token.Random(32)
 	// A refusal is returned from the transaction, so that nothing it wrote stays.
 	err := s.db.Transact(ctx, func(tx *store.Tx) error {
 		var user *model.User
@@ -496,7 +497,7 @@ func (s *Service) signInIdentity(ctx context.Context, provider string, flow *mod
 			return &signInRefusal{code: "access_denied", detail: "account disabled", userID: user.ID}
 		}
 		return tx.CreateAuthCode(ctx, &model.AuthCode{
-			CodeHash: sha256Hex(code), UserID: user.ID, Provider: provider, CodeChallenge: flow.CodeChallenge,
+			CodeHash: token.HashSecret(code), UserID: user.ID, Provider: provider, CodeChallenge: flow.CodeChallenge,
 			CreatedAt: now, ExpiresAt: now.Add(AuthCodeTTL),
 		})
 	})
@@ -552,7 +553,7 @@ func (s *Service) newIdentity(ctx context.Context, db *store.Tx, provider string
 	for attempt := 0; ; attempt++ {
 		user.Username = base
 		if attempt > 0 {
-			user.Username = base[:min(len(base), 57)] + "-" + strings.ToLower(randomToken(4))[:6]
+			user.Username = base[:min(len(base), 57)] + "-" + strings.ToLower(token.Random(4))[:6]
 		}
 		// A savepoint would be needed to retry inside the transaction after a failed insert on
 		// Postgres; checking first and letting the unique index catch the rare race is simpler.
@@ -605,7 +606,7 @@ func usernameFrom(c *providerClaims) string {
 			return name
 		}
 	}
-	return "user-" + strings.ToLower(randomToken(4))[:6]
+	return "user-" + strings.ToLower(token.Random(4))[:6]
 }
 
 // Reasons a link cannot be made, as the callback and completeIdentityLink report them.
@@ -659,9 +660,9 @@ func (s *Service) linkCode(ctx context.Context, provider string, flow *model.Sig
 	} else if err != nil {
 		return "", err
 	}
-	code := randomToken(32)
+	code := token.Random(32)
 	c := &model.AuthCode{
-		CodeHash: sha256Hex(code), UserID: user.ID, Provider: provider, CodeChallenge: flow.CodeChallenge,
+		CodeHash: token.HashSecret(code), UserID: user.ID, Provider: provider, CodeChallenge: flow.CodeChallenge,
 		LinkSessionID: &sess.ID, Subject: &claims.Subject, CreatedAt: now, ExpiresAt: now.Add(AuthCodeTTL),
 	}
 	if claims.Email != "" {
@@ -691,7 +692,7 @@ func (s *Service) CompleteIdentityLink(ctx context.Context, code, codeVerifier s
 		return nil, invalid
 	}
 	// Taken in a transaction of its own, so that the code is used up whatever follows.
-	c, err := s.db.TakeAuthCode(ctx, sha256Hex(code))
+	c, err := s.db.TakeAuthCode(ctx, token.HashSecret(code))
 	if errors.Is(err, store.ErrNotFound) {
 		return nil, invalid
 	} else if err != nil {
@@ -699,8 +700,8 @@ func (s *Service) CompleteIdentityLink(ctx context.Context, code, codeVerifier s
 	}
 	now := s.clock()
 	if !c.IsLink() || c.Subject == nil || !now.Before(c.ExpiresAt) ||
-		!equalTokens(*c.LinkSessionID, p.Session.ID) || c.UserID != p.User.ID ||
-		len(codeVerifier) < 43 || len(codeVerifier) > 128 || !equalTokens(s256(codeVerifier), c.CodeChallenge) {
+		!token.Equal(*c.LinkSessionID, p.Session.ID) || c.UserID != p.User.ID ||
+		len(codeVerifier) < 43 || len(codeVerifier) > 128 || !token.Equal(s256(codeVerifier), c.CodeChallenge) {
 		return nil, invalid
 	}
 	var identity *model.Identity
@@ -754,7 +755,7 @@ func (s *Service) ExchangeAuthCode(ctx context.Context, code, codeVerifier strin
 	var payload *model.AuthPayload
 	var outcome error
 	err := s.db.Transact(ctx, func(tx *store.Tx) error {
-		c, err := tx.TakeAuthCode(ctx, sha256Hex(code))
+		c, err := tx.TakeAuthCode(ctx, token.HashSecret(code))
 		if errors.Is(err, store.ErrNotFound) {
 			outcome = model.Unauthenticated(model.AuthErrorReasonInvalidCredentials)
 			return nil
@@ -765,7 +766,7 @@ func (s *Service) ExchangeAuthCode(ctx context.Context, code, codeVerifier strin
 		// it did not ask for sends an empty one to kill it). A link code never signs in, not even
 		// its own user: it is completeIdentityLink's.
 		if c.IsLink() || !s.clock().Before(c.ExpiresAt) ||
-			len(codeVerifier) < 43 || len(codeVerifier) > 128 || !equalTokens(s256(codeVerifier), c.CodeChallenge) {
+			len(codeVerifier) < 43 || len(codeVerifier) > 128 || !token.Equal(s256(codeVerifier), c.CodeChallenge) {
 			outcome = model.Unauthenticated(model.AuthErrorReasonInvalidCredentials)
 			return nil // the code stays used up
 		}

@@ -2,7 +2,6 @@ package auth
 
 import (
 	"context"
-	"crypto/subtle"
 	"fmt"
 	"regexp"
 	"runtime"
@@ -14,6 +13,7 @@ import (
 	"golang.org/x/text/unicode/norm"
 
 	"gqlauth/model"
+	"gqlauth/token"
 )
 
 // Password length limits, in bytes of the NFC form. bcrypt reads at most 72 bytes.
@@ -40,7 +40,7 @@ type PasswordConfig struct {
 
 // NewPasswords returns Passwords for cfg.
 func NewPasswords(cfg PasswordConfig) (*Passwords, error) {
-	dummy, err := bcrypt.GenerateFromPassword([]byte(randomToken(16)), cfg.Cost)
+	dummy, err := bcrypt.GenerateFromPassword([]byte(token.Random(16)), cfg.Cost)
 	if err != nil {
 		return nil, fmt.Errorf("bcrypt cost %d: %w", cfg.Cost, err)
 	}
@@ -130,6 +130,3 @@ func NormalizeEmail(email *string) (*string, error) {
 	}
 	return &e, nil
 }
-
-// equalTokens compares two secrets in constant time.
-func equalTokens(a, b string) bool { return subtle.ConstantTimeCompare([]byte(a), []byte(b)) == 1 }

@@ -11,13 +11,14 @@ import (
 
 	"gqlauth/model"
 	"gqlauth/store"
+	"gqlauth/token"
 )
 
 // Service holds the rules of authentication: sign-in, sessions, refresh rotation, roles.
 // Resolvers call it; it calls the store.
 type Service struct {
 	db        *store.DB
-	tokens    *Tokens
+	tokens    *token.Tokens
 	passwords *Passwords
 	cfg       ServiceConfig
 	now       func() time.Time
@@ -48,17 +49,17 @@ type ServiceConfig struct {
 }
 
 // NewService returns a Service.
-func NewService(db *store.DB, tokens *Tokens, passwords *Passwords, cfg ServiceConfig) *Service {
+func NewService(db *store.DB, tokens *token.Tokens, passwords *Passwords, cfg ServiceConfig) *Service {
 	s := &Service{db: db, tokens: tokens, passwords: passwords, cfg: cfg, now: cfg.Now, log: cfg.Logger, feed: newFeed()}
 	if db != nil {
 		db.AddEventSink(s.feed.publish)
 	}
-	if tokens != nil && tokens.keys != nil {
+	if tokens != nil && tokens.Keys() != nil {
 		// A key change on any instance reaches this one at once where events travel between
 		// instances (Postgres); the periodic reload remains the bound everywhere else. Once
 		// reloaded, sockets verify their tokens again (a revoked key closes them).
 		reload := func() {
-			if err := tokens.keys.Reload(context.Background()); err != nil {
+			if err := tokens.Keys().Reload(context.Background()); err != nil {
 				s.log.Warn("signing keys could not be reloaded", "err", err)
 				return
 			}
@@ -217,9 +218,9 @@ func (s *Service) Login(ctx context.Context, username, password string) (*model.
 func (s *Service) startSession(ctx context.Context, db *store.Tx, u *model.User, how model.AuditEventType, detail string) (*model.AuthPayload, error) {
 	now := s.clock()
 	id := uuid.Must(uuid.NewV7()).String()
-	refresh := NewRefreshToken(id)
+	refresh := token.NewRefreshToken(id)
 	sess := &model.Session{
-		ID: id, UserID: u.ID, RefreshHash: HashRefreshToken(refresh),
+		ID: id, UserID: u.ID, RefreshHash: token.HashRefreshToken(refresh),
 		CreatedAt: now, LastUsedAt: now, ExpiresAt: now.Add(s.cfg.RefreshTTL),
 	}
 	if ua := UserAgent(ctx); ua != "" {
@@ -265,22 +266,22 @@ func (s *Service) payload(ctx context.Context, u *model.User, sess *model.Sessio
 // A token that names a session but is not one of its tokens is merely invalid: knowing a
 // session's id must not let anyone revoke it. A session's lifetime is absolute: refreshing never
 // moves expiresAt.
-func (s *Service) Refresh(ctx context.Context, token string) (*model.AuthPayload, error) {
+func (s *Service) Refresh(ctx context.Context, refresh string) (*model.AuthPayload, error) {
 	if err := s.limitClient(ctx); err != nil {
 		return nil, err
 	}
 	fromCookie := false
-	if cookie := s.presentedCookie(ctx); token == "" && cookie != "" {
-		token, fromCookie = cookie, true
+	if cookie := s.presentedCookie(ctx); refresh == "" && cookie != "" {
+		refresh, fromCookie = cookie, true
 	}
-	sessionID, ok := RefreshTokenSession(token)
+	sessionID, ok := token.RefreshTokenSession(refresh)
 	if !ok {
 		if fromCookie {
 			s.clearRefreshCookie(ctx)
 		}
 		return nil, model.Unauthenticated(model.AuthErrorReasonInvalidRefreshToken)
 	}
-	presented := HashRefreshToken(token)
+	presented := token.HashRefreshToken(refresh)
 	now := s.clock()
 
 	var (
@@ -302,10 +303,10 @@ func (s *Service) Refresh(ctx context.Context, token string) (*model.AuthPayload
 		} else if err != nil {
 			return err
 		}
-		previous := sess.PreviousHash != nil && equalTokens(*sess.PreviousHash, presented)
-		current := equalTokens(sess.RefreshHash, presented)
+		previous := sess.PreviousHash != nil && token.Equal(*sess.PreviousHash, presented)
+		current := token.Equal(sess.RefreshHash, presented)
 		retired := previous || (!current && sessionID != "" &&
-			s.tokens.Descends(sess.ID, token, sess.RefreshHash, min(sess.Generation, MaxRefreshGenerations)))
+			s.tokens.Descends(sess.ID, refresh, sess.RefreshHash, min(sess.Generation, MaxRefreshGenerations)))
 		switch {
 		case !current && !retired:
 			outcome = model.Unauthenticated(model.AuthErrorReasonInvalidRefreshToken)
@@ -316,14 +317,14 @@ func (s *Service) Refresh(ctx context.Context, token string) (*model.AuthPayload
 		case current && sess.Generation >= MaxRefreshGenerations:
 			outcome = model.Unauthenticated(model.AuthErrorReasonInvalidRefreshToken)
 		case current:
-			successor = s.tokens.Successor(sess.ID, token)
-			return tx.RotateRefreshToken(ctx, sess, HashRefreshToken(successor), now)
+			successor = s.tokens.Successor(sess.ID, refresh)
+			return tx.RotateRefreshToken(ctx, sess, token.HashRefreshToken(successor), now)
 		case previous && sess.RotatedAt != nil && now.Sub(*sess.RotatedAt) <= s.cfg.ReuseInterval:
 			// A retry within the grace window: the same successor, nothing to write. (A session
 			// rotated by an older release may hold a successor of the older form; such a retry
 			// is refused rather than forking the chain.)
-			successor = s.tokens.Successor(sess.ID, token)
-			if !equalTokens(HashRefreshToken(successor), sess.RefreshHash) {
+			successor = s.tokens.Successor(sess.ID, refresh)
+			if !token.Equal(token.HashRefreshToken(successor), sess.RefreshHash) {
 				outcome = model.Unauthenticated(model.AuthErrorReasonInvalidRefreshToken)
 			}
 		default:
@@ -386,7 +387,7 @@ func (s *Service) Authenticate(ctx context.Context) (*Principal, error) {
 
 func isNotFound(err error) bool { return errors.Is(err, store.ErrNotFound) }
 
-func (s *Service) loadPrincipal(ctx context.Context, claims *Claims) (*Principal, error) {
+func (s *Service) loadPrincipal(ctx context.Context, claims *token.Claims) (*Principal, error) {
 	sess, user, err := s.db.Principal(ctx, claims.SessionID, claims.Subject)
 	switch {
 	case errors.Is(err, store.ErrNotFound):

@@ -6,6 +6,7 @@ import (
 
 	"gqlauth/model"
 	"gqlauth/store"
+	"gqlauth/token"
 )
 
 // The admin side of signing keys. The keys themselves are the KeyRing's.
@@ -19,10 +20,10 @@ func (s *Service) SigningKeys(ctx context.Context) ([]*model.SigningKey, error) 
 	if _, err := s.Authorize(ctx, model.RoleAdmin); err != nil {
 		return nil, err
 	}
-	if s.tokens.keys == nil {
+	if s.tokens.Keys() == nil {
 		return []*model.SigningKey{}, nil
 	}
-	return s.tokens.keys.Keys(), nil
+	return s.tokens.Keys().Keys(), nil
 }
 
 // RotateSigningKey creates the next signing key; it signs after the publish delay.
@@ -30,11 +31,11 @@ func (s *Service) RotateSigningKey(ctx context.Context) (*model.SigningKey, erro
 	if _, err := s.Authorize(ctx, model.RoleAdmin); err != nil {
 		return nil, err
 	}
-	if s.tokens.keys == nil {
+	if s.tokens.Keys() == nil {
 		return nil, errNoKeys()
 	}
 	actor, session := actorOf(ctx)
-	k, err := s.tokens.keys.Rotate(ctx, func(tx *store.Tx, kid string) error {
+	k, err := s.tokens.Keys().Rotate(ctx, func(tx *store.Tx, kid string) error {
 		return tx.RecordEvent(ctx, s.event(ctx, model.AuditEventTypeSigningKeyRotated, actor, "", session, kid))
 	})
 	return k, s.check(ctx, "RotateSigningKey", err)
@@ -42,10 +43,10 @@ func (s *Service) RotateSigningKey(ctx context.Context) (*model.SigningKey, erro
 
 // RotateSigningKeyIfDue rotates on the JWT_KEY_ROTATION schedule.
 func (s *Service) RotateSigningKeyIfDue(ctx context.Context) error {
-	if s.tokens.keys == nil {
+	if s.tokens.Keys() == nil {
 		return nil
 	}
-	return s.tokens.keys.RotateIfDue(ctx, func(tx *store.Tx, kid string) error {
+	return s.tokens.Keys().RotateIfDue(ctx, func(tx *store.Tx, kid string) error {
 		return tx.RecordEvent(ctx, s.event(ctx, model.AuditEventTypeSigningKeyRotated, "", "", "", "scheduled: "+kid))
 	})
 }
@@ -55,15 +56,15 @@ func (s *Service) RevokeSigningKey(ctx context.Context, kid string) (bool, error
 	if _, err := s.Authorize(ctx, model.RoleAdmin); err != nil {
 		return false, err
 	}
-	if s.tokens.keys == nil {
+	if s.tokens.Keys() == nil {
 		return false, errNoKeys()
 	}
 	actor, session := actorOf(ctx)
-	ok, err := s.tokens.keys.Revoke(ctx, kid, func(tx *store.Tx) error {
+	ok, err := s.tokens.Keys().Revoke(ctx, kid, func(tx *store.Tx) error {
 		return tx.RecordEvent(ctx, s.event(ctx, model.AuditEventTypeSigningKeyRevoked, actor, "", session, kid))
 	})
 	switch {
-	case errors.Is(err, ErrOnlySigningKey):
+	case errors.Is(err, token.ErrOnlySigningKey):
 		return false, model.BadInput("kid", "this is the only key that can sign: rotate first, then revoke it (the new key takes over at once)")
 	case err == nil && !ok:
 		return false, model.NotFound("no live signing key has this kid")

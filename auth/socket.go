@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"gqlauth/model"
+	"gqlauth/token"
 )
 
 // A WebSocket authenticates in its connection_init payload and then lives for hours. What it
@@ -16,7 +17,7 @@ import (
 // SocketContext returns ctx carrying the credentials of a connection_init payload, read with
 // exactly the rules of Middleware (a Bearer token or an API key, never both). ctx is the upgrade
 // request's, which Middleware served: it gives the client IP and user agent.
-func SocketContext(ctx context.Context, tokens *Tokens, authorization, apiKey string) context.Context {
+func SocketContext(ctx context.Context, tokens *token.Tokens, authorization, apiKey string) context.Context {
 	ra := &requestAuth{socket: true}
 	if up := fromContext(ctx); up != nil {
 		ra.r, ra.proxies = up.r, up.proxies

@@ -22,8 +22,8 @@ func (s *Service) JWKSHandler(maxAge time.Duration) http.Handler {
 			return
 		}
 		keys := []map[string]string{}
-		if s.tokens.keys != nil {
-			keys = s.tokens.keys.JWKS()
+		if s.tokens.Keys() != nil {
+			keys = s.tokens.Keys().JWKS()
 		}
 		w.Header().Set("Cache-Control", cache)
 		writeJSON(w, http.StatusOK, map[string]any{"keys": keys})

@@ -15,8 +15,8 @@ import (
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 
-	"gqlauth/auth"
 	"gqlauth/model"
+	"gqlauth/token"
 )
 
 // scaleData is the seeded population the scale scenarios draw from.
@@ -74,7 +74,7 @@ func (env *environment) seedScale(ctx context.Context) error {
 		}
 		u := users[i]
 		id := uuid.Must(uuid.NewV7()).String()
-		refresh := auth.NewRefreshToken(id)
+		refresh := token.NewRefreshToken(id)
 		expires := now.Add(720 * time.Hour)
 		if j >= 6 {
 			expires = now.Add(-time.Hour)
@@ -86,7 +86,7 @@ func (env *environment) seedScale(ctx context.Context) error {
 			}
 			data.live = append(data.live, &virtualUser{username: u.Username, userID: u.ID, sessionID: id, access: access, refresh: refresh})
 		}
-		row := []any{id, u.ID, auth.HashRefreshToken(refresh), now, now, expires, 0}
+		row := []any{id, u.ID, token.HashRefreshToken(refresh), now, now, expires, 0}
 		if j++; j == scaleSessionsPerUser {
 			i, j = i+1, 0
 		}

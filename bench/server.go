@@ -22,6 +22,7 @@ import (
 	"gqlauth/auth"
 	"gqlauth/graph"
 	"gqlauth/store"
+	"gqlauth/token"
 )
 
 // environment is the server under load and the users it was seeded with.
@@ -34,7 +35,7 @@ type environment struct {
 	recipe      bool      // the recipe's handler is served at /recipe (Postgres only)
 	dsn         string    // the in-process server's Postgres URL, schema included
 	svc         *auth.Service
-	tokens      *auth.Tokens
+	tokens      *token.Tokens
 	scale       *scaleData // -scale: the seeded population
 	accessLog   graph.AccessLog
 	passwords   *auth.Passwords
@@ -87,8 +88,8 @@ func (env *environment) startServer(ctx context.Context, databaseURL string) (fu
 		return nil, err
 	}
 	env.db = db
-	secret := []byte(auth.NewSecret())
-	tokens, err := auth.NewTokens(auth.TokenConfig{Secret: secret, Issuer: "gqlauth", Audience: "gqlauth", TTL: 15 * time.Minute})
+	secret := []byte(token.NewSecret())
+	tokens, err := token.NewTokens(token.TokenConfig{Secret: secret, Issuer: "gqlauth", Audience: "gqlauth", TTL: 15 * time.Minute})
 	if err != nil {
 		return nil, err
 	}

@@ -12,6 +12,7 @@ import (
 	"gqlauth/auth"
 	"gqlauth/ratelimit"
 	"gqlauth/store/storetest"
+	"gqlauth/token"
 )
 
 type auditUser struct {
@@ -359,8 +360,8 @@ func TestAudit_NeverHoldsSecrets(t *testing.T) {
 
 		users, _ := s.DB.DumpTable(context.Background(), "users")
 		secrets := []string{pw, newPw, wrong, key.Secret, alice.AccessToken, alice.RefreshToken, next.AccessToken,
-			next.RefreshToken, again.AccessToken, again.RefreshToken, auth.HashRefreshToken(alice.RefreshToken),
-			auth.HashRefreshToken(next.RefreshToken), auth.HashRefreshToken(key.Secret), string(testSecret)}
+			next.RefreshToken, again.AccessToken, again.RefreshToken, token.HashRefreshToken(alice.RefreshToken),
+			token.HashRefreshToken(next.RefreshToken), token.HashRefreshToken(key.Secret), string(testSecret)}
 		for _, u := range users {
 			secrets = append(secrets, u["password_hash"])
 		}

@@ -20,6 +20,7 @@ import (
 
 	"gqlauth/auth"
 	"gqlauth/model"
+	"gqlauth/token"
 )
 
 // Options configure the GraphQL endpoint.
@@ -39,7 +40,7 @@ type Options struct {
 // NewHandler returns the GraphQL endpoint: security headers, request log and metrics, the Bearer
 // middleware, and GraphQL over HTTP with the query limits in front of gqlgen's executor. It
 // refuses a schema with an unguarded root field, and trusted documents that do not check out.
-func NewHandler(svc *auth.Service, tokens *auth.Tokens, opts Options) (http.Handler, error) {
+func NewHandler(svc *auth.Service, tokens *token.Tokens, opts Options) (http.Handler, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}

@@ -22,6 +22,7 @@ import (
 	"gqlauth/graph"
 	"gqlauth/store"
 	"gqlauth/store/storetest"
+	"gqlauth/token"
 )
 
 // testSecret signs the access tokens of every test server.
@@ -52,8 +53,8 @@ type server struct {
 	Clock   *clock
 	Queries *queryCounter
 	Service *auth.Service
-	Keys    *auth.KeyRing // nil with HS256
-	Tokens  *auth.Tokens
+	Keys    *token.KeyRing // nil with HS256
+	Tokens  *token.Tokens
 }
 
 type serverOptions struct {
@@ -132,17 +133,17 @@ func newServerOn(t testing.TB, db *store.DB, clk *clock, opts ...option) *server
 	for _, opt := range opts {
 		opt(&o)
 	}
-	var keys *auth.KeyRing
+	var keys *token.KeyRing
 	if o.alg != "" {
 		var err error
-		keys, err = auth.NewKeyRing(context.Background(), db, auth.KeyRingConfig{
+		keys, err = token.NewKeyRing(context.Background(), db, token.KeyRingConfig{
 			Alg: o.alg, Secret: testSecret, PublishDelay: o.publishDelay, Rotation: o.rotation, TokenTTL: 15 * time.Minute, Now: clk.Now,
 		})
 		if err != nil {
 			t.Fatal(err)
 		}
 	}
-	tokens, err := auth.NewTokens(auth.TokenConfig{Secret: testSecret, Issuer: "gqlauth", Audience: "gqlauth", TTL: 15 * time.Minute, Now: clk.Now, Keys: keys})
+	tokens, err := token.NewTokens(token.TokenConfig{Secret: testSecret, Issuer: "gqlauth", Audience: "gqlauth", TTL: 15 * time.Minute, Now: clk.Now, Keys: keys})
 	if err != nil {
 		t.Fatal(err)
 	}

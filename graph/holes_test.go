@@ -12,6 +12,7 @@ import (
 	"gqlauth/auth"
 	"gqlauth/model"
 	"gqlauth/store/storetest"
+	"gqlauth/token"
 )
 
 // chain signs in a fresh user and refreshes its session n times, alternating between the two
@@ -175,7 +176,7 @@ func TestRefresh_TokenIssuedBeforeSessionIDsStillRotatesAndIsGuarded(t *testing.
 		legacy := strings.Repeat("L", 43)
 		now := s.Clock.Now().UTC().Truncate(time.Microsecond)
 		sess := &model.Session{
-			ID: uuid.Must(uuid.NewV7()).String(), UserID: alice.User.ID, RefreshHash: auth.HashRefreshToken(legacy),
+			ID: uuid.Must(uuid.NewV7()).String(), UserID: alice.User.ID, RefreshHash: token.HashRefreshToken(legacy),
 			CreatedAt: now, LastUsedAt: now, ExpiresAt: now.Add(time.Hour),
 		}
 		if err := s.DB.CreateSession(context.Background(), sess); err != nil {

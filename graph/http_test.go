@@ -14,6 +14,7 @@ import (
 	"gqlauth/auth"
 	"gqlauth/graph"
 	"gqlauth/store/storetest"
+	"gqlauth/token"
 )
 
 const (
@@ -343,7 +344,7 @@ func TestTrustedDocuments_BadManifestRefusedAtStartNamingTheEntry(t *testing.T) 
 // newHandler builds the GraphQL handler alone, as the server does at start.
 func newHandler(t *testing.T, trusted *graph.TrustedDocuments) (http.Handler, error) {
 	t.Helper()
-	tokens, err := auth.NewTokens(auth.TokenConfig{Secret: testSecret, Issuer: "gqlauth", Audience: "gqlauth", TTL: 15 * 60e9})
+	tokens, err := token.NewTokens(token.TokenConfig{Secret: testSecret, Issuer: "gqlauth", Audience: "gqlauth", TTL: 15 * 60e9})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -15,8 +15,8 @@ import (
 
 	"github.com/golang-jwt/jwt/v5"
 
-	"gqlauth/auth"
 	"gqlauth/store/storetest"
+	"gqlauth/token"
 )
 
 type signingKey struct {
@@ -231,7 +231,7 @@ func TestSigningKeys_InstancesStartingAtOnceCreateOneKey(t *testing.T) {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				_, errs[i] = auth.NewKeyRing(context.Background(), db, auth.KeyRingConfig{
+				_, errs[i] = token.NewKeyRing(context.Background(), db, token.KeyRingConfig{
 					Alg: "ES256", Secret: testSecret, PublishDelay: time.Minute, TokenTTL: 15 * time.Minute,
 				})
 			}()
@@ -251,12 +251,12 @@ func TestSigningKeys_InstancesStartingAtOnceCreateOneKey(t *testing.T) {
 func TestSigningKeys_WrongSecretAtStartIsOneClearErrorAndNoNewKey(t *testing.T) {
 	storetest.Each(t, func(t *testing.T, kind storetest.Kind) {
 		db := storetest.Open(t, kind)
-		cfg := auth.KeyRingConfig{Alg: "ES256", Secret: testSecret, PublishDelay: time.Minute, TokenTTL: 15 * time.Minute}
-		if _, err := auth.NewKeyRing(context.Background(), db, cfg); err != nil {
+		cfg := token.KeyRingConfig{Alg: "ES256", Secret: testSecret, PublishDelay: time.Minute, TokenTTL: 15 * time.Minute}
+		if _, err := token.NewKeyRing(context.Background(), db, cfg); err != nil {
 			t.Fatal(err)
 		}
 		cfg.Secret = []byte(strings.Repeat("w", 32))
-		_, err := auth.NewKeyRing(context.Background(), db, cfg)
+		_, err := token.NewKeyRing(context.Background(), db, cfg)
 		if err == nil || !strings.HasPrefix(err.Error(), "JWT_SECRET:") || strings.Contains(err.Error(), "\n") {
 			t.Fatalf("got %v", err)
 		}

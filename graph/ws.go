@@ -18,6 +18,7 @@ import (
 
 	"gqlauth/auth"
 	"gqlauth/model"
+	"gqlauth/token"
 )
 
 // SocketLimits bound the WebSockets of /query.
@@ -49,7 +50,7 @@ const (
 // re-checks that user's sockets and closes those whose session, key or account is gone.
 type sockets struct {
 	svc     *auth.Service
-	tokens  *auth.Tokens
+	tokens  *token.Tokens
 	limits  SocketLimits
 	origins map[string]bool
 	ws      transport.Websocket
@@ -78,7 +79,7 @@ func socketFrom(ctx context.Context) *socket {
 	return s
 }
 
-func newSockets(svc *auth.Service, tokens *auth.Tokens, limits SocketLimits, origins []string) *sockets {
+func newSockets(svc *auth.Service, tokens *token.Tokens, limits SocketLimits, origins []string) *sockets {
 	s := &sockets{svc: svc, tokens: tokens, limits: limits, origins: map[string]bool{},
 		byUser: map[string]map[*socket]struct{}{}, byIP: map[string]int{}}
 	for _, o := range origins {

@@ -1,4 +1,4 @@
-package auth
+package token
 
 import (
 	"context"
@@ -13,12 +13,9 @@ import (
 	"crypto/rsa"
 	"crypto/sha256"
 	"crypto/x509"
-	"encoding/base64"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/big"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -341,162 +338,4 @@ func (r *KeyRing) key(kid string) *ringKey {
 		}
 	}
 	return nil
-}
-
-// Rotate creates a key that is published at once and signs after the publish delay. record
-// writes the audit event in the same transaction.
-func (r *KeyRing) Rotate(ctx context.Context, record func(tx *store.Tx, kid string) error) (*model.SigningKey, error) {
-	var row *model.SigningKey
-	err := r.db.WithKeyLock(ctx, func(tx *store.Tx) (err error) {
-		row, err = r.addNext(ctx, tx, r.clock(), record)
-		return err
-	})
-	if err != nil {
-		return nil, err
-	}
-	if err := r.Reload(ctx); err != nil {
-		return nil, err
-	}
-	row.State = model.SigningKeyStateNext
-	return row, nil
-}
-
-// RotateIfDue rotates when the current key has signed for the rotation period and no newer key
-// is waiting. Instances take turns on the lock, so one rotation happens, not one per instance.
-func (r *KeyRing) RotateIfDue(ctx context.Context, record func(tx *store.Tx, kid string) error) error {
-	if r.rotation <= 0 {
-		return nil
-	}
-	return r.db.WithKeyLock(ctx, func(tx *store.Tx) error {
-		keys, err := tx.SigningKeys(ctx)
-		if err != nil {
-			return err
-		}
-		now := r.clock()
-		st := states(keys, now)
-		var current *model.SigningKey
-		for _, k := range keys {
-			switch st[k.Kid] {
-			case model.SigningKeyStateNext:
-				return nil // a rotation is under way
-			case model.SigningKeyStateCurrent:
-				current = k
-			}
-		}
-		if current == nil || now.Before(current.ActivatesAt.Add(r.rotation)) {
-			return nil
-		}
-		_, err = r.addNext(ctx, tx, now, record)
-		return err
-	})
-}
-
-// addNext stores a new key that signs after the publish delay, and records it, on tx.
-func (r *KeyRing) addNext(ctx context.Context, tx *store.Tx, now time.Time, record func(tx *store.Tx, kid string) error) (*model.SigningKey, error) {
-	row, err := r.generate(now, now.Add(r.publishDelay))
-	if err != nil {
-		return nil, err
-	}
-	if err := tx.InsertSigningKey(ctx, row); err != nil {
-		return nil, err
-	}
-	return row, record(tx, row.Kid)
-}
-
-// ErrOnlySigningKey refuses to revoke the one key that can sign.
-var ErrOnlySigningKey = errors.New("only signing key")
-
-// Revoke revokes key kid. Revoking the current key promotes the newest NEXT key at once; with
-// none, it is ErrOnlySigningKey. It reports whether kid was a live key.
-func (r *KeyRing) Revoke(ctx context.Context, kid string, record func(tx *store.Tx) error) (bool, error) {
-	found := false
-	err := r.db.WithKeyLock(ctx, func(tx *store.Tx) error {
-		keys, err := tx.SigningKeys(ctx)
-		if err != nil {
-			return err
-		}
-		now := r.clock()
-		st := states(keys, now)
-		var next *model.SigningKey
-		for _, k := range keys {
-			found = found || k.Kid == kid
-			if st[k.Kid] == model.SigningKeyStateNext {
-				next = k // the newest, as keys are ordered by activation
-			}
-		}
-		if !found {
-			return nil
-		}
-		if st[kid] == model.SigningKeyStateCurrent {
-			if next == nil {
-				return ErrOnlySigningKey
-			}
-			if err := tx.ActivateSigningKey(ctx, next.Kid, now); err != nil {
-				return err
-			}
-		}
-		if _, err := tx.RevokeSigningKey(ctx, kid, now); err != nil {
-			return err
-		}
-		return record(tx)
-	})
-	if err != nil || !found {
-		return false, err
-	}
-	return true, r.Reload(ctx)
-}
-
-// JWKS is the RFC 7517 key set of the published public keys.
-func (r *KeyRing) JWKS() []map[string]string {
-	out := []map[string]string{}
-	for _, row := range r.Keys() {
-		if k := r.key(row.Kid); k != nil {
-			jwk := publicJWK(k.public)
-			jwk["kid"], jwk["alg"], jwk["use"] = k.kid, k.alg, "sig"
-			out = append(out, jwk)
-		}
-	}
-	return out
-}
-
-// publicJWK is the public key as the members of a JWK (RFC 7518 §6, RFC 8037).
-func publicJWK(public crypto.PublicKey) map[string]string {
-	b64 := base64.RawURLEncoding.EncodeToString
-	switch k := public.(type) {
-	case *ecdsa.PublicKey:
-		point, _ := k.ECDH() // P-256: 0x04 || X || Y, 32 bytes each
-		raw := point.Bytes()
-		return map[string]string{"kty": "EC", "crv": "P-256", "x": b64(raw[1:33]), "y": b64(raw[33:])}
-	case ed25519.PublicKey:
-		return map[string]string{"kty": "OKP", "crv": "Ed25519", "x": b64(k)}
-	case *rsa.PublicKey:
-		return map[string]string{"kty": "RSA", "n": b64(k.N.Bytes()), "e": b64(big.NewInt(int64(k.E)).Bytes())}
-	}
-	return map[string]string{}
-}
-
-// thumbprint is the RFC 7638 JWK thumbprint of a public key: SHA-256 over its required members in
-// lexicographic order, base64url. It makes a good kid: derived, unique, checkable by anyone.
-func thumbprint(public crypto.PublicKey) string {
-	jwk := publicJWK(public)
-	var members []string
-	switch jwk["kty"] {
-	case "EC":
-		members = []string{"crv", "kty", "x", "y"}
-	case "OKP":
-		members = []string{"crv", "kty", "x"}
-	case "RSA":
-		members = []string{"e", "kty", "n"}
-	}
-	buf := []byte{'{'}
-	for i, m := range members {
-		if i > 0 {
-			buf = append(buf, ',')
-		}
-		name, _ := json.Marshal(m)
-		value, _ := json.Marshal(jwk[m])
-		buf = append(append(append(buf, name...), ':'), value...)
-	}
-	sum := sha256.Sum256(append(buf, '}'))
-	return base64.RawURLEncoding.EncodeToString(sum[:])
 }
