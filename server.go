@@ -28,7 +28,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"gqlauth/auth"
+	"gqlauth/feed"
 	"gqlauth/graph"
+	"gqlauth/model"
 	"gqlauth/ratelimit"
 	"gqlauth/store"
 	"gqlauth/token"
@@ -423,6 +425,7 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer, read
 		defer redis.Close()
 		counter = redis
 	}
+	events := feed.New()
 	svc := auth.NewService(db, tokens, passwords, auth.ServiceConfig{
 		RefreshTTL: cfg.RefreshTTL, ReuseInterval: cfg.ReuseInterval, SignupEnabled: cfg.SignupEnabled, Logger: log,
 		Limits: auth.Limits{
@@ -432,7 +435,7 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer, read
 			FailuresPerUserAllClients: cfg.UserFailuresAll,
 		},
 		RefreshCookie: cfg.RefreshCookie, CookieSecure: cfg.CookieSecure, Origins: cfg.CORSOrigins, AuditRetention: cfg.AuditRetention,
-		OIDC: cfg.OIDC,
+		OIDC: cfg.OIDC, Feed: events,
 	})
 	if cfg.AdminUsername != "" {
 		created, err := svc.EnsureAdmin(ctx, cfg.AdminUsername, cfg.AdminPassword)
@@ -460,6 +463,7 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer, read
 	if err != nil {
 		return err
 	}
+	listen := wireEvents(db, events, keys, gql.Sockets, log)
 	mux := http.NewServeMux()
 	cors := web.CORS(cfg.CORSOrigins)
 	mux.Handle("/query", cors(gql))
@@ -516,7 +520,7 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer, read
 		log.Info("metrics are not served; set METRICS_ADDR (e.g. 127.0.0.1:9464) to serve /metrics on an address of its own")
 	}
 	go sweep(ctx, svc, log)
-	go svc.ListenForEvents(ctx, nil, func(err error) { log.Warn("event listener lost its connection; reconnecting", "err", err) })
+	go listen(ctx, nil)
 	if keys != nil {
 		go keys.Run(ctx, svc.RotateSigningKeyIfDue)
 	}
@@ -544,6 +548,53 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer, read
 		go metricsSrv.Shutdown(shutdownCtx)
 	}
 	return srv.Shutdown(shutdownCtx)
+}
+
+// wireEvents lays the path of a committed audit event through this instance, in this one place,
+// and returns the listener that feeds it from every instance (Postgres LISTEN; with SQLite there
+// is one instance and the listener returns at once), to run until ctx ends; connected, if not
+// nil, is called each time it is (re)connected.
+//
+//	store: the event, once its transaction committed (SQLite: right after the commit; Postgres:
+//	       NOTIFY sent in the transaction, heard by every instance's listener)
+//	  → feed: the securityEvents and auditEvents subscriptions it concerns
+//	  → key ring (a rotation or revocation): the signing keys are reloaded, then every
+//	    subscription checks its authority again and every socket verifies its token again
+//	  → sockets: the open sockets of the user the event concerns are authenticated again
+//	    (graph/ws.go), and closed if their authority is gone
+//
+// When the listener (re)connects, events may have been missed: every subscription and socket is
+// checked again, and the keys are reloaded (a key change may be among the missed events).
+func wireEvents(db *store.DB, events *feed.Feed, keys *token.KeyRing, sockets *graph.Sockets, log *slog.Logger) func(ctx context.Context, connected func()) {
+	// A key change on any instance reaches this one at once where events travel between
+	// instances (Postgres); the key ring's periodic reload remains the bound everywhere else.
+	reloadKeys := func() {
+		if err := keys.Reload(context.Background()); err != nil {
+			log.Warn("signing keys could not be reloaded", "err", err)
+			return
+		}
+		events.MarkStale()
+		sockets.ReverifyAll()
+	}
+	db.AddEventSink(func(e *model.AuditEvent) {
+		events.Publish(e)
+		if keys != nil && (e.Type == model.AuditEventTypeSigningKeyRotated || e.Type == model.AuditEventTypeSigningKeyRevoked) {
+			go reloadKeys()
+		}
+		sockets.Recheck(e)
+	})
+	return func(ctx context.Context, connected func()) {
+		db.ListenForEvents(ctx, func() {
+			events.MarkStale()
+			if keys != nil {
+				go reloadKeys()
+			}
+			sockets.RecheckAll()
+			if connected != nil {
+				connected()
+			}
+		}, func(err error) { log.Warn("event listener lost its connection; reconnecting", "err", err) })
+	}
 }
 
 // newHTTPServer is an http.Server with the timeouts and header limit of every listener.

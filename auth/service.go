@@ -9,6 +9,7 @@ import (
 
 	"github.com/google/uuid"
 
+	"gqlauth/feed"
 	"gqlauth/model"
 	"gqlauth/store"
 	"gqlauth/token"
@@ -23,7 +24,7 @@ type Service struct {
 	cfg       ServiceConfig
 	now       func() time.Time
 	log       *slog.Logger
-	feed      *Feed
+	feed      *feed.Feed
 	signIns   *signIns // nil: no providers
 }
 
@@ -44,33 +45,18 @@ type ServiceConfig struct {
 	Origins []string
 	// AuditRetention is how long audit events are kept; 0 keeps them for ever.
 	AuditRetention time.Duration
+	// Feed is where the subscriptions read committed audit events (server.go's wireEvents feeds
+	// it); nil: a feed of its own, which nothing feeds.
+	Feed *feed.Feed
 	// OIDC configures sign-in through OpenID Connect providers; none by default.
 	OIDC OIDCConfig
 }
 
 // NewService returns a Service.
 func NewService(db *store.DB, tokens *token.Tokens, passwords *Passwords, cfg ServiceConfig) *Service {
-	s := &Service{db: db, tokens: tokens, passwords: passwords, cfg: cfg, now: cfg.Now, log: cfg.Logger, feed: newFeed()}
-	if db != nil {
-		db.AddEventSink(s.feed.publish)
-	}
-	if tokens != nil && tokens.Keys() != nil {
-		// A key change on any instance reaches this one at once where events travel between
-		// instances (Postgres); the periodic reload remains the bound everywhere else. Once
-		// reloaded, sockets verify their tokens again (a revoked key closes them).
-		reload := func() {
-			if err := tokens.Keys().Reload(context.Background()); err != nil {
-				s.log.Warn("signing keys could not be reloaded", "err", err)
-				return
-			}
-			s.feed.keysChanged()
-		}
-		s.feed.Watch(func(e *model.AuditEvent) {
-			if e.Type == model.AuditEventTypeSigningKeyRotated || e.Type == model.AuditEventTypeSigningKeyRevoked {
-				go reload()
-			}
-		})
-		s.feed.OnResync(func() { go reload() }) // a key change may be among the missed events
+	s := &Service{db: db, tokens: tokens, passwords: passwords, cfg: cfg, now: cfg.Now, log: cfg.Logger, feed: cfg.Feed}
+	if s.feed == nil {
+		s.feed = feed.New()
 	}
 	if s.now == nil {
 		s.now = time.Now

@@ -37,10 +37,18 @@ type Options struct {
 	AccessLog     AccessLog         // which requests are logged; "": all
 }
 
+// Handler is the GraphQL endpoint (an http.Handler) and the registry of its open WebSockets.
+type Handler struct {
+	http.Handler
+	// Sockets are the open WebSockets by user, which committed audit events re-check: see
+	// wireEvents in server.go, the one place the event path is laid.
+	Sockets *Sockets
+}
+
 // NewHandler returns the GraphQL endpoint: security headers, request log and metrics, the Bearer
 // middleware, and GraphQL over HTTP with the query limits in front of gqlgen's executor. It
 // refuses a schema with an unguarded root field, and trusted documents that do not check out.
-func NewHandler(svc *auth.Service, tokens *token.Tokens, opts Options) (http.Handler, error) {
+func NewHandler(svc *auth.Service, tokens *token.Tokens, opts Options) (*Handler, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
@@ -108,7 +116,7 @@ func NewHandler(svc *auth.Service, tokens *token.Tokens, opts Options) (http.Han
 	}
 	h = observe(opts.Logger, opts.Metrics, opts.AccessLog, h)
 	h = auth.Middleware(tokens, opts.Proxies)(h)
-	return securityHeaders(h), nil
+	return &Handler{Handler: securityHeaders(h), Sockets: live}, nil
 }
 
 // aroundRootFields gives each root field of a mutation a scope of its own (auth.WithMutationScope):

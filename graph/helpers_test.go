@@ -19,7 +19,9 @@ import (
 	"github.com/uptrace/bun"
 
 	"gqlauth/auth"
+	"gqlauth/feed"
 	"gqlauth/graph"
+	"gqlauth/model"
 	"gqlauth/store"
 	"gqlauth/store/storetest"
 	"gqlauth/token"
@@ -162,9 +164,10 @@ func newServerOn(t testing.TB, db *store.DB, clk *clock, opts ...option) *server
 		}
 		oidc = o.oidc(o.publicURL)
 	}
+	events := feed.New()
 	svc := auth.NewService(db, tokens, passwords, auth.ServiceConfig{
 		RefreshTTL: o.refreshTTL, ReuseInterval: o.reuseInterval, SignupEnabled: o.signup, Now: clk.Now, Logger: log,
-		Limits: o.limits, AuditRetention: o.retention, OIDC: oidc,
+		Limits: o.limits, AuditRetention: o.retention, OIDC: oidc, Feed: events,
 	})
 	h, err := graph.NewHandler(svc, tokens, graph.Options{Logger: log, Limits: o.queryLimits, Introspection: !o.noIntrospect, Debug: o.debug, Proxies: o.proxies, Trusted: o.trusted,
 		Sockets: o.sockets, Origins: o.origins, AccessLog: o.accessLog})
@@ -182,16 +185,20 @@ func newServerOn(t testing.TB, db *store.DB, clk *clock, opts ...option) *server
 	if db != nil { // nil: a service without a database, to provoke a panic
 		db.AddQueryHook(counter)
 	}
+	var listen func(ctx context.Context, connected func())
+	if db != nil {
+		listen = wireEvents(db, events, keys, h.Sockets, log)
+	}
 	if db != nil && db.IsPostgres() {
 		// Committed events reach sockets through LISTEN: wait until this instance listens.
 		ctx, cancel := context.WithCancel(context.Background())
 		listening := make(chan struct{}, 1)
-		go svc.ListenForEvents(ctx, func() {
+		go listen(ctx, func() {
 			select {
 			case listening <- struct{}{}:
 			default:
 			}
-		}, nil)
+		})
 		t.Cleanup(cancel)
 		select {
 		case <-listening:
@@ -200,6 +207,38 @@ func newServerOn(t testing.TB, db *store.DB, clk *clock, opts ...option) *server
 		}
 	}
 	return &server{URL: ts.URL, DB: db, Clock: clk, Queries: counter, Service: svc, Keys: keys, Tokens: tokens}
+}
+
+// wireEvents is server.go's wireEvents (the path of a committed audit event through an instance),
+// which tests cannot import from package main: keep the two the same.
+func wireEvents(db *store.DB, events *feed.Feed, keys *token.KeyRing, sockets *graph.Sockets, log *slog.Logger) func(ctx context.Context, connected func()) {
+	reloadKeys := func() {
+		if err := keys.Reload(context.Background()); err != nil {
+			log.Warn("signing keys could not be reloaded", "err", err)
+			return
+		}
+		events.MarkStale()
+		sockets.ReverifyAll()
+	}
+	db.AddEventSink(func(e *model.AuditEvent) {
+		events.Publish(e)
+		if keys != nil && (e.Type == model.AuditEventTypeSigningKeyRotated || e.Type == model.AuditEventTypeSigningKeyRevoked) {
+			go reloadKeys()
+		}
+		sockets.Recheck(e)
+	})
+	return func(ctx context.Context, connected func()) {
+		db.ListenForEvents(ctx, func() {
+			events.MarkStale()
+			if keys != nil {
+				go reloadKeys()
+			}
+			sockets.RecheckAll()
+			if connected != nil {
+				connected()
+			}
+		}, func(err error) { log.Warn("event listener lost its connection; reconnecting", "err", err) })
+	}
 }
 
 // twoInstances starts two servers on one fresh database, sharing a clock, as two instances

@@ -36,7 +36,7 @@ type endpoint struct {
 	guard   *guard
 	docs    *TrustedDocuments // nil: free-form queries only
 	isAdmin func(context.Context) bool
-	sockets *sockets
+	sockets *Sockets
 }
 
 func (e *endpoint) ServeHTTP(w http.ResponseWriter, r *http.Request) {

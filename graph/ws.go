@@ -45,10 +45,10 @@ const (
 	closeTooMany      = 4429
 )
 
-// sockets serves the WebSocket side of /query (graphql-transport-ws, through gqlgen's
+// Sockets serves the WebSocket side of /query (graphql-transport-ws, through gqlgen's
 // transport) and keeps every open socket by user, so that a committed security event about a user
 // re-checks that user's sockets and closes those whose session, key or account is gone.
-type sockets struct {
+type Sockets struct {
 	svc     *auth.Service
 	tokens  *token.Tokens
 	limits  SocketLimits
@@ -79,8 +79,8 @@ func socketFrom(ctx context.Context) *socket {
 	return s
 }
 
-func newSockets(svc *auth.Service, tokens *token.Tokens, limits SocketLimits, origins []string) *sockets {
-	s := &sockets{svc: svc, tokens: tokens, limits: limits, origins: map[string]bool{},
+func newSockets(svc *auth.Service, tokens *token.Tokens, limits SocketLimits, origins []string) *Sockets {
+	s := &Sockets{svc: svc, tokens: tokens, limits: limits, origins: map[string]bool{},
 		byUser: map[string]map[*socket]struct{}{}, byIP: map[string]int{}}
 	for _, o := range origins {
 		s.origins[strings.TrimRight(o, "/")] = true
@@ -94,9 +94,6 @@ func newSockets(svc *auth.Service, tokens *token.Tokens, limits SocketLimits, or
 		PayloadReadLimit: &readLimit,
 		CloseFunc:        func(ctx context.Context, _ int) { s.forget(socketFrom(ctx)) },
 	}
-	svc.Feed().Watch(s.recheckUser)
-	svc.Feed().OnResync(s.recheckAll)
-	svc.Feed().OnKeyChange(s.reverifyAll)
 	return s
 }
 
@@ -122,7 +119,7 @@ func (a acceptor) Accept(w http.ResponseWriter, r *http.Request, o transport.Web
 
 // serve upgrades r, after the cross-site check: browsers do not apply CORS to WebSockets, so an
 // upgrade from a page on another origin would otherwise ride on the user's network position.
-func (s *sockets) serve(w http.ResponseWriter, r *http.Request, exec graphql.GraphExecutor) {
+func (s *Sockets) serve(w http.ResponseWriter, r *http.Request, exec graphql.GraphExecutor) {
 	if origin := r.Header.Get("Origin"); origin != "" && !s.allowedOrigin(origin, r.Host) {
 		writeErrors(w, r, mediaJSON, http.StatusForbidden, requestError(model.ErrorCodeForbidden,
 			"WebSocket upgrades are accepted from this server's own origin and CORS_ALLOWED_ORIGINS only"))
@@ -142,7 +139,7 @@ func (s *sockets) serve(w http.ResponseWriter, r *http.Request, exec graphql.Gra
 	s.ws.Do(w, r.WithContext(context.WithValue(r.Context(), socketKey{}, sock)), exec)
 }
 
-func (s *sockets) allowedOrigin(origin, host string) bool {
+func (s *Sockets) allowedOrigin(origin, host string) bool {
 	u, err := url.Parse(origin)
 	return err == nil && (strings.EqualFold(u.Host, host) || s.origins[strings.TrimRight(origin, "/")])
 }
@@ -150,7 +147,7 @@ func (s *sockets) allowedOrigin(origin, host string) bool {
 // init authenticates connection_init with the rules of the HTTP middleware. Without a credential
 // the socket is anonymous (only @public subscriptions run); a bad one closes it with 4401. What is
 // kept is the credential, not the principal: each operation authenticates again (operationAuth).
-func (s *sockets) init(ctx context.Context, payload transport.InitPayload) (context.Context, *transport.InitPayload, error) {
+func (s *Sockets) init(ctx context.Context, payload transport.InitPayload) (context.Context, *transport.InitPayload, error) {
 	sock := socketFrom(ctx)
 	ctx = auth.SocketContext(ctx, s.tokens, payload.Authorization(), payload.GetString("X-API-Key"))
 	if !auth.HasCredentials(ctx) {
@@ -197,10 +194,10 @@ func reasonOf(err error) string {
 	return string(model.AuthErrorReasonInvalidToken)
 }
 
-// recheckUser re-authenticates every open socket of the user a committed event is about, and
-// closes those whose authority is gone (logout, refresh-token reuse, password change, a disabled
-// account, a revoked API key or signing key).
-func (s *sockets) recheckUser(e *model.AuditEvent) {
+// Recheck re-authenticates every open socket of the user a committed event is about, and closes
+// those whose authority is gone (logout, refresh-token reuse, password change, a disabled account,
+// a revoked API key or signing key).
+func (s *Sockets) Recheck(e *model.AuditEvent) {
 	if e.UserID == nil {
 		return
 	}
@@ -213,10 +210,10 @@ func (s *sockets) recheckUser(e *model.AuditEvent) {
 	s.recheck(open)
 }
 
-// recheckAll re-authenticates every open socket: events may have been missed.
-func (s *sockets) recheckAll() { s.recheck(s.all()) }
+// RecheckAll re-authenticates every open socket: events may have been missed.
+func (s *Sockets) RecheckAll() { s.recheck(s.all()) }
 
-func (s *sockets) all() []*socket {
+func (s *Sockets) all() []*socket {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	var open []*socket
@@ -228,10 +225,10 @@ func (s *sockets) all() []*socket {
 	return open
 }
 
-// reverifyAll verifies the access token of every open socket again, after the signing keys were
+// ReverifyAll verifies the access token of every open socket again, after the signing keys were
 // reloaded: a socket whose token's key was revoked closes with 4401 INVALID_TOKEN. It asks the
 // database nothing.
-func (s *sockets) reverifyAll() {
+func (s *Sockets) ReverifyAll() {
 	for _, sock := range s.all() {
 		if reason := s.svc.VerifyAgain(sock.ctx); reason != "" {
 			sock.close(closeUnauthorized, string(reason))
@@ -239,7 +236,7 @@ func (s *sockets) reverifyAll() {
 	}
 }
 
-func (s *sockets) recheck(open []*socket) {
+func (s *Sockets) recheck(open []*socket) {
 	for _, sock := range open {
 		go func() {
 			ctx, cancel := context.WithTimeout(context.WithoutCancel(sock.ctx), 5*time.Second)
@@ -264,7 +261,7 @@ func (sock *socket) close(code int, reason string) {
 }
 
 // forget drops a socket from the registry (once).
-func (s *sockets) forget(sock *socket) {
+func (s *Sockets) forget(sock *socket) {
 	if sock == nil {
 		return
 	}
@@ -295,7 +292,7 @@ const socketAuthStat = "gqlauth.socketOperation"
 // each operation (auth.SocketOperation: the token verified again, the principal loaded by the
 // operation itself), made once and kept with the operation, so that the checks before it runs
 // (socketGuard) and the run share one principal query.
-func (s *sockets) operationAuth(ctx context.Context) context.Context {
+func (s *Sockets) operationAuth(ctx context.Context) context.Context {
 	op := graphql.GetOperationContext(ctx)
 	a, ok := op.Stats.GetExtension(socketAuthStat).(*auth.SocketOperation)
 	if !ok {
@@ -309,7 +306,7 @@ func (s *sockets) operationAuth(ctx context.Context) context.Context {
 // runs at once on the socket: its subscriptions, and its queries and mutations in flight. One
 // over a cap gets TOO_MANY_REQUESTS and the socket stays (its other operations are the client's
 // own); an operation is in flight until its last response is handed to the transport.
-func (s *sockets) aroundOperation(ctx context.Context, next graphql.OperationHandler) graphql.ResponseHandler {
+func (s *Sockets) aroundOperation(ctx context.Context, next graphql.OperationHandler) graphql.ResponseHandler {
 	sock, op := socketFrom(ctx), graphql.GetOperationContext(ctx)
 	ctx = s.operationAuth(ctx)
 	running, limit, what := &sock.queries, s.limits.QueriesPerSocket, "too many queries and mutations in flight on this socket"

@@ -1,0 +1,98 @@
+package auth
+
+import (
+	"context"
+
+	"gqlauth/model"
+)
+
+// The two subscriptions of audit events. The feed hands over every committed event; what a
+// subscriber may see, and in what form, is decided here.
+
+// SubscribeSecurityEvents streams the caller's own audit events as they are committed.
+func (s *Service) SubscribeSecurityEvents(ctx context.Context) (<-chan *model.AuditEvent, error) {
+	p, err := s.Authenticate(ctx)
+	if err != nil {
+		return nil, err
+	}
+	events := s.feed.Subscribe(ctx, p.User.ID)
+	out := make(chan *model.AuditEvent)
+	go func() {
+		defer close(out)
+		for e := range events {
+			if e == nil || e.Type == model.AuditEventTypeRoleChanged {
+				// The caller's role decides how actors are shown: read it again.
+				now, err := s.Recheck(ctx)
+				if err != nil {
+					return // the socket is being closed
+				}
+				p = now
+				if e == nil {
+					continue
+				}
+			}
+			// The feed's events are shared and carry ids only: give this subscriber its copy with
+			// the people in it, as the securityEvents query shows them (ownView).
+			c := *e
+			c.User = p.User
+			if c.ActorID != nil && *c.ActorID == p.User.ID {
+				c.Actor = p.User
+			} else if c.ActorID != nil {
+				if actor, err := s.db.UserByID(ctx, *c.ActorID); err == nil {
+					c.Actor = actor
+				}
+			}
+			select {
+			case out <- ownView(&c, p.User.ID):
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	return out, nil
+}
+
+// SubscribeAuditEvents streams every committed audit event to an ADMIN. An event about the caller
+// (their role changed, say), or a sign that one may have been missed or that the signing keys
+// changed, makes the caller be checked again before the next event: once they may no longer run
+// it, the stream ends and ended is told why (the socket itself stays, for what they still may
+// run).
+func (s *Service) SubscribeAuditEvents(ctx context.Context, ended func(error)) (<-chan *model.AuditEvent, error) {
+	p, err := s.Authorize(ctx, model.RoleAdmin)
+	if err != nil {
+		return nil, err
+	}
+	events := s.feed.Subscribe(ctx, "")
+	out := make(chan *model.AuditEvent)
+	go func() {
+		defer close(out)
+		for e := range events {
+			if e == nil || (e.UserID != nil && *e.UserID == p.User.ID) {
+				now, err := s.Recheck(ctx)
+				if err == nil && !now.Role.Satisfies(model.RoleAdmin) {
+					err = model.InsufficientRole(model.RoleAdmin)
+				}
+				if err != nil {
+					ended(err)
+					return
+				}
+				if e == nil {
+					continue
+				}
+			}
+			c := *e
+			if c.ActorID != nil {
+				c.Actor, _ = s.db.UserByID(ctx, *c.ActorID)
+			}
+			if c.UserID != nil {
+				c.User, _ = s.db.UserByID(ctx, *c.UserID)
+			}
+			select {
+			case out <- &c:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	return out, nil
+}
