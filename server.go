@@ -27,7 +27,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
-	"gqlauth/auth"
+	"gqlauth/account"
 	"gqlauth/feed"
 	"gqlauth/graph"
 	"gqlauth/model"
@@ -82,7 +82,7 @@ type Config struct {
 	ShutdownTimeout time.Duration
 
 	RedisURL           string // empty: rate-limit counters in memory
-	TrustedProxies     auth.Proxies
+	TrustedProxies     account.Proxies
 	RateLimitPerIP     int
 	RateLimitIPWindow  time.Duration
 	UserFailures       int
@@ -102,7 +102,7 @@ type Config struct {
 	RefreshCookie      bool
 	CookieSecure       bool
 	CORSOrigins        []string
-	OIDC               auth.OIDCConfig
+	OIDC               account.OIDCConfig
 }
 
 // LoadConfig reads and validates the configuration. Its error is one line naming the variable.
@@ -237,7 +237,7 @@ func LoadConfig(getenv func(string) string) (Config, error) {
 	if host, port, err := net.SplitHostPort(cfg.MetricsAddr); cfg.MetricsAddr != "" && (err != nil || (host != "" && !validHost(host)) || !validPort(port)) {
 		errs = append(errs, fmt.Errorf("METRICS_ADDR: %q is not a listen address such as 127.0.0.1:9464 or :9464", cfg.MetricsAddr))
 	}
-	proxies, err := auth.ParseProxies(getenv("TRUSTED_PROXIES"))
+	proxies, err := account.ParseProxies(getenv("TRUSTED_PROXIES"))
 	if err != nil {
 		errs = append(errs, fmt.Errorf("TRUSTED_PROXIES: %v", err))
 	}
@@ -307,20 +307,20 @@ func validPort(port string) bool {
 }
 
 // loadOIDC reads OIDC_PROVIDERS and the variables of each provider it names.
-func loadOIDC(getenv func(string) string, get func(name, def string) string, publicURL string) (auth.OIDCConfig, error) {
-	cfg := auth.OIDCConfig{PublicURL: publicURL}
+func loadOIDC(getenv func(string) string, get func(name, def string) string, publicURL string) (account.OIDCConfig, error) {
+	cfg := account.OIDCConfig{PublicURL: publicURL}
 	seen := map[string]bool{}
 	for _, name := range strings.Split(getenv("OIDC_PROVIDERS"), ",") {
 		name = strings.TrimSpace(name)
 		if name == "" {
 			continue
 		}
-		if !auth.ProviderNamePattern.MatchString(name) || seen[name] {
+		if !account.ProviderNamePattern.MatchString(name) || seen[name] {
 			return cfg, fmt.Errorf("OIDC_PROVIDERS: %q must be a unique name of 1–32 lower-case letters and digits, starting with a letter", name)
 		}
 		seen[name] = true
 		prefix := "OIDC_" + strings.ToUpper(name) + "_"
-		p := auth.OIDCProvider{
+		p := account.OIDCProvider{
 			Name: name, Issuer: strings.TrimRight(get(prefix+"ISSUER", ""), "/"), ClientID: get(prefix+"CLIENT_ID", ""),
 			ClientSecret: getenv(prefix + "CLIENT_SECRET"), Scopes: strings.Fields(get(prefix+"SCOPES", "openid email profile")),
 		}
@@ -340,7 +340,7 @@ func loadOIDC(getenv func(string) string, get func(name, def string) string, pub
 		if raw = strings.TrimSpace(raw); raw == "" {
 			continue
 		}
-		if err := auth.ValidateRedirectURL(raw); err != nil {
+		if err := account.ValidateRedirectURL(raw); err != nil {
 			return cfg, fmt.Errorf("OIDC_REDIRECT_URLS: %v", err)
 		}
 		cfg.RedirectURLs = append(cfg.RedirectURLs, raw)
@@ -401,7 +401,7 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer, read
 	if err != nil {
 		return fmt.Errorf("JWT_SECRET: %v", err)
 	}
-	passwords, err := auth.NewPasswords(auth.PasswordConfig{Cost: cfg.BcryptCost, Workers: cfg.BcryptWorkers, QueueTimeout: cfg.BcryptQueueTimeout})
+	passwords, err := account.NewPasswords(account.PasswordConfig{Cost: cfg.BcryptCost, Workers: cfg.BcryptWorkers, QueueTimeout: cfg.BcryptQueueTimeout})
 	if err != nil {
 		return fmt.Errorf("BCRYPT_COST: %v", err)
 	}
@@ -426,9 +426,9 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer, read
 		counter = redis
 	}
 	events := feed.New()
-	svc := auth.NewService(db, tokens, passwords, auth.ServiceConfig{
+	svc := account.NewService(db, tokens, passwords, account.ServiceConfig{
 		RefreshTTL: cfg.RefreshTTL, ReuseInterval: cfg.ReuseInterval, SignupEnabled: cfg.SignupEnabled, Logger: log,
-		Limits: auth.Limits{
+		Limits: account.Limits{
 			Counter:   counter,
 			PerClient: cfg.RateLimitPerIP, ClientWindow: cfg.RateLimitIPWindow,
 			FailuresPerUser: cfg.UserFailures, UserWindow: cfg.UserFailuresWindow,
@@ -467,9 +467,9 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer, read
 	mux := http.NewServeMux()
 	cors := web.CORS(cfg.CORSOrigins)
 	mux.Handle("/query", cors(gql))
-	mux.Handle("/oauth/token", cors(auth.Middleware(tokens, cfg.TrustedProxies)(svc.TokenHandler())))
-	mux.Handle("/auth/", cors(auth.Middleware(tokens, cfg.TrustedProxies)(svc.SignInHandler())))
-	mux.Handle("/oauth/introspect", auth.Middleware(tokens, cfg.TrustedProxies)(svc.IntrospectionHandler()))
+	mux.Handle("/oauth/token", cors(account.Middleware(tokens, cfg.TrustedProxies)(svc.TokenHandler())))
+	mux.Handle("/auth/", cors(account.Middleware(tokens, cfg.TrustedProxies)(svc.SignInHandler())))
+	mux.Handle("/oauth/introspect", account.Middleware(tokens, cfg.TrustedProxies)(svc.IntrospectionHandler()))
 	mux.Handle("/.well-known/jwks.json", cors(svc.JWKSHandler(cfg.JWKSMaxAge)))
 	mux.Handle("/.well-known/oauth-authorization-server", cors(svc.MetadataHandler(cfg.JWTIssuer, cfg.PublicURL, cfg.JWKSMaxAge)))
 	playground := web.Playground()
@@ -660,7 +660,7 @@ func noSniff(next http.Handler) http.Handler {
 
 // sweep deletes dead sessions, expired provider sign-ins, dead API keys and audit events past their retention at start
 // and then every ten minutes.
-func sweep(ctx context.Context, svc *auth.Service, log *slog.Logger) {
+func sweep(ctx context.Context, svc *account.Service, log *slog.Logger) {
 	tick := time.NewTicker(10 * time.Minute)
 	defer tick.Stop()
 	for {

@@ -13,7 +13,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"gqlauth/auth"
+	"gqlauth/account"
 )
 
 // op is one kind of request a virtual user makes; it returns "" or an error code.
@@ -74,7 +74,7 @@ func (env *environment) ops() map[string]op {
 
 // bcryptCeiling is the machine's login ceiling at the configured cost: cores ÷ one hash's time.
 func (env *environment) bcryptCeiling() float64 {
-	p, _ := auth.NewPasswords(auth.PasswordConfig{Cost: env.cost, Workers: 1})
+	p, _ := account.NewPasswords(account.PasswordConfig{Cost: env.cost, Workers: 1})
 	ctx := context.Background()
 	hash, _ := p.Hash(ctx, password)
 	const n = 10

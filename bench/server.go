@@ -19,7 +19,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
 
-	"gqlauth/auth"
+	"gqlauth/account"
 	"gqlauth/graph"
 	"gqlauth/store"
 	"gqlauth/token"
@@ -34,11 +34,11 @@ type environment struct {
 	db          *store.DB // in-process only: for the ceiling handler
 	recipe      bool      // the recipe's handler is served at /recipe (Postgres only)
 	dsn         string    // the in-process server's Postgres URL, schema included
-	svc         *auth.Service
+	svc         *account.Service
 	tokens      *token.Tokens
 	scale       *scaleData // -scale: the seeded population
 	accessLog   graph.AccessLog
-	passwords   *auth.Passwords
+	passwords   *account.Passwords
 	users       []*virtualUser
 	mu          sync.Mutex
 }
@@ -93,7 +93,7 @@ func (env *environment) startServer(ctx context.Context, databaseURL string) (fu
 	if err != nil {
 		return nil, err
 	}
-	if env.passwords, err = auth.NewPasswords(auth.PasswordConfig{Cost: env.cost}); err != nil {
+	if env.passwords, err = account.NewPasswords(account.PasswordConfig{Cost: env.cost}); err != nil {
 		return nil, err
 	}
 	runtime.GOMAXPROCS(runtime.GOMAXPROCS(0) + runtime.NumCPU()) // as server.go does for the bcrypt workers
@@ -102,7 +102,7 @@ func (env *environment) startServer(ctx context.Context, databaseURL string) (fu
 	}
 	// As server.go builds it: the request log line (formatted, then discarded) and metrics.
 	log := slog.New(graph.LogHandler(teeHandler{slog.NewTextHandler(io.Discard, nil), slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})}))
-	svc := auth.NewService(db, tokens, env.passwords, auth.ServiceConfig{
+	svc := account.NewService(db, tokens, env.passwords, account.ServiceConfig{
 		RefreshTTL: 720 * time.Hour, ReuseInterval: 10 * time.Second, SignupEnabled: true, Logger: log,
 		// No rate limits: the harness is one client IP doing what a crowd would.
 	})

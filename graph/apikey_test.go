@@ -12,7 +12,7 @@ import (
 
 	"github.com/google/uuid"
 
-	"gqlauth/auth"
+	"gqlauth/account"
 	"gqlauth/model"
 	"gqlauth/store"
 	"gqlauth/store/storetest"
@@ -306,17 +306,17 @@ func TestAPIKey_CapHoldsUnderConcurrentCreation(t *testing.T) {
 						s.query(t, alice.AccessToken, `mutation($id: ID!) { revokeApiKey(id: $id) }`, map[string]any{"id": k.APIKey.ID})
 					}
 				}
-				free := auth.MaxAPIKeysPerUser - (c.before - c.revoked)
+				free := account.MaxAPIKeysPerUser - (c.before - c.revoked)
 				if got := createKeysAtOnce(t, servers, alice.AccessToken, c.atOnce); got != free {
 					t.Fatalf("%d of %d concurrent creations succeeded, want %d (cap %d, %d live before)",
-						got, c.atOnce, free, auth.MaxAPIKeysPerUser, c.before-c.revoked)
+						got, c.atOnce, free, account.MaxAPIKeysPerUser, c.before-c.revoked)
 				}
 				var live []apiKey
 				s.query(t, alice.AccessToken, `{ apiKeys { id } }`, nil).field(t, "apiKeys", &live)
 				rows, events := keyRowsAndEvents(t, s)
-				if len(live) != auth.MaxAPIKeysPerUser || rows != auth.MaxAPIKeysPerUser+c.revoked || events != rows {
+				if len(live) != account.MaxAPIKeysPerUser || rows != account.MaxAPIKeysPerUser+c.revoked || events != rows {
 					t.Fatalf("%d live keys, %d rows, %d API_KEY_CREATED events; want %d, %d, %d",
-						len(live), rows, events, auth.MaxAPIKeysPerUser, auth.MaxAPIKeysPerUser+c.revoked, auth.MaxAPIKeysPerUser+c.revoked)
+						len(live), rows, events, account.MaxAPIKeysPerUser, account.MaxAPIKeysPerUser+c.revoked, account.MaxAPIKeysPerUser+c.revoked)
 				}
 			})
 		})
@@ -369,9 +369,9 @@ func TestAPIKey_SweepDeletesRevokedAndExpiredKeysAfterTheGracePeriodOnly(t *test
 		expiredOld := create(alice, "expired long ago", 60)
 		bobRevoked := create(bob, "bob revoked long ago", nil)
 		revoke(bob, bobRevoked)
-		bobLive := create(bob, "bob live", auth.MaxAPIKeyLifetime/time.Second)
+		bobLive := create(bob, "bob live", account.MaxAPIKeyLifetime/time.Second)
 
-		s.Clock.Advance(auth.DeadAPIKeyRetention - 24*time.Hour)
+		s.Clock.Advance(account.DeadAPIKeyRetention - 24*time.Hour)
 		alice = s.login(t, "alice", "correct horse battery") // the first access token has expired
 		revokedRecent := create(alice, "revoked lately", nil)
 		revoke(alice, revokedRecent)
@@ -406,7 +406,7 @@ func TestAPIKey_SweepDeletesRevokedAndExpiredKeysAfterTheGracePeriodOnly(t *test
 		}
 
 		// A grace period later the recent ones go too; the live ones stay while they live.
-		s.Clock.Advance(auth.DeadAPIKeyRetention)
+		s.Clock.Advance(account.DeadAPIKeyRetention)
 		sweep(2)
 		if got, want := stored(), []string{"bob live", "live"}; !slices.Equal(got, want) {
 			t.Fatalf("kept %q, want %q", got, want)
@@ -424,7 +424,7 @@ func TestAPIKey_SweepWorksInBatches(t *testing.T) {
 		const dead = 2345
 		ctx := context.Background()
 		err := s.DB.Transact(ctx, func(tx *store.Tx) error {
-			at := s.Clock.Now().UTC().Add(-auth.DeadAPIKeyRetention - time.Hour)
+			at := s.Clock.Now().UTC().Add(-account.DeadAPIKeyRetention - time.Hour)
 			for i := range dead {
 				id := uuid.Must(uuid.NewV7()).String()
 				k := &model.APIKey{ID: id, UserID: alice.User.ID, Name: "dead", Prefix: "gqa_dead", SecretHash: id,

@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"gqlauth/auth"
+	"gqlauth/account"
 	"gqlauth/ratelimit"
 	"gqlauth/store/storetest"
 	"gqlauth/token"
@@ -84,7 +84,7 @@ func deref(s *string) string {
 func TestAudit_EverySecurityChangeIsRecorded(t *testing.T) {
 	storetest.Each(t, func(t *testing.T, kind storetest.Kind) {
 		clk := &clock{now: time.Now().UTC()}
-		s := newServerOn(t, storetest.Open(t, kind), clk, withRateLimits(auth.Limits{
+		s := newServerOn(t, storetest.Open(t, kind), clk, withRateLimits(account.Limits{
 			Counter: ratelimit.NewMemory(clk.Now), FailuresPerUser: 3, UserWindow: time.Hour,
 		}))
 		root := s.signedInAdmin(t)
@@ -226,7 +226,7 @@ func TestAudit_EverySecurityChangeIsRecorded(t *testing.T) {
 func TestAudit_RateLimitRecordedOncePerWindowNotPerRequest(t *testing.T) {
 	storetest.Each(t, func(t *testing.T, kind storetest.Kind) {
 		clk := &clock{now: time.Now().UTC()}
-		s := newServerOn(t, storetest.Open(t, kind), clk, withRateLimits(auth.Limits{
+		s := newServerOn(t, storetest.Open(t, kind), clk, withRateLimits(account.Limits{
 			Counter: ratelimit.NewMemory(clk.Now), PerClient: 2, ClientWindow: time.Minute,
 		}))
 		for range 12 {

@@ -9,7 +9,7 @@ import (
 
 	"github.com/google/uuid"
 
-	"gqlauth/auth"
+	"gqlauth/account"
 	"gqlauth/graph"
 	"gqlauth/model"
 	"gqlauth/store/storetest"
@@ -156,9 +156,9 @@ func TestIdentities_AdminPageOfManyUsersCostsOneIdentityQuery(t *testing.T) {
 func TestComplexity_ListsCountByTheSizeTheyAsk(t *testing.T) {
 	limits := graph.DefaultQueryLimits()
 	limits.MaxComplexity = 100
-	names := []auth.OIDCProvider{{Name: "a"}, {Name: "b"}, {Name: "c"}} // three providers: up to three identities a user
-	s := newServer(t, storetest.SQLite, withQueryLimits(limits), withOIDC(func(publicURL string) auth.OIDCConfig {
-		return auth.OIDCConfig{Providers: names, PublicURL: publicURL}
+	names := []account.OIDCProvider{{Name: "a"}, {Name: "b"}, {Name: "c"}} // three providers: up to three identities a user
+	s := newServer(t, storetest.SQLite, withQueryLimits(limits), withOIDC(func(publicURL string) account.OIDCConfig {
+		return account.OIDCConfig{Providers: names, PublicURL: publicURL}
 	}))
 	admin := s.signedInAdmin(t)
 	for _, c := range []struct {
@@ -178,7 +178,7 @@ func TestComplexity_ListsCountByTheSizeTheyAsk(t *testing.T) {
 		{"nested lists multiply", `{ auditEvents(first: 10) { edges { node { user { identities { provider } } } } } }`, nil, 1 + 10*(1+1+1+(1+3*1))},
 		{"identities by the providers", `{ me { id identities { provider subject email linkedAt } } }`, nil, 1 + 1 + (1 + 3*4)},
 		{"sessions as 50", `{ sessions { id current } }`, nil, 1 + 50*2},
-		{"apiKeys by the keys a user may have", `{ apiKeys { id name } }`, nil, 1 + auth.MaxAPIKeysPerUser*2},
+		{"apiKeys by the keys a user may have", `{ apiKeys { id name } }`, nil, 1 + account.MaxAPIKeysPerUser*2},
 		{"signingKeys as 50", `{ signingKeys { kid alg } }`, nil, 1 + 50*2},
 		{"aliases add up", `{ a: users(limit: 40) { id } b: users(limit: 40) { id } c: users(limit: 40) { id } }`, nil, 3 * (1 + 40)},
 	} {

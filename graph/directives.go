@@ -8,12 +8,12 @@ import (
 	"github.com/99designs/gqlgen/graphql"
 	"github.com/vektah/gqlparser/v2/ast"
 
-	"gqlauth/auth"
+	"gqlauth/account"
 	"gqlauth/model"
 )
 
 // directives implements @auth and @public.
-func directives(svc *auth.Service) DirectiveRoot {
+func directives(svc *account.Service) DirectiveRoot {
 	return DirectiveRoot{
 		// The check is memoized per request by the auth service, so a request pays one database
 		// query however many guarded fields it resolves.

@@ -18,7 +18,7 @@ import (
 	"github.com/vektah/gqlparser/v2/validator/core"
 	"github.com/vektah/gqlparser/v2/validator/rules"
 
-	"gqlauth/auth"
+	"gqlauth/account"
 	"gqlauth/model"
 	"gqlauth/token"
 )
@@ -27,7 +27,7 @@ import (
 type Options struct {
 	Logger        *slog.Logger      // nil means slog.Default()
 	Metrics       *Metrics          // nil: no metrics
-	Proxies       auth.Proxies      // whose X-Forwarded-For to believe
+	Proxies       account.Proxies   // whose X-Forwarded-For to believe
 	Limits        QueryLimits       // zero value: DefaultQueryLimits()
 	Introspection bool              // allow __schema / __type queries
 	Debug         bool              // name suggestions ("did you mean …") in validation errors
@@ -48,7 +48,7 @@ type Handler struct {
 // NewHandler returns the GraphQL endpoint: security headers, request log and metrics, the Bearer
 // middleware, and GraphQL over HTTP with the query limits in front of gqlgen's executor. It
 // refuses a schema with an unguarded root field, and trusted documents that do not check out.
-func NewHandler(svc *auth.Service, tokens *token.Tokens, opts Options) (*Handler, error) {
+func NewHandler(svc *account.Service, tokens *token.Tokens, opts Options) (*Handler, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
@@ -98,7 +98,7 @@ func NewHandler(svc *auth.Service, tokens *token.Tokens, opts Options) (*Handler
 	exec.AroundRootFields(aroundRootFields)
 	exec.AroundResponses(func(ctx context.Context, next graphql.ResponseHandler) *graphql.Response {
 		// One scope per response: the identities of its users are loaded together.
-		return aroundResponses(auth.WithResponseScope(ctx), next)
+		return aroundResponses(account.WithResponseScope(ctx), next)
 	})
 	exec.SetErrorPresenter(presentError(opts.Logger, opts.Metrics))
 	exec.SetRecoverFunc(func(ctx context.Context, p any) error {
@@ -115,17 +115,17 @@ func NewHandler(svc *auth.Service, tokens *token.Tokens, opts Options) (*Handler
 		opts.AccessLog = AccessLogAll
 	}
 	h = observe(opts.Logger, opts.Metrics, opts.AccessLog, h)
-	h = auth.Middleware(tokens, opts.Proxies)(h)
+	h = account.Middleware(tokens, opts.Proxies)(h)
 	return &Handler{Handler: securityHeaders(h), Sockets: live}, nil
 }
 
-// aroundRootFields gives each root field of a mutation a scope of its own (auth.WithMutationScope):
+// aroundRootFields gives each root field of a mutation a scope of its own (account.WithMutationScope):
 // mutation root fields run one after another, each seeing what the ones before it wrote, and the
 // payload one issues makes its user the caller below that field only. Then it checks the
 // field's arguments.
 func aroundRootFields(ctx context.Context, next graphql.RootResolver) graphql.Marshaler {
 	if oc := graphql.GetOperationContext(ctx); oc != nil && oc.Operation != nil && oc.Operation.Operation == ast.Mutation {
-		ctx = auth.WithMutationScope(ctx)
+		ctx = account.WithMutationScope(ctx)
 	}
 	return checkArguments(ctx, next)
 }

@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"gqlauth/auth"
+	"gqlauth/account"
 	"gqlauth/graph"
 	"gqlauth/ratelimit"
 	"gqlauth/store/storetest"
@@ -39,7 +39,7 @@ func codes(r response) []string {
 
 func TestRateLimit_UsernameFailuresLockTheUsernameForTheWindow(t *testing.T) {
 	clk := &clock{now: time.Now().UTC()}
-	s := newServerOn(t, storetest.Open(t, storetest.SQLite), clk, withRateLimits(auth.Limits{
+	s := newServerOn(t, storetest.Open(t, storetest.SQLite), clk, withRateLimits(account.Limits{
 		Counter: ratelimit.NewMemory(clk.Now), FailuresPerUser: 3, UserWindow: 15 * time.Minute,
 	}))
 	s.signedInUser(t, "alice")
@@ -62,7 +62,7 @@ func TestRateLimit_UsernameFailuresLockTheUsernameForTheWindow(t *testing.T) {
 
 func TestRateLimit_AliasedLoginsCountOneByOne(t *testing.T) {
 	clk := &clock{now: time.Now().UTC()}
-	s := newServerOn(t, storetest.Open(t, storetest.SQLite), clk, withRateLimits(auth.Limits{
+	s := newServerOn(t, storetest.Open(t, storetest.SQLite), clk, withRateLimits(account.Limits{
 		Counter: ratelimit.NewMemory(clk.Now), PerClient: 5, ClientWindow: time.Minute,
 	}))
 	r := s.do(t, call{Query: loginFields(8, "nobody", "some password")})
@@ -84,7 +84,7 @@ func TestRateLimit_ClientIPFromTrustedProxyOnly(t *testing.T) {
 	// The test client connects from 127.0.0.1, which is not a trusted proxy here, so a forged
 	// X-Forwarded-For cannot buy a fresh quota.
 	clk := &clock{now: time.Now().UTC()}
-	s := newServerOn(t, storetest.Open(t, storetest.SQLite), clk, withRateLimits(auth.Limits{
+	s := newServerOn(t, storetest.Open(t, storetest.SQLite), clk, withRateLimits(account.Limits{
 		Counter: ratelimit.NewMemory(clk.Now), PerClient: 2, ClientWindow: time.Minute,
 	}))
 	for i := range 3 {
@@ -103,8 +103,8 @@ func TestRateLimit_UnparsableForwardedForNeverSharesTheProxysBucket(t *testing.T
 	// X-Forwarded-For) use up its quota; a client whose entry cannot be read must not be counted
 	// there, nor in the bucket of another unreadable entry.
 	clk := &clock{now: time.Now().UTC()}
-	proxies, _ := auth.ParseProxies("127.0.0.1")
-	s := newServerOn(t, storetest.Open(t, storetest.SQLite), clk, withTrustedProxies(proxies), withRateLimits(auth.Limits{
+	proxies, _ := account.ParseProxies("127.0.0.1")
+	s := newServerOn(t, storetest.Open(t, storetest.SQLite), clk, withTrustedProxies(proxies), withRateLimits(account.Limits{
 		Counter: ratelimit.NewMemory(clk.Now), PerClient: 1, ClientWindow: time.Minute,
 	}))
 	login := func(xff []string) response {
@@ -129,8 +129,8 @@ func TestRateLimit_UnparsableForwardedForNeverSharesTheProxysBucket(t *testing.T
 func TestRateLimit_IPv6ClientsCountedByTheirSlash64(t *testing.T) {
 	// One subscriber usually holds a whole /64; counting each address would give them 2^64 quotas.
 	clk := &clock{now: time.Now().UTC()}
-	proxies, _ := auth.ParseProxies("127.0.0.1")
-	s := newServerOn(t, storetest.Open(t, storetest.SQLite), clk, withTrustedProxies(proxies), withRateLimits(auth.Limits{
+	proxies, _ := account.ParseProxies("127.0.0.1")
+	s := newServerOn(t, storetest.Open(t, storetest.SQLite), clk, withTrustedProxies(proxies), withRateLimits(account.Limits{
 		Counter: ratelimit.NewMemory(clk.Now), PerClient: 2, ClientWindow: time.Minute,
 	}))
 	login := func(client string) response {
@@ -166,7 +166,7 @@ func TestRateLimit_SharedThroughRedis(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { counter.Close() })
-	limits := withRateLimits(auth.Limits{Counter: counter, FailuresPerUser: 2, UserWindow: time.Minute, PerClient: 100, ClientWindow: time.Minute})
+	limits := withRateLimits(account.Limits{Counter: counter, FailuresPerUser: 2, UserWindow: time.Minute, PerClient: 100, ClientWindow: time.Minute})
 	db := storetest.Open(t, storetest.SQLite)
 	clk := &clock{now: time.Now().UTC()}
 	a, b := newServerOn(t, db, clk, limits), newServerOn(t, db, clk, limits)

@@ -18,7 +18,7 @@ import (
 	"github.com/golang-jwt/jwt/v5"
 	"github.com/uptrace/bun"
 
-	"gqlauth/auth"
+	"gqlauth/account"
 	"gqlauth/feed"
 	"gqlauth/graph"
 	"gqlauth/model"
@@ -54,7 +54,7 @@ type server struct {
 	DB      *store.DB
 	Clock   *clock
 	Queries *queryCounter
-	Service *auth.Service
+	Service *account.Service
 	Keys    *token.KeyRing // nil with HS256
 	Tokens  *token.Tokens
 }
@@ -64,7 +64,7 @@ type serverOptions struct {
 	reuseInterval time.Duration
 	refreshTTL    time.Duration
 	signup        bool
-	limits        auth.Limits
+	limits        account.Limits
 	retention     time.Duration
 	queryLimits   graph.QueryLimits
 	logs          io.Writer
@@ -72,11 +72,11 @@ type serverOptions struct {
 	bcryptWorkers int
 	queueTimeout  time.Duration
 	debug         bool
-	proxies       auth.Proxies
+	proxies       account.Proxies
 	trusted       *graph.TrustedDocuments
 	sockets       graph.SocketLimits
 	origins       []string
-	oidc          func(publicURL string) auth.OIDCConfig
+	oidc          func(publicURL string) account.OIDCConfig
 	publicURL     string
 	accessLog     graph.AccessLog
 	alg           string // "": HS256
@@ -90,19 +90,19 @@ func withBcryptCost(c int) option                  { return func(o *serverOption
 func withSignupDisabled() option                   { return func(o *serverOptions) { o.signup = false } }
 func withReuseInterval(d time.Duration) option     { return func(o *serverOptions) { o.reuseInterval = d } }
 func withRefreshTTL(d time.Duration) option        { return func(o *serverOptions) { o.refreshTTL = d } }
-func withRateLimits(l auth.Limits) option          { return func(o *serverOptions) { o.limits = l } }
+func withRateLimits(l account.Limits) option       { return func(o *serverOptions) { o.limits = l } }
 func withQueryLimits(l graph.QueryLimits) option   { return func(o *serverOptions) { o.queryLimits = l } }
 func withoutIntrospection() option                 { return func(o *serverOptions) { o.noIntrospect = true } }
 func withLogs(w io.Writer) option                  { return func(o *serverOptions) { o.logs = w } }
 func withAuditRetention(d time.Duration) option    { return func(o *serverOptions) { o.retention = d } }
 func withDebug() option                            { return func(o *serverOptions) { o.debug = true } }
-func withTrustedProxies(p auth.Proxies) option     { return func(o *serverOptions) { o.proxies = p } }
+func withTrustedProxies(p account.Proxies) option  { return func(o *serverOptions) { o.proxies = p } }
 func withSocketLimits(l graph.SocketLimits) option { return func(o *serverOptions) { o.sockets = l } }
 func withOrigins(origins ...string) option         { return func(o *serverOptions) { o.origins = origins } }
 
 // withOIDC configures provider sign-in; cfg receives the server's own base URL, which is its
 // PUBLIC_URL unless withPublicURL says otherwise.
-func withOIDC(cfg func(publicURL string) auth.OIDCConfig) option {
+func withOIDC(cfg func(publicURL string) account.OIDCConfig) option {
 	return func(o *serverOptions) { o.oidc = cfg }
 }
 
@@ -149,7 +149,7 @@ func newServerOn(t testing.TB, db *store.DB, clk *clock, opts ...option) *server
 	if err != nil {
 		t.Fatal(err)
 	}
-	passwords, err := auth.NewPasswords(auth.PasswordConfig{Cost: o.cost, Workers: o.bcryptWorkers, QueueTimeout: o.queueTimeout})
+	passwords, err := account.NewPasswords(account.PasswordConfig{Cost: o.cost, Workers: o.bcryptWorkers, QueueTimeout: o.queueTimeout})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -157,7 +157,7 @@ func newServerOn(t testing.TB, db *store.DB, clk *clock, opts ...option) *server
 	// The listener first: the server's URL is part of its configuration (PUBLIC_URL).
 	ts := httptest.NewUnstartedServer(nil)
 	base := "http://" + ts.Listener.Addr().String()
-	var oidc auth.OIDCConfig
+	var oidc account.OIDCConfig
 	if o.oidc != nil {
 		if o.publicURL == "" {
 			o.publicURL = base
@@ -165,7 +165,7 @@ func newServerOn(t testing.TB, db *store.DB, clk *clock, opts ...option) *server
 		oidc = o.oidc(o.publicURL)
 	}
 	events := feed.New()
-	svc := auth.NewService(db, tokens, passwords, auth.ServiceConfig{
+	svc := account.NewService(db, tokens, passwords, account.ServiceConfig{
 		RefreshTTL: o.refreshTTL, ReuseInterval: o.reuseInterval, SignupEnabled: o.signup, Now: clk.Now, Logger: log,
 		Limits: o.limits, AuditRetention: o.retention, OIDC: oidc, Feed: events,
 	})
@@ -176,8 +176,8 @@ func newServerOn(t testing.TB, db *store.DB, clk *clock, opts ...option) *server
 	}
 	mux := http.NewServeMux()
 	mux.Handle("/", h)
-	mux.Handle("/auth/", auth.Middleware(tokens, o.proxies)(svc.SignInHandler()))
-	mux.Handle("/oauth/token", auth.Middleware(tokens, o.proxies)(svc.TokenHandler()))
+	mux.Handle("/auth/", account.Middleware(tokens, o.proxies)(svc.SignInHandler()))
+	mux.Handle("/oauth/token", account.Middleware(tokens, o.proxies)(svc.TokenHandler()))
 	ts.Config.Handler = mux
 	ts.Start()
 	t.Cleanup(ts.Close)

@@ -9,7 +9,7 @@ import (
 
 	"github.com/google/uuid"
 
-	"gqlauth/auth"
+	"gqlauth/account"
 	"gqlauth/model"
 	"gqlauth/store/storetest"
 	"gqlauth/token"
@@ -272,7 +272,7 @@ func TestInput_UserAgentIsStoredSanitised(t *testing.T) {
 		r.field(t, "register", &p)
 		var sessions []struct{ UserAgent string }
 		s.query(t, p.AccessToken, `{ sessions { userAgent } }`, nil).field(t, "sessions", &sessions)
-		if ua := sessions[0].UserAgent; strings.ContainsAny(ua, "\x00\ufffd") || !strings.HasPrefix(ua, "Mozilla/5.0 (") || len(ua) > auth.MaxUserAgentLength {
+		if ua := sessions[0].UserAgent; strings.ContainsAny(ua, "\x00\ufffd") || !strings.HasPrefix(ua, "Mozilla/5.0 (") || len(ua) > account.MaxUserAgentLength {
 			t.Fatalf("stored user agent %q", ua)
 		}
 	})

@@ -11,7 +11,7 @@ import (
 	"strings"
 	"testing"
 
-	"gqlauth/auth"
+	"gqlauth/account"
 	"gqlauth/graph"
 	"gqlauth/store/storetest"
 	"gqlauth/token"
@@ -348,10 +348,10 @@ func newHandler(t *testing.T, trusted *graph.TrustedDocuments) (http.Handler, er
 	if err != nil {
 		t.Fatal(err)
 	}
-	passwords, err := auth.NewPasswords(auth.PasswordConfig{Cost: 4})
+	passwords, err := account.NewPasswords(account.PasswordConfig{Cost: 4})
 	if err != nil {
 		t.Fatal(err)
 	}
-	svc := auth.NewService(storetest.Open(t, storetest.SQLite), tokens, passwords, auth.ServiceConfig{})
+	svc := account.NewService(storetest.Open(t, storetest.SQLite), tokens, passwords, account.ServiceConfig{})
 	return graph.NewHandler(svc, tokens, graph.Options{Trusted: trusted, Introspection: true})
 }

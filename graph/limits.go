@@ -14,7 +14,7 @@ import (
 	"github.com/vektah/gqlparser/v2/gqlerror"
 	"github.com/vektah/gqlparser/v2/parser"
 
-	"gqlauth/auth"
+	"gqlauth/account"
 	"gqlauth/model"
 )
 
@@ -365,7 +365,7 @@ const uncappedListSize = 50
 
 // listCosts are the complexity functions of the list fields: 1 plus the selection's cost times
 // the most items the list may hold.
-func listCosts(svc *auth.Service) ComplexityRoot {
+func listCosts(svc *account.Service) ComplexityRoot {
 	items := func(n int) func(int) int {
 		return func(child int) int { return 1 + n*child }
 	}
@@ -373,14 +373,14 @@ func listCosts(svc *auth.Service) ComplexityRoot {
 		return items(min(max(asked, least), most))
 	}
 	var c ComplexityRoot
-	c.Query.Users = func(child, limit, _ int) int { return page(limit, 0, auth.MaxPageSize)(child) }
+	c.Query.Users = func(child, limit, _ int) int { return page(limit, 0, account.MaxPageSize)(child) }
 	c.Query.AuditEvents = func(child, first int, _, _ *string, _ []model.AuditEventType) int {
-		return page(first, 1, auth.MaxAuditPage)(child)
+		return page(first, 1, account.MaxAuditPage)(child)
 	}
-	c.Query.SecurityEvents = func(child, first int, _ *string) int { return page(first, 1, auth.MaxAuditPage)(child) }
+	c.Query.SecurityEvents = func(child, first int, _ *string) int { return page(first, 1, account.MaxAuditPage)(child) }
 	c.Query.Sessions = items(uncappedListSize)
 	c.Query.SigningKeys = items(uncappedListSize)
-	c.Query.APIKeys = items(auth.MaxAPIKeysPerUser)
+	c.Query.APIKeys = items(account.MaxAPIKeysPerUser)
 	c.User.Identities = items(svc.MaxIdentitiesPerUser())
 	return c
 }

@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"gqlauth/auth"
+	"gqlauth/account"
 	"gqlauth/ratelimit"
 	"gqlauth/store/storetest"
 )
@@ -47,8 +47,8 @@ func eachCounter(t *testing.T, test func(t *testing.T, l limiterCase)) {
 // X-Forwarded-For, with the failure limits of l.
 func lockoutServer(t *testing.T, l limiterCase, perClient, allClients int) *server {
 	t.Helper()
-	proxies, _ := auth.ParseProxies("127.0.0.1")
-	return newServerOn(t, storetest.Open(t, storetest.SQLite), l.clock, withTrustedProxies(proxies), withRateLimits(auth.Limits{
+	proxies, _ := account.ParseProxies("127.0.0.1")
+	return newServerOn(t, storetest.Open(t, storetest.SQLite), l.clock, withTrustedProxies(proxies), withRateLimits(account.Limits{
 		Counter: l.counter, FailuresPerUser: perClient, FailuresPerUserAllClients: allClients, UserWindow: l.window,
 	}))
 }

@@ -12,7 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/vektah/gqlparser/v2/ast"
 
-	"gqlauth/auth"
+	"gqlauth/account"
 	"gqlauth/model"
 )
 
@@ -137,7 +137,7 @@ func observe(log *slog.Logger, metrics *Metrics, accessLog AccessLog, next http.
 		}
 		attrs = append(attrs, slog.String("field", info.rootField), slog.Int("status", sw.status),
 			slog.String("outcome", outcome), slog.Duration("duration", elapsed))
-		if user := auth.CallerID(r.Context()); user != "" {
+		if user := account.CallerID(r.Context()); user != "" {
 			attrs = append(attrs, slog.String("user", user))
 		}
 		log.LogAttrs(r.Context(), slog.LevelInfo, "request", attrs...)

@@ -4,11 +4,11 @@ package graph
 
 //go:generate go tool gqlgen generate
 
-import "gqlauth/auth"
+import "gqlauth/account"
 
 // Resolver is the root resolver. It holds no state of its own.
 type Resolver struct {
-	Auth *auth.Service
+	Auth *account.Service
 }
 
 var (

@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"gqlauth/auth"
+	"gqlauth/account"
 	"gqlauth/store/storetest"
 )
 
@@ -67,7 +67,7 @@ type ownViewScenario struct {
 
 func newOwnViewScenario(t *testing.T, kind storetest.Kind) *ownViewScenario {
 	t.Helper()
-	proxies, _ := auth.ParseProxies("127.0.0.1")
+	proxies, _ := account.ParseProxies("127.0.0.1")
 	s := newServer(t, kind, withTrustedProxies(proxies))
 	const pw = "correct horse battery"
 	v := &ownViewScenario{s: s}

@@ -16,7 +16,7 @@ import (
 
 	"golang.org/x/oauth2"
 
-	"gqlauth/auth"
+	"gqlauth/account"
 	"gqlauth/ratelimit"
 	"gqlauth/store/storetest"
 )
@@ -225,7 +225,7 @@ func TestSignIn_CallbackRefusesBadStateWithAPlainPage(t *testing.T) {
 		t.Run("expired state", func(t *testing.T) {
 			_, start, _ := get(t, s.startURL(spaURL, challenge))
 			redirect := p.authorize(t, start, "grace")
-			s.Clock.Advance(auth.SignInFlowTTL + time.Second)
+			s.Clock.Advance(account.SignInFlowTTL + time.Second)
 			r, _ := url.Parse(redirect)
 			check(t, r.Query())
 		})
@@ -311,7 +311,7 @@ func TestExchangeAuthCode_CodeWorksOnceWithItsVerifierWithinAMinute(t *testing.T
 		})
 		t.Run("expired", func(t *testing.T) {
 			back, verifier := s.providerSignIn(t, p, "katherine")
-			s.Clock.Advance(auth.AuthCodeTTL + time.Second)
+			s.Clock.Advance(account.AuthCodeTTL + time.Second)
 			s.exchangeCode(t, back.Query().Get("code"), verifier).wantError(t, "UNAUTHENTICATED", "INVALID_CREDENTIALS")
 		})
 		t.Run("two exchanges at once: one session", func(t *testing.T) {
@@ -367,7 +367,7 @@ func TestSignIn_NoAutomaticLinkingByEmail(t *testing.T) {
 		} {
 			t.Run(c.name, func(t *testing.T) {
 				p := newProvider(t, providerUser("sub-v", "victim", "Owner@Example.com", c.providerSays))
-				s := newServer(t, kind, withOIDC(p.oidcConfig(func(cfg *auth.OIDCConfig) { cfg.LinkVerifiedEmail = c.linkOption })))
+				s := newServer(t, kind, withOIDC(p.oidcConfig(func(cfg *account.OIDCConfig) { cfg.LinkVerifiedEmail = c.linkOption })))
 				var owner tokens
 				s.query(t, "", `mutation { register(username: "owner", password: "owner-password", email: "owner@example.com") { accessToken user { id } } }`, nil).
 					field(t, "register", &owner)
@@ -408,7 +408,7 @@ func TestSignIn_NoAutomaticLinkingByEmail(t *testing.T) {
 func TestSignIn_ProviderVerifiedEmailIsNotVerifiedByThisServer(t *testing.T) {
 	storetest.Each(t, func(t *testing.T, kind storetest.Kind) {
 		p := newProvider(t, providerUser("sub-e", "eve", "eve@corp.example", true))
-		s := newServer(t, kind, withOIDC(p.oidcConfig(func(cfg *auth.OIDCConfig) { cfg.LinkVerifiedEmail = true })))
+		s := newServer(t, kind, withOIDC(p.oidcConfig(func(cfg *account.OIDCConfig) { cfg.LinkVerifiedEmail = true })))
 		pair := s.signInThrough(t, p, "eve")
 		if deref(pair.User.Email) != "eve@corp.example" {
 			t.Fatalf("email %v, want the provider's verified address on the new account", pair.User.Email)
@@ -613,7 +613,7 @@ func TestCompleteIdentityLink_OnlyTheStartingSessionWithItsVerifierWithinAMinute
 				invalid(t, s.completeLink(t, grace.AccessToken, code, base64.RawURLEncoding.EncodeToString(sum[:])))
 			}},
 			{"expired", func(t *testing.T, code, verifier string) {
-				s.Clock.Advance(auth.AuthCodeTTL + time.Second)
+				s.Clock.Advance(account.AuthCodeTTL + time.Second)
 				invalid(t, s.completeLink(t, grace.AccessToken, code, verifier))
 			}},
 			{"another session of the same user", func(t *testing.T, code, verifier string) {
@@ -776,7 +776,7 @@ func TestSignIn_SecondInstanceFinishesAFlowTheFirstStarted(t *testing.T) {
 func TestSignIn_StartAndCallbackAreRateLimited(t *testing.T) {
 	p := newProvider(t, providerUser("sub-r", "rate", "rate@corp.example", true))
 	clk := &clock{now: time.Now().UTC()}
-	s := newServerOn(t, storetest.Open(t, storetest.SQLite), clk, withOIDC(p.oidcConfig(nil)), withRateLimits(auth.Limits{
+	s := newServerOn(t, storetest.Open(t, storetest.SQLite), clk, withOIDC(p.oidcConfig(nil)), withRateLimits(account.Limits{
 		Counter: ratelimit.NewMemory(clk.Now), PerClient: 3, ClientWindow: time.Minute,
 	}))
 	_, challenge := pkce()

@@ -16,7 +16,7 @@ import (
 	"github.com/vektah/gqlparser/v2/ast"
 	"github.com/vektah/gqlparser/v2/gqlerror"
 
-	"gqlauth/auth"
+	"gqlauth/account"
 	"gqlauth/model"
 	"gqlauth/token"
 )
@@ -49,7 +49,7 @@ const (
 // transport) and keeps every open socket by user, so that a committed security event about a user
 // re-checks that user's sockets and closes those whose session, key or account is gone.
 type Sockets struct {
-	svc     *auth.Service
+	svc     *account.Service
 	tokens  *token.Tokens
 	limits  SocketLimits
 	origins map[string]bool
@@ -62,7 +62,7 @@ type Sockets struct {
 
 // socket is one open WebSocket.
 type socket struct {
-	client  string                  // the client's key for PerIP (auth.ClientKey)
+	client  string                  // the client's key for PerIP (account.ClientKey)
 	conn    transport.WebsocketConn // set when the handshake is accepted
 	ctx     context.Context         // the socket's credentials, set by connection_init
 	userID  string
@@ -79,7 +79,7 @@ func socketFrom(ctx context.Context) *socket {
 	return s
 }
 
-func newSockets(svc *auth.Service, tokens *token.Tokens, limits SocketLimits, origins []string) *Sockets {
+func newSockets(svc *account.Service, tokens *token.Tokens, limits SocketLimits, origins []string) *Sockets {
 	s := &Sockets{svc: svc, tokens: tokens, limits: limits, origins: map[string]bool{},
 		byUser: map[string]map[*socket]struct{}{}, byIP: map[string]int{}}
 	for _, o := range origins {
@@ -125,7 +125,7 @@ func (s *Sockets) serve(w http.ResponseWriter, r *http.Request, exec graphql.Gra
 			"WebSocket upgrades are accepted from this server's own origin and CORS_ALLOWED_ORIGINS only"))
 		return
 	}
-	client := auth.ClientKey(r.Context())
+	client := account.ClientKey(r.Context())
 	s.mu.Lock()
 	if s.byIP[client] >= s.limits.PerIP {
 		s.mu.Unlock()
@@ -149,8 +149,8 @@ func (s *Sockets) allowedOrigin(origin, host string) bool {
 // kept is the credential, not the principal: each operation authenticates again (operationAuth).
 func (s *Sockets) init(ctx context.Context, payload transport.InitPayload) (context.Context, *transport.InitPayload, error) {
 	sock := socketFrom(ctx)
-	ctx = auth.SocketContext(ctx, s.tokens, payload.Authorization(), payload.GetString("X-API-Key"))
-	if !auth.HasCredentials(ctx) {
+	ctx = account.SocketContext(ctx, s.tokens, payload.Authorization(), payload.GetString("X-API-Key"))
+	if !account.HasCredentials(ctx) {
 		sock.ctx = ctx
 		return ctx, nil, nil
 	}
@@ -170,7 +170,7 @@ func (s *Sockets) init(ctx context.Context, payload transport.InitPayload) (cont
 	sock.ctx, sock.userID = ctx, p.User.ID
 	s.mu.Unlock()
 	// The socket closes when its access token or API key expires.
-	exp := auth.TokenExpiry(ctx)
+	exp := account.TokenExpiry(ctx)
 	if p.APIKey != nil {
 		exp = p.APIKey.ExpiresAt
 	}
@@ -289,12 +289,12 @@ func (s *Sockets) forget(sock *socket) {
 const socketAuthStat = "gqlauth.socketOperation"
 
 // operationAuth returns ctx carrying the credentials of the socket operation in it: fresh for
-// each operation (auth.SocketOperation: the token verified again, the principal loaded by the
+// each operation (account.SocketOperation: the token verified again, the principal loaded by the
 // operation itself), made once and kept with the operation, so that the checks before it runs
 // (socketGuard) and the run share one principal query.
 func (s *Sockets) operationAuth(ctx context.Context) context.Context {
 	op := graphql.GetOperationContext(ctx)
-	a, ok := op.Stats.GetExtension(socketAuthStat).(*auth.SocketOperation)
+	a, ok := op.Stats.GetExtension(socketAuthStat).(*account.SocketOperation)
 	if !ok {
 		a = s.svc.NewSocketOperation(ctx)
 		op.Stats.SetExtension(socketAuthStat, a)

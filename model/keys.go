@@ -3,7 +3,7 @@ package model
 import "time"
 
 // SigningKey is an asymmetric key that signs access tokens. Bun maps it to the signing_keys
-// table; the private key is stored encrypted (see auth.KeyRing), the public key as PKIX DER.
+// table; the private key is stored encrypted (see token.KeyRing), the public key as PKIX DER.
 type SigningKey struct {
 	Kid         string     `bun:"kid,pk"`
 	Alg         string     `bun:"alg"`

@@ -1,6 +1,6 @@
 //go:build !linux
 
-package auth
+package account
 
 // lowerThreadPriority does nothing where priorities are not per thread.
 func lowerThreadPriority() {}

@@ -1,4 +1,4 @@
-package auth_test
+package account_test
 
 import (
 	"context"
@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"gqlauth/auth"
+	"gqlauth/account"
 	"gqlauth/model"
 	"gqlauth/token"
 )
@@ -19,8 +19,8 @@ func BenchmarkMiddleware_BearerRequest(b *testing.B) {
 	tokens := newTokens(b)
 	tok, _ := tokens.Issue(&model.User{ID: "0193a1b2-0000-7000-8000-000000000001", Role: model.RoleUser}, "0193a1b2-0000-7000-8000-000000000002")
 	var seen string
-	h := auth.Middleware(tokens, nil)(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		seen = auth.CallerID(r.Context())
+	h := account.Middleware(tokens, nil)(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		seen = account.CallerID(r.Context())
 	}))
 	r := httptest.NewRequest("POST", "/query", nil)
 	r.Header.Set("Authorization", "Bearer "+tok)
@@ -35,7 +35,7 @@ func BenchmarkMiddleware_BearerRequest(b *testing.B) {
 }
 
 func BenchmarkPasswords_HashCost10(b *testing.B) {
-	p, _ := auth.NewPasswords(auth.PasswordConfig{Cost: 10})
+	p, _ := account.NewPasswords(account.PasswordConfig{Cost: 10})
 	ctx := context.Background()
 	for b.Loop() {
 		if _, err := p.Hash(ctx, "correct horse battery"); err != nil {
@@ -45,7 +45,7 @@ func BenchmarkPasswords_HashCost10(b *testing.B) {
 }
 
 func BenchmarkPasswords_MatchCost10(b *testing.B) {
-	p, _ := auth.NewPasswords(auth.PasswordConfig{Cost: 10})
+	p, _ := account.NewPasswords(account.PasswordConfig{Cost: 10})
 	ctx := context.Background()
 	hash, _ := p.Hash(ctx, "correct horse battery")
 	for b.Loop() {

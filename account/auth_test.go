@@ -1,4 +1,4 @@
-package auth_test
+package account_test
 
 import (
 	"net/http/httptest"
@@ -6,12 +6,12 @@ import (
 	"testing"
 	"unicode/utf8"
 
-	"gqlauth/auth"
+	"gqlauth/account"
 	"gqlauth/token"
 )
 
 func TestProxies_ClientIP(t *testing.T) {
-	proxies, err := auth.ParseProxies("10.0.0.0/8, 192.168.1.1")
+	proxies, err := account.ParseProxies("10.0.0.0/8, 192.168.1.1")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -41,13 +41,13 @@ func TestProxies_ClientIP(t *testing.T) {
 			}
 		})
 	}
-	if _, err := auth.ParseProxies("10.0.0.0/33"); err == nil {
+	if _, err := account.ParseProxies("10.0.0.0/33"); err == nil {
 		t.Fatal("bad prefix accepted")
 	}
 }
 
 func TestProxies_ClientIP_UnparsableEntryIsAClientOfItsOwnNeverTheProxy(t *testing.T) {
-	proxies, err := auth.ParseProxies("10.0.0.0/8")
+	proxies, err := account.ParseProxies("10.0.0.0/8")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -112,24 +112,24 @@ func FuzzValidators(f *testing.F) {
 		f.Add(seed)
 	}
 	f.Fuzz(func(t *testing.T, s string) {
-		if auth.ValidateUsername(s) == nil {
+		if account.ValidateUsername(s) == nil {
 			if len(s) < 3 || len(s) > 64 || strings.ContainsFunc(s, func(r rune) bool {
 				return !(r < utf8.RuneSelf && (r == '.' || r == '_' || r == '-' || r >= '0' && r <= '9' || r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z'))
 			}) {
 				t.Fatalf("username %q accepted", s)
 			}
 		}
-		n := auth.NormalizePassword(s)
-		if auth.NormalizePassword(n) != n {
+		n := account.NormalizePassword(s)
+		if account.NormalizePassword(n) != n {
 			t.Fatalf("NFC not idempotent on %q", s)
 		}
-		err := auth.ValidatePassword("password", n)
+		err := account.ValidatePassword("password", n)
 		text := utf8.ValidString(n) && !strings.ContainsRune(n, 0)
-		if ok := len(n) >= auth.MinPasswordBytes && len(n) <= auth.MaxPasswordBytes && text; ok != (err == nil) {
+		if ok := len(n) >= account.MinPasswordBytes && len(n) <= account.MaxPasswordBytes && text; ok != (err == nil) {
 			t.Fatalf("password %q of %d bytes: err %v", n, len(n), err)
 		}
 		email := s
-		if e, err := auth.NormalizeEmail(&email); err == nil && e != nil && (!strings.Contains(*e, "@") || len(*e) > 254 || strings.ContainsRune(*e, 0)) {
+		if e, err := account.NormalizeEmail(&email); err == nil && e != nil && (!strings.Contains(*e, "@") || len(*e) > 254 || strings.ContainsRune(*e, 0)) {
 			t.Fatalf("email %q accepted", s)
 		}
 		// A refresh token that is looked up at all is printable ASCII naming a UUID or nothing.
