@@ -31,6 +31,7 @@ import (
 	"gqlauth/feed"
 	"gqlauth/graph"
 	"gqlauth/model"
+	"gqlauth/oidc"
 	"gqlauth/ratelimit"
 	"gqlauth/store"
 	"gqlauth/token"
@@ -82,7 +83,7 @@ type Config struct {
 	ShutdownTimeout time.Duration
 
 	RedisURL           string // empty: rate-limit counters in memory
-	TrustedProxies     account.Proxies
+	TrustedProxies     web.Proxies
 	RateLimitPerIP     int
 	RateLimitIPWindow  time.Duration
 	UserFailures       int
@@ -102,7 +103,8 @@ type Config struct {
 	RefreshCookie      bool
 	CookieSecure       bool
 	CORSOrigins        []string
-	OIDC               account.OIDCConfig
+	OIDC               oidc.Config
+	LinkVerifiedEmail  bool // a provider's verified email may join the account with that address
 }
 
 // LoadConfig reads and validates the configuration. Its error is one line naming the variable.
@@ -237,7 +239,7 @@ func LoadConfig(getenv func(string) string) (Config, error) {
 	if host, port, err := net.SplitHostPort(cfg.MetricsAddr); cfg.MetricsAddr != "" && (err != nil || (host != "" && !validHost(host)) || !validPort(port)) {
 		errs = append(errs, fmt.Errorf("METRICS_ADDR: %q is not a listen address such as 127.0.0.1:9464 or :9464", cfg.MetricsAddr))
 	}
-	proxies, err := account.ParseProxies(getenv("TRUSTED_PROXIES"))
+	proxies, err := web.ParseProxies(getenv("TRUSTED_PROXIES"))
 	if err != nil {
 		errs = append(errs, fmt.Errorf("TRUSTED_PROXIES: %v", err))
 	}
@@ -269,7 +271,7 @@ func LoadConfig(getenv func(string) string) (Config, error) {
 	if err != nil {
 		errs = append(errs, err)
 	}
-	cfg.OIDC.LinkVerifiedEmail = boolean("OIDC_LINK_VERIFIED_EMAIL", "false")
+	cfg.LinkVerifiedEmail = boolean("OIDC_LINK_VERIFIED_EMAIL", "false")
 	if cfg.TrustedOnly && cfg.TrustedDocuments == "" {
 		errs = append(errs, errors.New("TRUSTED_DOCUMENTS_ONLY: needs TRUSTED_DOCUMENTS, the manifest of the documents to allow"))
 	}
@@ -307,20 +309,20 @@ func validPort(port string) bool {
 }
 
 // loadOIDC reads OIDC_PROVIDERS and the variables of each provider it names.
-func loadOIDC(getenv func(string) string, get func(name, def string) string, publicURL string) (account.OIDCConfig, error) {
-	cfg := account.OIDCConfig{PublicURL: publicURL}
+func loadOIDC(getenv func(string) string, get func(name, def string) string, publicURL string) (oidc.Config, error) {
+	cfg := oidc.Config{PublicURL: publicURL}
 	seen := map[string]bool{}
 	for _, name := range strings.Split(getenv("OIDC_PROVIDERS"), ",") {
 		name = strings.TrimSpace(name)
 		if name == "" {
 			continue
 		}
-		if !account.ProviderNamePattern.MatchString(name) || seen[name] {
+		if !oidc.ProviderNamePattern.MatchString(name) || seen[name] {
 			return cfg, fmt.Errorf("OIDC_PROVIDERS: %q must be a unique name of 1–32 lower-case letters and digits, starting with a letter", name)
 		}
 		seen[name] = true
 		prefix := "OIDC_" + strings.ToUpper(name) + "_"
-		p := account.OIDCProvider{
+		p := oidc.Provider{
 			Name: name, Issuer: strings.TrimRight(get(prefix+"ISSUER", ""), "/"), ClientID: get(prefix+"CLIENT_ID", ""),
 			ClientSecret: getenv(prefix + "CLIENT_SECRET"), Scopes: strings.Fields(get(prefix+"SCOPES", "openid email profile")),
 		}
@@ -340,7 +342,7 @@ func loadOIDC(getenv func(string) string, get func(name, def string) string, pub
 		if raw = strings.TrimSpace(raw); raw == "" {
 			continue
 		}
-		if err := account.ValidateRedirectURL(raw); err != nil {
+		if err := oidc.ValidateRedirectURL(raw); err != nil {
 			return cfg, fmt.Errorf("OIDC_REDIRECT_URLS: %v", err)
 		}
 		cfg.RedirectURLs = append(cfg.RedirectURLs, raw)
@@ -426,6 +428,7 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer, read
 		counter = redis
 	}
 	events := feed.New()
+	providers := oidc.New(db, cfg.OIDC, nil, log)
 	svc := account.NewService(db, tokens, passwords, account.ServiceConfig{
 		RefreshTTL: cfg.RefreshTTL, ReuseInterval: cfg.ReuseInterval, SignupEnabled: cfg.SignupEnabled, Logger: log,
 		Limits: account.Limits{
@@ -434,8 +437,7 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer, read
 			FailuresPerUser: cfg.UserFailures, UserWindow: cfg.UserFailuresWindow,
 			FailuresPerUserAllClients: cfg.UserFailuresAll,
 		},
-		RefreshCookie: cfg.RefreshCookie, CookieSecure: cfg.CookieSecure, Origins: cfg.CORSOrigins, AuditRetention: cfg.AuditRetention,
-		OIDC: cfg.OIDC, Feed: events,
+		AuditRetention: cfg.AuditRetention, Providers: providers.Names(), LinkVerifiedEmail: cfg.LinkVerifiedEmail, Feed: events,
 	})
 	if cfg.AdminUsername != "" {
 		created, err := svc.EnsureAdmin(ctx, cfg.AdminUsername, cfg.AdminPassword)
@@ -446,6 +448,7 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer, read
 			log.Info("created admin user", "username", cfg.AdminUsername)
 		}
 	}
+	signIn := web.NewSignIn(svc, providers)
 
 	registry := prometheus.NewRegistry()
 	registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -455,8 +458,8 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer, read
 			return err
 		}
 	}
-	gql, err := graph.NewHandler(svc, tokens, graph.Options{
-		Logger: log, Metrics: graph.NewMetrics(registry, passwords.QueueDepth), Proxies: cfg.TrustedProxies,
+	gql, err := graph.NewHandler(&graph.Resolver{Account: svc, SignIn: signIn}, graph.Options{
+		Logger: log, Metrics: graph.NewMetrics(registry, passwords.QueueDepth),
 		Limits: cfg.QueryLimits, Introspection: cfg.Introspection, Debug: cfg.GraphQLDebug, Trusted: trusted,
 		Origins: cfg.CORSOrigins, Sockets: cfg.Sockets, AccessLog: cfg.AccessLog,
 	})
@@ -466,12 +469,15 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer, read
 	listen := wireEvents(db, events, keys, gql.Sockets, log)
 	mux := http.NewServeMux()
 	cors := web.CORS(cfg.CORSOrigins)
-	mux.Handle("/query", cors(gql))
-	mux.Handle("/oauth/token", cors(account.Middleware(tokens, cfg.TrustedProxies)(svc.TokenHandler())))
-	mux.Handle("/auth/", cors(account.Middleware(tokens, cfg.TrustedProxies)(svc.SignInHandler())))
-	mux.Handle("/oauth/introspect", account.Middleware(tokens, cfg.TrustedProxies)(svc.IntrospectionHandler()))
-	mux.Handle("/.well-known/jwks.json", cors(svc.JWKSHandler(cfg.JWKSMaxAge)))
-	mux.Handle("/.well-known/oauth-authorization-server", cors(svc.MetadataHandler(cfg.JWTIssuer, cfg.PublicURL, cfg.JWKSMaxAge)))
+	credentials := web.Credentials(tokens, web.CredentialOptions{
+		Proxies: cfg.TrustedProxies, RefreshCookie: cfg.RefreshCookie, CookieSecure: cfg.CookieSecure, Origins: cfg.CORSOrigins,
+	})
+	mux.Handle("/query", cors(credentials(gql)))
+	mux.Handle("/oauth/token", cors(credentials(web.TokenEndpoint(svc))))
+	mux.Handle("/auth/", cors(credentials(signIn.Handler())))
+	mux.Handle("/oauth/introspect", credentials(web.Introspection(svc)))
+	mux.Handle("/.well-known/jwks.json", cors(web.JWKS(keys, cfg.JWKSMaxAge)))
+	mux.Handle("/.well-known/oauth-authorization-server", cors(web.Metadata(cfg.JWTIssuer, cfg.PublicURL, cfg.JWKSMaxAge, providers != nil)))
 	playground := web.Playground()
 	mux.Handle("GET /{$}", playground)
 	mux.Handle("GET /playground/", playground)
@@ -499,7 +505,7 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer, read
 		}
 		return fmt.Errorf("PORT: %v", err)
 	}
-	srv := newHTTPServer(drainBodies(noSniff(mux)))
+	srv := newHTTPServer(web.DrainBodies(web.NoSniff(mux)))
 	// /metrics is not authenticated and names every operation's traffic and failures: it gets a
 	// listener of its own (e.g. loopback, or a port only the scraper can reach), never the public
 	// port, where a reverse proxy on the same host would make every visitor a "local" one.
@@ -512,7 +518,7 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer, read
 		}
 		metricsMux := http.NewServeMux()
 		metricsMux.Handle("GET /metrics", promhttp.HandlerFor(registry, promhttp.HandlerOpts{}))
-		metricsSrv = newHTTPServer(noSniff(metricsMux))
+		metricsSrv = newHTTPServer(web.NoSniff(metricsMux))
 		go metricsSrv.Serve(mln)
 		defer metricsSrv.Close()
 		log.Info("serving metrics", "addr", mln.Addr().String(), "path", "/metrics")
@@ -607,55 +613,6 @@ func newHTTPServer(h http.Handler) *http.Server {
 		IdleTimeout:       120 * time.Second,
 		MaxHeaderBytes:    64 << 10,
 	}
-}
-
-// maxDrainBytes bounds how much of a request body the server reads and discards after the handler
-// left it unread.
-const maxDrainBytes = 4 << 20
-
-// drainBodies reads and discards what a handler left unread of a request body (up to
-// maxDrainBytes, within the server's ReadTimeout) before the answer goes out. A client is often
-// still sending when the server answers early (413 for a body over the limit, 415, 400, 401…),
-// and a connection closed with unread data is reset by the kernel: the client would see
-// "connection reset" instead of the answer — almost always with a small send buffer, or when it
-// writes its whole request before reading. net/http discards unread bodies itself only on
-// connections it keeps open, and only up to 256 KiB. A body announced larger than maxDrainBytes
-// is not drained; net/http then closes after a pause, which is the best that can be done. Nor is
-// the body of a client that asked to wait for "100 Continue" and never got it (the handler read
-// nothing): it has not sent its body, and reading now would ask for it.
-func drainBodies(next http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.ContentLength == 0 || r.Body == nil || r.Body == http.NoBody {
-			next.ServeHTTP(w, r)
-			return
-		}
-		body := &trackedBody{ReadCloser: r.Body}
-		r2 := r.WithContext(r.Context())
-		r2.Body = body
-		next.ServeHTTP(w, r2)
-		if r.ContentLength <= maxDrainBytes && (body.read || r.Header.Get("Expect") == "") {
-			io.CopyN(io.Discard, r.Body, maxDrainBytes)
-		}
-	})
-}
-
-// trackedBody records whether a handler read from the body at all.
-type trackedBody struct {
-	io.ReadCloser
-	read bool
-}
-
-func (b *trackedBody) Read(p []byte) (int, error) {
-	b.read = true
-	return b.ReadCloser.Read(p)
-}
-
-// noSniff keeps browsers from guessing content types on every endpoint.
-func noSniff(next http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("X-Content-Type-Options", "nosniff")
-		next.ServeHTTP(w, r)
-	})
 }
 
 // sweep deletes dead sessions, expired provider sign-ins, dead API keys and audit events past their retention at start

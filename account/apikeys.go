@@ -45,8 +45,9 @@ func errNeedsSession() *model.Error {
 	return &model.Error{Code: model.ErrorCodeForbidden, Message: "this operation needs a signed-in session; an API key cannot perform it"}
 }
 
-// requireSession authenticates the caller and refuses API keys.
-func (s *Service) requireSession(ctx context.Context) (*Principal, error) {
+// RequireSession authenticates the caller and refuses API keys (an operation, or a link's start,
+// that needs a signed-in session).
+func (s *Service) RequireSession(ctx context.Context) (*Principal, error) {
 	p, err := s.Authenticate(ctx)
 	if err != nil {
 		return nil, err
@@ -59,7 +60,7 @@ func (s *Service) requireSession(ctx context.Context) (*Principal, error) {
 
 // CreateAPIKey creates a key for the caller and returns its secret, once.
 func (s *Service) CreateAPIKey(ctx context.Context, name string, role *model.Role, expiresIn *int) (*model.APIKeySecret, error) {
-	p, err := s.requireSession(ctx)
+	p, err := s.RequireSession(ctx)
 	if err != nil {
 		return nil, err
 	}

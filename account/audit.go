@@ -27,10 +27,10 @@ const maxDetailLength = 100
 func (s *Service) event(ctx context.Context, typ model.AuditEventType, actorID, userID, sessionID, detail string) *model.AuditEvent {
 	e := &model.AuditEvent{
 		At: s.clock(), Type: typ, ActorID: optional(actorID), UserID: optional(userID),
-		SessionID: optional(sessionID), Detail: optional(truncate(detail, maxDetailLength)),
+		SessionID: optional(sessionID), Detail: optional(model.Truncate(detail, maxDetailLength)),
 	}
-	if ra := fromContext(ctx); ra != nil && ra.r != nil {
-		e.IP = optional(truncate(ClientIP(ctx), 64))
+	if ra := fromContext(ctx); ra != nil && ra.ClientIP != nil {
+		e.IP = optional(model.Truncate(ClientIP(ctx), 64))
 		e.UserAgent = optional(UserAgent(ctx))
 	}
 	return e

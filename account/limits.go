@@ -40,8 +40,9 @@ type Limits struct {
 // password from it: known clients pass the all-clients ceiling (never the per-client limit).
 const KnownClientTTL = 30 * 24 * time.Hour
 
-// limitClient counts one credential attempt from the request's client IP.
-func (s *Service) limitClient(ctx context.Context) error {
+// LimitClient counts one credential attempt from the request's client IP (also the edge's
+// provider sign-in pages count one).
+func (s *Service) LimitClient(ctx context.Context) error {
 	l := s.cfg.Limits
 	if l.Counter == nil || l.PerClient <= 0 {
 		return nil
@@ -114,7 +115,7 @@ func (s *Service) recordFailure(ctx context.Context, username string) {
 	if l.Counter == nil {
 		return
 	}
-	name := strconv.Quote(truncate(username, 64))
+	name := strconv.Quote(model.Truncate(username, 64))
 	if l.FailuresPerUser > 0 {
 		n, _, err := l.Counter.Incr(ctx, userClientKey(username, ClientIP(ctx)), l.UserWindow)
 		if err != nil {

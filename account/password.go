@@ -7,7 +7,6 @@ import (
 	"runtime"
 	"strings"
 	"time"
-	"unicode/utf8"
 
 	"golang.org/x/crypto/bcrypt"
 	"golang.org/x/text/unicode/norm"
@@ -64,14 +63,11 @@ func ValidatePassword(field, normalized string) error {
 		return model.BadInput(field, fmt.Sprintf("password must be at least %d bytes", MinPasswordBytes))
 	case n > MaxPasswordBytes:
 		return model.BadInput(field, fmt.Sprintf("password must be at most %d bytes (bcrypt's limit)", MaxPasswordBytes))
-	case !validText(normalized):
+	case !model.ValidText(normalized):
 		return model.BadInput(field, "password must be valid UTF-8 text without NUL characters")
 	}
 	return nil
 }
-
-// validText reports whether s is UTF-8 text without NUL, as every stored or compared input must be.
-func validText(s string) bool { return utf8.ValidString(s) && strings.IndexByte(s, 0) < 0 }
 
 // Hash hashes a normalized password.
 func (p *Passwords) Hash(ctx context.Context, normalized string) (string, error) {

@@ -69,7 +69,7 @@ func issue(ctx context.Context, p *Principal) {
 
 // issuedTo returns the principal a payload of the mutation field in ctx was issued to, or nil.
 // Requests that issued none (nearly all) pay one atomic load, not a walk of ctx.
-func issuedTo(ctx context.Context, ra *requestAuth) *Principal {
+func issuedTo(ctx context.Context, ra *Request) *Principal {
 	if ra != nil && !ra.issued.Load() {
 		return nil
 	}
@@ -204,9 +204,4 @@ func (b *identityBatch) load(ctx context.Context, db *store.DB, userID string, a
 
 // MaxIdentitiesPerUser is the most identities a user has: one per configured provider (and at
 // least one, for an identity of a provider since removed from the configuration).
-func (s *Service) MaxIdentitiesPerUser() int {
-	if s.signIns == nil {
-		return 1
-	}
-	return max(len(s.signIns.names), 1)
-}
+func (s *Service) MaxIdentitiesPerUser() int { return max(len(s.cfg.Providers), 1) }

@@ -1,3 +1,9 @@
+// Package account holds the account and session rules: sign-up and sign-in, sessions and refresh
+// rotation, logout, roles, passwords (bcrypt on a bounded pool), API keys, rate limits, the audit
+// log and its subscriptions, the principal of each request and socket, and what an identity a
+// provider vouched for signs in to. It must not import net/http, write cookies or format HTTP
+// errors: it reads the Request of plain values that the edge (web) put in the context, and leaves
+// there what the edge must do with the response (CookieIntent).
 package account
 
 import (
@@ -25,7 +31,6 @@ type Service struct {
 	now       func() time.Time
 	log       *slog.Logger
 	feed      *feed.Feed
-	signIns   *signIns // nil: no providers
 }
 
 // ServiceConfig configures a Service.
@@ -36,20 +41,18 @@ type ServiceConfig struct {
 	Now           func() time.Time // nil means time.Now
 	Logger        *slog.Logger     // nil means slog.Default()
 	Limits        Limits
-	// RefreshCookie also sets the refresh token as an HttpOnly cookie on sign-in and refresh, and
-	// lets refresh read it from there; CookieSecure marks that cookie Secure (HTTPS only).
-	RefreshCookie bool
-	CookieSecure  bool
-	// Origins are the other origins (CORS_ALLOWED_ORIGINS) whose requests may use the refresh
-	// cookie, besides the server's own; see cookieRequest.
-	Origins []string
 	// AuditRetention is how long audit events are kept; 0 keeps them for ever.
 	AuditRetention time.Duration
 	// Feed is where the subscriptions read committed audit events (server.go's wireEvents feeds
 	// it); nil: a feed of its own, which nothing feeds.
 	Feed *feed.Feed
-	// OIDC configures sign-in through OpenID Connect providers; none by default.
-	OIDC OIDCConfig
+	// Providers are the names of the configured OpenID Connect providers (a user has at most one
+	// identity of each); none by default.
+	Providers []string
+	// LinkVerifiedEmail lets a new identity whose provider asserts a verified email join the
+	// account with that email, when this server verified the account's address too; otherwise
+	// such a sign-in is refused.
+	LinkVerifiedEmail bool
 }
 
 // NewService returns a Service.
@@ -60,9 +63,6 @@ func NewService(db *store.DB, tokens *token.Tokens, passwords *Passwords, cfg Se
 	}
 	if s.now == nil {
 		s.now = time.Now
-	}
-	if len(cfg.OIDC.Providers) > 0 {
-		s.signIns = newSignIns(cfg.OIDC, s.now)
 	}
 	if s.log == nil {
 		s.log = slog.Default()
@@ -85,7 +85,7 @@ func (s *Service) Register(ctx context.Context, username, password string, email
 	if !s.cfg.SignupEnabled {
 		return nil, &model.Error{Code: model.ErrorCodeForbidden, Message: "sign-up is disabled on this server"}
 	}
-	if err := s.limitClient(ctx); err != nil {
+	if err := s.LimitClient(ctx); err != nil {
 		return nil, err
 	}
 	u, err := s.newUser(ctx, username, password, email, model.RoleUser)
@@ -146,7 +146,7 @@ func (s *Service) newUser(ctx context.Context, username, password string, email 
 // usernames and wrong passwords fail alike and take about as long. A hash made at another bcrypt
 // cost is replaced by one at the configured cost. Rate limits apply before any password is checked.
 func (s *Service) Login(ctx context.Context, username, password string) (*model.AuthPayload, error) {
-	if err := s.limitClient(ctx); err != nil {
+	if err := s.LimitClient(ctx); err != nil {
 		return nil, err
 	}
 	if err := s.limitFailures(ctx, username); err != nil {
@@ -170,10 +170,10 @@ func (s *Service) Login(ctx context.Context, username, password string) (*model.
 	if err != nil {
 		return nil, s.check(ctx, "Login", err)
 	}
-	if !ok || !validText(pw) {
+	if !ok || !model.ValidText(pw) {
 		s.recordFailure(ctx, username)
 		if u.ID == "" {
-			s.recordAlone(ctx, s.event(ctx, model.AuditEventTypeSignInFailed, "", "", "", "unknown username "+strconv.Quote(truncate(username, 64))))
+			s.recordAlone(ctx, s.event(ctx, model.AuditEventTypeSignInFailed, "", "", "", "unknown username "+strconv.Quote(model.Truncate(username, 64))))
 		} else {
 			s.recordAlone(ctx, s.event(ctx, model.AuditEventTypeSignInFailed, "", u.ID, "", "wrong password"))
 		}
@@ -212,8 +212,8 @@ func (s *Service) startSession(ctx context.Context, db *store.Tx, u *model.User,
 	if ua := UserAgent(ctx); ua != "" {
 		sess.UserAgent = &ua
 	}
-	if ra := fromContext(ctx); ra != nil && ra.clientID != "" {
-		sess.ClientID = &ra.clientID
+	if ra := fromContext(ctx); ra != nil && ra.ClientID != "" {
+		sess.ClientID = &ra.ClientID
 	}
 	if err := db.CreateSession(ctx, sess); err != nil {
 		return nil, err
@@ -253,7 +253,7 @@ func (s *Service) payload(ctx context.Context, u *model.User, sess *model.Sessio
 // session's id must not let anyone revoke it. A session's lifetime is absolute: refreshing never
 // moves expiresAt.
 func (s *Service) Refresh(ctx context.Context, refresh string) (*model.AuthPayload, error) {
-	if err := s.limitClient(ctx); err != nil {
+	if err := s.LimitClient(ctx); err != nil {
 		return nil, err
 	}
 	fromCookie := false
@@ -403,7 +403,7 @@ func (s *Service) Authorize(ctx context.Context, required model.Role) (*Principa
 
 // Logout revokes the caller's sessions that scope names.
 func (s *Service) Logout(ctx context.Context, scope model.LogoutScope) (bool, error) {
-	p, err := s.requireSession(ctx)
+	p, err := s.RequireSession(ctx)
 	if err != nil {
 		return false, err
 	}
@@ -442,11 +442,11 @@ func (s *Service) Sessions(ctx context.Context) ([]*model.Session, error) {
 // on currentPassword rather than UNAUTHENTICATED, so that clients do not mistake it for a dead
 // session and sign the user out.
 func (s *Service) ChangePassword(ctx context.Context, current, next string) (bool, error) {
-	p, err := s.requireSession(ctx)
+	p, err := s.RequireSession(ctx)
 	if err != nil {
 		return false, err
 	}
-	if err := s.limitClient(ctx); err != nil {
+	if err := s.LimitClient(ctx); err != nil {
 		return false, err
 	}
 	if err := s.limitFailures(ctx, p.User.Username); err != nil {
@@ -603,6 +603,12 @@ func validateID(id string) error {
 		return model.BadInput("id", "id is malformed")
 	}
 	return nil
+}
+
+// ClientError is err as a client may see it, after check: the edge maps it onto its own
+// responses.
+func (s *Service) ClientError(ctx context.Context, op string, err error) error {
+	return s.check(ctx, op, err)
 }
 
 // check passes *model.Error through, maps store.ErrNotFound to NOT_FOUND, and turns anything else

@@ -5,7 +5,6 @@ import (
 	"time"
 
 	"gqlauth/model"
-	"gqlauth/token"
 )
 
 // A WebSocket authenticates in its connection_init payload and then lives for hours. What it
@@ -15,21 +14,21 @@ import (
 // request would.
 
 // SocketContext returns ctx carrying the credentials of a connection_init payload, read with
-// exactly the rules of Middleware (a Bearer token or an API key, never both). ctx is the upgrade
-// request's, which Middleware served: it gives the client IP and user agent.
-func SocketContext(ctx context.Context, tokens *token.Tokens, authorization, apiKey string) context.Context {
-	ra := &requestAuth{socket: true}
+// exactly the rules of an HTTP request's (NewRequest: a Bearer token or an API key, never both).
+// ctx is the upgrade request's, which the edge served: it gives the client IP and user agent.
+func (s *Service) SocketContext(ctx context.Context, authorization, apiKey string) context.Context {
+	ra := &Request{socket: true}
 	if up := fromContext(ctx); up != nil {
-		ra.r, ra.proxies = up.r, up.proxies
+		ra.ClientIP, ra.UserAgent = up.ClientIP, up.UserAgent
 	}
-	ra.readCredentials(tokens, authorization, apiKey)
+	ra.readCredentials(s.tokens, authorization, apiKey)
 	return context.WithValue(ctx, ctxKey{}, ra)
 }
 
 // renew is a fresh copy of the credentials ra: the access token verified again (its signing key
 // may have been revoked, or it may have expired, since) and no principal loaded yet.
-func (s *Service) renew(ra *requestAuth) *requestAuth {
-	fresh := &requestAuth{r: ra.r, proxies: ra.proxies, apiKey: ra.apiKey, token: ra.token, reason: ra.reason}
+func (s *Service) renew(ra *Request) *Request {
+	fresh := &Request{ClientIP: ra.ClientIP, UserAgent: ra.UserAgent, apiKey: ra.apiKey, token: ra.token, reason: ra.reason}
 	if ra.token != "" {
 		fresh.claims, fresh.reason = s.tokens.Verify(ra.token)
 	}
@@ -37,7 +36,7 @@ func (s *Service) renew(ra *requestAuth) *requestAuth {
 }
 
 // SocketOperation is the authentication of one operation on a socket.
-type SocketOperation struct{ ra *requestAuth }
+type SocketOperation struct{ ra *Request }
 
 // NewSocketOperation starts the authentication of one operation on the socket in ctx: the
 // socket's token is verified again, and the operation's principal is loaded by the first guarded

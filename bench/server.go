@@ -23,6 +23,7 @@ import (
 	"gqlauth/graph"
 	"gqlauth/store"
 	"gqlauth/token"
+	"gqlauth/web"
 )
 
 // environment is the server under load and the users it was seeded with.
@@ -108,12 +109,12 @@ func (env *environment) startServer(ctx context.Context, databaseURL string) (fu
 	})
 	metrics := graph.NewMetrics(prometheus.NewRegistry(), env.passwords.QueueDepth)
 	env.svc, env.tokens = svc, tokens
-	gql, err := graph.NewHandler(svc, tokens, graph.Options{Logger: log, Metrics: metrics, Introspection: true, AccessLog: env.accessLog})
+	gql, err := graph.NewHandler(&graph.Resolver{Account: svc}, graph.Options{Logger: log, Metrics: metrics, Introspection: true, AccessLog: env.accessLog})
 	if err != nil {
 		return nil, err
 	}
 	mux := http.NewServeMux()
-	mux.Handle("/query", gql)
+	mux.Handle("/query", web.Credentials(tokens, web.CredentialOptions{})(gql))
 	if pool != nil {
 		mux.Handle("/recipe", recipeHandler(pool, secret))
 		env.recipe = true

@@ -18,6 +18,7 @@ import (
 
 	"gqlauth/graph"
 	"gqlauth/store/storetest"
+	"gqlauth/web"
 )
 
 // meWide is one request with eleven guarded fields.
@@ -174,11 +175,11 @@ func BenchmarkHandler(b *testing.B) {
 	alice := s.signedInUser(b, "alice")
 	log := slog.New(graph.LogHandler(slog.NewTextHandler(io.Discard, nil)))
 	handler := func(access graph.AccessLog) http.Handler {
-		h, err := graph.NewHandler(s.Service, s.Tokens, graph.Options{Logger: log, Metrics: graph.NewMetrics(prometheus.NewRegistry(), nil), AccessLog: access})
+		h, err := graph.NewHandler(&graph.Resolver{Account: s.Service}, graph.Options{Logger: log, Metrics: graph.NewMetrics(prometheus.NewRegistry(), nil), AccessLog: access})
 		if err != nil {
 			b.Fatal(err)
 		}
-		return h
+		return web.Credentials(s.Tokens, web.CredentialOptions{})(h)
 	}
 	logged, quiet := handler(graph.AccessLogAll), handler(graph.AccessLogOff)
 	for _, c := range []struct {

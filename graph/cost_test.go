@@ -12,6 +12,7 @@ import (
 	"gqlauth/account"
 	"gqlauth/graph"
 	"gqlauth/model"
+	"gqlauth/oidc"
 	"gqlauth/store/storetest"
 )
 
@@ -156,9 +157,9 @@ func TestIdentities_AdminPageOfManyUsersCostsOneIdentityQuery(t *testing.T) {
 func TestComplexity_ListsCountByTheSizeTheyAsk(t *testing.T) {
 	limits := graph.DefaultQueryLimits()
 	limits.MaxComplexity = 100
-	names := []account.OIDCProvider{{Name: "a"}, {Name: "b"}, {Name: "c"}} // three providers: up to three identities a user
-	s := newServer(t, storetest.SQLite, withQueryLimits(limits), withOIDC(func(publicURL string) account.OIDCConfig {
-		return account.OIDCConfig{Providers: names, PublicURL: publicURL}
+	names := []oidc.Provider{{Name: "a"}, {Name: "b"}, {Name: "c"}} // three providers: up to three identities a user
+	s := newServer(t, storetest.SQLite, withQueryLimits(limits), withOIDC(func(publicURL string) oidc.Config {
+		return oidc.Config{Providers: names, PublicURL: publicURL}
 	}))
 	admin := s.signedInAdmin(t)
 	for _, c := range []struct {

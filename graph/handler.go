@@ -20,14 +20,12 @@ import (
 
 	"gqlauth/account"
 	"gqlauth/model"
-	"gqlauth/token"
 )
 
 // Options configure the GraphQL endpoint.
 type Options struct {
 	Logger        *slog.Logger      // nil means slog.Default()
 	Metrics       *Metrics          // nil: no metrics
-	Proxies       account.Proxies   // whose X-Forwarded-For to believe
 	Limits        QueryLimits       // zero value: DefaultQueryLimits()
 	Introspection bool              // allow __schema / __type queries
 	Debug         bool              // name suggestions ("did you mean …") in validation errors
@@ -45,10 +43,12 @@ type Handler struct {
 	Sockets *Sockets
 }
 
-// NewHandler returns the GraphQL endpoint: security headers, request log and metrics, the Bearer
-// middleware, and GraphQL over HTTP with the query limits in front of gqlgen's executor. It
+// NewHandler returns the GraphQL endpoint of the resolvers res: security headers, request log and
+// metrics, and GraphQL over HTTP and graphql-ws with the query limits in front of gqlgen's
+// executor. It must be served behind web.Credentials, which reads each request's credentials. It
 // refuses a schema with an unguarded root field, and trusted documents that do not check out.
-func NewHandler(svc *account.Service, tokens *token.Tokens, opts Options) (*Handler, error) {
+func NewHandler(res *Resolver, opts Options) (*Handler, error) {
+	svc := res.Account
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
@@ -58,7 +58,7 @@ func NewHandler(svc *account.Service, tokens *token.Tokens, opts Options) (*Hand
 	if opts.Sockets == (SocketLimits{}) {
 		opts.Sockets = DefaultSocketLimits()
 	}
-	es := NewExecutableSchema(Config{Resolvers: &Resolver{Auth: svc}, Directives: directives(svc), Complexity: listCosts(svc)})
+	es := NewExecutableSchema(Config{Resolvers: res, Directives: directives(svc), Complexity: listCosts(svc)})
 	if err := CheckGuards(es.Schema()); err != nil {
 		return nil, err
 	}
@@ -87,7 +87,7 @@ func NewHandler(svc *account.Service, tokens *token.Tokens, opts Options) (*Hand
 	}
 	exec.Use(enumVariables{es.Schema()})
 	exec.Use(&costLimit{max: opts.Limits.MaxComplexity})
-	live := newSockets(svc, tokens, opts.Sockets, opts.Origins)
+	live := newSockets(svc, opts.Sockets, opts.Origins)
 	// One layer for both: every layer costs every operation a closure and a frame.
 	exec.AroundOperations(func(ctx context.Context, next graphql.OperationHandler) graphql.ResponseHandler {
 		if socketFrom(ctx) != nil {
@@ -115,7 +115,6 @@ func NewHandler(svc *account.Service, tokens *token.Tokens, opts Options) (*Hand
 		opts.AccessLog = AccessLogAll
 	}
 	h = observe(opts.Logger, opts.Metrics, opts.AccessLog, h)
-	h = account.Middleware(tokens, opts.Proxies)(h)
 	return &Handler{Handler: securityHeaders(h), Sockets: live}, nil
 }
 

@@ -16,6 +16,7 @@ import (
 	"gqlauth/graph"
 	"gqlauth/ratelimit"
 	"gqlauth/store/storetest"
+	"gqlauth/web"
 )
 
 // loginFields is one request with n aliased login fields: n attempts.
@@ -103,7 +104,7 @@ func TestRateLimit_UnparsableForwardedForNeverSharesTheProxysBucket(t *testing.T
 	// X-Forwarded-For) use up its quota; a client whose entry cannot be read must not be counted
 	// there, nor in the bucket of another unreadable entry.
 	clk := &clock{now: time.Now().UTC()}
-	proxies, _ := account.ParseProxies("127.0.0.1")
+	proxies, _ := web.ParseProxies("127.0.0.1")
 	s := newServerOn(t, storetest.Open(t, storetest.SQLite), clk, withTrustedProxies(proxies), withRateLimits(account.Limits{
 		Counter: ratelimit.NewMemory(clk.Now), PerClient: 1, ClientWindow: time.Minute,
 	}))
@@ -129,7 +130,7 @@ func TestRateLimit_UnparsableForwardedForNeverSharesTheProxysBucket(t *testing.T
 func TestRateLimit_IPv6ClientsCountedByTheirSlash64(t *testing.T) {
 	// One subscriber usually holds a whole /64; counting each address would give them 2^64 quotas.
 	clk := &clock{now: time.Now().UTC()}
-	proxies, _ := account.ParseProxies("127.0.0.1")
+	proxies, _ := web.ParseProxies("127.0.0.1")
 	s := newServerOn(t, storetest.Open(t, storetest.SQLite), clk, withTrustedProxies(proxies), withRateLimits(account.Limits{
 		Counter: ratelimit.NewMemory(clk.Now), PerClient: 2, ClientWindow: time.Minute,
 	}))

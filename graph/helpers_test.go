@@ -22,9 +22,11 @@ import (
 	"gqlauth/feed"
 	"gqlauth/graph"
 	"gqlauth/model"
+	"gqlauth/oidc"
 	"gqlauth/store"
 	"gqlauth/store/storetest"
 	"gqlauth/token"
+	"gqlauth/web"
 )
 
 // testSecret signs the access tokens of every test server.
@@ -72,11 +74,12 @@ type serverOptions struct {
 	bcryptWorkers int
 	queueTimeout  time.Duration
 	debug         bool
-	proxies       account.Proxies
+	proxies       web.Proxies
 	trusted       *graph.TrustedDocuments
 	sockets       graph.SocketLimits
 	origins       []string
-	oidc          func(publicURL string) account.OIDCConfig
+	oidc          func(publicURL string) oidc.Config
+	linkVerified  bool
 	publicURL     string
 	accessLog     graph.AccessLog
 	alg           string // "": HS256
@@ -96,15 +99,18 @@ func withoutIntrospection() option                 { return func(o *serverOption
 func withLogs(w io.Writer) option                  { return func(o *serverOptions) { o.logs = w } }
 func withAuditRetention(d time.Duration) option    { return func(o *serverOptions) { o.retention = d } }
 func withDebug() option                            { return func(o *serverOptions) { o.debug = true } }
-func withTrustedProxies(p account.Proxies) option  { return func(o *serverOptions) { o.proxies = p } }
+func withTrustedProxies(p web.Proxies) option      { return func(o *serverOptions) { o.proxies = p } }
 func withSocketLimits(l graph.SocketLimits) option { return func(o *serverOptions) { o.sockets = l } }
 func withOrigins(origins ...string) option         { return func(o *serverOptions) { o.origins = origins } }
 
 // withOIDC configures provider sign-in; cfg receives the server's own base URL, which is its
 // PUBLIC_URL unless withPublicURL says otherwise.
-func withOIDC(cfg func(publicURL string) account.OIDCConfig) option {
+func withOIDC(cfg func(publicURL string) oidc.Config) option {
 	return func(o *serverOptions) { o.oidc = cfg }
 }
+
+// withLinkVerifiedEmail sets OIDC_LINK_VERIFIED_EMAIL.
+func withLinkVerifiedEmail(on bool) option { return func(o *serverOptions) { o.linkVerified = on } }
 
 // withAccessLog sets ACCESS_LOG.
 func withAccessLog(a graph.AccessLog) option { return func(o *serverOptions) { o.accessLog = a } }
@@ -157,27 +163,31 @@ func newServerOn(t testing.TB, db *store.DB, clk *clock, opts ...option) *server
 	// The listener first: the server's URL is part of its configuration (PUBLIC_URL).
 	ts := httptest.NewUnstartedServer(nil)
 	base := "http://" + ts.Listener.Addr().String()
-	var oidc account.OIDCConfig
+	var providerConfig oidc.Config
 	if o.oidc != nil {
 		if o.publicURL == "" {
 			o.publicURL = base
 		}
-		oidc = o.oidc(o.publicURL)
+		providerConfig = o.oidc(o.publicURL)
 	}
 	events := feed.New()
+	providers := oidc.New(db, providerConfig, clk.Now, log)
 	svc := account.NewService(db, tokens, passwords, account.ServiceConfig{
 		RefreshTTL: o.refreshTTL, ReuseInterval: o.reuseInterval, SignupEnabled: o.signup, Now: clk.Now, Logger: log,
-		Limits: o.limits, AuditRetention: o.retention, OIDC: oidc, Feed: events,
+		Limits: o.limits, AuditRetention: o.retention, Providers: providers.Names(), LinkVerifiedEmail: o.linkVerified, Feed: events,
 	})
-	h, err := graph.NewHandler(svc, tokens, graph.Options{Logger: log, Limits: o.queryLimits, Introspection: !o.noIntrospect, Debug: o.debug, Proxies: o.proxies, Trusted: o.trusted,
+	signIn := web.NewSignIn(svc, providers)
+	h, err := graph.NewHandler(&graph.Resolver{Account: svc, SignIn: signIn}, graph.Options{Logger: log, Limits: o.queryLimits, Introspection: !o.noIntrospect, Debug: o.debug, Trusted: o.trusted,
 		Sockets: o.sockets, Origins: o.origins, AccessLog: o.accessLog})
 	if err != nil {
 		t.Fatal(err)
 	}
+	// As server.go mounts them, behind the credential middleware.
+	credentials := web.Credentials(tokens, web.CredentialOptions{Proxies: o.proxies})
 	mux := http.NewServeMux()
-	mux.Handle("/", h)
-	mux.Handle("/auth/", account.Middleware(tokens, o.proxies)(svc.SignInHandler()))
-	mux.Handle("/oauth/token", account.Middleware(tokens, o.proxies)(svc.TokenHandler()))
+	mux.Handle("/", credentials(h))
+	mux.Handle("/auth/", credentials(signIn.Handler()))
+	mux.Handle("/oauth/token", credentials(web.TokenEndpoint(svc)))
 	ts.Config.Handler = mux
 	ts.Start()
 	t.Cleanup(ts.Close)

@@ -17,8 +17,8 @@ import (
 	"github.com/99designs/gqlgen/graphql/executor"
 	"github.com/vektah/gqlparser/v2/gqlerror"
 
-	"gqlauth/account"
 	"gqlauth/model"
+	"gqlauth/web"
 )
 
 // The two response media types of the GraphQL-over-HTTP specification.
@@ -128,7 +128,7 @@ func (e *endpoint) read(w http.ResponseWriter, r *http.Request) (*request, int, 
 				"send GraphQL requests as POST with Content-Type: application/json")
 		}
 		limit := e.guard.limits.MaxBodyBytes
-		body, err := io.ReadAll(account.LimitBody(w, r, limit))
+		body, err := io.ReadAll(web.LimitBody(w, r, limit))
 		var tooLarge *http.MaxBytesError
 		switch {
 		case errors.As(err, &tooLarge):

@@ -353,5 +353,5 @@ func newHandler(t *testing.T, trusted *graph.TrustedDocuments) (http.Handler, er
 		t.Fatal(err)
 	}
 	svc := account.NewService(storetest.Open(t, storetest.SQLite), tokens, passwords, account.ServiceConfig{})
-	return graph.NewHandler(svc, tokens, graph.Options{Trusted: trusted, Introspection: true})
+	return graph.NewHandler(&graph.Resolver{Account: svc}, graph.Options{Trusted: trusted, Introspection: true})
 }

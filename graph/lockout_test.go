@@ -11,6 +11,7 @@ import (
 	"gqlauth/account"
 	"gqlauth/ratelimit"
 	"gqlauth/store/storetest"
+	"gqlauth/web"
 )
 
 // limiterCase is one kind of rate-limit counter the failure limits must work with.
@@ -47,7 +48,7 @@ func eachCounter(t *testing.T, test func(t *testing.T, l limiterCase)) {
 // X-Forwarded-For, with the failure limits of l.
 func lockoutServer(t *testing.T, l limiterCase, perClient, allClients int) *server {
 	t.Helper()
-	proxies, _ := account.ParseProxies("127.0.0.1")
+	proxies, _ := web.ParseProxies("127.0.0.1")
 	return newServerOn(t, storetest.Open(t, storetest.SQLite), l.clock, withTrustedProxies(proxies), withRateLimits(account.Limits{
 		Counter: l.counter, FailuresPerUser: perClient, FailuresPerUserAllClients: allClients, UserWindow: l.window,
 	}))

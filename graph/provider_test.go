@@ -20,8 +20,8 @@ import (
 	"github.com/go-jose/go-jose/v4"
 	"github.com/zitadel/oidc/v3/example/server/storage"
 
-	"gqlauth/account"
 	"gqlauth/e2e/oidcprovider"
+	"gqlauth/oidc"
 )
 
 // provider is a real OpenID provider in the test process: zitadel/oidc's op package with its
@@ -73,16 +73,16 @@ func newProvider(t testing.TB, users ...*storage.User) *provider {
 
 // oidcConfig registers publicURL's callback as the client's only redirect URI, starts the
 // provider, and returns the configuration of a server that signs in through it as "corp".
-func (p *provider) oidcConfig(extra func(*account.OIDCConfig)) func(publicURL string) account.OIDCConfig {
-	return func(publicURL string) account.OIDCConfig {
+func (p *provider) oidcConfig(extra func(*oidc.Config)) func(publicURL string) oidc.Config {
+	return func(publicURL string) oidc.Config {
 		p.once.Do(func() {
 			var h http.Handler
 			h, p.storage = oidcprovider.New(p.Issuer, p.users, providerClientID, providerClientSecret, publicURL+"/auth/corp/callback", nil)
 			p.ts.Config.Handler = p.intercept(h)
 			p.ts.Start()
 		})
-		cfg := account.OIDCConfig{
-			Providers: []account.OIDCProvider{{Name: "corp", Issuer: p.Issuer, ClientID: providerClientID,
+		cfg := oidc.Config{
+			Providers: []oidc.Provider{{Name: "corp", Issuer: p.Issuer, ClientID: providerClientID,
 				ClientSecret: providerClientSecret, Scopes: []string{"openid", "email", "profile"}}},
 			PublicURL:    publicURL,
 			RedirectURLs: []string{spaURL},

@@ -1,14 +1,23 @@
 // Package graph is the GraphQL layer: gqlgen's generated executor, thin resolvers that call the
-// auth service, the @auth/@public directives and the error presenter.
+// services on the Resolver, the @auth/@public directives, the error presenter, and the GraphQL
+// transports (GraphQL over HTTP in http.go, graphql-ws in ws.go). It talks no SQL and holds no
+// rules: those are account's. It is served behind the edge's credential middleware
+// (web.Credentials), whose request state the rules read.
 package graph
 
 //go:generate go tool gqlgen generate
 
-import "gqlauth/account"
+import (
+	"gqlauth/account"
+	"gqlauth/web"
+)
 
-// Resolver is the root resolver. It holds no state of its own.
+// Resolver is the root resolver: the services the resolvers call, built in server.go. It holds no
+// state of its own. A team that puts gqlauth in front of its data adds its own services here, as
+// fields, and resolves its own fields with them.
 type Resolver struct {
-	Auth *account.Service
+	Account *account.Service // the account and session rules
+	SignIn  *web.SignIn      // provider sign-in (linkIdentityStart starts a flow)
 }
 
 var (

@@ -14,12 +14,12 @@ import (
 
 // Register is the resolver for the register field.
 func (r *mutationResolver) Register(ctx context.Context, username string, password string, email *string) (*model.AuthPayload, error) {
-	return r.Auth.Register(ctx, username, password, email)
+	return r.Account.Register(ctx, username, password, email)
 }
 
 // Login is the resolver for the login field.
 func (r *mutationResolver) Login(ctx context.Context, username string, password string) (*model.AuthPayload, error) {
-	return r.Auth.Login(ctx, username, password)
+	return r.Account.Login(ctx, username, password)
 }
 
 // Refresh is the resolver for the refresh field.
@@ -28,82 +28,82 @@ func (r *mutationResolver) Refresh(ctx context.Context, refreshToken *string) (*
 	if refreshToken != nil {
 		token = *refreshToken
 	}
-	return r.Auth.Refresh(ctx, token)
+	return r.Account.Refresh(ctx, token)
 }
 
 // Logout is the resolver for the logout field.
 func (r *mutationResolver) Logout(ctx context.Context, scope model.LogoutScope) (bool, error) {
-	return r.Auth.Logout(ctx, scope)
+	return r.Account.Logout(ctx, scope)
 }
 
 // ChangePassword is the resolver for the changePassword field.
 func (r *mutationResolver) ChangePassword(ctx context.Context, currentPassword string, newPassword string) (bool, error) {
-	return r.Auth.ChangePassword(ctx, currentPassword, newPassword)
+	return r.Account.ChangePassword(ctx, currentPassword, newPassword)
 }
 
 // CreateUser is the resolver for the createUser field.
 func (r *mutationResolver) CreateUser(ctx context.Context, username string, password string, email *string, role model.Role) (*model.User, error) {
-	return r.Auth.CreateUser(ctx, username, password, email, role)
+	return r.Account.CreateUser(ctx, username, password, email, role)
 }
 
 // SetUserRole is the resolver for the setUserRole field.
 func (r *mutationResolver) SetUserRole(ctx context.Context, id string, role model.Role) (*model.User, error) {
-	return r.Auth.SetUserRole(ctx, id, role)
+	return r.Account.SetUserRole(ctx, id, role)
 }
 
 // SetUserDisabled is the resolver for the setUserDisabled field.
 func (r *mutationResolver) SetUserDisabled(ctx context.Context, id string, disabled bool) (*model.User, error) {
-	return r.Auth.SetUserDisabled(ctx, id, disabled)
+	return r.Account.SetUserDisabled(ctx, id, disabled)
 }
 
 // CreateAPIKey is the resolver for the createApiKey field.
 func (r *mutationResolver) CreateAPIKey(ctx context.Context, name string, role *model.Role, expiresIn *int) (*model.APIKeySecret, error) {
-	return r.Auth.CreateAPIKey(ctx, name, role, expiresIn)
+	return r.Account.CreateAPIKey(ctx, name, role, expiresIn)
 }
 
 // RevokeAPIKey is the resolver for the revokeApiKey field.
 func (r *mutationResolver) RevokeAPIKey(ctx context.Context, id string) (bool, error) {
-	return r.Auth.RevokeAPIKey(ctx, id)
+	return r.Account.RevokeAPIKey(ctx, id)
 }
 
 // RotateSigningKey is the resolver for the rotateSigningKey field.
 func (r *mutationResolver) RotateSigningKey(ctx context.Context) (*model.SigningKey, error) {
-	return r.Auth.RotateSigningKey(ctx)
+	return r.Account.RotateSigningKey(ctx)
 }
 
 // RevokeSigningKey is the resolver for the revokeSigningKey field.
 func (r *mutationResolver) RevokeSigningKey(ctx context.Context, kid string) (bool, error) {
-	return r.Auth.RevokeSigningKey(ctx, kid)
+	return r.Account.RevokeSigningKey(ctx, kid)
 }
 
 // ExchangeAuthCode is the resolver for the exchangeAuthCode field.
 func (r *mutationResolver) ExchangeAuthCode(ctx context.Context, code string, codeVerifier string) (*model.AuthPayload, error) {
-	return r.Auth.ExchangeAuthCode(ctx, code, codeVerifier)
+	return r.Account.ExchangeAuthCode(ctx, code, codeVerifier)
 }
 
 // LinkIdentityStart is the resolver for the linkIdentityStart field.
 func (r *mutationResolver) LinkIdentityStart(ctx context.Context, provider string, redirectTo string, codeChallenge string) (string, error) {
-	return r.Auth.LinkIdentityStart(ctx, provider, redirectTo, codeChallenge)
+	return r.SignIn.StartLink(ctx, provider, redirectTo, codeChallenge)
 }
 
 // CompleteIdentityLink is the resolver for the completeIdentityLink field.
 func (r *mutationResolver) CompleteIdentityLink(ctx context.Context, code string, codeVerifier string) (*model.Identity, error) {
-	return r.Auth.CompleteIdentityLink(ctx, code, codeVerifier)
+	return r.Account.CompleteIdentityLink(ctx, code, codeVerifier)
 }
 
 // UnlinkIdentity is the resolver for the unlinkIdentity field.
 func (r *mutationResolver) UnlinkIdentity(ctx context.Context, provider string) (bool, error) {
-	return r.Auth.UnlinkIdentity(ctx, provider)
+	return r.Account.UnlinkIdentity(ctx, provider)
 }
 
 // SetPassword is the resolver for the setPassword field.
 func (r *mutationResolver) SetPassword(ctx context.Context, newPassword string) (bool, error) {
-	return r.Auth.SetPassword(ctx, newPassword)
+	return r.Account.SetPassword(ctx, newPassword)
 }
 
 // Me is the resolver for the me field.
 func (r *queryResolver) Me(ctx context.Context) (*model.User, error) {
-	p, err := r.Auth.Authenticate(ctx)
+	p, err := r.Account.Authenticate(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -112,47 +112,47 @@ func (r *queryResolver) Me(ctx context.Context) (*model.User, error) {
 
 // Sessions is the resolver for the sessions field.
 func (r *queryResolver) Sessions(ctx context.Context) ([]*model.Session, error) {
-	return r.Auth.Sessions(ctx)
+	return r.Account.Sessions(ctx)
 }
 
 // Users is the resolver for the users field.
 func (r *queryResolver) Users(ctx context.Context, limit int, offset int) ([]*model.User, error) {
-	return r.Auth.ListUsers(ctx, limit, offset)
+	return r.Account.ListUsers(ctx, limit, offset)
 }
 
 // APIKeys is the resolver for the apiKeys field.
 func (r *queryResolver) APIKeys(ctx context.Context) ([]*model.APIKey, error) {
-	return r.Auth.APIKeys(ctx)
+	return r.Account.APIKeys(ctx)
 }
 
 // AuditEvents is the resolver for the auditEvents field.
 func (r *queryResolver) AuditEvents(ctx context.Context, first int, after *string, userID *string, types []model.AuditEventType) (*model.AuditEventConnection, error) {
-	return r.Auth.AuditEvents(ctx, first, after, userID, types)
+	return r.Account.AuditEvents(ctx, first, after, userID, types)
 }
 
 // SecurityEvents is the resolver for the securityEvents field.
 func (r *queryResolver) SecurityEvents(ctx context.Context, first int, after *string) (*model.AuditEventConnection, error) {
-	return r.Auth.SecurityEvents(ctx, first, after)
+	return r.Account.SecurityEvents(ctx, first, after)
 }
 
 // SigningKeys is the resolver for the signingKeys field.
 func (r *queryResolver) SigningKeys(ctx context.Context) ([]*model.SigningKey, error) {
-	return r.Auth.SigningKeys(ctx)
+	return r.Account.SigningKeys(ctx)
 }
 
 // SecurityEvents is the resolver for the securityEvents field.
 func (r *subscriptionResolver) SecurityEvents(ctx context.Context) (<-chan *model.AuditEvent, error) {
-	return r.Auth.SubscribeSecurityEvents(ctx)
+	return r.Account.SubscribeSecurityEvents(ctx)
 }
 
 // AuditEvents is the resolver for the auditEvents field.
 func (r *subscriptionResolver) AuditEvents(ctx context.Context) (<-chan *model.AuditEvent, error) {
-	return r.Auth.SubscribeAuditEvents(ctx, func(err error) { transport.AddSubscriptionError(ctx, subscriptionError(err)) })
+	return r.Account.SubscribeAuditEvents(ctx, func(err error) { transport.AddSubscriptionError(ctx, subscriptionError(err)) })
 }
 
 // Identities is the resolver for the identities field.
 func (r *userResolver) Identities(ctx context.Context, obj *model.User) ([]*model.Identity, error) {
-	return r.Auth.Identities(ctx, obj.ID)
+	return r.Account.Identities(ctx, obj.ID)
 }
 
 // Mutation returns MutationResolver implementation.

@@ -8,8 +8,8 @@ import (
 	"testing"
 	"time"
 
-	"gqlauth/account"
 	"gqlauth/store/storetest"
+	"gqlauth/web"
 )
 
 // Where each party acts from: a proxy the server trusts sets the client IP, and each party has its
@@ -67,7 +67,7 @@ type ownViewScenario struct {
 
 func newOwnViewScenario(t *testing.T, kind storetest.Kind) *ownViewScenario {
 	t.Helper()
-	proxies, _ := account.ParseProxies("127.0.0.1")
+	proxies, _ := web.ParseProxies("127.0.0.1")
 	s := newServer(t, kind, withTrustedProxies(proxies))
 	const pw = "correct horse battery"
 	v := &ownViewScenario{s: s}

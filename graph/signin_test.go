@@ -17,6 +17,7 @@ import (
 	"golang.org/x/oauth2"
 
 	"gqlauth/account"
+	"gqlauth/oidc"
 	"gqlauth/ratelimit"
 	"gqlauth/store/storetest"
 )
@@ -225,7 +226,7 @@ func TestSignIn_CallbackRefusesBadStateWithAPlainPage(t *testing.T) {
 		t.Run("expired state", func(t *testing.T) {
 			_, start, _ := get(t, s.startURL(spaURL, challenge))
 			redirect := p.authorize(t, start, "grace")
-			s.Clock.Advance(account.SignInFlowTTL + time.Second)
+			s.Clock.Advance(oidc.SignInFlowTTL + time.Second)
 			r, _ := url.Parse(redirect)
 			check(t, r.Query())
 		})
@@ -367,7 +368,7 @@ func TestSignIn_NoAutomaticLinkingByEmail(t *testing.T) {
 		} {
 			t.Run(c.name, func(t *testing.T) {
 				p := newProvider(t, providerUser("sub-v", "victim", "Owner@Example.com", c.providerSays))
-				s := newServer(t, kind, withOIDC(p.oidcConfig(func(cfg *account.OIDCConfig) { cfg.LinkVerifiedEmail = c.linkOption })))
+				s := newServer(t, kind, withOIDC(p.oidcConfig(nil)), withLinkVerifiedEmail(c.linkOption))
 				var owner tokens
 				s.query(t, "", `mutation { register(username: "owner", password: "owner-password", email: "owner@example.com") { accessToken user { id } } }`, nil).
 					field(t, "register", &owner)
@@ -408,7 +409,7 @@ func TestSignIn_NoAutomaticLinkingByEmail(t *testing.T) {
 func TestSignIn_ProviderVerifiedEmailIsNotVerifiedByThisServer(t *testing.T) {
 	storetest.Each(t, func(t *testing.T, kind storetest.Kind) {
 		p := newProvider(t, providerUser("sub-e", "eve", "eve@corp.example", true))
-		s := newServer(t, kind, withOIDC(p.oidcConfig(func(cfg *account.OIDCConfig) { cfg.LinkVerifiedEmail = true })))
+		s := newServer(t, kind, withOIDC(p.oidcConfig(nil)), withLinkVerifiedEmail(true))
 		pair := s.signInThrough(t, p, "eve")
 		if deref(pair.User.Email) != "eve@corp.example" {
 			t.Fatalf("email %v, want the provider's verified address on the new account", pair.User.Email)

@@ -18,7 +18,6 @@ import (
 
 	"gqlauth/account"
 	"gqlauth/model"
-	"gqlauth/token"
 )
 
 // SocketLimits bound the WebSockets of /query.
@@ -50,7 +49,6 @@ const (
 // re-checks that user's sockets and closes those whose session, key or account is gone.
 type Sockets struct {
 	svc     *account.Service
-	tokens  *token.Tokens
 	limits  SocketLimits
 	origins map[string]bool
 	ws      transport.Websocket
@@ -79,8 +77,8 @@ func socketFrom(ctx context.Context) *socket {
 	return s
 }
 
-func newSockets(svc *account.Service, tokens *token.Tokens, limits SocketLimits, origins []string) *Sockets {
-	s := &Sockets{svc: svc, tokens: tokens, limits: limits, origins: map[string]bool{},
+func newSockets(svc *account.Service, limits SocketLimits, origins []string) *Sockets {
+	s := &Sockets{svc: svc, limits: limits, origins: map[string]bool{},
 		byUser: map[string]map[*socket]struct{}{}, byIP: map[string]int{}}
 	for _, o := range origins {
 		s.origins[strings.TrimRight(o, "/")] = true
@@ -144,12 +142,12 @@ func (s *Sockets) allowedOrigin(origin, host string) bool {
 	return err == nil && (strings.EqualFold(u.Host, host) || s.origins[strings.TrimRight(origin, "/")])
 }
 
-// init authenticates connection_init with the rules of the HTTP middleware. Without a credential
+// init authenticates connection_init with the rules of an HTTP request's credentials. Without a credential
 // the socket is anonymous (only @public subscriptions run); a bad one closes it with 4401. What is
 // kept is the credential, not the principal: each operation authenticates again (operationAuth).
 func (s *Sockets) init(ctx context.Context, payload transport.InitPayload) (context.Context, *transport.InitPayload, error) {
 	sock := socketFrom(ctx)
-	ctx = account.SocketContext(ctx, s.tokens, payload.Authorization(), payload.GetString("X-API-Key"))
+	ctx = s.svc.SocketContext(ctx, payload.Authorization(), payload.GetString("X-API-Key"))
 	if !account.HasCredentials(ctx) {
 		sock.ctx = ctx
 		return ctx, nil, nil

@@ -15,10 +15,10 @@ import (
 	"github.com/coder/websocket"
 	"github.com/coder/websocket/wsjson"
 
-	"gqlauth/account"
 	"gqlauth/graph"
 	"gqlauth/store"
 	"gqlauth/store/storetest"
+	"gqlauth/web"
 )
 
 // wsMessage is a graphql-transport-ws message.
@@ -940,7 +940,7 @@ func TestSocket_QueriesAndMutationsInFlightPerSocketAreCapped(t *testing.T) {
 func TestSocket_PerIPCapCountsAnIPv6ClientByItsSlash64(t *testing.T) {
 	limits := graph.DefaultSocketLimits()
 	limits.PerIP = 2
-	proxies, err := account.ParseProxies("127.0.0.1,::1")
+	proxies, err := web.ParseProxies("127.0.0.1,::1")
 	if err != nil {
 		t.Fatal(err)
 	}

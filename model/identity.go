@@ -12,6 +12,18 @@ type Identity struct {
 	LinkedAt time.Time `bun:"linked_at"`
 }
 
+// IdentityClaims are what a provider asserts about one of its users, from the ID token and, where
+// it lacks them, the UserInfo response: the relying party (oidc) reads them, the sign-in rules
+// (account) decide from them what the identity signs in to.
+type IdentityClaims struct {
+	Subject           string
+	Email             string // "" when absent or unusable
+	EmailVerified     bool
+	PreferredUsername string
+	Nickname          string
+	Name              string
+}
+
 // SignInFlow is a sign-in or link through a provider between its start and its callback. Only a
 // hash of its state is stored; the state itself travels through the browser.
 type SignInFlow struct {

@@ -1,28 +1,26 @@
-package account
+package web
 
 import (
-	"context"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"mime"
 	"net/http"
-	"net/url"
 	"strconv"
 
+	"gqlauth/account"
 	"gqlauth/model"
 )
 
-// TokenHandler is the OAuth 2.0 token endpoint (RFC 6749) for the resource-owner password grant
+// TokenEndpoint is the OAuth 2.0 token endpoint (RFC 6749) for the resource-owner password grant
 // (§4.3), the refresh-token grant (§6) and the authorization-code grant of provider sign-ins
-// (§4.1.3 with PKCE), so that standard OAuth2 clients can sign in. It runs
-// the same code as the login and refresh mutations: same sessions, rotation, reuse detection,
-// rate limits and disabled-user rules. It must be served behind Middleware.
+// (§4.1.3 with PKCE), so that standard OAuth2 clients can sign in. It runs the same rules as the
+// login and refresh mutations: same sessions, rotation, reuse detection, rate limits and
+// disabled-user rules. It must be served behind Credentials.
 //
 // It never reads, sets or clears the refresh cookie of cookie mode: a form POST is a request any
 // page can send cross-site without a preflight, so cookieRequest refuses it (login CSRF). OAuth
 // clients keep the refresh token from the response body.
-func (s *Service) TokenHandler() http.Handler {
+func TokenEndpoint(svc *account.Service) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Cache-Control", "no-store")
 		w.Header().Set("Pragma", "no-cache")
@@ -49,8 +47,8 @@ func (s *Service) TokenHandler() http.Handler {
 		if id, _, ok := r.BasicAuth(); ok && clientID == "" {
 			clientID = id // clients are not authenticated; the id only labels the session
 		}
-		if ra := fromContext(ctx); ra != nil {
-			ra.clientID = truncate(clientID, 128)
+		if req := account.RequestFrom(ctx); req != nil {
+			req.ClientID = model.Truncate(clientID, 128)
 		}
 
 		var (
@@ -63,20 +61,20 @@ func (s *Service) TokenHandler() http.Handler {
 				oauthError(w, http.StatusBadRequest, "invalid_request", "username and password are required")
 				return
 			}
-			payload, err = s.Login(ctx, form.Get("username"), form.Get("password"))
+			payload, err = svc.Login(ctx, form.Get("username"), form.Get("password"))
 		case "refresh_token":
 			if form.Get("refresh_token") == "" {
 				oauthError(w, http.StatusBadRequest, "invalid_request", "refresh_token is required")
 				return
 			}
-			payload, err = s.Refresh(ctx, form.Get("refresh_token"))
+			payload, err = svc.Refresh(ctx, form.Get("refresh_token"))
 		case "authorization_code":
 			// The one-time code of a provider sign-in (RFC 6749 §4.1.3 with RFC 7636's verifier).
 			if form.Get("code") == "" || form.Get("code_verifier") == "" {
 				oauthError(w, http.StatusBadRequest, "invalid_request", "code and code_verifier are required")
 				return
 			}
-			payload, err = s.ExchangeAuthCode(ctx, form.Get("code"), form.Get("code_verifier"))
+			payload, err = svc.ExchangeAuthCode(ctx, form.Get("code"), form.Get("code_verifier"))
 		case "":
 			oauthError(w, http.StatusBadRequest, "invalid_request", "grant_type is required")
 			return
@@ -85,7 +83,7 @@ func (s *Service) TokenHandler() http.Handler {
 			return
 		}
 		if err != nil {
-			s.writeOAuthFailure(ctx, w, err)
+			writeOAuthFailure(w, err)
 			return
 		}
 		w.Header().Set("Content-Type", "application/json")
@@ -98,42 +96,8 @@ func (s *Service) TokenHandler() http.Handler {
 	})
 }
 
-// MaxFormBytes bounds the body of the form-encoded endpoints (/oauth/token, /oauth/introspect).
-const MaxFormBytes = 16 << 10
-
-// readForm parses the form body of r, answering 413 or 400 itself when it cannot.
-func readForm(w http.ResponseWriter, r *http.Request) bool {
-	r.Body = LimitBody(w, r, MaxFormBytes)
-	err := r.ParseForm()
-	var tooLarge *http.MaxBytesError
-	switch {
-	case errors.As(err, &tooLarge):
-		oauthError(w, http.StatusRequestEntityTooLarge, "invalid_request", fmt.Sprintf("the body exceeds %d bytes", MaxFormBytes))
-		return false
-	case err != nil:
-		oauthError(w, http.StatusBadRequest, "invalid_request", "the body is not a valid form")
-		return false
-	}
-	return true
-}
-
-// validForm reports whether every name and value of a form is UTF-8 text without NUL.
-func validForm(form url.Values) bool {
-	for name, values := range form {
-		if !validText(name) {
-			return false
-		}
-		for _, v := range values {
-			if !validText(v) {
-				return false
-			}
-		}
-	}
-	return true
-}
-
-// writeOAuthFailure maps the service's errors onto RFC 6749 §5.2.
-func (s *Service) writeOAuthFailure(ctx context.Context, w http.ResponseWriter, err error) {
+// writeOAuthFailure maps the rules' errors onto RFC 6749 §5.2.
+func writeOAuthFailure(w http.ResponseWriter, err error) {
 	var merr *model.Error
 	if !errors.As(err, &merr) {
 		merr = model.Internal()

@@ -1,0 +1,57 @@
+package account
+
+import (
+	"context"
+	"errors"
+
+	"gqlauth/model"
+	"gqlauth/store"
+	"gqlauth/token"
+)
+
+// The rules of token introspection (RFC 7662), which the edge serves at POST /oauth/introspect for
+// services that must see a revocation at once.
+
+// Why an introspection caller is refused.
+var (
+	ErrIntrospectionNoAPIKey   = errors.New("account: introspection without an API key")
+	ErrIntrospectionNotAnAdmin = errors.New("account: introspection with an invalid key or a key whose owner is not an ADMIN")
+)
+
+// AuthorizeIntrospection checks that the request in ctx is made with an API key whose owner is
+// an ADMIN.
+func (s *Service) AuthorizeIntrospection(ctx context.Context) error {
+	if ra := fromContext(ctx); ra == nil || ra.apiKey == "" {
+		return ErrIntrospectionNoAPIKey
+	}
+	if p, err := s.Authenticate(ctx); err != nil || p.Role != model.RoleAdmin {
+		return ErrIntrospectionNotAnAdmin
+	}
+	return nil
+}
+
+// Introspection is what introspection tells about an active access token.
+type Introspection struct {
+	Claims *token.Claims
+	User   *model.User
+}
+
+// Introspect reports whether an access token is active: it verifies, its session is live and its
+// user enabled — the check of a guarded field, in the same one query. nil: inactive. An error is
+// one a client may see (ClientError).
+func (s *Service) Introspect(ctx context.Context, accessToken string) (*Introspection, error) {
+	claims, reason := s.tokens.Verify(accessToken)
+	if reason != "" {
+		return nil, nil
+	}
+	sess, user, err := s.db.Principal(ctx, claims.SessionID, claims.Subject)
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		return nil, nil
+	case err != nil:
+		return nil, s.check(ctx, "Introspect", err)
+	case user.Disabled || !sess.Live(s.clock()):
+		return nil, nil
+	}
+	return &Introspection{Claims: claims, User: user}, nil
+}

@@ -1,0 +1,52 @@
+package web
+
+import (
+	"net/http"
+
+	"gqlauth/account"
+	"gqlauth/token"
+)
+
+// CredentialOptions configure Credentials.
+type CredentialOptions struct {
+	Proxies Proxies // whose X-Forwarded-For to believe
+	// RefreshCookie (cookie mode) sets the refresh token as an HttpOnly cookie on sign-in and
+	// refresh, and lets refresh read it from there; CookieSecure marks that cookie Secure (HTTPS
+	// only).
+	RefreshCookie bool
+	CookieSecure  bool
+	// Origins are the other origins (CORS_ALLOWED_ORIGINS) whose requests may use the refresh
+	// cookie, besides the server's own; see cookieRequest.
+	Origins []string
+}
+
+// Credentials is the middleware in front of every endpoint that reads credentials (/query,
+// /oauth/token, /oauth/introspect, /auth/). It reads each request into an account.Request of plain
+// values in its context: the Bearer token (verified) or API key, or the reason they are unusable;
+// the client's IP, taking X-Forwarded-For into account only from proxies; the user agent; and, in
+// cookie mode, the refresh cookie where the cookie rule lets the request use it. It never rejects
+// a request by itself, so that public operations still work with a stale token; only guarded
+// fields fail. When a credential was sent but is unusable, it says so in WWW-Authenticate (RFC
+// 6750). What the rules decide about the refresh cookie, it writes before the headers go out.
+func Credentials(tokens *token.Tokens, opts CredentialOptions) func(http.Handler) http.Handler {
+	return func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			req := account.NewRequest(tokens, r.Header.Get("Authorization"), r.Header.Get("X-API-Key"))
+			req.ClientIP = func() string { return opts.Proxies.ClientIP(r) }
+			req.UserAgent = r.UserAgent()
+			if req.CredentialRejected() {
+				w.Header().Set("WWW-Authenticate", `Bearer error="invalid_token"`)
+			}
+			if opts.cookieRequest(r) {
+				req.CookieAllowed = true
+				if c, err := r.Cookie(RefreshCookieName); err == nil {
+					req.RefreshCookie = c.Value
+				}
+				cw := &cookieWriter{ResponseWriter: w, req: req, secure: opts.CookieSecure}
+				defer cw.apply() // a handler that wrote nothing: net/http writes the headers after it
+				w = cw
+			}
+			next.ServeHTTP(w, r.WithContext(account.WithRequest(r.Context(), req)))
+		})
+	}
+}
