@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"gqlauth/config"
 )
 
 // usersCount asks an admin's view of how many users exist.
@@ -156,7 +158,7 @@ func TestCORS_CredentialsOnlyForAllowedOrigins(t *testing.T) {
 			t.Fatalf("%s got CORS headers: %v", origin, h)
 		}
 	}
-	if _, err := LoadConfig(env("CORS_ALLOWED_ORIGINS", "*")); err == nil {
+	if _, err := config.Load(env("CORS_ALLOWED_ORIGINS", "*")); err == nil {
 		t.Fatal("a wildcard origin was accepted")
 	}
 }

@@ -1,0 +1,152 @@
+package config_test
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"gqlauth/config"
+	"gqlauth/graph"
+)
+
+func env(kv ...string) func(string) string {
+	m := map[string]string{}
+	for i := 0; i+1 < len(kv); i += 2 {
+		m[kv[i]] = kv[i+1]
+	}
+	return func(k string) string { return m[k] }
+}
+
+func TestLoadConfig_Defaults(t *testing.T) {
+	cfg, err := config.Load(env())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Port != 8080 || cfg.AccessTTL != 15*time.Minute || cfg.RefreshTTL != 720*time.Hour || cfg.AuditRetention != 2160*time.Hour ||
+		cfg.ReuseInterval != 10*time.Second || cfg.BcryptCost != 10 || !cfg.SignupEnabled ||
+		cfg.JWTIssuer != "gqlauth" || cfg.JWTAudience != "gqlauth" || cfg.SQLitePath != "gqlauth.db" ||
+		cfg.JWTAlg != "HS256" || cfg.JWKSMaxAge != 10*time.Minute || cfg.KeyPublishDelay != cfg.JWKSMaxAge ||
+		cfg.KeyRotation != 720*time.Hour || cfg.PublicURL != "" || cfg.Sockets != graph.DefaultSocketLimits() ||
+		cfg.Host != "" || cfg.MetricsAddr != "" || !cfg.Introspection {
+		t.Fatalf("defaults: %+v", cfg)
+	}
+}
+
+func TestLoadConfig_IntrospectionOnlyByDefaultWithTheEmbeddedDatabase(t *testing.T) {
+	secret := strings.Repeat("s", 32)
+	postgres := []string{"DATABASE_URL", "postgres://localhost/db", "JWT_SECRET", secret}
+	cases := []struct {
+		name string
+		env  []string
+		want bool
+	}{
+		{"EmbeddedDatabase", nil, true},
+		{"Postgres", postgres, false},
+		{"PostgresTurnedOn", append(postgres, "INTROSPECTION", "true"), true},
+		{"EmbeddedTurnedOff", []string{"INTROSPECTION", "false"}, false},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			cfg, err := config.Load(env(c.env...))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if cfg.Introspection != c.want {
+				t.Fatalf("Introspection = %v, want %v", cfg.Introspection, c.want)
+			}
+		})
+	}
+}
+
+func TestLoadConfig_ListenAddresses(t *testing.T) {
+	cases := []struct {
+		name              string
+		env               []string
+		host, metricsAddr string
+	}{
+		{"Loopback", []string{"HOST", "127.0.0.1"}, "127.0.0.1", ""},
+		{"IPv6InBrackets", []string{"HOST", "[::1]"}, "::1", ""},
+		{"HostName", []string{"HOST", "localhost"}, "localhost", ""},
+		{"MetricsOnLoopback", []string{"METRICS_ADDR", "127.0.0.1:9464"}, "", "127.0.0.1:9464"},
+		{"MetricsOnEveryInterface", []string{"METRICS_ADDR", ":9464"}, "", ":9464"},
+		{"MetricsOnIPv6", []string{"METRICS_ADDR", "[::1]:9464"}, "", "[::1]:9464"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			cfg, err := config.Load(env(c.env...))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if cfg.Host != c.host || cfg.MetricsAddr != c.metricsAddr {
+				t.Fatalf("Host %q, MetricsAddr %q; want %q, %q", cfg.Host, cfg.MetricsAddr, c.host, c.metricsAddr)
+			}
+		})
+	}
+}
+
+func TestLoadConfig_RejectsBadValuesNamingTheVariable(t *testing.T) {
+	secret := strings.Repeat("s", 32)
+	cases := []struct {
+		name   string
+		env    []string
+		naming string
+	}{
+		{"PortNotANumber", []string{"PORT", "http"}, "PORT"},
+		{"PortOutOfRange", []string{"PORT", "70000"}, "PORT"},
+		{"AccessTTLUnparsable", []string{"ACCESS_TOKEN_TTL", "15"}, "ACCESS_TOKEN_TTL"},
+		{"AccessTTLNegative", []string{"ACCESS_TOKEN_TTL", "-5m"}, "ACCESS_TOKEN_TTL"},
+		{"RefreshTTLUnparsable", []string{"REFRESH_TOKEN_TTL", "a month"}, "REFRESH_TOKEN_TTL"},
+		{"AuditRetentionUnparsable", []string{"AUDIT_RETENTION", "90 days"}, "AUDIT_RETENTION"},
+		{"ReuseIntervalUnparsable", []string{"REFRESH_REUSE_INTERVAL", "10 s"}, "REFRESH_REUSE_INTERVAL"},
+		{"CostTooLow", []string{"BCRYPT_COST", "9"}, "BCRYPT_COST"},
+		{"CostTooHigh", []string{"BCRYPT_COST", "15"}, "BCRYPT_COST"},
+		{"SignupNotBool", []string{"SIGNUP_ENABLED", "maybe"}, "SIGNUP_ENABLED"},
+		{"ShortSecret", []string{"JWT_SECRET", "short"}, "JWT_SECRET"},
+		{"PostgresWithoutSecret", []string{"DATABASE_URL", "postgres://localhost/db"}, "JWT_SECRET"},
+		{"NotPostgresURL", []string{"DATABASE_URL", "mysql://localhost/db", "JWT_SECRET", secret}, "DATABASE_URL"},
+		{"AdminWithoutPassword", []string{"ADMIN_USERNAME", "root"}, "ADMIN_PASSWORD"},
+		{"UnknownAlgorithm", []string{"JWT_ALG", "HS512"}, "JWT_ALG"},
+		{"AlgorithmNone", []string{"JWT_ALG", "none"}, "JWT_ALG"},
+		{"RotationNegative", []string{"JWT_KEY_ROTATION", "-1h"}, "JWT_KEY_ROTATION"},
+		{"JWKSMaxAgeZero", []string{"JWKS_MAX_AGE", "0s"}, "JWKS_MAX_AGE"},
+		{"PublishDelayUnparsable", []string{"JWT_KEY_PUBLISH_DELAY", "soon"}, "JWT_KEY_PUBLISH_DELAY"},
+		{"PublicURLNotHTTP", []string{"PUBLIC_URL", "ftp://auth.example.com"}, "PUBLIC_URL"},
+		{"PublicURLWithoutHost", []string{"PUBLIC_URL", "https://"}, "PUBLIC_URL"},
+		{"SocketsPerUserZero", []string{"WS_MAX_SOCKETS_PER_USER", "0"}, "WS_MAX_SOCKETS_PER_USER"},
+		{"PingIntervalUnparsable", []string{"WS_PING_INTERVAL", "often"}, "WS_PING_INTERVAL"},
+		{"ProviderWithoutPublicURL", []string{"OIDC_PROVIDERS", "corp", "OIDC_CORP_ISSUER", "https://id.example.com", "OIDC_CORP_CLIENT_ID", "gqlauth"}, "PUBLIC_URL"},
+		{"ProviderNameWithCapitals", []string{"OIDC_PROVIDERS", "Corp", "PUBLIC_URL", "https://auth.example.com"}, "OIDC_PROVIDERS"},
+		{"ProviderNamedTwice", []string{"OIDC_PROVIDERS", "corp,corp", "OIDC_CORP_ISSUER", "https://id.example.com", "OIDC_CORP_CLIENT_ID", "x", "PUBLIC_URL", "https://auth.example.com"}, "OIDC_PROVIDERS"},
+		{"ProviderWithoutIssuer", []string{"OIDC_PROVIDERS", "corp", "OIDC_CORP_CLIENT_ID", "x", "PUBLIC_URL", "https://auth.example.com"}, "OIDC_CORP_ISSUER"},
+		{"ProviderIssuerPlainHTTP", []string{"OIDC_PROVIDERS", "corp", "OIDC_CORP_ISSUER", "http://id.example.com", "OIDC_CORP_CLIENT_ID", "x", "PUBLIC_URL", "https://auth.example.com"}, "OIDC_CORP_ISSUER"},
+		{"ProviderWithoutClientID", []string{"OIDC_PROVIDERS", "corp", "OIDC_CORP_ISSUER", "https://id.example.com", "PUBLIC_URL", "https://auth.example.com"}, "OIDC_CORP_CLIENT_ID"},
+		{"ProviderScopesWithoutOpenID", []string{"OIDC_PROVIDERS", "corp", "OIDC_CORP_ISSUER", "https://id.example.com", "OIDC_CORP_CLIENT_ID", "gqlauth", "OIDC_CORP_SCOPES", "email profile", "PUBLIC_URL", "https://auth.example.com"}, "OIDC_CORP_SCOPES"},
+		{"RedirectURLWithFragment", []string{"OIDC_REDIRECT_URLS", "https://app.example.com/#/cb"}, "OIDC_REDIRECT_URLS"},
+		{"RedirectURLRelative", []string{"OIDC_REDIRECT_URLS", "/signed-in"}, "OIDC_REDIRECT_URLS"},
+		{"RedirectURLNotCanonical", []string{"OIDC_REDIRECT_URLS", "https://app.example.com/a b"}, "OIDC_REDIRECT_URLS"},
+		{"LogLevelUnknown", []string{"LOG_LEVEL", "verbose"}, "LOG_LEVEL"},
+		{"LogLevelOffset", []string{"LOG_LEVEL", "info+2"}, "LOG_LEVEL"},
+		{"AccessLogUnknown", []string{"ACCESS_LOG", "sometimes"}, "ACCESS_LOG"},
+		{"LinkVerifiedEmailNotBool", []string{"OIDC_LINK_VERIFIED_EMAIL", "sometimes"}, "OIDC_LINK_VERIFIED_EMAIL"},
+		{"IntrospectionNotBool", []string{"INTROSPECTION", "dev"}, "INTROSPECTION"},
+		{"HostWithPort", []string{"HOST", "127.0.0.1:8080"}, "HOST"},
+		{"HostURL", []string{"HOST", "http://example.com"}, "HOST"},
+		{"HostWithSpace", []string{"HOST", "my host"}, "HOST"},
+		{"MetricsAddrWithoutPort", []string{"METRICS_ADDR", "127.0.0.1"}, "METRICS_ADDR"},
+		{"MetricsAddrPortOnly", []string{"METRICS_ADDR", "9464"}, "METRICS_ADDR"},
+		{"MetricsAddrNamedPort", []string{"METRICS_ADDR", "127.0.0.1:http"}, "METRICS_ADDR"},
+		{"MetricsAddrPortOutOfRange", []string{"METRICS_ADDR", "127.0.0.1:70000"}, "METRICS_ADDR"},
+		{"MetricsAddrURL", []string{"METRICS_ADDR", "http://127.0.0.1:9464/metrics"}, "METRICS_ADDR"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			_, err := config.Load(env(c.env...))
+			if err == nil {
+				t.Fatal("want an error")
+			}
+			if msg := err.Error(); !strings.Contains(msg, c.naming) || strings.Contains(msg, "\n") {
+				t.Fatalf("error %q should be one line naming %s", msg, c.naming)
+			}
+		})
+	}
+}
