@@ -1,5 +1,5 @@
-// Starts the test OpenID provider (e2e/oidc-provider, zitadel/oidc's example provider) and a
-// gqlauth binary that signs in through it as "corp", on one free port known to both.
+// Starts the test OpenID provider (e2e/oidcprovider/cmd/oidc-provider: zitadel/oidc's example
+// provider) and a gqlauth binary that signs in through it as "corp", on one free port known to both.
 import { spawn } from "node:child_process";
 import { createServer } from "node:net";
 import { resolve } from "node:path";

@@ -1,6 +1,6 @@
 // Package oidcprovider is a real OpenID provider for tests: zitadel/oidc's op package with its
 // example storage and login form, serving one confidential client and the users given. The Go
-// tests run it in process; e2e/oidc-provider runs it as a program for the browser and SPA tests.
+// tests run it in process; its program, cmd/oidc-provider, runs it for the browser and SPA tests.
 package oidcprovider
 
 import (

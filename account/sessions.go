@@ -1,0 +1,269 @@
+package account
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/google/uuid"
+
+	"gqlauth/model"
+	"gqlauth/store"
+	"gqlauth/token"
+)
+
+// Sessions: how one starts, refresh rotation with reuse detection, the caller of each request
+// (one query, memoized), logout and the sweep of dead sessions.
+
+// startSession creates a session for u, records how it began (detail: through which provider, if
+// any), and returns its first token pair, in the transaction db.
+func (s *Service) startSession(ctx context.Context, db *store.Tx, u *model.User, how model.AuditEventType, detail string) (*model.AuthPayload, error) {
+	now := s.clock()
+	id := uuid.Must(uuid.NewV7()).String()
+	refresh := token.NewRefreshToken(id)
+	sess := &model.Session{
+		ID: id, UserID: u.ID, RefreshHash: token.HashRefreshToken(refresh),
+		CreatedAt: now, LastUsedAt: now, ExpiresAt: now.Add(s.cfg.RefreshTTL),
+	}
+	if ua := UserAgent(ctx); ua != "" {
+		sess.UserAgent = &ua
+	}
+	if ra := fromContext(ctx); ra != nil && ra.ClientID != "" {
+		sess.ClientID = &ra.ClientID
+	}
+	if err := db.CreateSession(ctx, sess); err != nil {
+		return nil, err
+	}
+	if err := db.RecordEvent(ctx, s.event(ctx, how, u.ID, u.ID, sess.ID, detail)); err != nil {
+		return nil, err
+	}
+	s.setRefreshCookie(ctx, refresh, sess.ExpiresAt)
+	return s.payload(ctx, u, sess, refresh)
+}
+
+// payload issues a token pair for u's session sess. Every AuthPayload is made here: from now on,
+// the fields below the mutation that asked for it resolve for u (see issue).
+func (s *Service) payload(ctx context.Context, u *model.User, sess *model.Session, refresh string) (*model.AuthPayload, error) {
+	access, err := s.tokens.Issue(u, sess.ID)
+	if err != nil {
+		return nil, err
+	}
+	current := *sess
+	current.Current = true
+	issue(ctx, &Principal{User: u, Session: &current, Role: u.Role})
+	return &model.AuthPayload{
+		AccessToken: access, TokenType: "Bearer", ExpiresIn: int(s.tokens.TTL().Seconds()),
+		RefreshToken: refresh, User: u,
+	}, nil
+}
+
+// Refresh exchanges a refresh token for a new pair in one transaction that holds the session's
+// row lock, so concurrent exchanges of one session take turns:
+//   - the current token is retired and its successor becomes current;
+//   - the token retired last, presented again within the reuse interval, gets the same successor
+//     again (a retried request, or two tabs refreshing at once, stay on one chain);
+//   - any other retired token of the session, or the last one after the interval, is a replay:
+//     the whole session is revoked (the user's other sessions are not).
+//
+// A token that names a session but is not one of its tokens is merely invalid: knowing a
+// session's id must not let anyone revoke it. A session's lifetime is absolute: refreshing never
+// moves expiresAt.
+func (s *Service) Refresh(ctx context.Context, refresh string) (*model.AuthPayload, error) {
+	if err := s.LimitClient(ctx); err != nil {
+		return nil, err
+	}
+	fromCookie := false
+	if cookie := s.presentedCookie(ctx); refresh == "" && cookie != "" {
+		refresh, fromCookie = cookie, true
+	}
+	sessionID, ok := token.RefreshTokenSession(refresh)
+	if !ok {
+		if fromCookie {
+			s.clearRefreshCookie(ctx)
+		}
+		return nil, model.Unauthenticated(model.AuthErrorReasonInvalidRefreshToken)
+	}
+	presented := token.HashRefreshToken(refresh)
+	now := s.clock()
+
+	var (
+		sess      *model.Session
+		user      *model.User
+		successor string
+		outcome   error // a refusal that must not roll back what the transaction wrote
+	)
+	err := s.db.Transact(ctx, func(tx *store.Tx) error {
+		var err error
+		if sessionID != "" {
+			sess, user, err = tx.LockSession(ctx, sessionID)
+		} else {
+			sess, user, err = tx.SessionByRefreshHash(ctx, presented)
+		}
+		if errors.Is(err, store.ErrNotFound) {
+			outcome = model.Unauthenticated(model.AuthErrorReasonInvalidRefreshToken)
+			return nil
+		} else if err != nil {
+			return err
+		}
+		previous := sess.PreviousHash != nil && token.Equal(*sess.PreviousHash, presented)
+		current := token.Equal(sess.RefreshHash, presented)
+		retired := previous || (!current && sessionID != "" &&
+			s.tokens.Descends(sess.ID, refresh, sess.RefreshHash, min(sess.Generation, MaxRefreshGenerations)))
+		switch {
+		case !current && !retired:
+			outcome = model.Unauthenticated(model.AuthErrorReasonInvalidRefreshToken)
+		case user.Disabled:
+			outcome = model.Forbidden(model.AuthErrorReasonAccountDisabled)
+		case !sess.Live(now):
+			outcome = model.Unauthenticated(model.AuthErrorReasonInvalidRefreshToken)
+		case current && sess.Generation >= MaxRefreshGenerations:
+			outcome = model.Unauthenticated(model.AuthErrorReasonInvalidRefreshToken)
+		case current:
+			successor = s.tokens.Successor(sess.ID, refresh)
+			return tx.RotateRefreshToken(ctx, sess, token.HashRefreshToken(successor), now)
+		case previous && sess.RotatedAt != nil && now.Sub(*sess.RotatedAt) <= s.cfg.ReuseInterval:
+			// A retry within the grace window: the same successor, nothing to write. (A session
+			// rotated by an older release may hold a successor of the older form; such a retry
+			// is refused rather than forking the chain.)
+			successor = s.tokens.Successor(sess.ID, refresh)
+			if !token.Equal(token.HashRefreshToken(successor), sess.RefreshHash) {
+				outcome = model.Unauthenticated(model.AuthErrorReasonInvalidRefreshToken)
+			}
+		default:
+			s.log.WarnContext(ctx, "refresh token reused; session revoked", "session", sess.ID, "user", user.ID)
+			outcome = model.Unauthenticated(model.AuthErrorReasonRefreshTokenReused)
+			if _, err := tx.RevokeSessions(ctx, user.ID, sess.ID, store.RevokeOne, now); err != nil {
+				return err
+			}
+			return tx.RecordEvent(ctx, s.event(ctx, model.AuditEventTypeRefreshTokenReused, "", user.ID, sess.ID, "session revoked"))
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, s.check(ctx, "Refresh", err)
+	}
+	if outcome != nil {
+		if fromCookie {
+			s.clearRefreshCookie(ctx) // it will never work again
+		}
+		return nil, outcome
+	}
+	s.setRefreshCookie(ctx, successor, sess.ExpiresAt)
+	payload, err := s.payload(ctx, user, sess, successor)
+	return payload, s.check(ctx, "Refresh", err)
+}
+
+// MaxRefreshGenerations bounds how often one session may be refreshed, and so the work of
+// recognising a replayed token (one HMAC and one hash per rotation since it was retired, about a
+// microsecond each). At the default lifetimes a session needs under 3,000 refreshes; one that
+// reaches the bound must sign in again.
+const MaxRefreshGenerations = 100_000
+
+// Authenticate returns the caller of the request in ctx: a verified access token whose session is
+// live and whose user is enabled. The session and user are loaded with one query, once per request.
+// Below a mutation that has just signed someone in, the caller is that user, on the session the
+// mutation started (see issue).
+func (s *Service) Authenticate(ctx context.Context) (*Principal, error) {
+	ra := fromContext(ctx)
+	if p := issuedTo(ctx, ra); p != nil {
+		return p, nil
+	}
+	if ra == nil {
+		return nil, model.Unauthenticated(model.AuthErrorReasonMissingToken)
+	}
+	if ra.socket {
+		ra = s.renew(ra) // what a socket learned at connection_init is never reused
+	}
+	if ra.reason != "" {
+		return nil, model.Unauthenticated(ra.reason)
+	}
+	ra.once.Do(func() {
+		if ra.apiKey != "" {
+			ra.principal, ra.err = s.loadKeyPrincipal(ctx, ra.apiKey)
+		} else {
+			ra.principal, ra.err = s.loadPrincipal(ctx, ra.claims)
+		}
+	})
+	return ra.principal, ra.err
+}
+
+func (s *Service) loadPrincipal(ctx context.Context, claims *token.Claims) (*Principal, error) {
+	sess, user, err := s.db.Principal(ctx, claims.SessionID, claims.Subject)
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		return nil, model.Unauthenticated(model.AuthErrorReasonSessionRevoked)
+	case err != nil:
+		return nil, s.check(ctx, "Authenticate", err)
+	case user.Disabled:
+		return nil, model.Forbidden(model.AuthErrorReasonAccountDisabled)
+	case !sess.Live(s.clock()):
+		return nil, model.Unauthenticated(model.AuthErrorReasonSessionRevoked)
+	}
+	sess.Current = true
+	return &Principal{User: user, Session: sess, Role: user.Role}, nil
+}
+
+// Authorize authenticates the caller and checks that their role, as stored now, is at least required.
+func (s *Service) Authorize(ctx context.Context, required model.Role) (*Principal, error) {
+	p, err := s.Authenticate(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if !p.Role.Satisfies(required) {
+		return nil, model.InsufficientRole(required)
+	}
+	return p, nil
+}
+
+// Logout revokes the caller's sessions that scope names.
+func (s *Service) Logout(ctx context.Context, scope model.LogoutScope) (bool, error) {
+	p, err := s.RequireSession(ctx)
+	if err != nil {
+		return false, err
+	}
+	revoke := map[model.LogoutScope]store.RevokeScope{
+		model.LogoutScopeCurrent: store.RevokeOne,
+		model.LogoutScopeOthers:  store.RevokeOthers,
+		model.LogoutScopeAll:     store.RevokeAll,
+	}[scope]
+	err = s.db.Transact(ctx, func(tx *store.Tx) error {
+		if _, err := tx.RevokeSessions(ctx, p.User.ID, p.Session.ID, revoke, s.clock()); err != nil {
+			return err
+		}
+		return tx.RecordEvent(ctx, s.event(ctx, model.AuditEventTypeSignOut, p.User.ID, p.User.ID, p.Session.ID, string(scope)))
+	})
+	if err == nil && scope != model.LogoutScopeOthers {
+		s.clearRefreshCookie(ctx)
+	}
+	return err == nil, s.check(ctx, "Logout", err)
+}
+
+// Sessions lists the caller's live sessions, newest first.
+func (s *Service) Sessions(ctx context.Context) ([]*model.Session, error) {
+	p, err := s.Authenticate(ctx)
+	if err != nil {
+		return nil, err
+	}
+	sessions, err := s.db.LiveSessions(ctx, p.User.ID, s.clock())
+	for _, sess := range sessions {
+		sess.Current = p.Session != nil && sess.ID == p.Session.ID
+	}
+	return sessions, s.check(ctx, "Sessions", err)
+}
+
+// SweepSessions deletes sessions that have expired, and revoked sessions a day after revocation,
+// in bounded batches. It returns how many it deleted.
+func (s *Service) SweepSessions(ctx context.Context) (int, error) {
+	now := s.clock()
+	total := 0
+	for {
+		n, err := s.db.DeleteDeadSessions(ctx, now, now.Add(-RevokedSessionRetention), 1000)
+		total += n
+		if err != nil || n < 1000 {
+			return total, err
+		}
+	}
+}
+
+// RevokedSessionRetention is how long a revoked session is kept before the sweep deletes it.
+const RevokedSessionRetention = 24 * time.Hour

@@ -1,0 +1,258 @@
+package account
+
+import (
+	"context"
+	"errors"
+	"strconv"
+
+	"github.com/google/uuid"
+
+	"gqlauth/model"
+	"gqlauth/store"
+)
+
+// Accounts: sign-up, password sign-in, password change, and the admin's side (list, create,
+// role, disable).
+
+// Register creates a USER account and signs it in, in one transaction.
+func (s *Service) Register(ctx context.Context, username, password string, email *string) (*model.AuthPayload, error) {
+	if !s.cfg.SignupEnabled {
+		return nil, &model.Error{Code: model.ErrorCodeForbidden, Message: "sign-up is disabled on this server"}
+	}
+	if err := s.LimitClient(ctx); err != nil {
+		return nil, err
+	}
+	u, err := s.newUser(ctx, username, password, email, model.RoleUser)
+	if err != nil {
+		return nil, err
+	}
+	var payload *model.AuthPayload
+	err = s.db.Transact(ctx, func(tx *store.Tx) error {
+		if err := tx.CreateUser(ctx, u); err != nil {
+			return err
+		}
+		payload, err = s.startSession(ctx, tx, u, model.AuditEventTypeSignUp, "")
+		return err
+	})
+	return payload, s.check(ctx, "Register", err)
+}
+
+// CreateUser creates an account with any role (for admins).
+func (s *Service) CreateUser(ctx context.Context, username, password string, email *string, role model.Role) (*model.User, error) {
+	u, err := s.newUser(ctx, username, password, email, role)
+	if err != nil {
+		return nil, err
+	}
+	actor, session := actorOf(ctx)
+	err = s.db.Transact(ctx, func(tx *store.Tx) error {
+		if err := tx.CreateUser(ctx, u); err != nil {
+			return err
+		}
+		return tx.RecordEvent(ctx, s.event(ctx, model.AuditEventTypeUserCreated, actor, u.ID, session, string(role)))
+	})
+	return u, s.check(ctx, "CreateUser", err)
+}
+
+// newUser validates the input of a new account and hashes its password.
+func (s *Service) newUser(ctx context.Context, username, password string, email *string, role model.Role) (*model.User, error) {
+	if err := ValidateUsername(username); err != nil {
+		return nil, err
+	}
+	pw := NormalizePassword(password)
+	if err := ValidatePassword("password", pw); err != nil {
+		return nil, err
+	}
+	email, err := NormalizeEmail(email)
+	if err != nil {
+		return nil, err
+	}
+	hash, err := s.passwords.Hash(ctx, pw)
+	if err != nil {
+		return nil, s.check(ctx, "Hash", err)
+	}
+	return &model.User{
+		ID: uuid.Must(uuid.NewV7()).String(), Username: username, Email: email, Role: role,
+		PasswordHash: hash, CreatedAt: s.clock(),
+	}, nil
+}
+
+// Login checks a username and password and starts a session. Unknown usernames, malformed
+// usernames and wrong passwords fail alike and take about as long. A hash made at another bcrypt
+// cost is replaced by one at the configured cost. Rate limits apply before any password is checked.
+func (s *Service) Login(ctx context.Context, username, password string) (*model.AuthPayload, error) {
+	if err := s.LimitClient(ctx); err != nil {
+		return nil, err
+	}
+	if err := s.limitFailures(ctx, username); err != nil {
+		return nil, err
+	}
+	pw := NormalizePassword(password)
+	// A name that breaks the username rule belongs to no one: it is not looked up (it could hold
+	// bytes the database refuses, or fold onto another name under the database's case rules), and
+	// fails exactly like an unknown one.
+	u := &model.User{}
+	if ValidateUsername(username) == nil {
+		found, err := s.db.UserByUsername(ctx, username)
+		switch {
+		case err == nil:
+			u = found
+		case !errors.Is(err, store.ErrNotFound):
+			return nil, s.check(ctx, "Login", err)
+		}
+	}
+	ok, err := s.passwords.Match(ctx, u.PasswordHash, pw)
+	if err != nil {
+		return nil, s.check(ctx, "Login", err)
+	}
+	if !ok || !model.ValidText(pw) {
+		s.recordFailure(ctx, username)
+		if u.ID == "" {
+			s.recordAlone(ctx, s.event(ctx, model.AuditEventTypeSignInFailed, "", "", "", "unknown username "+strconv.Quote(model.Truncate(username, 64))))
+		} else {
+			s.recordAlone(ctx, s.event(ctx, model.AuditEventTypeSignInFailed, "", u.ID, "", "wrong password"))
+		}
+		return nil, model.Unauthenticated(model.AuthErrorReasonInvalidCredentials)
+	}
+	s.forgetFailures(ctx, username)
+	if u.Disabled {
+		s.recordAlone(ctx, s.event(ctx, model.AuditEventTypeSignInFailed, "", u.ID, "", "account disabled"))
+		return nil, model.Forbidden(model.AuthErrorReasonAccountDisabled)
+	}
+	if s.passwords.NeedsRehash(u.PasswordHash) {
+		if hash, err := s.passwords.Hash(ctx, pw); err == nil {
+			if err := s.db.SetPasswordHash(ctx, u.ID, hash); err != nil {
+				s.log.WarnContext(ctx, "rehash failed", "err", err)
+			}
+		}
+	}
+	var payload *model.AuthPayload
+	err = s.db.Transact(ctx, func(tx *store.Tx) error {
+		payload, err = s.startSession(ctx, tx, u, model.AuditEventTypeSignIn, "")
+		return err
+	})
+	return payload, s.check(ctx, "Login", err)
+}
+
+// ChangePassword replaces the caller's password after checking the current one, and revokes every
+// other session of the caller in the same transaction. A wrong current password is BAD_USER_INPUT
+// on currentPassword rather than UNAUTHENTICATED, so that clients do not mistake it for a dead
+// session and sign the user out.
+func (s *Service) ChangePassword(ctx context.Context, current, next string) (bool, error) {
+	p, err := s.RequireSession(ctx)
+	if err != nil {
+		return false, err
+	}
+	if err := s.LimitClient(ctx); err != nil {
+		return false, err
+	}
+	if err := s.limitFailures(ctx, p.User.Username); err != nil {
+		return false, err
+	}
+	nextPw := NormalizePassword(next)
+	if err := ValidatePassword("newPassword", nextPw); err != nil {
+		return false, err
+	}
+	ok, err := s.passwords.Match(ctx, p.User.PasswordHash, NormalizePassword(current))
+	if err != nil {
+		return false, s.check(ctx, "ChangePassword", err)
+	}
+	if !ok {
+		s.recordFailure(ctx, p.User.Username)
+		return false, model.BadInput("currentPassword", "current password is incorrect")
+	}
+	hash, err := s.passwords.Hash(ctx, nextPw)
+	if err != nil {
+		return false, s.check(ctx, "ChangePassword", err)
+	}
+	err = s.db.Transact(ctx, func(tx *store.Tx) error {
+		if err := tx.SetPasswordHash(ctx, p.User.ID, hash); err != nil {
+			return err
+		}
+		if err := tx.RecordEvent(ctx, s.event(ctx, model.AuditEventTypePasswordChanged, p.User.ID, p.User.ID, p.Session.ID, "other sessions revoked")); err != nil {
+			return err
+		}
+		_, err := tx.RevokeSessions(ctx, p.User.ID, p.Session.ID, store.RevokeOthers, s.clock())
+		return err
+	})
+	return err == nil, s.check(ctx, "ChangePassword", err)
+}
+
+// ListUsers returns a page of users, oldest first. limit is capped at MaxPageSize.
+func (s *Service) ListUsers(ctx context.Context, limit, offset int) ([]*model.User, error) {
+	switch {
+	case limit < 0:
+		return nil, model.BadInput("limit", "limit must not be negative")
+	case offset < 0:
+		return nil, model.BadInput("offset", "offset must not be negative")
+	}
+	users, err := s.db.ListUsers(ctx, min(limit, MaxPageSize), offset)
+	showUsers(ctx, users...)
+	return users, s.check(ctx, "ListUsers", err)
+}
+
+// MaxPageSize caps the limit of ListUsers.
+const MaxPageSize = 100
+
+// SetUserRole changes a user's role; it applies from the user's next request.
+func (s *Service) SetUserRole(ctx context.Context, id string, role model.Role) (*model.User, error) {
+	if err := validateID(id); err != nil {
+		return nil, err
+	}
+	actor, session := actorOf(ctx)
+	var u *model.User
+	err := s.db.Transact(ctx, func(tx *store.Tx) error {
+		var err error
+		if u, err = tx.SetUserRole(ctx, id, role); err != nil {
+			return err
+		}
+		return tx.RecordEvent(ctx, s.event(ctx, model.AuditEventTypeRoleChanged, actor, id, session, string(role)))
+	})
+	return u, s.check(ctx, "SetUserRole", err)
+}
+
+// SetUserDisabled disables a user and revokes all their sessions, or enables them again (their old
+// sessions stay revoked).
+func (s *Service) SetUserDisabled(ctx context.Context, id string, disabled bool) (*model.User, error) {
+	if err := validateID(id); err != nil {
+		return nil, err
+	}
+	actor, session := actorOf(ctx)
+	typ := model.AuditEventTypeUserEnabled
+	if disabled {
+		typ = model.AuditEventTypeUserDisabled
+	}
+	var u *model.User
+	err := s.db.Transact(ctx, func(tx *store.Tx) error {
+		var err error
+		if u, err = tx.SetUserDisabled(ctx, id, disabled, s.clock()); err != nil {
+			return err
+		}
+		return tx.RecordEvent(ctx, s.event(ctx, typ, actor, id, session, ""))
+	})
+	return u, s.check(ctx, "SetUserDisabled", err)
+}
+
+// EnsureAdmin creates an ADMIN with these credentials unless the username exists already (an
+// existing user is left untouched). It reports whether it created one.
+func (s *Service) EnsureAdmin(ctx context.Context, username, password string) (bool, error) {
+	if _, err := s.db.UserByUsername(ctx, username); err == nil {
+		return false, nil
+	} else if !errors.Is(err, store.ErrNotFound) {
+		return false, err
+	}
+	u, err := s.newUser(ctx, username, password, nil, model.RoleAdmin)
+	if err != nil {
+		return false, err
+	}
+	err = s.db.Transact(ctx, func(tx *store.Tx) error {
+		if err := tx.CreateUser(ctx, u); err != nil {
+			return err
+		}
+		return tx.RecordEvent(ctx, s.event(ctx, model.AuditEventTypeUserCreated, "", u.ID, "", "ADMIN (ADMIN_USERNAME at start)"))
+	})
+	var merr *model.Error
+	if errors.As(err, &merr) && merr.Field == "username" {
+		return false, nil // another instance created it first
+	}
+	return err == nil, err
+}
