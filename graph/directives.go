@@ -15,7 +15,7 @@ import (
 // directives implements @auth and @public.
 func directives(svc *account.Service) DirectiveRoot {
 	return DirectiveRoot{
-		// The check is memoized per request by the auth service, so a request pays one database
+		// The check is memoized per request by the account rules, so a request pays one database
 		// query however many guarded fields it resolves.
 		Auth: func(ctx context.Context, _ any, next graphql.Resolver, role model.Role) (any, error) {
 			if _, err := svc.Authorize(ctx, role); err != nil {

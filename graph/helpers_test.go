@@ -29,7 +29,7 @@ import (
 // testSecret signs the access tokens of every test server.
 var testSecret = []byte("test-secret-of-at-least-32-bytes!!")
 
-// clock is a settable time source shared by a server's token issuer and auth service.
+// clock is a settable time source shared by a server's token issuer and account rules.
 type clock struct {
 	mu  sync.Mutex
 	now time.Time

@@ -1,6 +1,7 @@
 // Package model holds the domain types shared by the GraphQL schema (gqlgen autobinds to them)
-// and the database (Bun maps them by their tags). Enums and GraphQL-only types are generated into
-// models_gen.go from schema.graphqls.
+// and the database (Bun maps them by their tags), the one Error type clients see, and the rules of
+// storable text (text.go). Enums and GraphQL-only types are generated into models_gen.go from
+// schema.graphqls. It must not import any package of ours, nor need Bun or gqlgen to be read.
 package model
 
 import "time"

@@ -1,5 +1,6 @@
 // Package ratelimit counts events per key in fixed time windows, in memory (one instance) or in
-// Redis (shared by every instance).
+// Redis (shared by every instance). It must not know what it counts: the limits and their keys are
+// account's.
 package ratelimit
 
 import (

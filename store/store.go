@@ -1,6 +1,8 @@
 // Package store is the only package that speaks SQL. It keeps users and sessions in Postgres
 // (Bun + pgdialect over pgx) or in an embedded SQLite file (Bun + sqlitedialect over the pure-Go
-// modernc driver), behind one set of functions that run inside or outside a transaction.
+// modernc driver), behind one set of functions that run inside or outside a transaction (Tx), and
+// carries committed audit events between instances (LISTEN/NOTIFY). It holds no rules (those are
+// account's) and serves no HTTP.
 package store
 
 import (

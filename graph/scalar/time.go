@@ -1,4 +1,5 @@
-// Package scalar holds the GraphQL scalars whose wire format is part of the contract.
+// Package scalar holds the GraphQL scalars whose wire format is part of the contract. It must not
+// import anything of ours (gqlgen's generated code binds to it).
 package scalar
 
 import (

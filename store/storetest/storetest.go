@@ -1,6 +1,7 @@
 // Package storetest gives each test a fresh, migrated database: a private in-memory SQLite
 // database always, and a Postgres schema of its own when TEST_DATABASE_URL is set, so that tests
-// run in parallel without seeing each other's rows.
+// run in parallel without seeing each other's rows. It is for tests only: nothing but _test files
+// may import it.
 package storetest
 
 import (
