@@ -20,6 +20,7 @@ import (
 
 	"gqlauth/account"
 	"gqlauth/model"
+	"gqlauth/web"
 )
 
 // Options configure the GraphQL endpoint.
@@ -49,6 +50,11 @@ type Handler struct {
 // refuses a schema with an unguarded root field, and trusted documents that do not check out.
 func NewHandler(res *Resolver, opts Options) (*Handler, error) {
 	svc := res.Account
+	if res.SignIn == nil { // no provider sign-in: linkIdentityStart refuses every provider
+		withSignIn := *res
+		withSignIn.SignIn = web.NewSignIn(svc, nil)
+		res = &withSignIn
+	}
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}

@@ -17,7 +17,7 @@ import (
 // fields, and resolves its own fields with them.
 type Resolver struct {
 	Account *account.Service // the account and session rules
-	SignIn  *web.SignIn      // provider sign-in (linkIdentityStart starts a flow)
+	SignIn  *web.SignIn      // provider sign-in (linkIdentityStart starts a flow); nil: no providers
 }
 
 var (
