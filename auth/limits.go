@@ -59,6 +59,28 @@ func (s *Service) limitClient(ctx context.Context) error {
 	return nil
 }
 
+// limitUser counts one credential operation of the signed-in user userID, with the limit and
+// window of a client IP (RATE_LIMIT_PER_IP): an operation that writes for a user (createApiKey)
+// is held to it per user as well as per client, so that one account cannot write without bound by
+// spreading its calls over many addresses.
+func (s *Service) limitUser(ctx context.Context, userID string) error {
+	l := s.cfg.Limits
+	if l.Counter == nil || l.PerClient <= 0 {
+		return nil
+	}
+	n, left, err := l.Counter.Incr(ctx, "uid:"+userID, l.ClientWindow)
+	if err != nil {
+		return s.limiterDown(ctx, err)
+	}
+	if n > int64(l.PerClient) {
+		if n == int64(l.PerClient)+1 {
+			s.recordAlone(ctx, s.event(ctx, model.AuditEventTypeRateLimited, userID, userID, "", "credential operations of one user"))
+		}
+		return tooMany(left)
+	}
+	return nil
+}
+
 // clientKey is the limiter key of a client IP. An IPv6 client is counted by its /64: one
 // subscriber usually holds a whole /64 and could otherwise take a fresh address per attempt.
 func clientKey(ip string) string {

@@ -175,3 +175,57 @@ func TestLockout_ParallelBurstsFromManyClientsStayWithinTheAllClientsCeiling(t *
 		wantLimited(t, s.loginFrom(t, "192.0.2.200", "alice", ownerPw), l.window)
 	})
 }
+
+// createApiKey writes an audit event each time and is bounded by the 50-key cap only while keys
+// stay live: created and revoked in a loop, it wrote ~550 rows a second. It is a credential
+// operation now, limited per client IP (RATE_LIMIT_PER_IP, as login) and per user with the same
+// numbers, so that an account spread over many addresses is held to it too.
+func TestAPIKey_CreationIsRateLimitedPerClientAndPerUser(t *testing.T) {
+	const perWindow, window = 5, time.Minute
+	storetest.Each(t, func(t *testing.T, kind storetest.Kind) {
+		clk := &clock{now: time.Now().UTC()}
+		proxies, _ := auth.ParseProxies("127.0.0.1")
+		s := newServerOn(t, storetest.Open(t, kind), clk, withTrustedProxies(proxies), withRateLimits(auth.Limits{
+			Counter: ratelimit.NewMemory(clk.Now), PerClient: perWindow, ClientWindow: window,
+		}))
+		alice := s.signedInUser(t, "alice")
+		bob := s.signedInUser(t, "bob")
+		n := 0
+		create := func(ip string, who tokens) response {
+			n++
+			return s.do(t, call{Query: createKey, Token: who.AccessToken, Variables: map[string]any{"n": fmt.Sprintf("key %d", n)},
+				Header: http.Header{"X-Forwarded-For": {ip}}})
+		}
+		for range perWindow {
+			if r := create("203.0.113.9", alice); len(r.Errors) > 0 {
+				t.Fatalf("creation within the limit: %+v", r.Errors)
+			}
+		}
+		before := s.snapshot(t)
+		keys, created := keyRowsAndEvents(t, s)
+
+		wantLimited(t, create("203.0.113.9", alice), window)   // the client's limit
+		wantLimited(t, create("203.0.113.9", bob), window)     // anyone's, from that client
+		wantLimited(t, create("198.51.100.20", alice), window) // alice's own limit, from any address
+		if after := s.snapshot(t); after != before {
+			t.Fatalf("a refused creation wrote:\nbefore %s\nafter  %s", before, after)
+		}
+		if k, c := keyRowsAndEvents(t, s); k != keys || c != created || k != perWindow {
+			t.Fatalf("%d keys and %d API_KEY_CREATED after the refusals, want %d and %d", k, c, perWindow, perWindow)
+		}
+		limits, _ := rateLimitedEvents(t, s)
+		want := []string{"203.0.113.9 credential attempts from one client IP", "198.51.100.20 credential operations of one user"}
+		if strings.Join(limits, "\n") != strings.Join(want, "\n") {
+			t.Fatalf("RATE_LIMITED events %q, want %q", limits, want)
+		}
+
+		// bob, from another address, has his own count; alice may create again after the window.
+		if r := create("198.51.100.20", bob); len(r.Errors) > 0 {
+			t.Fatalf("bob from another address: %+v", r.Errors)
+		}
+		clk.Advance(window + time.Second)
+		if r := create("203.0.113.9", alice); len(r.Errors) > 0 {
+			t.Fatalf("alice after the window: %+v", r.Errors)
+		}
+	})
+}
