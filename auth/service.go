@@ -497,7 +497,8 @@ func (s *Service) ChangePassword(ctx context.Context, current, next string) (boo
 	return err == nil, s.check(ctx, "ChangePassword", err)
 }
 
-// ListUsers returns a page of users, oldest first. limit is capped at MaxPageSize.
+// ListUsers returns a page of users, oldest first. limit is capped at MaxPageSize; a limit of 0
+// asks for no users and gets none (the store never turns it into "no limit").
 func (s *Service) ListUsers(ctx context.Context, limit, offset int) ([]*model.User, error) {
 	switch {
 	case limit < 0:
