@@ -58,10 +58,18 @@ func (s *Service) RequireSession(ctx context.Context) (*Principal, error) {
 	return p, nil
 }
 
-// CreateAPIKey creates a key for the caller and returns its secret, once.
+// CreateAPIKey creates a key for the caller and returns its secret, once. It is a credential
+// operation, rate limited per client IP and per user (each creation writes an audit event, and
+// the cap of live keys does not bound creations that are revoked again).
 func (s *Service) CreateAPIKey(ctx context.Context, name string, role *model.Role, expiresIn *int) (*model.APIKeySecret, error) {
 	p, err := s.RequireSession(ctx)
 	if err != nil {
+		return nil, err
+	}
+	if err := s.LimitClient(ctx); err != nil {
+		return nil, err
+	}
+	if err := s.limitUser(ctx, p.User.ID); err != nil {
 		return nil, err
 	}
 	name = strings.TrimSpace(name)

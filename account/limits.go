@@ -60,6 +60,28 @@ func (s *Service) LimitClient(ctx context.Context) error {
 	return nil
 }
 
+// limitUser counts one credential operation of the signed-in user userID, with the limit and
+// window of a client IP (RATE_LIMIT_PER_IP): an operation that writes for a user (createApiKey)
+// is held to it per user as well as per client, so that one account cannot write without bound by
+// spreading its calls over many addresses.
+func (s *Service) limitUser(ctx context.Context, userID string) error {
+	l := s.cfg.Limits
+	if l.Counter == nil || l.PerClient <= 0 {
+		return nil
+	}
+	n, left, err := l.Counter.Incr(ctx, "uid:"+userID, l.ClientWindow)
+	if err != nil {
+		return s.limiterDown(ctx, err)
+	}
+	if n > int64(l.PerClient) {
+		if n == int64(l.PerClient)+1 {
+			s.recordAlone(ctx, s.event(ctx, model.AuditEventTypeRateLimited, userID, userID, "", "credential operations of one user"))
+		}
+		return tooMany(left)
+	}
+	return nil
+}
+
 // clientKey is the limiter key of a client IP. An IPv6 client is counted by its /64: one
 // subscriber usually holds a whole /64 and could otherwise take a fresh address per attempt.
 func clientKey(ip string) string {
@@ -74,67 +96,69 @@ func clientKey(ip string) string {
 	return "ip:" + addr.String()
 }
 
-// limitFailures refuses a username that has failed too often in its window from this client, or
-// from all clients together when this client is not known to it.
-func (s *Service) limitFailures(ctx context.Context, username string) error {
+// attempt is a password check of a username, counted before it runs: its place in this client's
+// count and in the all-clients count of the username (0 where that limit is off).
+type attempt struct{ client, all int64 }
+
+// countAttempt counts a password check of username from this client and from all clients, and
+// then refuses it when a count is over its limit: count first, then decide. A check that only
+// read the counts and added the failure after bcrypt let every guess already in flight through
+// (40 parallel guesses from one client got 35 checks against a limit of 10). Counted first, N
+// parallel attempts hold N distinct places, and exactly the limit's worth are checked.
+//
+// Every attempt counts, also one refused here (it may hold a place past the limit, which changes
+// nothing: the window is fixed at its first attempt) and one whose password turns out right
+// (forgetFailures then clears this client's count, never the all-clients one). A client known to
+// the username passes the all-clients ceiling, never its own limit.
+func (s *Service) countAttempt(ctx context.Context, username string) (attempt, error) {
 	l := s.cfg.Limits
+	var a attempt
 	if l.Counter == nil {
-		return nil
+		return a, nil
 	}
+	var left time.Duration
+	var err error
 	if l.FailuresPerUser > 0 {
-		n, left, err := l.Counter.Count(ctx, userClientKey(username, ClientIP(ctx)))
-		if err != nil {
-			return s.limiterDown(ctx, err)
+		if a.client, left, err = l.Counter.Incr(ctx, userClientKey(username, ClientIP(ctx)), l.UserWindow); err != nil {
+			return a, s.limiterDown(ctx, err)
 		}
-		if n >= int64(l.FailuresPerUser) {
-			return tooMany(left)
+		if a.client > int64(l.FailuresPerUser) {
+			return a, tooMany(left)
 		}
 	}
 	if l.FailuresPerUserAllClients > 0 {
-		n, left, err := l.Counter.Count(ctx, userKey(username))
-		if err != nil {
-			return s.limiterDown(ctx, err)
+		if a.all, left, err = l.Counter.Incr(ctx, userKey(username), l.UserWindow); err != nil {
+			return a, s.limiterDown(ctx, err)
 		}
-		if n >= int64(l.FailuresPerUserAllClients) {
+		if a.all > int64(l.FailuresPerUserAllClients) {
 			known, _, err := l.Counter.Count(ctx, knownClientKey(username, ClientIP(ctx)))
 			if err != nil {
-				return s.limiterDown(ctx, err)
+				return a, s.limiterDown(ctx, err)
 			}
 			if known == 0 {
-				return tooMany(left)
+				return a, tooMany(left)
 			}
 		}
 	}
-	return nil
+	return a, nil
 }
 
-// recordFailure counts a failed password check of username from this client and from all clients.
-// Each limit records one RATE_LIMITED event, at the failure that reaches it.
-func (s *Service) recordFailure(ctx context.Context, username string) {
+// attemptFailed records that the counted attempt a found a wrong password. Each limit records
+// one RATE_LIMITED event per window, at the failure that reaches it (the attempt that held the
+// limit's last place).
+func (s *Service) attemptFailed(ctx context.Context, username string, a attempt) {
 	l := s.cfg.Limits
 	if l.Counter == nil {
 		return
 	}
 	name := strconv.Quote(model.Truncate(username, 64))
-	if l.FailuresPerUser > 0 {
-		n, _, err := l.Counter.Incr(ctx, userClientKey(username, ClientIP(ctx)), l.UserWindow)
-		if err != nil {
-			s.log.ErrorContext(ctx, "rate limiter unavailable", "err", err)
-		}
-		if n == int64(l.FailuresPerUser) {
-			s.recordAlone(ctx, s.event(ctx, model.AuditEventTypeRateLimited, CallerID(ctx), "", "",
-				"username locked for this client after failed sign-ins: "+name))
-		}
+	if l.FailuresPerUser > 0 && a.client == int64(l.FailuresPerUser) {
+		s.recordAlone(ctx, s.event(ctx, model.AuditEventTypeRateLimited, CallerID(ctx), "", "",
+			"username locked for this client after failed sign-ins: "+name))
 	}
-	if l.FailuresPerUserAllClients > 0 {
-		n, _, err := l.Counter.Incr(ctx, userKey(username), l.UserWindow)
-		if err != nil {
-			s.log.ErrorContext(ctx, "rate limiter unavailable", "err", err)
-		}
-		if n == int64(l.FailuresPerUserAllClients) {
-			s.recordAlone(ctx, s.event(ctx, model.AuditEventTypeRateLimited, CallerID(ctx), "", "",
-				"username locked for unknown clients after failed sign-ins from all clients: "+name))
-		}
+	if l.FailuresPerUserAllClients > 0 && a.all == int64(l.FailuresPerUserAllClients) {
+		s.recordAlone(ctx, s.event(ctx, model.AuditEventTypeRateLimited, CallerID(ctx), "", "",
+			"username locked for unknown clients after failed sign-ins from all clients: "+name))
 	}
 }
 

@@ -48,6 +48,19 @@ func WithMutationScope(ctx context.Context) context.Context {
 	return &scopeContext{Context: ctx, scope: scope{issuing: true}}
 }
 
+// WithEventScope returns ctx with a scope for one response of a subscription, that is for one
+// delivered event, and with fresh credentials for it: the token verified again and the caller
+// loaded again, by the first field of the response that asks (once for the response, and not at
+// all when none asks). A subscription runs for hours; the caller it started with may have been
+// demoted since, and a field visible to "the user themself or an admin" (identities) must show
+// what a fresh request would at that event, never what the caller could see when it started.
+func (s *Service) WithEventScope(ctx context.Context) context.Context {
+	if ra := fromContext(ctx); ra != nil {
+		ctx = context.WithValue(ctx, ctxKey{}, s.renew(ra))
+	}
+	return WithResponseScope(ctx)
+}
+
 func scopeFrom(ctx context.Context) *scope {
 	sc, _ := ctx.Value(scopeKey{}).(*scope)
 	return sc

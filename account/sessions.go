@@ -42,17 +42,22 @@ func (s *Service) startSession(ctx context.Context, db *store.Tx, u *model.User,
 }
 
 // payload issues a token pair for u's session sess. Every AuthPayload is made here: from now on,
-// the fields below the mutation that asked for it resolve for u (see issue).
+// the fields below the mutation that asked for it resolve for u (see issue). The access token
+// expires no later than the session does, and expiresIn says when.
 func (s *Service) payload(ctx context.Context, u *model.User, sess *model.Session, refresh string) (*model.AuthPayload, error) {
-	access, err := s.tokens.Issue(u, sess.ID)
+	access, err := s.tokens.IssueUntil(u, sess.ID, sess.ExpiresAt)
 	if err != nil {
 		return nil, err
+	}
+	expiresIn := int(s.tokens.TTL().Seconds())
+	if left := sess.ExpiresAt.Sub(s.clock()); left < s.tokens.TTL() {
+		expiresIn = max(int(left.Seconds()), 0)
 	}
 	current := *sess
 	current.Current = true
 	issue(ctx, &Principal{User: u, Session: &current, Role: u.Role})
 	return &model.AuthPayload{
-		AccessToken: access, TokenType: "Bearer", ExpiresIn: int(s.tokens.TTL().Seconds()),
+		AccessToken: access, TokenType: "Bearer", ExpiresIn: expiresIn,
 		RefreshToken: refresh, User: u,
 	}, nil
 }

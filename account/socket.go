@@ -71,6 +71,15 @@ func ClientKey(ctx context.Context) string { return clientKey(ClientIP(ctx)) }
 // Now is the service's clock (injected in tests).
 func (s *Service) Now() time.Time { return s.now() }
 
+// TokenSubject is the user id (sub) of the verified access token in ctx; "" for an API key, an
+// unusable token or none.
+func TokenSubject(ctx context.Context) string {
+	if ra := fromContext(ctx); ra != nil && ra.claims != nil {
+		return ra.claims.Subject
+	}
+	return ""
+}
+
 // TokenExpiry is when the access token in ctx expires; zero for an API key or no token.
 func TokenExpiry(ctx context.Context) time.Time {
 	if ra := fromContext(ctx); ra != nil && ra.claims != nil && ra.claims.ExpiresAt != nil {

@@ -9,7 +9,10 @@ import (
 // The two subscriptions of audit events. The feed hands over every committed event; what a
 // subscriber may see, and in what form, is decided here.
 
-// SubscribeSecurityEvents streams the caller's own audit events as they are committed.
+// SubscribeSecurityEvents streams the caller's own audit events as they are committed. Each event
+// is shown with the caller as they are after it, read again for it (one query): the event's user
+// is the caller now, not when the subscription started. (The fields of its response resolve with
+// a caller of their own, no older than the event either: see WithEventScope.)
 func (s *Service) SubscribeSecurityEvents(ctx context.Context) (<-chan *model.AuditEvent, error) {
 	p, err := s.Authenticate(ctx)
 	if err != nil {
@@ -20,16 +23,14 @@ func (s *Service) SubscribeSecurityEvents(ctx context.Context) (<-chan *model.Au
 	go func() {
 		defer close(out)
 		for e := range events {
-			if e == nil || e.Type == model.AuditEventTypeRoleChanged {
-				// The caller's role decides how actors are shown: read it again.
-				now, err := s.Recheck(ctx)
-				if err != nil {
-					return // the socket is being closed
-				}
-				p = now
-				if e == nil {
-					continue
-				}
+			p, err := s.Recheck(ctx)
+			if err != nil {
+				// The caller's authority is gone (the socket is being closed), or could not be
+				// read: end rather than show the event as an older caller would see it.
+				return
+			}
+			if e == nil {
+				continue
 			}
 			// The feed's events are shared and carry ids only: give this subscriber its copy with
 			// the people in it, as the securityEvents query shows them (ownView).

@@ -78,12 +78,14 @@ func (s *Service) newUser(ctx context.Context, username, password string, email 
 
 // Login checks a username and password and starts a session. Unknown usernames, malformed
 // usernames and wrong passwords fail alike and take about as long. A hash made at another bcrypt
-// cost is replaced by one at the configured cost. Rate limits apply before any password is checked.
+// cost is replaced by one at the configured cost. Rate limits apply before any password is checked,
+// and the attempt is counted before it is decided (countAttempt).
 func (s *Service) Login(ctx context.Context, username, password string) (*model.AuthPayload, error) {
 	if err := s.LimitClient(ctx); err != nil {
 		return nil, err
 	}
-	if err := s.limitFailures(ctx, username); err != nil {
+	counted, err := s.countAttempt(ctx, username)
+	if err != nil {
 		return nil, err
 	}
 	pw := NormalizePassword(password)
@@ -105,7 +107,7 @@ func (s *Service) Login(ctx context.Context, username, password string) (*model.
 		return nil, s.check(ctx, "Login", err)
 	}
 	if !ok || !model.ValidText(pw) {
-		s.recordFailure(ctx, username)
+		s.attemptFailed(ctx, username, counted)
 		if u.ID == "" {
 			s.recordAlone(ctx, s.event(ctx, model.AuditEventTypeSignInFailed, "", "", "", "unknown username "+strconv.Quote(model.Truncate(username, 64))))
 		} else {
@@ -145,11 +147,12 @@ func (s *Service) ChangePassword(ctx context.Context, current, next string) (boo
 	if err := s.LimitClient(ctx); err != nil {
 		return false, err
 	}
-	if err := s.limitFailures(ctx, p.User.Username); err != nil {
-		return false, err
-	}
 	nextPw := NormalizePassword(next)
 	if err := ValidatePassword("newPassword", nextPw); err != nil {
+		return false, err
+	}
+	counted, err := s.countAttempt(ctx, p.User.Username)
+	if err != nil {
 		return false, err
 	}
 	ok, err := s.passwords.Match(ctx, p.User.PasswordHash, NormalizePassword(current))
@@ -157,7 +160,7 @@ func (s *Service) ChangePassword(ctx context.Context, current, next string) (boo
 		return false, s.check(ctx, "ChangePassword", err)
 	}
 	if !ok {
-		s.recordFailure(ctx, p.User.Username)
+		s.attemptFailed(ctx, p.User.Username, counted)
 		return false, model.BadInput("currentPassword", "current password is incorrect")
 	}
 	hash, err := s.passwords.Hash(ctx, nextPw)
@@ -177,7 +180,8 @@ func (s *Service) ChangePassword(ctx context.Context, current, next string) (boo
 	return err == nil, s.check(ctx, "ChangePassword", err)
 }
 
-// ListUsers returns a page of users, oldest first. limit is capped at MaxPageSize.
+// ListUsers returns a page of users, oldest first. limit is capped at MaxPageSize; a limit of 0
+// asks for no users and gets none (the store never turns it into "no limit").
 func (s *Service) ListUsers(ctx context.Context, limit, offset int) ([]*model.User, error) {
 	switch {
 	case limit < 0:

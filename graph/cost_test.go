@@ -170,6 +170,10 @@ func TestComplexity_ListsCountByTheSizeTheyAsk(t *testing.T) {
 		{"users by limit", `{ users(limit: 60) { id username } }`, nil, 1 + 60*2},
 		{"users by its default limit", `{ users { id username } }`, nil, 1 + 50*2},
 		{"users capped at 100", `{ users(limit: 5000) { id } }`, nil, 1 + 100},
+		// limit 0 answers [] and is counted as one item, never as none (nor is a negative limit).
+		{"users with limit 0 as one", `{ users(limit: 0) { ` + identitiesTimes(8) + ` } }`, nil, 1 + 1*8*(1+3*4)},
+		{"users with a negative limit as one", `query($n: Int!) { users(limit: $n) { ` + identitiesTimes(8) + ` } }`, map[string]any{"n": -1}, 1 + 1*8*(1+3*4)},
+		{"securityEvents with first 0 as one", `{ securityEvents(first: 0) { edges { node { user { ` + identitiesTimes(8) + ` } } } } }`, nil, 1 + 1*(1+1+1+8*(1+3*4))},
 		{"users by a variable", `query($n: Int!) { users(limit: $n) { id } }`, map[string]any{"n": 30}, 1 + 30},
 		{"users by a variable over the limit", `query($n: Int!) { users(limit: $n) { id } }`, map[string]any{"n": 100}, 1 + 100},
 		{"securityEvents by first", `{ securityEvents(first: 30) { edges { cursor } pageInfo { hasNextPage } } }`, nil, 1 + 30*(2+2)},
@@ -227,4 +231,13 @@ func TestComplexity_ReviewRequestIsRefusedBeforeItRuns(t *testing.T) {
 			t.Fatalf("six aliases: %d database queries, want %d", n, 1+6*2+1)
 		}
 	})
+}
+
+// identitiesTimes is a selection of n aliased identities fields, each with its four fields.
+func identitiesTimes(n int) string {
+	var b strings.Builder
+	for i := range n {
+		fmt.Fprintf(&b, "i%d: identities { provider subject email linkedAt } ", i)
+	}
+	return b.String()
 }

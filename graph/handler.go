@@ -103,7 +103,14 @@ func NewHandler(res *Resolver, opts Options) (*Handler, error) {
 	})
 	exec.AroundRootFields(aroundRootFields)
 	exec.AroundResponses(func(ctx context.Context, next graphql.ResponseHandler) *graphql.Response {
-		// One scope per response: the identities of its users are loaded together.
+		// One scope per response: the identities of its users are loaded together. A response of
+		// a subscription (one event) also loads its caller afresh, so that no event is resolved
+		// for the caller as they were when the subscription started.
+		if graphql.HasOperationContext(ctx) {
+			if op := graphql.GetOperationContext(ctx).Operation; op != nil && op.Operation == ast.Subscription {
+				return aroundResponses(svc.WithEventScope(ctx), next)
+			}
+		}
 		return aroundResponses(account.WithResponseScope(ctx), next)
 	})
 	exec.SetErrorPresenter(presentError(opts.Logger, opts.Metrics))

@@ -373,7 +373,8 @@ func listCosts(svc *account.Service) ComplexityRoot {
 		return items(min(max(asked, least), most))
 	}
 	var c ComplexityRoot
-	c.Query.Users = func(child, limit, _ int) int { return page(limit, 0, account.MaxPageSize)(child) }
+	// A page counts at least one item: limit 0 answers [] and costs what one user does.
+	c.Query.Users = func(child, limit, _ int) int { return page(limit, 1, account.MaxPageSize)(child) }
 	c.Query.AuditEvents = func(child, first int, _, _ *string, _ []model.AuditEventType) int {
 		return page(first, 1, account.MaxAuditPage)(child)
 	}

@@ -163,13 +163,15 @@ func TestLockout_PerClientLimitHoldsForEveryFormOfTheClientAndName(t *testing.T)
 
 func TestLockout_ManyClientsReachTheAllClientsCeilingExceptFromTheOwnersKnownNetwork(t *testing.T) {
 	eachCounter(t, func(t *testing.T, l limiterCase) {
-		s := lockoutServer(t, l, 3, 7)
+		s := lockoutServer(t, l, 3, 8)
 		s.signedInUser(t, "alice")
 		const home = "198.51.100.7"
 		wantSignedIn(t, s.loginFrom(t, home, "alice", ownerPw), "owner at home") // home is now known
 
-		// Three clients guess: 3 + 3 + 1 failures reach the ceiling of 7; from then on, a client
-		// alice never signed in from is refused before any password is checked.
+		// Every password check counts toward the ceiling, a correct one too (it is counted before
+		// it is checked). The owner's sign-in and three clients' 3 + 3 + 1 failures reach the
+		// ceiling of 8; from then on, a client alice never signed in from is refused before any
+		// password is checked.
 		for i := 1; i <= 3; i++ {
 			for j := range 3 {
 				r := s.loginFrom(t, fmt.Sprintf("203.0.113.%d", i), "alice", attackerPw)

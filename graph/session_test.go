@@ -129,10 +129,14 @@ func TestRefresh_ExpiredSessionRefused(t *testing.T) {
 		alice := s.signedInUser(t, "alice")
 		s.Clock.Advance(50 * time.Minute)
 		next := refreshed(t, s.refresh(t, alice.RefreshToken))
-		// The lifetime is absolute: refreshing did not extend it.
-		s.Clock.Advance(11 * time.Minute)
+		// The lifetime is absolute: refreshing did not extend it. The access token ends with the
+		// session (its exp is capped there); within exp's 5 s leeway it still verifies, and the
+		// session's own end refuses it.
+		s.Clock.Advance(10*time.Minute + 2*time.Second)
 		s.refresh(t, next.RefreshToken).wantError(t, "UNAUTHENTICATED", "INVALID_REFRESH_TOKEN")
 		s.me(t, next.AccessToken).wantError(t, "UNAUTHENTICATED", "SESSION_REVOKED")
+		s.Clock.Advance(5 * time.Second)
+		s.me(t, next.AccessToken).wantError(t, "UNAUTHENTICATED", "TOKEN_EXPIRED")
 	})
 }
 

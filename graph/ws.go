@@ -142,41 +142,66 @@ func (s *Sockets) allowedOrigin(origin, host string) bool {
 	return err == nil && (strings.EqualFold(u.Host, host) || s.origins[strings.TrimRight(origin, "/")])
 }
 
-// init authenticates connection_init with the rules of an HTTP request's credentials. Without a credential
-// the socket is anonymous (only @public subscriptions run); a bad one closes it with 4401. What is
-// kept is the credential, not the principal: each operation authenticates again (operationAuth).
+// init authenticates connection_init with the rules of an HTTP request's credentials. Without a
+// credential the socket is anonymous (only @public subscriptions run); a bad one closes it with
+// 4401. What is kept is the credential, not the principal: each operation authenticates again
+// (operationAuth).
+//
+// The socket is registered under its user before the principal that admits it is loaded: an
+// event committed after that load finds the socket and re-checks it. Loaded first and registered
+// after, a revocation committed in between closed nothing, and the socket lived on. A token names
+// its user; an API key names its owner only in the database, so a key's socket loads once to
+// learn whom to register under, and once more after.
 func (s *Sockets) init(ctx context.Context, payload transport.InitPayload) (context.Context, *transport.InitPayload, error) {
 	sock := socketFrom(ctx)
 	ctx = s.svc.SocketContext(ctx, payload.Authorization(), payload.GetString("X-API-Key"))
+	sock.ctx = ctx
 	if !account.HasCredentials(ctx) {
-		sock.ctx = ctx
 		return ctx, nil, nil
 	}
-	p, err := s.svc.Authenticate(ctx)
-	if err != nil {
-		return refuseSocket(ctx, closeUnauthorized, reasonOf(err), err)
+	userID := account.TokenSubject(ctx)
+	if userID == "" {
+		p, err := s.svc.Authenticate(ctx)
+		if err != nil {
+			return refuseSocket(ctx, closeUnauthorized, reasonOf(err), err)
+		}
+		userID = p.User.ID
 	}
 	s.mu.Lock()
-	if len(s.byUser[p.User.ID]) >= s.limits.PerUser {
+	if len(s.byUser[userID]) >= s.limits.PerUser {
 		s.mu.Unlock()
 		return refuseSocket(ctx, closeTooMany, "TOO_MANY_SOCKETS", errors.New("too many open sockets for this user"))
 	}
-	if s.byUser[p.User.ID] == nil {
-		s.byUser[p.User.ID] = map[*socket]struct{}{}
+	if s.byUser[userID] == nil {
+		s.byUser[userID] = map[*socket]struct{}{}
 	}
-	s.byUser[p.User.ID][sock] = struct{}{}
-	sock.ctx, sock.userID = ctx, p.User.ID
+	s.byUser[userID][sock] = struct{}{}
+	sock.userID = userID
 	s.mu.Unlock()
+	p, err := s.svc.Authenticate(ctx)
+	if err != nil {
+		s.forget(sock)
+		return refuseSocket(ctx, closeUnauthorized, reasonOf(err), err)
+	}
+	if hook := socketAuthenticated.Load(); hook != nil {
+		(*hook)(userID)
+	}
 	// The socket closes when its access token or API key expires.
 	exp := account.TokenExpiry(ctx)
 	if p.APIKey != nil {
 		exp = p.APIKey.ExpiresAt
 	}
 	if !exp.IsZero() {
+		s.mu.Lock() // forget reads it
 		sock.expiry = time.AfterFunc(exp.Sub(s.svc.Now()), func() { sock.close(closeUnauthorized, string(model.AuthErrorReasonTokenExpired)) })
+		s.mu.Unlock()
 	}
 	return ctx, nil, nil
 }
+
+// socketAuthenticated, when set (by tests only), is called in init once the principal that admits
+// a socket has been loaded, before the socket is acknowledged.
+var socketAuthenticated atomic.Pointer[func(userID string)]
 
 func refuseSocket(ctx context.Context, code int, reason string, err error) (context.Context, *transport.InitPayload, error) {
 	ctx = transport.WithWebsocketCloseCode(ctx, code)

@@ -51,6 +51,9 @@ func (db *DB) CountLiveAPIKeys(ctx context.Context, userID string, now time.Time
 // DeleteDeadAPIKeys deletes up to limit keys that expired or were revoked before before, and
 // returns how many it deleted. Bounded, so that a sweep never holds locks for long.
 func (db *DB) DeleteDeadAPIKeys(ctx context.Context, before time.Time, limit int) (int, error) {
+	if noRows(limit) {
+		return 0, nil
+	}
 	dead := db.idb.NewSelect().Model((*model.APIKey)(nil)).Column("id").
 		Where("expires_at < ? OR revoked_at < ?", before, before).Limit(int64(limit))
 	res, err := db.idb.NewDelete().Model((*model.APIKey)(nil)).Where("id IN (?)", dead).Exec(ctx)

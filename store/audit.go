@@ -45,6 +45,9 @@ type AuditFilter struct {
 // one more query for the whole page).
 func (db *DB) AuditEvents(ctx context.Context, f AuditFilter) ([]*model.AuditEvent, error) {
 	events := []*model.AuditEvent{}
+	if noRows(f.Limit) {
+		return events, nil
+	}
 	q := db.idb.NewSelect().Model(&events).Order("id DESC").Limit(int64(f.Limit))
 	if f.UserID != "" {
 		q = q.Where("user_id = ?", f.UserID)
@@ -95,6 +98,9 @@ func (db *DB) AuditEvents(ctx context.Context, f AuditFilter) ([]*model.AuditEve
 // DeleteAuditEventsBefore deletes up to limit events recorded before t and returns how many it
 // deleted. Bounded, so that a sweep never holds locks for long.
 func (db *DB) DeleteAuditEventsBefore(ctx context.Context, t time.Time, limit int) (int, error) {
+	if noRows(limit) {
+		return 0, nil
+	}
 	old := db.idb.NewSelect().Model((*model.AuditEvent)(nil)).Column("id").Where("at < ?", t).
 		Order("id").Limit(int64(limit))
 	res, err := db.idb.NewDelete().Model((*model.AuditEvent)(nil)).Where("id IN (?)", old).Exec(ctx)

@@ -143,6 +143,9 @@ func (db *DB) take(ctx context.Context, op string, model any, where string, arg 
 // DeleteExpiredSignIns deletes flows and codes that expired before t, up to limit rows of each,
 // and returns how many it deleted.
 func (db *DB) DeleteExpiredSignIns(ctx context.Context, t time.Time, limit int) (int, error) {
+	if noRows(limit) {
+		return 0, nil
+	}
 	total := 0
 	for _, table := range []struct {
 		model any

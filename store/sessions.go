@@ -98,6 +98,9 @@ func (db *DB) LiveSessions(ctx context.Context, userID string, now time.Time) ([
 // revoked before revokedBefore, and returns how many it deleted. Bounded, so that a sweep never
 // holds locks for long.
 func (db *DB) DeleteDeadSessions(ctx context.Context, expiredBefore, revokedBefore time.Time, limit int) (int, error) {
+	if noRows(limit) {
+		return 0, nil
+	}
 	dead := db.idb.NewSelect().Model((*model.Session)(nil)).Column("id").
 		Where("expires_at < ? OR revoked_at < ?", expiredBefore, revokedBefore).Limit(int64(limit))
 	res, err := db.idb.NewDelete().Model((*model.Session)(nil)).Where("id IN (?)", dead).Exec(ctx)

@@ -240,6 +240,11 @@ func (db *DB) forUpdate(q *bun.SelectQuery, table string) *bun.SelectQuery {
 	return q
 }
 
+// noRows reports whether a row limit asks for no rows at all. Such a limit must never reach Bun:
+// its Limit(0) — and any negative limit — writes no LIMIT clause, which would return or delete
+// every row. Every query whose size a caller passes in checks it first.
+func noRows(limit int) bool { return limit <= 0 }
+
 // wrap gives a database error the name of the operation, once; ErrNotFound stays recognizable.
 func wrap(err error, op string) error {
 	if err == nil {

@@ -39,6 +39,9 @@ func (db *DB) UserByID(ctx context.Context, id string) (*model.User, error) {
 // ListUsers returns users oldest first.
 func (db *DB) ListUsers(ctx context.Context, limit, offset int) ([]*model.User, error) {
 	users := []*model.User{}
+	if noRows(limit) {
+		return users, nil
+	}
 	err := db.idb.NewSelect().Model(&users).Order("created_at ASC", "id ASC").Limit(int64(limit)).Offset(int64(offset)).Scan(ctx)
 	return users, wrap(err, "ListUsers")
 }

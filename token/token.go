@@ -120,14 +120,27 @@ func (t *Tokens) TTL() time.Duration { return t.ttl }
 
 // Issue signs an access token for user in session sessionID.
 func (t *Tokens) Issue(user *model.User, sessionID string) (string, error) {
+	return t.IssueUntil(user, sessionID, time.Time{})
+}
+
+// IssueUntil signs an access token for user in session sessionID that expires after the TTL or
+// at notAfter, whichever comes first (zero notAfter: the TTL alone). The server passes the
+// session's absolute expiry, so that no token — and no socket living on one, and no verifier that
+// reads only exp — outlives its session. exp is written in whole seconds, rounded down, so it is
+// never after notAfter.
+func (t *Tokens) IssueUntil(user *model.User, sessionID string, notAfter time.Time) (string, error) {
 	now := t.now()
+	exp := now.Add(t.ttl)
+	if !notAfter.IsZero() && notAfter.Before(exp) {
+		exp = notAfter
+	}
 	claims := Claims{
 		RegisteredClaims: jwt.RegisteredClaims{
 			Issuer:    t.issuer,
 			Subject:   user.ID,
 			Audience:  jwt.ClaimStrings{t.audience},
 			IssuedAt:  jwt.NewNumericDate(now),
-			ExpiresAt: jwt.NewNumericDate(now.Add(t.ttl)),
+			ExpiresAt: jwt.NewNumericDate(exp),
 			ID:        uuid.NewString(),
 		},
 		SessionID: sessionID,
