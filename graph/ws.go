@@ -104,6 +104,7 @@ type acceptor struct {
 }
 
 func (a acceptor) Accept(w http.ResponseWriter, r *http.Request, o transport.WebsocketAcceptOptions) (transport.WebsocketConn, error) {
+	o.Subprotocols = []string{"graphql-transport-ws"} // the only one negotiated, also when the legacy one is offered first
 	conn, err := a.CoderWebsocketImplementation.Accept(w, r, o)
 	if err != nil {
 		return nil, err
@@ -123,6 +124,14 @@ func (s *Sockets) serve(w http.ResponseWriter, r *http.Request, exec graphql.Gra
 			"WebSocket upgrades are accepted from this server's own origin and CORS_ALLOWED_ORIGINS only"))
 		return
 	}
+	if !offersTransportWS(r.Header.Values("Sec-WebSocket-Protocol")) {
+		// gqlgen would otherwise speak the legacy subscriptions-transport-ws protocol ("graphql-ws",
+		// or no subprotocol at all), whose close codes and message rules are not §9's: one protocol,
+		// checked by one wrapper, is the whole surface.
+		writeErrors(w, r, mediaJSON, http.StatusBadRequest, requestError(model.ErrorCodeBadUserInput,
+			"WebSocket upgrades must offer the graphql-transport-ws subprotocol"))
+		return
+	}
 	client := account.ClientKey(r.Context())
 	s.mu.Lock()
 	if s.byIP[client] >= s.limits.PerIP {
@@ -135,6 +144,18 @@ func (s *Sockets) serve(w http.ResponseWriter, r *http.Request, exec graphql.Gra
 	sock := &socket{client: client}
 	defer s.forget(sock) // also when the handshake or init never completes
 	s.ws.Do(w, r.WithContext(context.WithValue(r.Context(), socketKey{}, sock)), exec)
+}
+
+// offersTransportWS reports whether a Sec-WebSocket-Protocol list names graphql-transport-ws.
+func offersTransportWS(values []string) bool {
+	for _, v := range values {
+		for _, p := range strings.Split(v, ",") {
+			if strings.TrimSpace(p) == "graphql-transport-ws" {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 func (s *Sockets) allowedOrigin(origin, host string) bool {

@@ -274,6 +274,46 @@ func TestSocket_CrossSiteUpgradeRefusedBeforeTheHandshake(t *testing.T) {
 	}
 }
 
+// §9 names one protocol, graphql-transport-ws. gqlgen also speaks the legacy
+// subscriptions-transport-ws ("graphql-ws", and the default when no subprotocol is offered), whose
+// close codes and message rules are not §9's; an upgrade that does not offer graphql-transport-ws
+// is refused before the handshake, so nothing is ever spoken in it.
+func TestSocket_UpgradeWithoutTheTransportWSSubprotocolRefusedBeforeTheHandshake(t *testing.T) {
+	s := newServer(t, storetest.SQLite)
+	for name, c := range map[string]struct {
+		subprotocols []string
+		want         int
+	}{
+		"legacy graphql-ws":         {[]string{"graphql-ws"}, 400},
+		"no subprotocol":            {nil, 400},
+		"unknown subprotocol":       {[]string{"chat"}, 400},
+		"graphql-transport-ws":      {[]string{"graphql-transport-ws"}, 101},
+		"legacy and transport-ws":   {[]string{"graphql-ws", "graphql-transport-ws"}, 101},
+		"transport-ws among others": {[]string{"chat", "graphql-transport-ws"}, 101},
+	} {
+		t.Run(name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			conn, res, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(s.URL, "http"), &websocket.DialOptions{Subprotocols: c.subprotocols})
+			status := 101
+			if err != nil {
+				if res == nil {
+					t.Fatal(err)
+				}
+				status = res.StatusCode
+			} else {
+				defer conn.CloseNow()
+				if got := conn.Subprotocol(); got != "graphql-transport-ws" {
+					t.Errorf("negotiated %q, want graphql-transport-ws", got)
+				}
+			}
+			if status != c.want {
+				t.Fatalf("status %d, want %d", status, c.want)
+			}
+		})
+	}
+}
+
 func TestSocket_SecurityEventsCarryOnlyTheCallersCommittedEvents(t *testing.T) {
 	storetest.Each(t, func(t *testing.T, kind storetest.Kind) {
 		s := newServer(t, kind)
