@@ -203,8 +203,13 @@ func build(ctx context.Context, cfg config.Config, db *store.DB, log *slog.Logge
 			return fail(err)
 		}
 	}
-	// The root resolver holds the services the resolvers call: add your own here.
-	s.gql, err = graph.NewHandler(&graph.Resolver{Account: s.account, SignIn: s.signIn}, graph.Options{
+	// The root resolver holds the services the resolvers call: add your own here (README, "Add
+	// your own field").
+	resolver := &graph.Resolver{
+		Account: s.account,
+		SignIn:  s.signIn,
+	}
+	s.gql, err = graph.NewHandler(resolver, graph.Options{
 		Logger: log, Metrics: graph.NewMetrics(s.metrics, passwords.QueueDepth),
 		Limits: cfg.QueryLimits, Introspection: cfg.Introspection, Debug: cfg.GraphQLDebug, Trusted: trusted,
 		Origins: cfg.CORSOrigins, Sockets: cfg.Sockets, AccessLog: cfg.AccessLog,

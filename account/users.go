@@ -197,6 +197,33 @@ func (s *Service) ListUsers(ctx context.Context, limit, offset int) ([]*model.Us
 // MaxPageSize caps the limit of ListUsers.
 const MaxPageSize = 100
 
+// User returns the user with id, for a field of a type of your own that points at a user (an
+// order's placedBy, say; README, "Add your own field"). The caller sees themself, and an ADMIN
+// sees anyone; anyone else is refused with FORBIDDEN INSUFFICIENT_ROLE, so a field that shows
+// other people's accounts is an admin's whatever guard it carries. nil: there is no such user.
+func (s *Service) User(ctx context.Context, id string) (*model.User, error) {
+	p, err := s.Authenticate(ctx)
+	switch {
+	case err != nil:
+		return nil, err
+	case p.User.ID == id:
+		return p.User, nil
+	case !p.Role.Satisfies(model.RoleAdmin):
+		return nil, model.InsufficientRole(model.RoleAdmin)
+	case validateID(id) != nil:
+		return nil, nil
+	}
+	u, err := s.db.UserByID(ctx, id)
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, s.check(ctx, "User", err)
+	}
+	showUsers(ctx, u)
+	return u, nil
+}
+
 // SetUserRole changes a user's role; it applies from the user's next request.
 func (s *Service) SetUserRole(ctx context.Context, id string, role model.Role) (*model.User, error) {
 	if err := validateID(id); err != nil {

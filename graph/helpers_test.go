@@ -176,7 +176,12 @@ func newServerOn(t testing.TB, db *store.DB, clk *clock, opts ...option) *server
 		Limits: o.limits, AuditRetention: o.retention, Providers: providers.Names(), LinkVerifiedEmail: o.linkVerified, Feed: events,
 	})
 	signIn := web.NewSignIn(svc, providers)
-	h, err := graph.NewHandler(&graph.Resolver{Account: svc, SignIn: signIn}, graph.Options{Logger: log, Limits: o.queryLimits, Introspection: !o.noIntrospect, Debug: o.debug, Trusted: o.trusted,
+	// As server.go builds it: a service of your own goes here too.
+	resolver := &graph.Resolver{
+		Account: svc,
+		SignIn:  signIn,
+	}
+	h, err := graph.NewHandler(resolver, graph.Options{Logger: log, Limits: o.queryLimits, Introspection: !o.noIntrospect, Debug: o.debug, Trusted: o.trusted,
 		Sockets: o.sockets, Origins: o.origins, AccessLog: o.accessLog})
 	if err != nil {
 		t.Fatal(err)
