@@ -158,11 +158,11 @@ func TestIntrospection_RepeatedCredentialHeaderRefused(t *testing.T) {
 		t.Run(string(kind), func(t *testing.T) {
 			base, adminKey, live := formServer(t, kind)
 			for name, h := range map[string]http.Header{
-				"TwoAPIKeys":            {"X-Api-Key": {adminKey, "gqa_" + strings.Repeat("A", 43)}},
-				"SameAPIKeyTwice":       {"X-Api-Key": {adminKey, adminKey}},
-				"TwoAuthorizations":     {"Authorization": {"Bearer " + adminKey, "Bearer garbage"}},
-				"SameAuthorizationTwic": {"Authorization": {"Bearer " + adminKey, "Bearer " + adminKey}},
-				"KeyAndAuthorization":   {"Authorization": {"Bearer " + adminKey}, "X-Api-Key": {adminKey}},
+				"TwoAPIKeys":             {"X-Api-Key": {adminKey, "gqa_" + strings.Repeat("A", 43)}},
+				"SameAPIKeyTwice":        {"X-Api-Key": {adminKey, adminKey}},
+				"TwoAuthorizations":      {"Authorization": {"Bearer " + adminKey, "Bearer garbage"}},
+				"SameAuthorizationTwice": {"Authorization": {"Bearer " + adminKey, "Bearer " + adminKey}},
+				"KeyAndAuthorization":    {"Authorization": {"Bearer " + adminKey}, "X-Api-Key": {adminKey}},
 			} {
 				t.Run(name, func(t *testing.T) {
 					r := postForm(t, base, formCall{path: "/oauth/introspect", body: "token=" + live, header: h})
