@@ -2,6 +2,7 @@ package account
 
 import (
 	"context"
+	"errors"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -43,6 +44,9 @@ type Request struct {
 	token  string                // the access token the claims came from (sockets verify it again)
 	apiKey string                // an API key secret, not yet checked against the database
 	reason model.AuthErrorReason // why neither claims nor apiKey is set
+	// loadFailure is why loading the principal refused the credential (a revoked session or API
+	// key, an expired API key), once a guarded field tried; read by CredentialRejected.
+	loadFailure atomic.Pointer[model.AuthErrorReason]
 	// socket marks the credentials a WebSocket presented in connection_init. They are never
 	// memoized: each operation on the socket authenticates with its own fresh copy (see
 	// SocketOperation), and anything asking with the socket's own context is checked from scratch.
@@ -97,25 +101,55 @@ func RequestFrom(ctx context.Context) *Request { return fromContext(ctx) }
 // tokens are well under 1 KiB.
 const MaxAuthorizationLength = 4096
 
-// NewRequest reads the credentials of a request, an Authorization header value and an X-API-Key
-// value as sent: a verified Bearer token, an API key to look up, or the reason neither is usable.
-// It refuses nothing by itself, so that public operations still work with a stale token; only
-// guarded fields fail.
-func NewRequest(tokens *token.Tokens, authorization, apiKey string) *Request {
+// NewRequest reads the credentials of a request: every Authorization value and every X-API-Key
+// value as sent (http.Header.Values; a WebSocket's connection_init payload gives its own, read
+// the same way). It yields a verified Bearer token, an API key to look up, or the reason neither
+// is usable: two credentials, or one of them sent twice, are INVALID_TOKEN (refuse rather than
+// guess which one counts). It refuses nothing by itself, so that public operations still work
+// with a stale token; only guarded fields fail.
+func NewRequest(tokens *token.Tokens, authorization, apiKey []string) *Request {
 	r := &Request{}
 	r.readCredentials(tokens, authorization, apiKey)
 	return r
 }
 
-// CredentialRejected reports whether the request sent a credential that is unusable (the edge
-// says so in WWW-Authenticate, RFC 6750).
+// CredentialRejected reports whether the request sent a credential that turned out unusable,
+// either on its face (malformed, bad signature, expired, two of them) or, once a guarded field
+// loaded the principal, because its session or API key is revoked or expired. The resource
+// server says so in WWW-Authenticate (RFC 6750 invalid_token). A disabled account is not counted:
+// the credential is valid, its owner lacks the authority (RFC 6750 §3.1: that is not
+// invalid_token), and the response's ACCOUNT_DISABLED says so.
 func (ra *Request) CredentialRejected() bool {
-	return ra.reason != "" && ra.reason != model.AuthErrorReasonMissingToken
+	return (ra.reason != "" && ra.reason != model.AuthErrorReasonMissingToken) || ra.loadFailure.Load() != nil
 }
 
-// readCredentials reads an Authorization header value and an X-API-Key value: a verified Bearer
-// token, an API key to look up, or the reason neither is usable.
-func (ra *Request) readCredentials(tokens *token.Tokens, header, key string) {
+// noteLoadFailure keeps, for CredentialRejected, a principal load's refusal of the credential.
+func (ra *Request) noteLoadFailure(err error) {
+	var merr *model.Error
+	if !errors.As(err, &merr) {
+		return
+	}
+	switch merr.Reason {
+	case model.AuthErrorReasonInvalidToken, model.AuthErrorReasonTokenExpired, model.AuthErrorReasonSessionRevoked:
+		reason := merr.Reason
+		ra.loadFailure.Store(&reason)
+	}
+}
+
+// readCredentials reads the Authorization values and the X-API-Key values of a request: a
+// verified Bearer token, an API key to look up, or the reason neither is usable.
+func (ra *Request) readCredentials(tokens *token.Tokens, headers, keys []string) {
+	if len(headers) > 1 || len(keys) > 1 {
+		ra.reason = model.AuthErrorReasonInvalidToken // one credential sent twice: refuse rather than guess
+		return
+	}
+	var header, key string
+	if len(headers) == 1 {
+		header = headers[0]
+	}
+	if len(keys) == 1 {
+		key = keys[0]
+	}
 	scheme, tok, _ := strings.Cut(header, " ")
 	tok = strings.TrimSpace(tok)
 	switch {

@@ -188,6 +188,7 @@ func (s *Service) Authenticate(ctx context.Context) (*Principal, error) {
 		} else {
 			ra.principal, ra.err = s.loadPrincipal(ctx, ra.claims)
 		}
+		ra.noteLoadFailure(ra.err)
 	})
 	return ra.principal, ra.err
 }

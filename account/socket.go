@@ -14,9 +14,11 @@ import (
 // request would.
 
 // SocketContext returns ctx carrying the credentials of a connection_init payload, read with
-// exactly the rules of an HTTP request's (NewRequest: a Bearer token or an API key, never both).
+// exactly the rules of an HTTP request's (NewRequest: one Bearer token or one API key, never two
+// credentials, never one twice): authorization and apiKey are the values the payload holds under
+// each name, as http.Header.Values gives a request's.
 // ctx is the upgrade request's, which the edge served: it gives the client IP and user agent.
-func (s *Service) SocketContext(ctx context.Context, authorization, apiKey string) context.Context {
+func (s *Service) SocketContext(ctx context.Context, authorization, apiKey []string) context.Context {
 	ra := &Request{socket: true}
 	if up := fromContext(ctx); up != nil {
 		ra.ClientIP, ra.UserAgent = up.ClientIP, up.UserAgent

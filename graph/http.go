@@ -17,6 +17,7 @@ import (
 	"github.com/99designs/gqlgen/graphql/executor"
 	"github.com/vektah/gqlparser/v2/gqlerror"
 
+	"gqlauth/account"
 	"gqlauth/model"
 	"gqlauth/web"
 )
@@ -89,11 +90,11 @@ func (e *endpoint) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	rc, errs := e.exec.CreateOperationContext(ctx, params)
 	if errs != nil {
 		resp := e.exec.DispatchError(graphql.WithOperationContext(ctx, rc), errs)
-		writeResponse(w, media, requestErrorStatus(media), resp, true)
+		writeResponse(w, r, media, requestErrorStatus(media), resp, true)
 		return
 	}
 	responses, ctx := e.exec.DispatchOperation(ctx, rc)
-	writeResponse(w, media, http.StatusOK, responses(ctx), false)
+	writeResponse(w, r, media, http.StatusOK, responses(ctx), false)
 }
 
 // requestErrorStatus is the status of a request error (a document that does not parse or
@@ -310,7 +311,15 @@ func negotiate(accept string) (media string, ok bool) {
 
 // writeResponse writes a GraphQL response. A request error in application/graphql-response+json
 // has no data entry at all (the request never executed); application/json keeps "data": null.
-func writeResponse(w http.ResponseWriter, media string, status int, resp *graphql.Response, requestError bool) {
+//
+// It is where the resource server's RFC 6750 challenge is decided: the resolvers have run, so
+// the request's credential has been checked both on its face (signature, expiry) and, if a
+// guarded field asked, against the database (a revoked session or API key): either failure
+// adds WWW-Authenticate: Bearer error="invalid_token", before the headers go out.
+func writeResponse(w http.ResponseWriter, r *http.Request, media string, status int, resp *graphql.Response, requestError bool) {
+	if req := account.RequestFrom(r.Context()); req != nil && req.CredentialRejected() {
+		w.Header().Set("WWW-Authenticate", `Bearer error="invalid_token"`)
+	}
 	w.Header().Set("Content-Type", media+"; charset=utf-8")
 	w.WriteHeader(status)
 	if resp != nil && !requestError && len(resp.Errors) == 0 && len(resp.Extensions) == 0 && resp.Label == "" && resp.Path == nil && resp.HasNext == nil && len(resp.Data) > 0 {
@@ -339,7 +348,7 @@ func writeErrors(w http.ResponseWriter, r *http.Request, media string, status in
 	if info := infoFrom(r.Context()); info != nil && len(errs) > 0 {
 		info.errorCode = asString(errs[0].Extensions["code"])
 	}
-	writeResponse(w, media, status, &graphql.Response{Errors: errs}, true)
+	writeResponse(w, r, media, status, &graphql.Response{Errors: errs}, true)
 }
 
 var _ http.Handler = (*endpoint)(nil)

@@ -175,7 +175,8 @@ func (s *Sockets) allowedOrigin(origin, host string) bool {
 // learn whom to register under, and once more after.
 func (s *Sockets) init(ctx context.Context, payload transport.InitPayload) (context.Context, *transport.InitPayload, error) {
 	sock := socketFrom(ctx)
-	ctx = s.svc.SocketContext(ctx, payload.Authorization(), payload.GetString("X-API-Key"))
+	authorization, apiKey := payloadCredentials(payload)
+	ctx = s.svc.SocketContext(ctx, authorization, apiKey)
 	sock.ctx = ctx
 	if !account.HasCredentials(ctx) {
 		return ctx, nil, nil
@@ -218,6 +219,39 @@ func (s *Sockets) init(ctx context.Context, payload transport.InitPayload) (cont
 		s.mu.Unlock()
 	}
 	return ctx, nil, nil
+}
+
+// notText stands for a credential member of connection_init whose value is neither a string nor
+// null: no credential reads it (no Bearer scheme, no API-key prefix), so the rule refuses it
+// (INVALID_TOKEN, 4401) instead of the socket going on anonymously.
+const notText = "(not a string)"
+
+// payloadCredentials reads the credentials of a connection_init payload as HTTP reads a
+// request's headers (http.Header.Values): the member names match case-insensitively, as header
+// names do, and every member that matches gives one value, so that "authorization" beside
+// "Authorization" is one credential sent twice, which the rule refuses like two credentials. A
+// null value is an empty one (no credential, as JavaScript clients send for "signed out").
+func payloadCredentials(payload transport.InitPayload) (authorization, apiKey []string) {
+	for name, v := range payload {
+		var dst *[]string
+		switch {
+		case strings.EqualFold(name, "Authorization"):
+			dst = &authorization
+		case strings.EqualFold(name, "X-API-Key"):
+			dst = &apiKey
+		default:
+			continue
+		}
+		switch v := v.(type) {
+		case string:
+			*dst = append(*dst, v)
+		case nil:
+			*dst = append(*dst, "")
+		default:
+			*dst = append(*dst, notText)
+		}
+	}
+	return authorization, apiKey
 }
 
 // socketAuthenticated, when set (by tests only), is called in init once the principal that admits

@@ -75,7 +75,8 @@ func (b *trackedBody) Read(p []byte) (int, error) {
 // MaxFormBytes bounds the body of the form-encoded endpoints (/oauth/token, /oauth/introspect).
 const MaxFormBytes = 16 << 10
 
-// readForm parses the form body of r, answering 413 or 400 itself when it cannot.
+// readForm parses the form body of r, answering 413 or 400 itself when it cannot, or when a
+// parameter is repeated.
 func readForm(w http.ResponseWriter, r *http.Request) bool {
 	r.Body = LimitBody(w, r, MaxFormBytes)
 	err := r.ParseForm()
@@ -87,6 +88,14 @@ func readForm(w http.ResponseWriter, r *http.Request) bool {
 	case err != nil:
 		oauthError(w, http.StatusBadRequest, "invalid_request", "the body is not a valid form")
 		return false
+	}
+	// RFC 6749 §3.1 and §3.2: a parameter MUST NOT be sent more than once. Taking the first (as
+	// url.Values.Get does) would let two readers of one request disagree about which counts.
+	for name, values := range r.Form { // the body's and the query string's, together
+		if len(values) > 1 {
+			oauthError(w, http.StatusBadRequest, "invalid_request", "a parameter is repeated: "+model.Truncate(name, 64))
+			return false
+		}
 	}
 	return true
 }

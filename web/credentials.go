@@ -26,17 +26,18 @@ type CredentialOptions struct {
 // the client's IP, taking X-Forwarded-For into account only from proxies; the user agent; and, in
 // cookie mode, the refresh cookie where the cookie rule lets the request use it. It never rejects
 // a request by itself, so that public operations still work with a stale token; only guarded
-// fields fail. When a credential was sent but is unusable, it says so in WWW-Authenticate (RFC
-// 6750). What the rules decide about the refresh cookie, it writes before the headers go out.
+// fields fail. Every value of Authorization and X-API-Key is read (Header.Values): one sent twice
+// is refused like two credentials, never taken first-wins. It sends no WWW-Authenticate itself:
+// the RFC 6750 challenge belongs to the resource server (/query: graph writes it with the
+// response, once the guarded fields have also checked the session or API key in the database),
+// not to the OAuth form endpoints, where an Authorization: Basic header identifies the client.
+// What the rules decide about the refresh cookie, it writes before the headers go out.
 func Credentials(tokens *token.Tokens, opts CredentialOptions) func(http.Handler) http.Handler {
 	return func(next http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			req := account.NewRequest(tokens, r.Header.Get("Authorization"), r.Header.Get("X-API-Key"))
+			req := account.NewRequest(tokens, r.Header.Values("Authorization"), r.Header.Values("X-API-Key"))
 			req.ClientIP = func() string { return opts.Proxies.ClientIP(r) }
 			req.UserAgent = r.UserAgent()
-			if req.CredentialRejected() {
-				w.Header().Set("WWW-Authenticate", `Bearer error="invalid_token"`)
-			}
 			if opts.cookieRequest(r) {
 				req.CookieAllowed = true
 				if c, err := r.Cookie(RefreshCookieName); err == nil {

@@ -83,7 +83,7 @@ func TokenEndpoint(svc *account.Service) http.Handler {
 			return
 		}
 		if err != nil {
-			writeOAuthFailure(w, err)
+			writeOAuthFailure(w, err, form.Get("grant_type"))
 			return
 		}
 		w.Header().Set("Content-Type", "application/json")
@@ -96,8 +96,8 @@ func TokenEndpoint(svc *account.Service) http.Handler {
 	})
 }
 
-// writeOAuthFailure maps the rules' errors onto RFC 6749 §5.2.
-func writeOAuthFailure(w http.ResponseWriter, err error) {
+// writeOAuthFailure maps the rules' errors of a grant onto RFC 6749 §5.2.
+func writeOAuthFailure(w http.ResponseWriter, err error, grant string) {
 	var merr *model.Error
 	if !errors.As(err, &merr) {
 		merr = model.Internal()
@@ -105,7 +105,12 @@ func writeOAuthFailure(w http.ResponseWriter, err error) {
 	switch merr.Code {
 	case model.ErrorCodeUnauthenticated, model.ErrorCodeForbidden:
 		// Bad credentials, a disabled account, an unknown, expired, revoked or replayed refresh token.
-		oauthError(w, http.StatusBadRequest, "invalid_grant", merr.Message)
+		description := merr.Message
+		if grant == "authorization_code" && merr.Reason == model.AuthErrorReasonInvalidCredentials {
+			// The rules refuse a code with the sign-in's reason; its message speaks of passwords.
+			description = "the code is unknown, expired or already used, or code_verifier does not match it"
+		}
+		oauthError(w, http.StatusBadRequest, "invalid_grant", description)
 	case model.ErrorCodeBadUserInput:
 		oauthError(w, http.StatusBadRequest, "invalid_request", merr.Message)
 	case model.ErrorCodeTooManyRequests:

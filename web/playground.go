@@ -43,7 +43,7 @@ func Playground() http.Handler {
 	js, _ := fs.ReadFile(assets, "playground.js")
 	sum := sha256.Sum256(js)
 	page := strings.ReplaceAll(indexHTML, "VERSION", hex.EncodeToString(sum[:6]))
-	files := http.StripPrefix("/playground/", http.FileServerFS(assets))
+	files := http.StripPrefix("/playground/", http.FileServerFS(filesOnly{assets}))
 
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
@@ -59,6 +59,22 @@ func Playground() http.Handler {
 		files.ServeHTTP(w, r)
 	})
 	return mux
+}
+
+// filesOnly serves the files of an FS and nothing else: a directory does not exist, so
+// http.FileServer answers 404 for it instead of listing what is embedded.
+type filesOnly struct{ fs.FS }
+
+func (f filesOnly) Open(name string) (fs.File, error) {
+	file, err := f.FS.Open(name)
+	if err != nil {
+		return nil, err
+	}
+	if st, err := file.Stat(); err != nil || st.IsDir() {
+		file.Close()
+		return nil, &fs.PathError{Op: "open", Path: name, Err: fs.ErrNotExist}
+	}
+	return file, nil
 }
 
 func secure(w http.ResponseWriter) {
