@@ -40,11 +40,11 @@ func TestUser_ShowsAUserToThemselfAndToAdminsOnly(t *testing.T) {
 			t.Fatal(err)
 		}
 		as := func(p *model.AuthPayload) context.Context {
-			auth := ""
+			var auth []string
 			if p != nil {
-				auth = "Bearer " + p.AccessToken
+				auth = []string{"Bearer " + p.AccessToken}
 			}
-			return account.WithRequest(ctx, account.NewRequest(tokens, auth, ""))
+			return account.WithRequest(ctx, account.NewRequest(tokens, auth, nil))
 		}
 		userRole := model.RoleUser
 		key, err := svc.CreateAPIKey(as(root), "reports", &userRole, nil)
