@@ -13,6 +13,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"net/url"
 	"os"
 	"os/signal"
 	"runtime"
@@ -30,6 +31,7 @@ import (
 	"gqlauth/config"
 	"gqlauth/feed"
 	"gqlauth/graph"
+	"gqlauth/mailer"
 	"gqlauth/model"
 	"gqlauth/oidc"
 	"gqlauth/ratelimit"
@@ -122,6 +124,7 @@ type services struct {
 	tokens    *token.Tokens
 	account   *account.Service
 	providers *oidc.RelyingParties // nil: no OpenID Connect provider
+	mail      *mailer.Mailer
 	signIn    *web.SignIn
 	gql       *graph.Handler
 	metrics   *prometheus.Registry
@@ -170,6 +173,9 @@ func build(ctx context.Context, cfg config.Config, db *store.DB, log *slog.Logge
 		counter = redis
 	}
 	fail := func(err error) (*services, error) { s.close(); return nil, err }
+	if s.mail, err = buildMailer(ctx, cfg, db, log); err != nil {
+		return fail(err)
+	}
 
 	events := feed.New()
 	s.providers = oidc.New(db, cfg.OIDC, nil, log)
@@ -239,6 +245,9 @@ func mount(cfg config.Config, db *store.DB, s *services) http.Handler {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		io.WriteString(w, schemaSDL)
 	})
+	if cfg.Mail.SMTPURL == "" && cfg.Mail.DevInbox {
+		mux.Handle("GET /dev/mail", web.DevMail(s.mail.Inbox))
+	}
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok\n") })
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
 		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
@@ -283,6 +292,17 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger, handler htt
 	} else {
 		log.Info("metrics are not served; set METRICS_ADDR (e.g. 127.0.0.1:9464) to serve /metrics on an address of its own")
 	}
+	// The outbox's senders outlive ctx: at shutdown they finish the messages being sent, within
+	// the grace period, after the HTTP server has drained.
+	if err := s.mail.Start(context.WithoutCancel(ctx)); err != nil {
+		ln.Close()
+		return err
+	}
+	stopMail := func(ctx context.Context) {
+		if err := s.mail.Stop(ctx); err != nil {
+			log.Warn("mail senders did not stop cleanly; unfinished messages are sent again later", "err", err)
+		}
+	}
 	go sweep(ctx, s.account, log)
 	go s.listen(ctx, nil)
 	if s.keys != nil {
@@ -302,6 +322,7 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger, handler htt
 	go func() { errc <- srv.Serve(ln) }()
 	select {
 	case err := <-errc:
+		stopMail(context.Background())
 		return err
 	case <-ctx.Done():
 	}
@@ -311,7 +332,9 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger, handler htt
 	if metricsSrv != nil {
 		go metricsSrv.Shutdown(shutdownCtx)
 	}
-	return srv.Shutdown(shutdownCtx)
+	err = srv.Shutdown(shutdownCtx)
+	stopMail(shutdownCtx)
+	return err
 }
 
 // wireEvents lays the path of a committed audit event through this instance, in this one place,
@@ -359,6 +382,62 @@ func wireEvents(db *store.DB, events *feed.Feed, keys *token.KeyRing, sockets *g
 			}
 		}, func(err error) { log.Warn("event listener lost its connection; reconnecting", "err", err) })
 	}
+}
+
+// buildMailer builds the outbox on the store's database and runs its migrations (River's tables),
+// and logs where mail goes: an SMTP server, the development inbox, or nowhere.
+func buildMailer(ctx context.Context, cfg config.Config, db *store.DB, log *slog.Logger) (*mailer.Mailer, error) {
+	engine := mailer.SQLite
+	if db.IsPostgres() {
+		engine = mailer.Postgres
+	}
+	m, err := mailer.New(db.SQLDB(), engine, mailer.Config{
+		SMTPURL: cfg.Mail.SMTPURL, From: cfg.Mail.From, AppName: cfg.Mail.AppName, TemplatesDir: cfg.Mail.Templates,
+		Secret: cfg.JWTSecret, DevInbox: cfg.Mail.DevInbox, DevInboxStore: devInbox{db}, Logger: log,
+	})
+	if err != nil {
+		return nil, err
+	}
+	if err := m.Migrate(ctx); err != nil {
+		return nil, fmt.Errorf("database migration failed: %v", err)
+	}
+	switch {
+	case cfg.Mail.SMTPURL != "":
+		log.Info("mail is sent through SMTP", "server", smtpHost(cfg.Mail.SMTPURL), "from", cfg.Mail.From, "links", cfg.Mail.LinkURL)
+	case cfg.Mail.DevInbox:
+		log.Info("mail goes to the development inbox, not sent; read it at GET /dev/mail (loopback only)", "links", cfg.Mail.LinkURL)
+	default:
+		log.Warn("mail is off: nothing is sent; set SMTP_URL and MAIL_FROM (or MAIL_DEV_INBOX=true in development)")
+	}
+	if cfg.Mail.LinkURLGuessed {
+		log.Info("mailed links point to "+cfg.Mail.LinkURL+"; set EMAIL_LINK_URL or PUBLIC_URL to the address users reach", "links", cfg.Mail.LinkURL)
+	}
+	return m, nil
+}
+
+// smtpHost is the host:port of an SMTP URL, without the credentials, for the log.
+func smtpHost(raw string) string {
+	if u, err := url.Parse(raw); err == nil {
+		return u.Scheme + "://" + u.Host
+	}
+	return ""
+}
+
+// devInbox keeps the development inbox in the store's dev_mail table, so that every instance
+// shows the same inbox.
+type devInbox struct{ db *store.DB }
+
+func (d devInbox) Add(ctx context.Context, m mailer.DevMessage) error {
+	return d.db.AddDevMail(ctx, &store.DevMail{To: m.To, Subject: m.Subject, Text: m.Text, HTML: m.HTML, At: m.At})
+}
+
+func (d devInbox) List(ctx context.Context) ([]mailer.DevMessage, error) {
+	rows, err := d.db.DevMails(ctx)
+	out := make([]mailer.DevMessage, len(rows))
+	for i, r := range rows {
+		out[i] = mailer.DevMessage{To: r.To, Subject: r.Subject, Text: r.Text, HTML: r.HTML, At: r.At.UTC()}
+	}
+	return out, err
 }
 
 // newHTTPServer is an http.Server with the timeouts and header limit of every listener.

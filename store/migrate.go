@@ -145,6 +145,18 @@ ALTER TABLE auth_codes ADD COLUMN email TEXT;
 -- email trusts only such addresses.
 ALTER TABLE users ADD COLUMN email_verified_at %[1]s;
 `},
+	{"20261215000001", "dev_mail", `
+-- The development inbox (MAIL_DEV_INBOX, GET /dev/mail): delivered messages in the clear, the
+-- newest 200 kept, so that every instance shows the same inbox. Empty unless the inbox is on.
+CREATE TABLE dev_mail (
+	id        %[2]s,
+	to_addr   TEXT NOT NULL,
+	subject   TEXT NOT NULL,
+	text_body TEXT NOT NULL,
+	html_body TEXT NOT NULL,
+	at        %[1]s NOT NULL
+);
+`},
 }
 
 // Migrate applies the migrations that have not been applied yet. It is idempotent, and safe when
