@@ -175,7 +175,8 @@ func TestLoadConfig_MailDefaults(t *testing.T) {
 				t.Fatal(err)
 			}
 			m := cfg.Mail
-			if m.DevInbox != c.devInbox || m.LinkURL != c.linkURL || m.LinkURLGuessed != c.guessed || m.AppName != "gqlauth" || m.SMTPURL != "" {
+			if m.DevInbox != c.devInbox || m.LinkURL != c.linkURL || m.LinkURLGuessed != c.guessed || m.AppName != "gqlauth" || m.SMTPURL != "" ||
+				m.VerifyTTL != 24*time.Hour || m.PerAddress != 5 {
 				t.Fatalf("Mail = %+v, want DevInbox %v, LinkURL %q, guessed %v", m, c.devInbox, c.linkURL, c.guessed)
 			}
 		})
@@ -192,6 +193,8 @@ func TestLoadConfig_MailAcceptsGoodValues(t *testing.T) {
 		{"AppName", []string{"APP_NAME", "Acme Accounts"}},
 		{"Templates", []string{"MAIL_TEMPLATES", "/etc/gqlauth/mail"}},
 		{"LinkURLWithPath", []string{"EMAIL_LINK_URL", "http://localhost:5173/auth"}},
+		{"VerifyTTL", []string{"EMAIL_VERIFY_TTL", "2h"}},
+		{"PerAddressOff", []string{"RATE_LIMIT_EMAIL_PER_ADDRESS", "0"}},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -221,6 +224,10 @@ func TestLoadConfig_MailRejectsBadValuesNamingTheVariable(t *testing.T) {
 		{"LinkURLRelative", []string{"EMAIL_LINK_URL", "/account"}, "EMAIL_LINK_URL"},
 		{"LinkURLNotHTTP", []string{"EMAIL_LINK_URL", "javascript:alert(1)"}, "EMAIL_LINK_URL"},
 		{"LinkURLWithFragment", []string{"EMAIL_LINK_URL", "https://app.example.com/#/account"}, "EMAIL_LINK_URL"},
+		{"VerifyTTLUnparsable", []string{"EMAIL_VERIFY_TTL", "a day"}, "EMAIL_VERIFY_TTL"},
+		{"VerifyTTLZero", []string{"EMAIL_VERIFY_TTL", "0s"}, "EMAIL_VERIFY_TTL"},
+		{"PerAddressNegative", []string{"RATE_LIMIT_EMAIL_PER_ADDRESS", "-1"}, "RATE_LIMIT_EMAIL_PER_ADDRESS"},
+		{"PerAddressNotANumber", []string{"RATE_LIMIT_EMAIL_PER_ADDRESS", "five"}, "RATE_LIMIT_EMAIL_PER_ADDRESS"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

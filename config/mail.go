@@ -7,6 +7,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"time"
 	"unicode"
 )
 
@@ -21,6 +22,10 @@ type Mail struct {
 	// LinkURL is the base of mailed links (EMAIL_LINK_URL, else <PUBLIC_URL>/, else
 	// http://localhost:<PORT>/), never the request's Host.
 	LinkURL string
+	// VerifyTTL is how long an address verification link works.
+	VerifyTTL time.Duration
+	// PerAddress is how many messages one address may be sent per hour (0: no limit).
+	PerAddress int
 	// LinkURLGuessed: neither EMAIL_LINK_URL nor PUBLIC_URL is set; the server logs it at start.
 	LinkURLGuessed bool
 }

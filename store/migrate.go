@@ -157,6 +157,20 @@ CREATE TABLE dev_mail (
 	at        %[1]s NOT NULL
 );
 `},
+	{"20261215000002", "mail_tokens", `
+-- Tokens and codes mailed to an account (verify_email, …): only their HMAC under a server key,
+-- single use, one live per account and purpose (a newer one deletes the older).
+CREATE TABLE mail_tokens (
+	token_hash TEXT PRIMARY KEY,
+	user_id    TEXT NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+	purpose    TEXT NOT NULL,
+	email      TEXT NOT NULL,
+	created_at %[1]s NOT NULL,
+	expires_at %[1]s NOT NULL
+);
+CREATE INDEX mail_tokens_user_purpose_idx ON mail_tokens (user_id, purpose);
+CREATE INDEX mail_tokens_expires_at_idx ON mail_tokens (expires_at);
+`},
 }
 
 // Migrate applies the migrations that have not been applied yet. It is idempotent, and safe when
