@@ -175,3 +175,39 @@ func (s *syncWriter) String() string {
 	defer s.mu.Unlock()
 	return s.w.String()
 }
+
+func TestRun_VerificationLinkThroughTheDevInbox(t *testing.T) {
+	for _, kind := range storetest.Kinds(t) {
+		t.Run(string(kind), func(t *testing.T) {
+			vars, _, _ := databaseVars(t, kind)
+			vars = append(vars, "MAIL_DEV_INBOX", "true", "PUBLIC_URL", "https://auth.example.com")
+			base := start(t, t.TempDir(), vars...)
+			tok := accessToken(t, graphql(t, base, "", `mutation { register(username: "ann", password: "correct horse battery", email: "ann@example.com") { accessToken } }`), "register")
+			if out := graphql(t, base, tok, `mutation { sendEmailVerification }`); out["errors"] != nil {
+				t.Fatalf("sendEmailVerification: %v", out)
+			}
+			var msgs []mailer.DevMessage
+			for deadline := time.Now().Add(20 * time.Second); len(msgs) == 0 && time.Now().Before(deadline); {
+				time.Sleep(100 * time.Millisecond)
+				_, msgs = devMail(t, base)
+			}
+			const prefix = "https://auth.example.com/#type=verify_email&token="
+			if len(msgs) == 0 {
+				t.Fatal("the development inbox stayed empty")
+			}
+			i := strings.Index(msgs[0].Text, prefix)
+			if len(msgs) != 1 || msgs[0].To != "ann@example.com" || i < 0 {
+				t.Fatalf("inbox %+v: want one message to ann with a link under PUBLIC_URL", msgs)
+			}
+			link := msgs[0].Text[i+len(prefix):]
+			link = link[:strings.IndexAny(link, " \r\n")]
+			if out := graphql(t, base, "", `mutation { verifyEmail(token: "`+link+`") }`); out["errors"] != nil {
+				t.Fatalf("verifyEmail: %v", out)
+			}
+			out := graphql(t, base, tok, `{ me { emailVerified } }`)
+			if me := out["data"].(map[string]any)["me"].(map[string]any); me["emailVerified"] != true {
+				t.Fatalf("me: %v", out)
+			}
+		})
+	}
+}

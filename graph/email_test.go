@@ -243,10 +243,13 @@ func TestEmailVerification_AccountWithoutEmailIsBadUserInput(t *testing.T) {
 	})
 }
 
-func TestEmailVerification_SignedOutCallerIsUnauthenticated(t *testing.T) {
+func TestEmailVerification_OnlyASignedInSessionMayAsk(t *testing.T) {
 	storetest.Each(t, func(t *testing.T, kind storetest.Kind) {
 		s, smtp := mailServer(t, kind)
 		s.sendVerification(t, "").wantError(t, "UNAUTHENTICATED", "MISSING_TOKEN")
+		ann := s.registerWithEmail(t, "ann", "ann@example.com")
+		key := s.createAPIKey(t, ann.AccessToken, "ci", nil)
+		s.withKey(t, key.Secret, `mutation { sendEmailVerification }`).wantError(t, "FORBIDDEN", "")
 		if got := smtp.quiet(); len(got) != 0 {
 			t.Fatalf("%d messages", len(got))
 		}
