@@ -30,6 +30,7 @@ import (
 	"gqlauth/config"
 	"gqlauth/feed"
 	"gqlauth/graph"
+	"gqlauth/mailer"
 	"gqlauth/model"
 	"gqlauth/oidc"
 	"gqlauth/ratelimit"
@@ -122,6 +123,7 @@ type services struct {
 	tokens    *token.Tokens
 	account   *account.Service
 	providers *oidc.RelyingParties // nil: no OpenID Connect provider
+	mail      *mailer.Mailer
 	signIn    *web.SignIn
 	gql       *graph.Handler
 	metrics   *prometheus.Registry
@@ -170,6 +172,9 @@ func build(ctx context.Context, cfg config.Config, db *store.DB, log *slog.Logge
 		counter = redis
 	}
 	fail := func(err error) (*services, error) { s.close(); return nil, err }
+	if s.mail, err = buildMailer(ctx, cfg, db, log); err != nil {
+		return fail(err)
+	}
 
 	events := feed.New()
 	s.providers = oidc.New(db, cfg.OIDC, nil, log)
@@ -180,7 +185,9 @@ func build(ctx context.Context, cfg config.Config, db *store.DB, log *slog.Logge
 			PerClient: cfg.RateLimitPerIP, ClientWindow: cfg.RateLimitIPWindow,
 			FailuresPerUser: cfg.UserFailures, UserWindow: cfg.UserFailuresWindow,
 			FailuresPerUserAllClients: cfg.UserFailuresAll,
+			MailPerAddress:            cfg.Mail.PerAddress,
 		},
+		Mail:           account.MailConfig{Mailer: s.mail, LinkURL: cfg.Mail.LinkURL, VerifyTTL: cfg.Mail.VerifyTTL},
 		AuditRetention: cfg.AuditRetention, Providers: s.providers.Names(), LinkVerifiedEmail: cfg.LinkVerifiedEmail,
 		Feed: events,
 	})
@@ -244,6 +251,9 @@ func mount(cfg config.Config, db *store.DB, s *services) http.Handler {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		io.WriteString(w, schemaSDL)
 	})
+	if cfg.Mail.SMTPURL == "" && cfg.Mail.DevInbox {
+		mux.Handle("GET /dev/mail", web.DevMail(s.mail.Inbox))
+	}
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok\n") })
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
 		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
@@ -288,6 +298,17 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger, handler htt
 	} else {
 		log.Info("metrics are not served; set METRICS_ADDR (e.g. 127.0.0.1:9464) to serve /metrics on an address of its own")
 	}
+	// The outbox's senders outlive ctx: at shutdown they finish the messages being sent, within
+	// the grace period, after the HTTP server has drained.
+	if err := s.mail.Start(context.WithoutCancel(ctx)); err != nil {
+		ln.Close()
+		return err
+	}
+	stopMail := func(ctx context.Context) {
+		if err := s.mail.Stop(ctx); err != nil {
+			log.Warn("mail senders did not stop cleanly; unfinished messages are sent again later", "err", err)
+		}
+	}
 	go sweep(ctx, s.account, log)
 	go s.listen(ctx, nil)
 	if s.keys != nil {
@@ -307,6 +328,7 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger, handler htt
 	go func() { errc <- srv.Serve(ln) }()
 	select {
 	case err := <-errc:
+		stopMail(context.Background())
 		return err
 	case <-ctx.Done():
 	}
@@ -316,7 +338,9 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger, handler htt
 	if metricsSrv != nil {
 		go metricsSrv.Shutdown(shutdownCtx)
 	}
-	return srv.Shutdown(shutdownCtx)
+	err = srv.Shutdown(shutdownCtx)
+	stopMail(shutdownCtx)
+	return err
 }
 
 // wireEvents lays the path of a committed audit event through this instance, in this one place,
@@ -391,6 +415,9 @@ func sweep(ctx context.Context, svc *account.Service, log *slog.Logger) {
 		}
 		if _, err := svc.SweepSignIns(ctx); err != nil && ctx.Err() == nil {
 			log.Warn("sign-in sweep failed", "err", err)
+		}
+		if _, err := svc.SweepMailTokens(ctx); err != nil && ctx.Err() == nil {
+			log.Warn("mailed-token sweep failed", "err", err)
 		}
 		if n, err := svc.SweepAPIKeys(ctx); err != nil && ctx.Err() == nil {
 			log.Warn("API key sweep failed", "err", err)

@@ -1,6 +1,7 @@
 package account
 
 import (
+	"cmp"
 	"context"
 	"math"
 	"net/netip"
@@ -34,6 +35,10 @@ type Limits struct {
 	// spread over many clients is throttled this way; the owner, from a network they signed in
 	// from before, is not locked out.
 	FailuresPerUserAllClients int
+
+	// MailPerAddress messages of any kind to one address per MailWindow (an hour by default).
+	MailPerAddress int
+	MailWindow     time.Duration
 }
 
 // KnownClientTTL is how long a client (IP or IPv6 /64) stays known to a username after a correct
@@ -207,6 +212,26 @@ func userClientKey(username, ip string) string { return userKey(username) + "|" 
 
 // knownClientKey marks a client that signed in to a username with its password.
 func knownClientKey(username, ip string) string { return "known:" + userClientKey(username, ip) }
+
+// limitAddress counts one message to address (RATE_LIMIT_EMAIL_PER_ADDRESS) and refuses it, as
+// TOO_MANY_REQUESTS, over the limit.
+func (s *Service) limitAddress(ctx context.Context, address string) error {
+	l := s.cfg.Limits
+	if l.Counter == nil || l.MailPerAddress <= 0 {
+		return nil
+	}
+	n, left, err := l.Counter.Incr(ctx, "mail:"+strings.ToLower(address), cmp.Or(l.MailWindow, time.Hour))
+	if err != nil {
+		return s.limiterDown(ctx, err)
+	}
+	if n > int64(l.MailPerAddress) {
+		if n == int64(l.MailPerAddress)+1 {
+			s.recordAlone(ctx, s.event(ctx, model.AuditEventTypeRateLimited, CallerID(ctx), "", "", "messages to one address"))
+		}
+		return tooMany(left)
+	}
+	return nil
+}
 
 func tooMany(left time.Duration) error {
 	return model.TooManyRequests(int(math.Ceil(left.Seconds())))

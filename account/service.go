@@ -52,6 +52,8 @@ type ServiceConfig struct {
 	// account with that email, when this server verified the account's address too; otherwise
 	// such a sign-in is refused.
 	LinkVerifiedEmail bool
+	// Mail is what the flows that mail need (#23).
+	Mail MailConfig
 }
 
 // NewService returns a Service.

@@ -70,6 +70,7 @@ type Config struct {
 	CORSOrigins        []string
 	OIDC               oidc.Config
 	LinkVerifiedEmail  bool // a provider's verified email may join the account with that address
+	Mail               Mail
 }
 
 // Load reads and validates the configuration. Its error is one line naming the variable.
@@ -237,6 +238,11 @@ func Load(getenv func(string) string) (Config, error) {
 		errs = append(errs, err)
 	}
 	cfg.LinkVerifiedEmail = boolean("OIDC_LINK_VERIFIED_EMAIL", "false")
+	if cfg.Mail, err = loadMail(get, boolean, cfg.PublicURL, cfg.Port); err != nil {
+		errs = append(errs, err)
+	}
+	cfg.Mail.VerifyTTL = duration("EMAIL_VERIFY_TTL", "24h")
+	cfg.Mail.PerAddress = integer("RATE_LIMIT_EMAIL_PER_ADDRESS", "5", 0, 1_000_000)
 	if cfg.TrustedOnly && cfg.TrustedDocuments == "" {
 		errs = append(errs, errors.New("TRUSTED_DOCUMENTS_ONLY: needs TRUSTED_DOCUMENTS, the manifest of the documents to allow"))
 	}

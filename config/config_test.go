@@ -150,3 +150,95 @@ func TestLoadConfig_RejectsBadValuesNamingTheVariable(t *testing.T) {
 		})
 	}
 }
+
+func TestLoadConfig_MailDefaults(t *testing.T) {
+	secret := strings.Repeat("s", 32)
+	cases := []struct {
+		name     string
+		env      []string
+		devInbox bool
+		linkURL  string
+		guessed  bool
+	}{
+		{"EmbeddedDatabase", nil, true, "http://localhost:8080/", true},
+		{"EmbeddedOtherPort", []string{"PORT", "9000"}, true, "http://localhost:9000/", true},
+		{"Postgres", []string{"DATABASE_URL", "postgres://localhost/db", "JWT_SECRET", secret}, false, "http://localhost:8080/", true},
+		{"PostgresInboxOn", []string{"DATABASE_URL", "postgres://localhost/db", "JWT_SECRET", secret, "MAIL_DEV_INBOX", "true"}, true, "http://localhost:8080/", true},
+		{"EmbeddedInboxOff", []string{"MAIL_DEV_INBOX", "false"}, false, "http://localhost:8080/", true},
+		{"PublicURL", []string{"PUBLIC_URL", "https://auth.example.com/"}, true, "https://auth.example.com/", false},
+		{"LinkURLOverPublicURL", []string{"PUBLIC_URL", "https://auth.example.com", "EMAIL_LINK_URL", "https://app.example.com/account"}, true, "https://app.example.com/account", false},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			cfg, err := config.Load(env(c.env...))
+			if err != nil {
+				t.Fatal(err)
+			}
+			m := cfg.Mail
+			if m.DevInbox != c.devInbox || m.LinkURL != c.linkURL || m.LinkURLGuessed != c.guessed || m.AppName != "gqlauth" || m.SMTPURL != "" ||
+				m.VerifyTTL != 24*time.Hour || m.PerAddress != 5 {
+				t.Fatalf("Mail = %+v, want DevInbox %v, LinkURL %q, guessed %v", m, c.devInbox, c.linkURL, c.guessed)
+			}
+		})
+	}
+}
+
+func TestLoadConfig_MailAcceptsGoodValues(t *testing.T) {
+	cases := []struct {
+		name string
+		env  []string
+	}{
+		{"SMTPWithFrom", []string{"SMTP_URL", "smtp://mail.example.com:587", "MAIL_FROM", "no-reply@example.com"}},
+		{"SMTPSWithUser", []string{"SMTP_URL", "smtps://user:secret-pw@mail.example.com", "MAIL_FROM", "App <no-reply@example.com>"}},
+		{"AppName", []string{"APP_NAME", "Acme Accounts"}},
+		{"Templates", []string{"MAIL_TEMPLATES", "/etc/gqlauth/mail"}},
+		{"LinkURLWithPath", []string{"EMAIL_LINK_URL", "http://localhost:5173/auth"}},
+		{"VerifyTTL", []string{"EMAIL_VERIFY_TTL", "2h"}},
+		{"PerAddressOff", []string{"RATE_LIMIT_EMAIL_PER_ADDRESS", "0"}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			if _, err := config.Load(env(c.env...)); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+}
+
+func TestLoadConfig_MailRejectsBadValuesNamingTheVariable(t *testing.T) {
+	cases := []struct {
+		name   string
+		env    []string
+		naming string
+	}{
+		{"SMTPWithoutFrom", []string{"SMTP_URL", "smtp://mail.example.com"}, "MAIL_FROM"},
+		{"SMTPSchemeHTTP", []string{"SMTP_URL", "http://mail.example.com", "MAIL_FROM", "a@example.com"}, "SMTP_URL"},
+		{"SMTPWithoutScheme", []string{"SMTP_URL", "mail.example.com:25", "MAIL_FROM", "a@example.com"}, "SMTP_URL"},
+		{"SMTPWithoutHost", []string{"SMTP_URL", "smtp://", "MAIL_FROM", "a@example.com"}, "SMTP_URL"},
+		{"SMTPUnparsable", []string{"SMTP_URL", "smtp://user:secret-pw@mail.example.com:25%zz", "MAIL_FROM", "a@example.com"}, "SMTP_URL"},
+		{"FromNotAnAddress", []string{"MAIL_FROM", "no-reply"}, "MAIL_FROM"},
+		{"FromWithLineBreak", []string{"MAIL_FROM", "App <a@example.com>\r\nBcc: x@example.com"}, "MAIL_FROM"},
+		{"AppNameWithLineBreak", []string{"APP_NAME", "Acme\nBcc: x@example.com"}, "APP_NAME"},
+		{"AppNameTooLong", []string{"APP_NAME", strings.Repeat("a", 101)}, "APP_NAME"},
+		{"DevInboxNotBool", []string{"MAIL_DEV_INBOX", "dev"}, "MAIL_DEV_INBOX"},
+		{"LinkURLRelative", []string{"EMAIL_LINK_URL", "/account"}, "EMAIL_LINK_URL"},
+		{"LinkURLNotHTTP", []string{"EMAIL_LINK_URL", "javascript:alert(1)"}, "EMAIL_LINK_URL"},
+		{"LinkURLWithFragment", []string{"EMAIL_LINK_URL", "https://app.example.com/#/account"}, "EMAIL_LINK_URL"},
+		{"VerifyTTLUnparsable", []string{"EMAIL_VERIFY_TTL", "a day"}, "EMAIL_VERIFY_TTL"},
+		{"VerifyTTLZero", []string{"EMAIL_VERIFY_TTL", "0s"}, "EMAIL_VERIFY_TTL"},
+		{"PerAddressNegative", []string{"RATE_LIMIT_EMAIL_PER_ADDRESS", "-1"}, "RATE_LIMIT_EMAIL_PER_ADDRESS"},
+		{"PerAddressNotANumber", []string{"RATE_LIMIT_EMAIL_PER_ADDRESS", "five"}, "RATE_LIMIT_EMAIL_PER_ADDRESS"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			_, err := config.Load(env(c.env...))
+			if err == nil {
+				t.Fatal("want an error")
+			}
+			msg := err.Error()
+			if !strings.Contains(msg, c.naming) || strings.Contains(msg, "\n") || strings.Contains(msg, "secret-pw") {
+				t.Fatalf("error %q should be one line naming %s (and no password)", msg, c.naming)
+			}
+		})
+	}
+}

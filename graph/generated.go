@@ -95,23 +95,25 @@ type ComplexityRoot struct {
 	}
 
 	Mutation struct {
-		ChangePassword       func(childComplexity int, currentPassword string, newPassword string) int
-		CompleteIdentityLink func(childComplexity int, code string, codeVerifier string) int
-		CreateAPIKey         func(childComplexity int, name string, role *model.Role, expiresIn *int) int
-		CreateUser           func(childComplexity int, username string, password string, email *string, role model.Role) int
-		ExchangeAuthCode     func(childComplexity int, code string, codeVerifier string) int
-		LinkIdentityStart    func(childComplexity int, provider string, redirectTo string, codeChallenge string) int
-		Login                func(childComplexity int, username string, password string) int
-		Logout               func(childComplexity int, scope model.LogoutScope) int
-		Refresh              func(childComplexity int, refreshToken *string) int
-		Register             func(childComplexity int, username string, password string, email *string) int
-		RevokeAPIKey         func(childComplexity int, id string) int
-		RevokeSigningKey     func(childComplexity int, kid string) int
-		RotateSigningKey     func(childComplexity int) int
-		SetPassword          func(childComplexity int, newPassword string) int
-		SetUserDisabled      func(childComplexity int, id string, disabled bool) int
-		SetUserRole          func(childComplexity int, id string, role model.Role) int
-		UnlinkIdentity       func(childComplexity int, provider string) int
+		ChangePassword        func(childComplexity int, currentPassword string, newPassword string) int
+		CompleteIdentityLink  func(childComplexity int, code string, codeVerifier string) int
+		CreateAPIKey          func(childComplexity int, name string, role *model.Role, expiresIn *int) int
+		CreateUser            func(childComplexity int, username string, password string, email *string, role model.Role) int
+		ExchangeAuthCode      func(childComplexity int, code string, codeVerifier string) int
+		LinkIdentityStart     func(childComplexity int, provider string, redirectTo string, codeChallenge string) int
+		Login                 func(childComplexity int, username string, password string) int
+		Logout                func(childComplexity int, scope model.LogoutScope) int
+		Refresh               func(childComplexity int, refreshToken *string) int
+		Register              func(childComplexity int, username string, password string, email *string) int
+		RevokeAPIKey          func(childComplexity int, id string) int
+		RevokeSigningKey      func(childComplexity int, kid string) int
+		RotateSigningKey      func(childComplexity int) int
+		SendEmailVerification func(childComplexity int) int
+		SetPassword           func(childComplexity int, newPassword string) int
+		SetUserDisabled       func(childComplexity int, id string, disabled bool) int
+		SetUserRole           func(childComplexity int, id string, role model.Role) int
+		UnlinkIdentity        func(childComplexity int, provider string) int
+		VerifyEmail           func(childComplexity int, token string) int
 	}
 
 	PageInfo struct {
@@ -153,13 +155,14 @@ type ComplexityRoot struct {
 	}
 
 	User struct {
-		CreatedAt  func(childComplexity int) int
-		Disabled   func(childComplexity int) int
-		Email      func(childComplexity int) int
-		ID         func(childComplexity int) int
-		Identities func(childComplexity int) int
-		Role       func(childComplexity int) int
-		Username   func(childComplexity int) int
+		CreatedAt     func(childComplexity int) int
+		Disabled      func(childComplexity int) int
+		Email         func(childComplexity int) int
+		EmailVerified func(childComplexity int) int
+		ID            func(childComplexity int) int
+		Identities    func(childComplexity int) int
+		Role          func(childComplexity int) int
+		Username      func(childComplexity int) int
 	}
 }
 
@@ -185,6 +188,8 @@ type MutationResolver interface {
 	CompleteIdentityLink(ctx context.Context, code string, codeVerifier string) (*model.Identity, error)
 	UnlinkIdentity(ctx context.Context, provider string) (bool, error)
 	SetPassword(ctx context.Context, newPassword string) (bool, error)
+	SendEmailVerification(ctx context.Context) (bool, error)
+	VerifyEmail(ctx context.Context, token string) (bool, error)
 }
 type QueryResolver interface {
 	Me(ctx context.Context) (*model.User, error)
@@ -552,6 +557,12 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Mutation.RotateSigningKey(childComplexity), true
+	case "Mutation.sendEmailVerification":
+		if e.ComplexityRoot.Mutation.SendEmailVerification == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Mutation.SendEmailVerification(childComplexity), true
 	case "Mutation.setPassword":
 		if e.ComplexityRoot.Mutation.SetPassword == nil {
 			break
@@ -596,6 +607,17 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Mutation.UnlinkIdentity(childComplexity, args["provider"].(string)), true
+	case "Mutation.verifyEmail":
+		if e.ComplexityRoot.Mutation.VerifyEmail == nil {
+			break
+		}
+
+		args, err := ec.field_Mutation_verifyEmail_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Mutation.VerifyEmail(childComplexity, args["token"].(string)), true
 
 	case "PageInfo.endCursor":
 		if e.ComplexityRoot.PageInfo.EndCursor == nil {
@@ -774,6 +796,12 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.User.Email(childComplexity), true
+	case "User.emailVerified":
+		if e.ComplexityRoot.User.EmailVerified == nil {
+			break
+		}
+
+		return e.ComplexityRoot.User.EmailVerified(childComplexity), true
 	case "User.id":
 		if e.ComplexityRoot.User.ID == nil {
 			break
@@ -959,6 +987,8 @@ enum AuthErrorReason {
   INSUFFICIENT_ROLE
   "The account is disabled."
   ACCOUNT_DISABLED
+  "A mailed token or code is unknown, used, expired, voided or malformed."
+  INVALID_CODE
 }
 
 "Which sessions ` + "`" + `logout` + "`" + ` ends."
@@ -1143,6 +1173,8 @@ enum AuditEventType {
   IDENTITY_UNLINKED
   "A client went over a rate limit (recorded once per limit window, not per refused request)."
   RATE_LIMITED
+  "The account's address was verified with a mailed link."
+  EMAIL_VERIFIED
 }
 
 "One recorded security event. It never holds a password, token, secret or hash."
@@ -1265,6 +1297,15 @@ extend type Mutation {
   unlinkIdentity(provider: String!): Boolean! @auth
   "Gives an account created through a provider its first password; refused for one that has a password."
   setPassword(newPassword: String!): Boolean! @auth
+}
+
+extend type User { emailVerified: Boolean! }
+
+extend type Mutation {
+  "Mails a verification link to the caller's address (or to the pending new one)."
+  sendEmailVerification: Boolean! @auth
+  "Uses a verification link's token: the address is verified; for a change, it becomes the account's address."
+  verifyEmail(token: String!): Boolean! @public
 }
 `, BuiltIn: false},
 }
@@ -1440,6 +1481,8 @@ func (ec *executionContext) childFields_User(ctx context.Context, field graphql.
 		return ec.fieldContext_User_createdAt(ctx, field)
 	case "identities":
 		return ec.fieldContext_User_identities(ctx, field)
+	case "emailVerified":
+		return ec.fieldContext_User_emailVerified(ctx, field)
 	}
 	return nil, fmt.Errorf("no field named %q was found under type User", field.Name)
 }
@@ -1915,6 +1958,20 @@ func (ec *executionContext) field_Mutation_unlinkIdentity_args(ctx context.Conte
 		return nil, err
 	}
 	args["provider"] = arg0
+	return args, nil
+}
+
+func (ec *executionContext) field_Mutation_verifyEmail_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "token",
+		func(ctx context.Context, v any) (string, error) {
+			return ec.unmarshalNString2string(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["token"] = arg0
 	return args, nil
 }
 
@@ -3872,6 +3929,104 @@ func (ec *executionContext) fieldContext_Mutation_setPassword(ctx context.Contex
 	return fc, nil
 }
 
+func (ec *executionContext) _Mutation_sendEmailVerification(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Mutation_sendEmailVerification(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return ec.Resolvers.Mutation().SendEmailVerification(ctx)
+		},
+		func(ctx context.Context, next graphql.Resolver) graphql.Resolver {
+			directive0 := next
+
+			directive1 := func(ctx context.Context) (any, error) {
+				role, err := ec.unmarshalNRole2gqlauthᚋmodelᚐRole(ctx, "USER")
+				if err != nil {
+					var zeroVal bool
+					return zeroVal, err
+				}
+				if ec.Directives.Auth == nil {
+					var zeroVal bool
+					return zeroVal, errors.New("directive auth is not implemented")
+				}
+				return ec.Directives.Auth(ctx, nil, directive0, role)
+			}
+
+			next = directive1
+			return next
+		},
+		func(ctx context.Context, selections ast.SelectionSet, v bool) graphql.Marshaler {
+			return ec.marshalNBoolean2bool(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Mutation_sendEmailVerification(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Mutation", field, true, true, errors.New("field of type Boolean does not have child fields"))
+}
+
+func (ec *executionContext) _Mutation_verifyEmail(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Mutation_verifyEmail(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Mutation().VerifyEmail(ctx, fc.Args["token"].(string))
+		},
+		func(ctx context.Context, next graphql.Resolver) graphql.Resolver {
+			directive0 := next
+
+			directive1 := func(ctx context.Context) (any, error) {
+				if ec.Directives.Public == nil {
+					var zeroVal bool
+					return zeroVal, errors.New("directive public is not implemented")
+				}
+				return ec.Directives.Public(ctx, nil, directive0)
+			}
+
+			next = directive1
+			return next
+		},
+		func(ctx context.Context, selections ast.SelectionSet, v bool) graphql.Marshaler {
+			return ec.marshalNBoolean2bool(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Mutation_verifyEmail(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Mutation",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return nil, errors.New("field of type Boolean does not have child fields")
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Mutation_verifyEmail_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
 func (ec *executionContext) _PageInfo_hasNextPage(ctx context.Context, field graphql.CollectedField, obj *model.PageInfo) (ret graphql.Marshaler) {
 	return graphql.ResolveField(
 		ctx,
@@ -4924,6 +5079,29 @@ func (ec *executionContext) fieldContext_User_identities(_ context.Context, fiel
 		},
 	}
 	return fc, nil
+}
+
+func (ec *executionContext) _User_emailVerified(ctx context.Context, field graphql.CollectedField, obj *model.User) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_User_emailVerified(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.EmailVerified(), nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v bool) graphql.Marshaler {
+			return ec.marshalNBoolean2bool(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_User_emailVerified(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("User", field, true, false, errors.New("field of type Boolean does not have child fields"))
 }
 
 func (ec *executionContext) ___Directive_name(ctx context.Context, field graphql.CollectedField, obj *introspection.Directive) (ret graphql.Marshaler) {
@@ -6518,6 +6696,20 @@ func (ec *executionContext) _Mutation(ctx context.Context, sel ast.SelectionSet)
 			if out.Values[i] == graphql.Null {
 				out.Invalids++
 			}
+		case "sendEmailVerification":
+			out.Values[i] = ec.OperationContext.RootResolverMiddleware(innerCtx, func(ctx context.Context) (res graphql.Marshaler) {
+				return ec._Mutation_sendEmailVerification(ctx, field)
+			})
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "verifyEmail":
+			out.Values[i] = ec.OperationContext.RootResolverMiddleware(innerCtx, func(ctx context.Context) (res graphql.Marshaler) {
+				return ec._Mutation_verifyEmail(ctx, field)
+			})
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
 		default:
 			panic("unknown field " + strconv.Quote(field.Name))
 		}
@@ -7019,6 +7211,11 @@ func (ec *executionContext) _User(ctx context.Context, sel ast.SelectionSet, obj
 			}
 
 			out.Concurrently(i, func(ctx context.Context) graphql.Marshaler { return innerFunc(ctx, out) })
+		case "emailVerified":
+			out.Values[i] = ec._User_emailVerified(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
 		default:
 			panic("unknown field " + strconv.Quote(field.Name))
 		}

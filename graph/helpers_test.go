@@ -82,6 +82,7 @@ type serverOptions struct {
 	alg           string // "": HS256
 	publishDelay  time.Duration
 	rotation      time.Duration
+	mail          func(t testing.TB, db *store.DB) account.MailConfig // nil: no mail
 }
 
 type option func(*serverOptions)
@@ -169,11 +170,16 @@ func newServerOn(t testing.TB, db *store.DB, clk *clock, opts ...option) *server
 		}
 		providerConfig = o.oidc(o.publicURL)
 	}
+	var mailCfg account.MailConfig
+	if o.mail != nil {
+		mailCfg = o.mail(t, db)
+	}
 	events := feed.New()
 	providers := oidc.New(db, providerConfig, clk.Now, log)
 	svc := account.NewService(db, tokens, passwords, account.ServiceConfig{
 		RefreshTTL: o.refreshTTL, ReuseInterval: o.reuseInterval, SignupEnabled: o.signup, Now: clk.Now, Logger: log,
 		Limits: o.limits, AuditRetention: o.retention, Providers: providers.Names(), LinkVerifiedEmail: o.linkVerified, Feed: events,
+		Mail: mailCfg,
 	})
 	signIn := web.NewSignIn(svc, providers)
 	// As server.go builds it: a service of your own goes here too.

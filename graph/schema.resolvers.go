@@ -101,6 +101,16 @@ func (r *mutationResolver) SetPassword(ctx context.Context, newPassword string) 
 	return r.Account.SetPassword(ctx, newPassword)
 }
 
+// SendEmailVerification is the resolver for the sendEmailVerification field.
+func (r *mutationResolver) SendEmailVerification(ctx context.Context) (bool, error) {
+	return r.Account.SendEmailVerification(ctx)
+}
+
+// VerifyEmail is the resolver for the verifyEmail field.
+func (r *mutationResolver) VerifyEmail(ctx context.Context, token string) (bool, error) {
+	return r.Account.VerifyEmail(ctx, token)
+}
+
 // Me is the resolver for the me field.
 func (r *queryResolver) Me(ctx context.Context) (*model.User, error) {
 	p, err := r.Account.Authenticate(ctx)

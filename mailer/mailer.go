@@ -228,12 +228,11 @@ func (m *Mailer) Migrate(ctx context.Context) error {
 		defer conn.ExecContext(context.WithoutCancel(ctx), "SELECT pg_advisory_unlock("+key+")")
 	}
 	_, err := m.migrator.Migrate(ctx, rivermigrate.DirectionUp, nil)
-	// SQLite has no advisory lock: another process (or connection) on the same file may apply a
-	// version between this one's check and its own attempt (each version is its own transaction),
-	// and with several racing, again on the next version. Each retry finds more applied; a bounded
-	// number of them ends the race, since every round some racer's version commits.
+	// Another process on the same file may have applied a version between this one's check and
+	// its own attempt (each version is its own transaction): another attempt finds it applied.
+	// Each lost race means one more version applied, so the attempts are bounded by River's
+	// versions; once was not enough with four processes starting at once.
 	for attempt := 0; err != nil && m.engine == SQLite && attempt < 20 && ctx.Err() == nil; attempt++ {
-		time.Sleep(time.Duration(10+attempt*10) * time.Millisecond)
 		_, err = m.migrator.Migrate(ctx, rivermigrate.DirectionUp, nil)
 	}
 	if err != nil {

@@ -78,4 +78,5 @@ var authMessages = map[AuthErrorReason]string{
 	AuthErrorReasonRefreshTokenReused:  "the refresh token was already used; the session has been revoked for safety",
 	AuthErrorReasonInsufficientRole:    "your role does not allow this",
 	AuthErrorReasonAccountDisabled:     "the account is disabled",
+	AuthErrorReasonInvalidCode:         "the link or code is invalid, used or expired; ask for a new one",
 }

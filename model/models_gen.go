@@ -99,6 +99,8 @@ const (
 	AuditEventTypeIdentityUnlinked AuditEventType = "IDENTITY_UNLINKED"
 	// A client went over a rate limit (recorded once per limit window, not per refused request).
 	AuditEventTypeRateLimited AuditEventType = "RATE_LIMITED"
+	// The account's address was verified with a mailed link.
+	AuditEventTypeEmailVerified AuditEventType = "EMAIL_VERIFIED"
 )
 
 var AllAuditEventType = []AuditEventType{
@@ -119,11 +121,12 @@ var AllAuditEventType = []AuditEventType{
 	AuditEventTypeIdentityLinked,
 	AuditEventTypeIdentityUnlinked,
 	AuditEventTypeRateLimited,
+	AuditEventTypeEmailVerified,
 }
 
 func (e AuditEventType) IsValid() bool {
 	switch e {
-	case AuditEventTypeSignUp, AuditEventTypeSignIn, AuditEventTypeSignInFailed, AuditEventTypeSignOut, AuditEventTypeRefreshTokenReused, AuditEventTypePasswordChanged, AuditEventTypeUserCreated, AuditEventTypeRoleChanged, AuditEventTypeUserDisabled, AuditEventTypeUserEnabled, AuditEventTypeAPIKeyCreated, AuditEventTypeAPIKeyRevoked, AuditEventTypeSigningKeyRotated, AuditEventTypeSigningKeyRevoked, AuditEventTypeIdentityLinked, AuditEventTypeIdentityUnlinked, AuditEventTypeRateLimited:
+	case AuditEventTypeSignUp, AuditEventTypeSignIn, AuditEventTypeSignInFailed, AuditEventTypeSignOut, AuditEventTypeRefreshTokenReused, AuditEventTypePasswordChanged, AuditEventTypeUserCreated, AuditEventTypeRoleChanged, AuditEventTypeUserDisabled, AuditEventTypeUserEnabled, AuditEventTypeAPIKeyCreated, AuditEventTypeAPIKeyRevoked, AuditEventTypeSigningKeyRotated, AuditEventTypeSigningKeyRevoked, AuditEventTypeIdentityLinked, AuditEventTypeIdentityUnlinked, AuditEventTypeRateLimited, AuditEventTypeEmailVerified:
 		return true
 	}
 	return false
@@ -186,6 +189,8 @@ const (
 	AuthErrorReasonInsufficientRole AuthErrorReason = "INSUFFICIENT_ROLE"
 	// The account is disabled.
 	AuthErrorReasonAccountDisabled AuthErrorReason = "ACCOUNT_DISABLED"
+	// A mailed token or code is unknown, used, expired, voided or malformed.
+	AuthErrorReasonInvalidCode AuthErrorReason = "INVALID_CODE"
 )
 
 var AllAuthErrorReason = []AuthErrorReason{
@@ -198,11 +203,12 @@ var AllAuthErrorReason = []AuthErrorReason{
 	AuthErrorReasonRefreshTokenReused,
 	AuthErrorReasonInsufficientRole,
 	AuthErrorReasonAccountDisabled,
+	AuthErrorReasonInvalidCode,
 }
 
 func (e AuthErrorReason) IsValid() bool {
 	switch e {
-	case AuthErrorReasonMissingToken, AuthErrorReasonInvalidToken, AuthErrorReasonTokenExpired, AuthErrorReasonSessionRevoked, AuthErrorReasonInvalidCredentials, AuthErrorReasonInvalidRefreshToken, AuthErrorReasonRefreshTokenReused, AuthErrorReasonInsufficientRole, AuthErrorReasonAccountDisabled:
+	case AuthErrorReasonMissingToken, AuthErrorReasonInvalidToken, AuthErrorReasonTokenExpired, AuthErrorReasonSessionRevoked, AuthErrorReasonInvalidCredentials, AuthErrorReasonInvalidRefreshToken, AuthErrorReasonRefreshTokenReused, AuthErrorReasonInsufficientRole, AuthErrorReasonAccountDisabled, AuthErrorReasonInvalidCode:
 		return true
 	}
 	return false

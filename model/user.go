@@ -21,6 +21,9 @@ type User struct {
 	EmailVerifiedAt *time.Time `bun:"email_verified_at,nullzero"`
 }
 
+// EmailVerified reports whether this server verified the account's address (User.emailVerified).
+func (u *User) EmailVerified() bool { return u.EmailVerifiedAt != nil }
+
 // Session is one sign-in: it lives from login until it expires or is revoked, across any number of
 // refreshes. Only hashes of refresh tokens are kept.
 type Session struct {

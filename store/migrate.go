@@ -145,6 +145,32 @@ ALTER TABLE auth_codes ADD COLUMN email TEXT;
 -- email trusts only such addresses.
 ALTER TABLE users ADD COLUMN email_verified_at %[1]s;
 `},
+	{"20261215000001", "dev_mail", `
+-- The development inbox (MAIL_DEV_INBOX, GET /dev/mail): delivered messages in the clear, the
+-- newest 200 kept, so that every instance shows the same inbox. Empty unless the inbox is on.
+CREATE TABLE dev_mail (
+	id        %[2]s,
+	to_addr   TEXT NOT NULL,
+	subject   TEXT NOT NULL,
+	text_body TEXT NOT NULL,
+	html_body TEXT NOT NULL,
+	at        %[1]s NOT NULL
+);
+`},
+	{"20261215000002", "mail_tokens", `
+-- Tokens and codes mailed to an account (verify_email, …): only their HMAC under a server key,
+-- single use, one live per account and purpose (a newer one deletes the older).
+CREATE TABLE mail_tokens (
+	token_hash TEXT PRIMARY KEY,
+	user_id    TEXT NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+	purpose    TEXT NOT NULL,
+	email      TEXT NOT NULL,
+	created_at %[1]s NOT NULL,
+	expires_at %[1]s NOT NULL
+);
+CREATE INDEX mail_tokens_user_purpose_idx ON mail_tokens (user_id, purpose);
+CREATE INDEX mail_tokens_expires_at_idx ON mail_tokens (expires_at);
+`},
 }
 
 // Migrate applies the migrations that have not been applied yet. It is idempotent, and safe when

@@ -20,7 +20,7 @@ import (
 // formatting and runs as a prepared statement with parameters: parsed and planned once per
 // connection instead of once per request.
 const principalQuery = `SELECT s.expires_at, s.revoked_at,
-	u.id, u.username, u.email, u.role, u.disabled, u.password_hash, u.created_at
+	u.id, u.username, u.email, u.role, u.disabled, u.password_hash, u.created_at, u.email_verified_at
 FROM sessions s JOIN users u ON u.id = s.user_id
 WHERE s.id = ? AND s.user_id = ?`
 
@@ -71,13 +71,19 @@ func (db *DB) Principal(ctx context.Context, sessionID, userID string) (*model.S
 		revokedAt         sql.NullTime
 		email             sql.NullString
 		expires, userTime any
+		verifiedAt        any
 	)
-	err = stmt.QueryRowContext(ctx, sessionID, userID).Scan(&expires, &revokedAt, &u.ID, &u.Username, &email, &u.Role, &u.Disabled, &u.PasswordHash, &userTime)
+	err = stmt.QueryRowContext(ctx, sessionID, userID).Scan(&expires, &revokedAt, &u.ID, &u.Username, &email, &u.Role, &u.Disabled, &u.PasswordHash, &userTime, &verifiedAt)
 	if err == nil {
 		sess.ExpiresAt, err = asTime(expires)
 	}
 	if err == nil {
 		u.CreatedAt, err = asTime(userTime)
+	}
+	if err == nil && verifiedAt != nil {
+		var at time.Time
+		at, err = asTime(verifiedAt)
+		u.EmailVerifiedAt = &at
 	}
 	db.afterQuery(ctx, event, err)
 	if err != nil {
@@ -102,7 +108,7 @@ func (db *DB) principalPG(ctx context.Context, sessionID, userID string) (*model
 	u := new(model.User)
 	var role string
 	err := db.hotPool.QueryRow(ctx, principalQueryPG, sessionID, userID).
-		Scan(&sess.ExpiresAt, &sess.RevokedAt, &u.ID, &u.Username, &u.Email, &role, &u.Disabled, &u.PasswordHash, &u.CreatedAt)
+		Scan(&sess.ExpiresAt, &sess.RevokedAt, &u.ID, &u.Username, &u.Email, &role, &u.Disabled, &u.PasswordHash, &u.CreatedAt, &u.EmailVerifiedAt)
 	db.afterQuery(ctx, event, err)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, nil, ErrNotFound

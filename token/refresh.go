@@ -115,3 +115,21 @@ func NewSecret() string { return Random(32) }
 
 // Equal compares two secrets in constant time.
 func Equal(a, b string) bool { return subtle.ConstantTimeCompare([]byte(a), []byte(b)) == 1 }
+
+// MailTokenLength is the length of a mailed token: 32 random bytes (256 bits), base64url.
+const MailTokenLength = 43
+
+// NewMailToken returns the secret of a mailed link (an address verification, a password reset).
+func NewMailToken() string { return Random(32) }
+
+// IsMailToken reports whether s has the shape of a mailed token, so that anything else is refused
+// without a query.
+func IsMailToken(s string) bool { return len(s) == MailTokenLength && isBase64URL(s) }
+
+// HashMailToken is the form in which a mailed token (or code) of purpose is stored: an HMAC under
+// a key derived from the server secret, so that a copy of the database gives nothing away, not
+// even a six-digit code by trying all of them. The purpose is part of the MAC: a token of one
+// purpose never matches a row of another.
+func (t *Tokens) HashMailToken(purpose, secret string) string {
+	return hex.EncodeToString(mac(t.mailKey, purpose+"\x00"+secret))
+}

@@ -31,6 +31,7 @@ type Claims struct {
 type Tokens struct {
 	key           []byte
 	successorKey  []byte
+	mailKey       []byte
 	issuer        string
 	audience      string
 	ttl           time.Duration
@@ -88,6 +89,7 @@ func NewTokens(cfg TokenConfig) (*Tokens, error) {
 	t := &Tokens{
 		key:           cfg.Secret,
 		successorKey:  mac(cfg.Secret, "gqlauth refresh-token successor"),
+		mailKey:       mac(cfg.Secret, "gqlauth mailed token v1"),
 		issuer:        cfg.Issuer,
 		audience:      cfg.Audience,
 		ttl:           cfg.TTL,
