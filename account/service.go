@@ -42,7 +42,7 @@ type ServiceConfig struct {
 	Limits        Limits
 	// AuditRetention is how long audit events are kept; 0 keeps them for ever.
 	AuditRetention time.Duration
-	// Feed is where the subscriptions read committed audit events (server.go's wireEvents feeds
+	// Feed is where the subscriptions read committed audit events (graph.WireEvents feeds
 	// it); nil: a feed of its own, which nothing feeds.
 	Feed *feed.Feed
 	// Providers are the names of the configured OpenID Connect providers (a user has at most one

@@ -1,5 +1,5 @@
 // Package feed fans out the committed audit events of this process to the subscriptions that
-// asked for them (securityEvents, auditEvents). It is fed in one place, server.go's wireEvents
+// asked for them (securityEvents, auditEvents). It is fed in one place, graph.WireEvents
 // (the store, after a commit or through Postgres LISTEN), and must not decide who may see what:
 // account filters and redacts what a subscriber gets.
 package feed

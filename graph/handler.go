@@ -40,7 +40,7 @@ type Options struct {
 type Handler struct {
 	http.Handler
 	// Sockets are the open WebSockets by user, which committed audit events re-check: see
-	// wireEvents in server.go, the one place the event path is laid.
+	// WireEvents (graph/events.go), the one place the event path is laid.
 	Sockets *Sockets
 }
 

@@ -18,7 +18,6 @@ import (
 	"gqlauth/account"
 	"gqlauth/feed"
 	"gqlauth/graph"
-	"gqlauth/model"
 	"gqlauth/oidc"
 	"gqlauth/store"
 	"gqlauth/store/storetest"
@@ -207,7 +206,7 @@ func newServerOn(t testing.TB, db *store.DB, clk *clock, opts ...option) *server
 	}
 	var listen func(ctx context.Context, connected func())
 	if db != nil {
-		listen = wireEvents(db, events, keys, h.Sockets, log)
+		listen = graph.WireEvents(db, events, keys, h.Sockets, log)
 	}
 	if db != nil && db.IsPostgres() {
 		// Committed events reach sockets through LISTEN: wait until this instance listens.
@@ -227,38 +226,6 @@ func newServerOn(t testing.TB, db *store.DB, clk *clock, opts ...option) *server
 		}
 	}
 	return &server{URL: ts.URL, DB: db, Clock: clk, Queries: counter, Service: svc, Keys: keys, Tokens: tokens}
-}
-
-// wireEvents is server.go's wireEvents (the path of a committed audit event through an instance),
-// which tests cannot import from package main: keep the two the same.
-func wireEvents(db *store.DB, events *feed.Feed, keys *token.KeyRing, sockets *graph.Sockets, log *slog.Logger) func(ctx context.Context, connected func()) {
-	reloadKeys := func() {
-		if err := keys.Reload(context.Background()); err != nil {
-			log.Warn("signing keys could not be reloaded", "err", err)
-			return
-		}
-		events.MarkStale()
-		sockets.ReverifyAll()
-	}
-	db.AddEventSink(func(e *model.AuditEvent) {
-		events.Publish(e)
-		if keys != nil && (e.Type == model.AuditEventTypeSigningKeyRotated || e.Type == model.AuditEventTypeSigningKeyRevoked) {
-			go reloadKeys()
-		}
-		sockets.Recheck(e)
-	})
-	return func(ctx context.Context, connected func()) {
-		db.ListenForEvents(ctx, func() {
-			events.MarkStale()
-			if keys != nil {
-				go reloadKeys()
-			}
-			sockets.RecheckAll()
-			if connected != nil {
-				connected()
-			}
-		}, func(err error) { log.Warn("event listener lost its connection; reconnecting", "err", err) })
-	}
 }
 
 // twoInstances starts two servers on one fresh database, sharing a clock, as two instances

@@ -124,7 +124,7 @@ func TestSocket_RevokedWhileItsInitRunsIsClosed(t *testing.T) {
 				s.query(t, alice.AccessToken, `mutation { createApiKey(name: "socket") { secret apiKey { id } } }`, nil).field(t, "createApiKey", &key)
 
 				handled := make(chan struct{}, 1)
-				s.DB.AddEventSink(func(e *model.AuditEvent) { // after the instance's own path (wireEvents): the socket re-check
+				s.DB.AddEventSink(func(e *model.AuditEvent) { // after the instance's own path (WireEvents): the socket re-check
 					if e.UserID != nil && *e.UserID == alice.User.ID &&
 						(e.Type == model.AuditEventTypeSignOut || e.Type == model.AuditEventTypeAPIKeyRevoked) {
 						select {
