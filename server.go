@@ -186,7 +186,7 @@ func build(ctx context.Context, cfg config.Config, db *store.DB, log *slog.Logge
 			FailuresPerUserAllClients: cfg.UserFailuresAll,
 			MailPerAddress:            cfg.Mail.PerAddress,
 		},
-		Mail:           account.MailConfig{Mailer: s.mail, LinkURL: cfg.Mail.LinkURL, VerifyTTL: cfg.Mail.VerifyTTL},
+		Mail:           account.MailConfig{Mailer: s.mail, LinkURL: cfg.Mail.LinkURL, VerifyTTL: cfg.Mail.VerifyTTL, ResetTTL: cfg.Mail.ResetTTL},
 		AuditRetention: cfg.AuditRetention, Providers: s.providers.Names(), LinkVerifiedEmail: cfg.LinkVerifiedEmail,
 		Feed: events,
 	})

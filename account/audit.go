@@ -86,8 +86,13 @@ func (s *Service) SecurityEvents(ctx context.Context, first int, after *string) 
 	if err != nil {
 		return nil, err
 	}
-	return s.auditPage(ctx, store.AuditFilter{UserID: p.User.ID}, first, after, p.User.ID)
+	return s.auditPage(ctx, store.AuditFilter{UserID: p.User.ID, Except: adminOnly}, first, after, p.User.ID)
 }
+
+// adminOnly are the types of event about a user that only admins see (AuditEvents), never the
+// user (securityEvents, the query and the subscription): a PASSWORD_RESET_REQUESTED is recorded
+// for known addresses only, and is no business of whoever asked.
+var adminOnly = []model.AuditEventType{model.AuditEventTypePasswordResetRequested}
 
 // auditPage reads one page: whole events for an admin (self ""), or the events of user self as
 // ownView shows them to that user.

@@ -2,6 +2,7 @@ package account
 
 import (
 	"context"
+	"slices"
 
 	"gqlauth/model"
 )
@@ -29,7 +30,7 @@ func (s *Service) SubscribeSecurityEvents(ctx context.Context) (<-chan *model.Au
 				// read: end rather than show the event as an older caller would see it.
 				return
 			}
-			if e == nil {
+			if e == nil || slices.Contains(adminOnly, e.Type) {
 				continue
 			}
 			// The feed's events are shared and carry ids only: give this subscriber its copy with

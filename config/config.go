@@ -242,6 +242,7 @@ func Load(getenv func(string) string) (Config, error) {
 		errs = append(errs, err)
 	}
 	cfg.Mail.VerifyTTL = duration("EMAIL_VERIFY_TTL", "24h")
+	cfg.Mail.ResetTTL = duration("PASSWORD_RESET_TTL", "30m")
 	cfg.Mail.PerAddress = integer("RATE_LIMIT_EMAIL_PER_ADDRESS", "5", 0, 1_000_000)
 	if cfg.TrustedOnly && cfg.TrustedDocuments == "" {
 		errs = append(errs, errors.New("TRUSTED_DOCUMENTS_ONLY: needs TRUSTED_DOCUMENTS, the manifest of the documents to allow"))

@@ -176,7 +176,7 @@ func TestLoadConfig_MailDefaults(t *testing.T) {
 			}
 			m := cfg.Mail
 			if m.DevInbox != c.devInbox || m.LinkURL != c.linkURL || m.LinkURLGuessed != c.guessed || m.AppName != "gqlauth" || m.SMTPURL != "" ||
-				m.VerifyTTL != 24*time.Hour || m.PerAddress != 5 {
+				m.VerifyTTL != 24*time.Hour || m.ResetTTL != 30*time.Minute || m.PerAddress != 5 {
 				t.Fatalf("Mail = %+v, want DevInbox %v, LinkURL %q, guessed %v", m, c.devInbox, c.linkURL, c.guessed)
 			}
 		})
@@ -194,6 +194,7 @@ func TestLoadConfig_MailAcceptsGoodValues(t *testing.T) {
 		{"Templates", []string{"MAIL_TEMPLATES", "/etc/gqlauth/mail"}},
 		{"LinkURLWithPath", []string{"EMAIL_LINK_URL", "http://localhost:5173/auth"}},
 		{"VerifyTTL", []string{"EMAIL_VERIFY_TTL", "2h"}},
+		{"ResetTTL", []string{"PASSWORD_RESET_TTL", "15m"}},
 		{"PerAddressOff", []string{"RATE_LIMIT_EMAIL_PER_ADDRESS", "0"}},
 	}
 	for _, c := range cases {
@@ -226,6 +227,8 @@ func TestLoadConfig_MailRejectsBadValuesNamingTheVariable(t *testing.T) {
 		{"LinkURLWithFragment", []string{"EMAIL_LINK_URL", "https://app.example.com/#/account"}, "EMAIL_LINK_URL"},
 		{"VerifyTTLUnparsable", []string{"EMAIL_VERIFY_TTL", "a day"}, "EMAIL_VERIFY_TTL"},
 		{"VerifyTTLZero", []string{"EMAIL_VERIFY_TTL", "0s"}, "EMAIL_VERIFY_TTL"},
+		{"ResetTTLUnparsable", []string{"PASSWORD_RESET_TTL", "half an hour"}, "PASSWORD_RESET_TTL"},
+		{"ResetTTLZero", []string{"PASSWORD_RESET_TTL", "0s"}, "PASSWORD_RESET_TTL"},
 		{"PerAddressNegative", []string{"RATE_LIMIT_EMAIL_PER_ADDRESS", "-1"}, "RATE_LIMIT_EMAIL_PER_ADDRESS"},
 		{"PerAddressNotANumber", []string{"RATE_LIMIT_EMAIL_PER_ADDRESS", "five"}, "RATE_LIMIT_EMAIL_PER_ADDRESS"},
 	}

@@ -24,6 +24,8 @@ type Mail struct {
 	LinkURL string
 	// VerifyTTL is how long an address verification link works.
 	VerifyTTL time.Duration
+	// ResetTTL is how long a password reset link works (PASSWORD_RESET_TTL).
+	ResetTTL time.Duration
 	// PerAddress is how many messages one address may be sent per hour (0: no limit).
 	PerAddress int
 	// LinkURLGuessed: neither EMAIL_LINK_URL nor PUBLIC_URL is set; the server logs it at start.

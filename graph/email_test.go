@@ -15,8 +15,6 @@ import (
 
 const linkURL = "https://app.example.com/account"
 
-var mailedToken = regexp.MustCompile(`#type=verify_email&token=([A-Za-z0-9_-]+)`)
-
 // mailServer is a server whose outbox delivers to a test SMTP server.
 func mailServer(t *testing.T, kind storetest.Kind, opts ...option) (*server, *smtpServer) {
 	t.Helper()
@@ -52,18 +50,40 @@ func (s *server) emailVerified(t testing.TB, accessToken string) bool {
 	return me.EmailVerified
 }
 
-// tokenIn returns the token of the verification link in a mailed message, checking that the
-// link is the configured one in both bodies.
+// tokenIn returns the token of the verification link in a mailed message (see linkToken).
 func tokenIn(t testing.TB, m mailed) string {
 	t.Helper()
-	match := mailedToken.FindStringSubmatch(m.Text)
-	if match == nil || !strings.Contains(m.Text, linkURL+"#type=verify_email&token="+match[1]) {
-		t.Fatalf("no verification link to %s in the text:\n%s", linkURL, m.Text)
+	return linkToken(t, m, "verify_email")
+}
+
+// linkToken returns the token of the link of type typ in a mailed message, checking that the
+// link is the configured one in both bodies.
+func linkToken(t testing.TB, m mailed, typ string) string {
+	t.Helper()
+	match := regexp.MustCompile(`#type=` + typ + `&token=([A-Za-z0-9_-]+)`).FindStringSubmatch(m.Text)
+	if match == nil || !strings.Contains(m.Text, linkURL+"#type="+typ+"&token="+match[1]) {
+		t.Fatalf("no %s link to %s in the text:\n%s", typ, linkURL, m.Text)
 	}
-	if !strings.Contains(m.HTML, linkURL+"#type=verify_email&amp;token="+match[1]) {
-		t.Fatalf("no verification link in the HTML:\n%s", m.HTML)
+	if !strings.Contains(m.HTML, linkURL+"#type="+typ+"&amp;token="+match[1]) {
+		t.Fatalf("no %s link in the HTML:\n%s", typ, m.HTML)
 	}
 	return match[1]
+}
+
+// tokenUses counts the successes and the INVALID_CODE refusals among rs, failing on anything else.
+func tokenUses(t testing.TB, rs []response) (ok, invalid int) {
+	t.Helper()
+	for _, r := range rs {
+		switch {
+		case len(r.Errors) == 0:
+			ok++
+		case r.Errors[0].Extensions.Reason == "INVALID_CODE":
+			invalid++
+		default:
+			t.Fatalf("unexpected error %+v", r.Errors)
+		}
+	}
+	return ok, invalid
 }
 
 func wantTrue(t testing.TB, r response, field string) {
@@ -212,17 +232,7 @@ func TestEmailVerification_ConcurrentUsesOfOneTokenSucceedOnce(t *testing.T) {
 		ann := s.registerWithEmail(t, "ann", "ann@example.com")
 		wantTrue(t, s.sendVerification(t, ann.AccessToken), "sendEmailVerification")
 		tok := tokenIn(t, smtp.waitFor(t, 1)[0])
-		ok, invalid := 0, 0
-		for _, r := range inParallel(8, func() response { return s.verifyEmail(t, tok) }) {
-			switch {
-			case len(r.Errors) == 0:
-				ok++
-			case r.Errors[0].Extensions.Reason == "INVALID_CODE":
-				invalid++
-			default:
-				t.Fatalf("unexpected error %+v", r.Errors)
-			}
-		}
+		ok, invalid := tokenUses(t, inParallel(8, func() response { return s.verifyEmail(t, tok) }))
 		if ok != 1 || invalid != 7 || s.countEvents(t, "EMAIL_VERIFIED") != 1 {
 			t.Fatalf("%d succeeded, %d INVALID_CODE, %d events; want 1, 7, 1", ok, invalid, s.countEvents(t, "EMAIL_VERIFIED"))
 		}

@@ -111,6 +111,16 @@ func (r *mutationResolver) VerifyEmail(ctx context.Context, token string) (bool,
 	return r.Account.VerifyEmail(ctx, token)
 }
 
+// RequestPasswordReset is the resolver for the requestPasswordReset field.
+func (r *mutationResolver) RequestPasswordReset(ctx context.Context, email string) (bool, error) {
+	return r.Account.RequestPasswordReset(ctx, email)
+}
+
+// ResetPassword is the resolver for the resetPassword field.
+func (r *mutationResolver) ResetPassword(ctx context.Context, token string, newPassword string) (bool, error) {
+	return r.Account.ResetPassword(ctx, token, newPassword)
+}
+
 // Me is the resolver for the me field.
 func (r *queryResolver) Me(ctx context.Context) (*model.User, error) {
 	p, err := r.Account.Authenticate(ctx)

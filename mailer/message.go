@@ -108,6 +108,10 @@ func headerSafe(s string, max int) error {
 	return nil
 }
 
+// ValidAddress reports whether addr is a recipient Enqueue accepts, so that a flow can refuse an
+// address before it knows whether any account has it.
+func ValidAddress(addr string) error { return validAddress(addr) }
+
 // validAddress accepts a bare address (local@domain) that net/mail parses back to itself.
 func validAddress(addr string) error {
 	if addr == "" {

@@ -101,6 +101,10 @@ const (
 	AuditEventTypeRateLimited AuditEventType = "RATE_LIMITED"
 	// The account's address was verified with a mailed link.
 	AuditEventTypeEmailVerified AuditEventType = "EMAIL_VERIFIED"
+	// A password reset link was mailed (known addresses only; shown to admins, never in securityEvents).
+	AuditEventTypePasswordResetRequested AuditEventType = "PASSWORD_RESET_REQUESTED"
+	// The password was set from a reset link; every session of the account was revoked.
+	AuditEventTypePasswordReset AuditEventType = "PASSWORD_RESET"
 )
 
 var AllAuditEventType = []AuditEventType{
@@ -122,11 +126,13 @@ var AllAuditEventType = []AuditEventType{
 	AuditEventTypeIdentityUnlinked,
 	AuditEventTypeRateLimited,
 	AuditEventTypeEmailVerified,
+	AuditEventTypePasswordResetRequested,
+	AuditEventTypePasswordReset,
 }
 
 func (e AuditEventType) IsValid() bool {
 	switch e {
-	case AuditEventTypeSignUp, AuditEventTypeSignIn, AuditEventTypeSignInFailed, AuditEventTypeSignOut, AuditEventTypeRefreshTokenReused, AuditEventTypePasswordChanged, AuditEventTypeUserCreated, AuditEventTypeRoleChanged, AuditEventTypeUserDisabled, AuditEventTypeUserEnabled, AuditEventTypeAPIKeyCreated, AuditEventTypeAPIKeyRevoked, AuditEventTypeSigningKeyRotated, AuditEventTypeSigningKeyRevoked, AuditEventTypeIdentityLinked, AuditEventTypeIdentityUnlinked, AuditEventTypeRateLimited, AuditEventTypeEmailVerified:
+	case AuditEventTypeSignUp, AuditEventTypeSignIn, AuditEventTypeSignInFailed, AuditEventTypeSignOut, AuditEventTypeRefreshTokenReused, AuditEventTypePasswordChanged, AuditEventTypeUserCreated, AuditEventTypeRoleChanged, AuditEventTypeUserDisabled, AuditEventTypeUserEnabled, AuditEventTypeAPIKeyCreated, AuditEventTypeAPIKeyRevoked, AuditEventTypeSigningKeyRotated, AuditEventTypeSigningKeyRevoked, AuditEventTypeIdentityLinked, AuditEventTypeIdentityUnlinked, AuditEventTypeRateLimited, AuditEventTypeEmailVerified, AuditEventTypePasswordResetRequested, AuditEventTypePasswordReset:
 		return true
 	}
 	return false

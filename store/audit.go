@@ -37,6 +37,7 @@ func (db *DB) recordEvent(ctx context.Context, op string, e *model.AuditEvent) e
 type AuditFilter struct {
 	UserID string                 // only events concerning this user; "" for all
 	Types  []model.AuditEventType // only these types; empty for all
+	Except []model.AuditEventType // none of these types
 	Before int64                  // only events with a smaller id; 0 for no bound
 	Limit  int
 }
@@ -54,6 +55,9 @@ func (db *DB) AuditEvents(ctx context.Context, f AuditFilter) ([]*model.AuditEve
 	}
 	if len(f.Types) > 0 {
 		q = q.Where("type IN (?)", bun.In(f.Types))
+	}
+	if len(f.Except) > 0 {
+		q = q.Where("type NOT IN (?)", bun.In(f.Except))
 	}
 	if f.Before > 0 {
 		q = q.Where("id < ?", f.Before)
