@@ -3,44 +3,23 @@
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { mkdirSync } from "node:fs";
-import { chromium } from "playwright-core";
+import { launchChromium, resultText, runQuery } from "./browser.mjs";
 import { startServer } from "./server.mjs";
 import { startWithProvider } from "./provider.mjs";
 
 const binary = process.env.GQLAUTH_BIN || "../gqlauth";
-const executablePath = process.env.CHROMIUM || "/usr/bin/chromium";
 let server;
 let browser;
 
 before(async () => {
   server = await startServer(binary, { ADMIN_USERNAME: "root", ADMIN_PASSWORD: "correct horse battery" });
-  browser = await chromium.launch({
-    executablePath,
-    args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-      "--disable-background-networking", "--disable-component-update", "--disable-sync"],
-  });
+  browser = await launchChromium();
 });
 
 after(async () => {
   await browser?.close();
   server?.stop();
 });
-
-async function runQuery(page, query) {
-  await page.evaluate((q) => {
-    document.querySelector(".graphiql-query-editor .CodeMirror").CodeMirror.setValue(q);
-  }, query);
-  await page.click(".graphiql-execute-button");
-}
-
-async function resultText(page, contains) {
-  const handle = await page.waitForFunction((needle) => {
-    const cm = document.querySelector(".graphiql-response .CodeMirror");
-    const text = cm ? cm.CodeMirror.getValue() : "";
-    return text.includes(needle) ? text : false;
-  }, contains, { timeout: 15000 });
-  return handle.jsonValue();
-}
 
 test("sign in with the Authorize panel, run me, sign out", async () => {
   const page = await browser.newPage();

@@ -1,19 +1,8 @@
 // Starts the test OpenID provider (e2e/oidcprovider/cmd/oidc-provider: zitadel/oidc's example
 // provider) and a gqlauth binary that signs in through it as "corp", on one free port known to both.
 import { spawn } from "node:child_process";
-import { createServer } from "node:net";
 import { resolve } from "node:path";
-import { startServer } from "./server.mjs";
-
-function freePort() {
-  return new Promise((done, fail) => {
-    const srv = createServer().listen(0, "127.0.0.1", () => {
-      const { port } = srv.address();
-      srv.close(() => done(port));
-    });
-    srv.on("error", fail);
-  });
-}
+import { freePort, startServer } from "./server.mjs";
 
 export async function startWithProvider(binary, providerBinary, env = {}) {
   const port = await freePort();

@@ -1,10 +1,27 @@
 // Starts a gqlauth binary on a free port in a fresh directory and returns its base URL.
 import { spawn } from "node:child_process";
 import { mkdtempSync } from "node:fs";
+import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 
-export async function startServer(binary, env = {}) {
+/** A TCP port free on loopback right now, for a process that must know its port before it starts. */
+export function freePort() {
+  return new Promise((done, fail) => {
+    const srv = createServer().listen(0, "127.0.0.1", () => {
+      const { port } = srv.address();
+      srv.close(() => done(port));
+    });
+    srv.on("error", fail);
+  });
+}
+
+/**
+ * startServer runs the binary with env (PORT 0 unless given) and resolves once it listens.
+ * host names the server in `base`: "localhost" for pages whose origin must be a secure context
+ * named localhost (WebAuthn's RP ID, the links the server mails by default).
+ */
+export async function startServer(binary, env = {}, { host = "127.0.0.1" } = {}) {
   const dir = mkdtempSync(join(tmpdir(), "gqlauth-e2e-"));
   const child = spawn(resolve(binary), [], {
     cwd: dir,
@@ -19,7 +36,7 @@ export async function startServer(binary, env = {}) {
       const m = out.match(/msg=listening addr=\S*:(\d+)/);
       if (m) {
         clearTimeout(timer);
-        resolve(`http://127.0.0.1:${m[1]}`);
+        resolve(`http://${host}:${m[1]}`);
       }
     });
     child.on("error", reject);
