@@ -168,3 +168,19 @@ func withMail(smtp *smtpServer, linkURL string) option {
 		}
 	}
 }
+
+// withMailStopped queues mail without ever sending it (the senders never start): what is left
+// in the database is what requests wrote.
+func withMailStopped() option {
+	return func(o *serverOptions) {
+		mail := o.mail
+		o.mail = func(t testing.TB, db *store.DB) account.MailConfig {
+			t.Helper()
+			c := mail(t, db)
+			if err := c.Mailer.Stop(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+			return c
+		}
+	}
+}

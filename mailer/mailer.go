@@ -95,6 +95,7 @@ type Mailer struct {
 	appName  string
 	inbox    DevInboxStore
 	log      *slog.Logger
+	resolver resolverSlot
 }
 
 // New checks cfg (the SMTP URL, the sender, every template) and returns a Mailer whose outbox is
@@ -157,6 +158,7 @@ func New(db *sql.DB, engine Engine, cfg Config) (*Mailer, error) {
 		w.backoff = defaultBackoff
 	}
 	river.AddWorker(rcfg.Workers, w)
+	river.AddWorker(rcfg.Workers, &requestWorker{m: m})
 	switch engine {
 	case Postgres:
 		// No LISTEN: the pool is database/sql's, so instances poll every PollInterval.
