@@ -1,8 +1,8 @@
 // The mail flows of the playground in a real Chromium (CONTRACT §11). With mailpit as the SMTP
 // server: sign up with an address, "Forgot password?", the reset link read from mailpit's API and
 // opened in the browser, a new password, sign in with it; and sign-in with a mailed code. Without
-// SMTP: the development inbox panel, a verification link opened from it, and no panel when the
-// server has no inbox. Needs GQLAUTH_BIN, Debian's chromium, and mailpit (MAILPIT, or
+// SMTP: the development inbox panel, a verification link opened from it, sign-up under
+// EMAIL_VERIFICATION_REQUIRED, and no panel when the server has no inbox. Needs GQLAUTH_BIN, Debian's chromium, and mailpit (MAILPIT, or
 // `go env GOPATH`/bin/mailpit; under CI=true a missing mailpit fails the run).
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
@@ -166,6 +166,32 @@ test("development inbox: the panel shows the verification mail and its link veri
     assert.match(await textOf(page, "#email-status", /✓/), /lin@example\.com ✓/);
     assert.match(await page.textContent("#signed-in-as"), /Signed in as lin/);
     assert.equal(new URL(page.url()).hash, "");
+  } finally {
+    await context.close();
+    server.stop();
+  }
+});
+
+test("EMAIL_VERIFICATION_REQUIRED: sign-up asks for the mailed link, and after it the password signs in", async () => {
+  const server = await serverOnLocalhost({ EMAIL_VERIFICATION_REQUIRED: "true" });
+  const context = await browser.newContext();
+  try {
+    const page = await context.newPage();
+    await page.goto(server.base + "/");
+    await signUp(page, "mei", "correct horse battery", "mei@example.com");
+    await textOf(page, "#auth-info", /Account created\. Open the link mailed to mei@example\.com/);
+    assert.equal(await page.locator("#signed-in-as").count(), 0);
+    // Signing in first: refused, and a fresh link is mailed (which voids the first).
+    await signIn(page, "mei", "correct horse battery");
+    await textOf(page, "#auth-error", /not verified yet\. A new link was mailed/);
+
+    await page.click("#mail-toggle");
+    await page.waitForFunction(() => document.querySelectorAll(".mail-message").length >= 2, null, { timeout: 30000 });
+    await page.locator(".mail-message").first().locator("a.mail-link").click();
+    await textOf(page, "#auth-info", /Your email address is verified/);
+    await signIn(page, "mei", "correct horse battery");
+    assert.match(await textOf(page, "#signed-in-as", /Signed in as/), /Signed in as mei \(USER\)/);
+    assert.match(await textOf(page, "#email-status", /✓/), /mei@example\.com ✓/);
   } finally {
     await context.close();
     server.stop();
