@@ -8,8 +8,9 @@ import type { TypedDocumentNode } from "@graphql-typed-document-node/core";
 import { createClient } from "graphql-ws";
 import {
   CompleteIdentityLinkDocument, ExchangeAuthCodeDocument, LinkIdentityStartDocument, LoginDocument, LogoutDocument,
-  MeDocument, RefreshDocument, SecurityEventsDocument,
-  type CompleteIdentityLinkMutation, type MeQuery, type SecurityEventsSubscription,
+  MeDocument, RefreshDocument, RegisterDocument, RequestPasswordResetDocument, RequestSignInCodeDocument,
+  ResetPasswordDocument, SecurityEventsDocument, SignInWithCodeDocument, VerifyEmailDocument,
+  type CompleteIdentityLinkMutation, type MeQuery, type SecurityEventsSubscription, type SignedInFragment,
 } from "./gql/graphql.js";
 import type { AuthErrorReason, ErrorCode, LogoutScope } from "./generated/schema.js";
 
@@ -23,6 +24,26 @@ export class GqlAuthError extends Error {
   ) {
     super(message);
   }
+}
+
+/** A link the server mailed: `<EMAIL_LINK_URL>#type=<verify_email|reset_password>&token=<token>`. */
+export interface MailLink {
+  type: "verify_email" | "reset_password";
+  token: string;
+}
+
+/**
+ * Reads a mailed link's fragment (null when the URL carries none). A browser app calls it with
+ * location.href when it starts, and removes the fragment at once (history.replaceState) before
+ * using the token. Opening the link must change nothing by itself: verify on arrival, but a reset
+ * waits for the new password the user types.
+ */
+export function readMailLink(url: string): MailLink | null {
+  const params = new URLSearchParams(new URL(url).hash.replace(/^#/, ""));
+  const type = params.get("type");
+  const token = params.get("token");
+  if (!token || (type !== "verify_email" && type !== "reset_password")) return null;
+  return { type, token };
 }
 
 interface Response<T> {
@@ -42,11 +63,52 @@ export class GqlAuthClient {
     return this.accessToken !== null;
   }
 
+  /** Keeps a sign-in's tokens and returns its user. */
+  private signedInAs(payload: SignedInFragment): SignedInFragment["user"] {
+    this.accessToken = payload.accessToken;
+    this.refreshToken = payload.refreshToken;
+    return payload.user;
+  }
+
   async login(username: string, password: string) {
-    const data = await this.send(LoginDocument, { username, password });
-    this.accessToken = data.login.accessToken;
-    this.refreshToken = data.login.refreshToken;
-    return data.login.user;
+    return this.signedInAs((await this.send(LoginDocument, { username, password })).login);
+  }
+
+  /**
+   * Creates an account and signs it in. Under EMAIL_VERIFICATION_REQUIRED the server mails a
+   * link instead and this throws FORBIDDEN / EMAIL_NOT_VERIFIED: open the link, then log in.
+   */
+  async register(username: string, password: string, email?: string) {
+    return this.signedInAs((await this.send(RegisterDocument, { username, password, email: email ?? null })).register);
+  }
+
+  /** Uses a verify_email link's token: the address is verified (or, for a change, becomes the account's). */
+  async verifyEmail(token: string): Promise<void> {
+    await this.send(VerifyEmailDocument, { token });
+  }
+
+  /** "Forgot password?": always succeeds; an account with this address gets a reset_password link. */
+  async requestPasswordReset(email: string): Promise<void> {
+    await this.send(RequestPasswordResetDocument, { email });
+  }
+
+  /**
+   * Sets a new password with a reset_password link's token. Every session of the account ends;
+   * sign in with the new password afterwards. A refused password (BAD_USER_INPUT) leaves the
+   * token usable; a used, expired or replaced one is UNAUTHENTICATED / INVALID_CODE.
+   */
+  async resetPassword(token: string, newPassword: string): Promise<void> {
+    await this.send(ResetPasswordDocument, { token, newPassword });
+  }
+
+  /** Always succeeds: the address gets a six-digit code for signInWithCode. */
+  async requestSignInCode(email: string): Promise<void> {
+    await this.send(RequestSignInCodeDocument, { email });
+  }
+
+  /** Signs in with a mailed code (an address without an account gets one, when sign-up is on). */
+  async signInWithCode(email: string, code: string) {
+    return this.signedInAs((await this.send(SignInWithCodeDocument, { email, code })).signInWithCode);
   }
 
   /**
@@ -72,10 +134,7 @@ export class GqlAuthClient {
     if (error) throw new GqlAuthError(`sign-in through the provider failed: ${error}`, "UNAUTHENTICATED");
     const code = params.get("code");
     if (!code) throw new GqlAuthError("the return URL has neither code nor error", "BAD_USER_INPUT");
-    const data = await this.send(ExchangeAuthCodeDocument, { code, codeVerifier: verifier });
-    this.accessToken = data.exchangeAuthCode.accessToken;
-    this.refreshToken = data.exchangeAuthCode.refreshToken;
-    return data.exchangeAuthCode.user;
+    return this.signedInAs((await this.send(ExchangeAuthCodeDocument, { code, codeVerifier: verifier })).exchangeAuthCode);
   }
 
   /**

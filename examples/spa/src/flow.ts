@@ -1,7 +1,10 @@
 // The example flow: login → me → (access token expires) → me again, which refreshes and retries →
 // logout → me fails. Run it against a server with a short ACCESS_TOKEN_TTL to see the refresh.
 import WebSocket from "ws";
-import { GqlAuthClient, GqlAuthError } from "./client.js";
+import { GqlAuthClient, GqlAuthError, readMailLink } from "./client.js";
+
+/** How an expected refusal is reported: "CODE/REASON". */
+const outcome = (e: unknown) => (e instanceof GqlAuthError ? `${e.code}/${e.reason ?? ""}` : String(e));
 
 export interface FlowResult {
   username: string;
@@ -101,7 +104,6 @@ export async function runLinkFlow(
   await client.login(username, password);
   const otherDevice = new GqlAuthClient(`${baseURL}/query`);
   await otherDevice.login(username, password);
-  const outcome = (e: unknown) => (e instanceof GqlAuthError ? `${e.code}/${e.reason ?? ""}` : String(e));
 
   let first = await client.beginIdentityLink(provider, redirectTo);
   const firstReturn = await browse(first.url);
@@ -123,4 +125,65 @@ export async function runLinkFlow(
     otherSession, notStartedHere, startingSessionAfter,
     linked: { provider: linked.provider, subject: linked.subject }, identities: me.identities.length,
   };
+}
+
+/** Returns the text of the newest message to `to` of a kind (the app's user reads their mail). */
+export type ReadMail = (to: string, kind: "reset_password" | "sign_in_code" | "verify_email") => Promise<string>;
+
+function linkIn(text: string) {
+  const url = text.match(/https?:\/\/\S+#\S+/)?.[0];
+  const link = url ? readMailLink(url) : null;
+  if (!link) throw new Error("no mailed link in: " + text);
+  return link;
+}
+
+export interface ResetResult {
+  /** What a too-short new password got; the link still worked after it. */
+  refusedPassword: string;
+  /** What the same link got a second time. */
+  reused: string;
+  /** What the old password got afterwards. */
+  oldPassword: string;
+  username: string;
+  /** A reset verifies the address it was mailed to. */
+  emailVerified: boolean;
+}
+
+/**
+ * "Forgot password?": the app asks for a reset link, the user opens it (the app reads the token
+ * from the link's fragment), chooses a new password, and signs in with it.
+ */
+export async function runResetFlow(
+  baseURL: string, username: string, email: string, oldPassword: string, newPassword: string, readMail: ReadMail,
+): Promise<ResetResult> {
+  const app = new GqlAuthClient(`${baseURL}/query`);
+  await app.requestPasswordReset(email);
+  const link = linkIn(await readMail(email, "reset_password"));
+  if (link.type !== "reset_password") throw new Error("not a reset link: " + link.type);
+  const refusedPassword = await app.resetPassword(link.token, "short").then(() => "changed", outcome);
+  await app.resetPassword(link.token, newPassword);
+  const reused = await app.resetPassword(link.token, newPassword + "!").then(() => "changed", outcome);
+  const old = await app.login(username, oldPassword).then(() => "signed in", outcome);
+  await app.login(username, newPassword);
+  const me = await app.me();
+  return { refusedPassword, reused, oldPassword: old, username: me.username, emailVerified: me.emailVerified };
+}
+
+export interface CodeResult {
+  wrongCode: string;
+  username: string;
+  email: string | null;
+  emailVerified: boolean;
+}
+
+/** Sign-in with a mailed code: ask for it, a wrong try is refused, the right one signs in. */
+export async function runCodeFlow(baseURL: string, email: string, readMail: ReadMail): Promise<CodeResult> {
+  const app = new GqlAuthClient(`${baseURL}/query`);
+  await app.requestSignInCode(email);
+  const code = (await readMail(email, "sign_in_code")).match(/\b(\d{6})\b/)?.[1];
+  if (!code) throw new Error("no code in the mail");
+  const wrongCode = await app.signInWithCode(email, code === "000000" ? "111111" : "000000").then(() => "signed in", outcome);
+  await app.signInWithCode(email, code);
+  const me = await app.me();
+  return { wrongCode, username: me.username, email: me.email ?? null, emailVerified: me.emailVerified };
 }

@@ -6,7 +6,8 @@ import assert from "node:assert/strict";
 import { resolve } from "node:path";
 import { startServer } from "../../../e2e/server.mjs";
 import { startWithProvider, signInAtProvider } from "../../../e2e/provider.mjs";
-import { runFlow, runLinkFlow, runProviderFlow, runRevocationFlow } from "../dist/flow.js";
+import { GqlAuthClient } from "../dist/client.js";
+import { runCodeFlow, runFlow, runLinkFlow, runProviderFlow, runResetFlow, runRevocationFlow } from "../dist/flow.js";
 
 // The server runs the client's trusted documents only: the manifest codegen wrote.
 const manifest = resolve("src/gql/persisted-documents.json");
@@ -94,5 +95,52 @@ test("link the provider to a password account: only the session that began the l
     });
   } finally {
     env.stop();
+  }
+});
+
+// The user's mailbox in these tests: the server's development inbox (GET /dev/mail, on with the
+// embedded database, loopback clients only), polled until the message arrives.
+function devInbox(base) {
+  const kinds = { reset_password: /#type=reset_password&/, verify_email: /#type=verify_email&/, sign_in_code: /\b\d{6}\b/ };
+  return async (to, kind) => {
+    for (let i = 0; i < 240; i++) {
+      const mails = await (await fetch(`${base}/dev/mail`)).json();
+      const mail = mails.find((m) => m.to === to && kinds[kind].test(m.text));
+      if (mail) return mail.text;
+      await new Promise((r) => setTimeout(r, 250));
+    }
+    throw new Error(`no ${kind} mail to ${to} arrived`);
+  };
+}
+
+test("Forgot password?: the mailed link's token sets a new password once, by trusted documents only", async () => {
+  const server = await startServer(process.env.GQLAUTH_BIN || "../../gqlauth", {
+    TRUSTED_DOCUMENTS: manifest, TRUSTED_DOCUMENTS_ONLY: "true",
+  });
+  try {
+    await new GqlAuthClient(`${server.base}/query`).register("rosa", "correct horse battery", "rosa@example.com");
+    const result = await runResetFlow(server.base, "rosa", "rosa@example.com", "correct horse battery", "a whole new secret", devInbox(server.base));
+    assert.deepEqual(result, {
+      refusedPassword: "BAD_USER_INPUT/",
+      reused: "UNAUTHENTICATED/INVALID_CODE",
+      oldPassword: "UNAUTHENTICATED/INVALID_CREDENTIALS",
+      username: "rosa",
+      emailVerified: true,
+    });
+  } finally {
+    server.stop();
+  }
+});
+
+test("sign in with a mailed code: a wrong code is refused, the mailed one signs in, by trusted documents only", async () => {
+  const server = await startServer(process.env.GQLAUTH_BIN || "../../gqlauth", {
+    TRUSTED_DOCUMENTS: manifest, TRUSTED_DOCUMENTS_ONLY: "true",
+  });
+  try {
+    await new GqlAuthClient(`${server.base}/query`).register("sol", "correct horse battery", "sol@example.com");
+    const result = await runCodeFlow(server.base, "sol@example.com", devInbox(server.base));
+    assert.deepEqual(result, { wrongCode: "UNAUTHENTICATED/INVALID_CODE", username: "sol", email: "sol@example.com", emailVerified: true });
+  } finally {
+    server.stop();
   }
 });
