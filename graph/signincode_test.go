@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"gqlauth/account"
+	"gqlauth/ratelimit"
 	"gqlauth/store/storetest"
 )
 
@@ -241,6 +242,22 @@ func TestSignInCode_UnverifiedAccountIsVerifiedAndItsOtherSessionsEnd(t *testing
 		}
 		if types := eventTypes(s.securityEvents(t, p.AccessToken, nil)); !slices.Contains(types, "SIGN_IN") {
 			t.Fatalf("events %v", types)
+		}
+	})
+}
+
+func TestSignInCode_OverThePerAddressLimitAnswersTrueAndSendsNothing(t *testing.T) {
+	storetest.Each(t, func(t *testing.T, kind storetest.Kind) {
+		s, smtp := mailServer(t, kind, withRateLimits(account.Limits{Counter: ratelimit.NewMemory(nil), MailPerAddress: 2}))
+		s.registerWithEmail(t, "ann", "ann@example.com")
+		for _, addr := range []string{"ann@example.com", "nobody@example.com"} { // known or not, the same
+			for range 4 {
+				wantTrue(t, s.requestCode(t, addr), "requestSignInCode")
+			}
+		}
+		smtp.waitFor(t, 4)
+		if got := smtp.quiet(); len(got) != 4 || s.jobs(t, "gqlauth.mail_request") != 4 {
+			t.Fatalf("%d messages, %d requests; want 2 per address", len(got), s.jobs(t, "gqlauth.mail_request"))
 		}
 	})
 }

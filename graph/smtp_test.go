@@ -37,6 +37,8 @@ type smtpServer struct {
 	mu   sync.Mutex
 	msgs []mailed
 	errs []error
+	// unfinished counts the outbox's jobs not yet done (set by withMail; nil: unknown).
+	unfinished func() int
 }
 
 func startSMTP(t testing.TB) *smtpServer {
@@ -82,8 +84,16 @@ func (s *smtpServer) waitFor(t testing.TB, n int) []mailed {
 	}
 }
 
-// quiet waits long enough for a queued message to have been delivered, and returns what was.
+// quiet waits long enough for a queued message to have been delivered, and returns what was:
+// until the outbox has no unfinished job (a request resolves into a message, which takes two
+// rounds of the senders; up to 20 s on a loaded machine), and a second more.
 func (s *smtpServer) quiet() []mailed {
+	s.mu.Lock()
+	unfinished := s.unfinished
+	s.mu.Unlock()
+	for deadline := time.Now().Add(20 * time.Second); unfinished != nil && unfinished() > 0 && time.Now().Before(deadline); {
+		time.Sleep(20 * time.Millisecond)
+	}
 	time.Sleep(time.Second)
 	return s.messages()
 }
@@ -164,6 +174,15 @@ func withMail(smtp *smtpServer, linkURL string) option {
 				t.Fatal(err)
 			}
 			t.Cleanup(func() { m.Stop(ctx) })
+			smtp.mu.Lock()
+			smtp.unfinished = func() int {
+				var n int
+				if err := db.QueryRow(ctx, "SELECT count(*) FROM river_job WHERE state IN ('available', 'running', 'retryable', 'scheduled', 'pending')", &n); err != nil {
+					return 0
+				}
+				return n
+			}
+			smtp.mu.Unlock()
 			return account.MailConfig{Mailer: m, LinkURL: linkURL, VerifyTTL: 24 * time.Hour}
 		}
 	}

@@ -158,7 +158,7 @@ func New(db *sql.DB, engine Engine, cfg Config) (*Mailer, error) {
 		w.backoff = defaultBackoff
 	}
 	river.AddWorker(rcfg.Workers, w)
-	river.AddWorker(rcfg.Workers, &requestWorker{m: m})
+	river.AddWorker(rcfg.Workers, &requestWorker{m: m, giveUpAfter: w.giveUpAfter})
 	switch engine {
 	case Postgres:
 		// No LISTEN: the pool is database/sql's, so instances poll every PollInterval.

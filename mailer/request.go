@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"sync/atomic"
+	"time"
 
 	"github.com/riverqueue/river"
 	"github.com/riverqueue/river/riverdriver/riverdatabasesql"
@@ -80,7 +81,8 @@ func (m *Mailer) EnqueueRequest(ctx context.Context, tx *sql.Tx, req Request) er
 // requestWorker resolves queued requests.
 type requestWorker struct {
 	river.WorkerDefaults[requestArgs]
-	m *Mailer
+	m           *Mailer
+	giveUpAfter time.Duration // as for messages: a request older than this is dropped
 }
 
 func (w *requestWorker) Work(ctx context.Context, job *river.Job[requestArgs]) error {
@@ -95,6 +97,9 @@ func (w *requestWorker) Work(ctx context.Context, job *river.Job[requestArgs]) e
 	var req Request
 	if err := json.Unmarshal(plain, &req); err != nil {
 		return river.JobCancel(err)
+	}
+	if time.Since(job.CreatedAt) >= w.giveUpAfter {
+		return river.JobCancel(errors.New("mail request not resolved within the retry limit"))
 	}
 	r := w.m.resolver.Load()
 	if r == nil {
