@@ -8,6 +8,7 @@
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { createHmac } from "node:crypto";
+import { mkdirSync } from "node:fs";
 import { launchChromium, resultText, runQuery, textOf } from "./browser.mjs";
 import { freePort, startServer } from "./server.mjs";
 
@@ -167,6 +168,8 @@ test("TOTP: enrol from the secret shown, sign out, password and a fresh code; a 
     await page.click("#enroll-totp");
     const secret = (await textOf(page, "#totp-secret", /^[A-Z2-7]+=*$/)).trim();
     assert.ok(await page.locator("#totp-qr path").count(), "a QR code is drawn");
+    mkdirSync("artifacts", { recursive: true });
+    await page.screenshot({ path: "artifacts/totp-enrolment.png" });
     const enrolledAt = step();
     await page.fill("#totp-code", totp(secret, enrolledAt));
     await page.click("#confirm-totp");
