@@ -7,10 +7,10 @@
 // WEBAUTHN_RP_ID=localhost and WEBAUTHN_ORIGINS=http://localhost:<port>.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { createHmac } from "node:crypto";
 import { mkdirSync } from "node:fs";
 import { launchChromium, resultText, runQuery, textOf } from "./browser.mjs";
 import { freePort, startServer } from "./server.mjs";
+import { step, totp } from "./totp.mjs";
 
 const binary = process.env.GQLAUTH_BIN || "../gqlauth";
 let browser;
@@ -37,31 +37,6 @@ async function mfaServer(env = {}) {
 function missing(sdl, fields) {
   const absent = fields.filter((f) => !new RegExp(`\\b${f}\\s*[(:]`).test(sdl));
   return absent.length ? `this server has no ${absent.join(", ")} yet` : null;
-}
-
-// RFC 6238 with the contract's parameters: SHA-1, six digits, 30-second steps.
-function base32(secret) {
-  const alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
-  let bits = "";
-  for (const c of secret.replace(/=+$/, "").toUpperCase()) {
-    const v = alphabet.indexOf(c);
-    if (v < 0) throw new Error("not base32: " + secret);
-    bits += v.toString(2).padStart(5, "0");
-  }
-  const bytes = [];
-  for (let i = 0; i + 8 <= bits.length; i += 8) bytes.push(parseInt(bits.slice(i, i + 8), 2));
-  return Buffer.from(bytes);
-}
-
-const step = () => Math.floor(Date.now() / 1000 / 30);
-
-function totp(secret, counter = step()) {
-  const msg = Buffer.alloc(8);
-  msg.writeBigUInt64BE(BigInt(counter));
-  const mac = createHmac("sha1", base32(secret)).update(msg).digest();
-  const offset = mac[mac.length - 1] & 0x0f;
-  const n = (mac.readUInt32BE(offset) & 0x7fffffff) % 1_000_000;
-  return String(n).padStart(6, "0");
 }
 
 // The test's own check of its TOTP against RFC 6238's appendix B (SHA-1, 8 digits there: the last 6 here).
