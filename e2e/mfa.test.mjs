@@ -208,3 +208,37 @@ test("a change that needs a recent sign-in asks for the password and then goes t
     server.stop();
   }
 });
+
+test("MFA_REQUIRED_ROLES: an admin without a factor can only enrol, and after enrolling everything works", async (t) => {
+  const server = await mfaServer({ ADMIN_USERNAME: "root", ADMIN_PASSWORD: "correct horse battery", MFA_REQUIRED_ROLES: "ADMIN" });
+  const why = missing(server.sdl, ["enrollTotp", "confirmTotp", "mfaRequired"]);
+  if (why) {
+    server.stop();
+    t.skip(why);
+    return;
+  }
+  const context = await browser.newContext();
+  try {
+    const page = await context.newPage();
+    await page.goto(server.base + "/");
+    await signIn(page, "root", "correct horse battery");
+    await textOf(page, "#signed-in-as", /Signed in as root/);
+    await runQuery(page, "{ users { username } }");
+    const refused = JSON.parse(await resultText(page, "MFA_REQUIRED"));
+    assert.equal(refused.errors[0].extensions.reason, "MFA_REQUIRED");
+
+    await page.click("#security-toggle");
+    await page.click("#enroll-totp");
+    const secret = (await textOf(page, "#totp-secret", /^[A-Z2-7]+=*$/)).trim();
+    await page.fill("#totp-code", totp(secret));
+    await page.click("#confirm-totp");
+    await page.waitForSelector("#recovery-codes li");
+    assert.equal(await textOf(page, "#aal", /AAL2/), "AAL2");
+    await runQuery(page, "{ users { username } }");
+    const users = JSON.parse(await resultText(page, '"users"'));
+    assert.deepEqual(users.data.users, [{ username: "root" }]);
+  } finally {
+    await context.close();
+    server.stop();
+  }
+});

@@ -128,8 +128,13 @@ export function SecurityPanel({ has, call, guarded, onEnrolled }) {
   const [passkeyName, setPasskeyName] = useState("");
   const [busy, setBusy] = useState(false);
 
+  // Unreadable status (say, a role that must enrol first and may do nothing else): the controls
+  // still show, as for a user without factors, next to the error.
   const load = useCallback(() => {
-    call(MFA_STATUS).then((d) => setStatus(d.me.mfa), (e) => setError(e.message));
+    call(MFA_STATUS).then((d) => setStatus(d.me.mfa), (e) => {
+      setError(e.message);
+      setStatus((s) => s || { totp: false, passkeys: [], recoveryCodesLeft: 0 });
+    });
   }, [call]);
   useEffect(load, [load]);
 
