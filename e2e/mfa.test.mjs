@@ -70,7 +70,7 @@ async function virtualAuthenticator(context, page) {
   return { credentials: async () => (await cdp.send("WebAuthn.getCredentials", { authenticatorId })).credentials };
 }
 
-test("passkey: register one in the playground, sign out, sign in with the passkey alone at AAL2", async (t) => {
+test("passkey: register one in the playground, sign out, sign in with the passkey alone at AAL2, step up a password session with it, remove it", async (t) => {
   const server = await mfaServer();
   const why = missing(server.sdl, ["beginPasskeyRegistration", "beginPasskeySignIn", "beginPasskeyVerification", "mfaRequired", "regenerateRecoveryCodes"]);
   if (why) {
@@ -118,6 +118,12 @@ test("passkey: register one in the playground, sign out, sign in with the passke
     await page.click("#mfa-passkey");
     assert.match(await textOf(page, "#signed-in-as", /Signed in as/), /Signed in as ada/);
     assert.equal(await textOf(page, "#aal", /AAL2/), "AAL2");
+
+    // Removing it from the security panel (two factors and a recent sign-in: the step-up was one).
+    await page.click("#security-toggle");
+    await page.locator('.passkey[data-passkey="laptop"] button', { hasText: "Remove" }).click();
+    await page.waitForFunction(() => document.querySelectorAll(".passkey").length === 0);
+    assert.equal(await page.locator("#security-error").count(), 0);
     assert.deepEqual(problems, []);
   } finally {
     await context.close();
