@@ -30,7 +30,9 @@ func TestMain(m *testing.M) {
 		main()
 		return
 	}
-	os.Exit(m.Run())
+	code := m.Run()
+	removeServerBinary()
+	os.Exit(code)
 }
 
 func TestMain_BadConfigurationExits1WithOneClearLine(t *testing.T) {
