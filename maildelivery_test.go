@@ -521,3 +521,31 @@ func TestMailDelivery_KilledMidSendIsResentWithinAMinuteOfTheRestart(t *testing.
 		exactlyOnce(t, srv.Messages(), queued)
 	})
 }
+
+// TestOutbox_ThroughputThroughTheServer measures messages per second from the first request to
+// the SMTP server's accepting the last message: 100 sendEmailVerification mutations, one after
+// the other, on the server binary with its production settings (1 s poll, ten sends at a time).
+// graph's TestOutbox_ThroughputWithTestPolling is the same with the tests' 50 ms poll.
+func TestOutbox_ThroughputThroughTheServer(t *testing.T) {
+	if testing.Short() {
+		t.Skip("a measurement")
+	}
+	eachKind(t, func(t *testing.T, kind storetest.Kind) {
+		srv := smtptest.Start(t)
+		dir := t.TempDir()
+		vars, db := mailEnv(t, kind, dir, srv)
+		p := startProcess(t, dir, vars...)
+		const n = 100
+		tokens := registerUsers(t, n, p.base)
+		start := time.Now()
+		for _, tok := range tokens {
+			sendVerification(t, p.base, tok)
+		}
+		queued := time.Since(start)
+		got := srv.WaitFor(t, n, 60*time.Second)
+		took := got[n-1].At.Sub(start)
+		t.Logf("%s: %d messages requested in %s, delivered in %s: %.0f messages/s", kind, n, queued.Round(time.Millisecond),
+			took.Round(time.Millisecond), float64(n)/took.Seconds())
+		sentOnceEach(t, srv, db, n)
+	})
+}
