@@ -108,7 +108,7 @@ func (s *Server) listen(addr string) {
 	}))
 	srv.Domain = "localhost"
 	srv.AllowInsecureAuth = true
-	srv.ReadTimeout, srv.WriteTimeout = 60*time.Second, 60*time.Second
+	srv.ReadTimeout, srv.WriteTimeout = 10*time.Second, 10*time.Second
 	s.mu.Lock()
 	s.addr, s.srv, s.ln = ln.Addr().String(), srv, ln
 	s.mu.Unlock()
