@@ -193,6 +193,9 @@ func (w *statusWriter) WriteHeader(status int) {
 
 func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
+// InRequest says whether ctx is that of a GraphQL request (one with a request id).
+func InRequest(ctx context.Context) bool { return infoFrom(ctx) != nil }
+
 // LogHandler wraps h so that every record logged with a request's context carries its request id.
 func LogHandler(h slog.Handler) slog.Handler { return requestIDHandler{h} }
 
