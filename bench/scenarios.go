@@ -125,7 +125,7 @@ func (env *environment) run(ctx context.Context, name string, d time.Duration) (
 		under := env.load(ctx, "flood: me under flood", env.users[:half], ops["me"], d/2, false)
 		wg.Wait()
 		for _, r := range []*result{under, floodResult} {
-			r.CPUPerRequestUs = 0 // the process's CPU went to both loads at once
+			r.cpu, r.CPUPerRequestUs = 0, 0 // the process's CPU went to both loads at once
 		}
 		return []*result{alone, under, floodResult}, nil
 	default:
