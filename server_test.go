@@ -169,6 +169,23 @@ func TestRun_EmbeddedDatabaseServesEndpoints(t *testing.T) {
 	}
 }
 
+// TestRun_LogLinesOfRequestsAreBatchedAndTheRestWrittenAtOnce: the server's log goes through
+// logsink. A line logged outside a request (here "listening") is in the output by the time the
+// server says it is ready; a request's line follows within the sink's interval.
+func TestRun_LogLinesOfRequestsAreBatchedAndTheRestWrittenAtOnce(t *testing.T) {
+	logs := &syncBuffer{}
+	base := startLogged(t, t.TempDir(), logs, "LOG_FORMAT", "json")
+	if !strings.Contains(logs.String(), `"msg":"listening"`) {
+		t.Fatalf("the start-up lines were not written at once:\n%s", logs.String())
+	}
+	graphql(t, base, "", `{ __typename }`)
+	for deadline := time.Now().Add(10 * time.Second); !strings.Contains(logs.String(), `"msg":"request","method":"POST","field":"__typename"`); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("no request line within 10 s:\n%s", logs.String())
+		}
+	}
+}
+
 func TestRun_GeneratedSecretSurvivesRestart(t *testing.T) {
 	dir := t.TempDir()
 	first := start(t, dir)
