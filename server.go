@@ -190,10 +190,12 @@ func build(ctx context.Context, cfg config.Config, db *store.DB, log *slog.Logge
 			FailuresPerUserAllClients: cfg.UserFailuresAll,
 			MailPerAddress:            cfg.Mail.PerAddress,
 		},
-		Mail:           account.MailConfig{Mailer: s.mail, LinkURL: cfg.Mail.LinkURL, VerifyTTL: cfg.Mail.VerifyTTL, ResetTTL: cfg.Mail.ResetTTL},
+		Mail: account.MailConfig{Mailer: s.mail, LinkURL: cfg.Mail.LinkURL, VerifyTTL: cfg.Mail.VerifyTTL, ResetTTL: cfg.Mail.ResetTTL,
+			CodeTTL: cfg.Mail.CodeTTL, VerificationRequired: cfg.Mail.VerificationRequired},
 		AuditRetention: cfg.AuditRetention, Providers: s.providers.Names(), LinkVerifiedEmail: cfg.LinkVerifiedEmail,
 		Feed: events,
 	})
+	s.mail.SetResolver(s.account.ResolveMailRequest) // before the senders start
 	if cfg.AdminUsername != "" {
 		created, err := s.account.EnsureAdmin(ctx, cfg.AdminUsername, cfg.AdminPassword)
 		if err != nil {

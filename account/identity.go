@@ -139,22 +139,9 @@ func (s *Service) newIdentity(ctx context.Context, db *store.Tx, provider string
 		// would then find it taken.
 		user.Email = &claims.Email
 	}
-	base := usernameFrom(claims)
-	for attempt := 0; ; attempt++ {
-		user.Username = base
-		if attempt > 0 {
-			user.Username = base[:min(len(base), 57)] + "-" + strings.ToLower(token.Random(4))[:6]
-		}
-		// A savepoint would be needed to retry inside the transaction after a failed insert on
-		// Postgres; checking first and letting the unique index catch the rare race is simpler.
-		if _, err := db.UserByUsername(ctx, user.Username); errors.Is(err, store.ErrNotFound) {
-			break
-		} else if err != nil {
-			return nil, err
-		}
-		if attempt == 5 {
-			return nil, errors.New("no free username")
-		}
+	var err error
+	if user.Username, err = freeUsername(ctx, db, usernameFrom(claims)); err != nil {
+		return nil, err
 	}
 	if err := db.CreateUser(ctx, user); err != nil {
 		var merr *model.Error
@@ -171,6 +158,24 @@ func (s *Service) newIdentity(ctx context.Context, db *store.Tx, provider string
 		return nil, err
 	}
 	return user, db.RecordEvent(ctx, s.event(ctx, model.AuditEventTypeIdentityLinked, user.ID, user.ID, "", provider))
+}
+
+// freeUsername is base, or base with a random suffix, whichever no account has yet (in db).
+func freeUsername(ctx context.Context, db *store.Tx, base string) (string, error) {
+	for attempt := 0; attempt <= 5; attempt++ {
+		name := base
+		if attempt > 0 {
+			name = base[:min(len(base), 57)] + "-" + strings.ToLower(token.Random(4))[:6]
+		}
+		// A savepoint would be needed to retry inside the transaction after a failed insert on
+		// Postgres; checking first and letting the unique index catch the rare race is simpler.
+		if _, err := db.UserByUsername(ctx, name); errors.Is(err, store.ErrNotFound) {
+			return name, nil
+		} else if err != nil {
+			return "", err
+		}
+	}
+	return "", errors.New("no free username")
 }
 
 // usernameFrom derives a username from the provider's claims: the preferred username, nickname,

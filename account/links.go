@@ -6,6 +6,7 @@ import (
 	"encoding/base64"
 	"errors"
 
+	"gqlauth/mailer"
 	"gqlauth/model"
 	"gqlauth/store"
 	"gqlauth/token"
@@ -188,6 +189,9 @@ func (s *Service) SetPassword(ctx context.Context, newPassword string) (bool, er
 		if err := tx.SetFirstPassword(ctx, p.User.ID, hash); errors.Is(err, store.ErrNotFound) {
 			return model.BadInput("newPassword", "the account has a password already; use changePassword")
 		} else if err != nil {
+			return err
+		}
+		if err := s.queueSecurityNotice(ctx, tx, p.User, mailer.PasswordChanged, "A first password was set for the account, which signed in only through a provider before."); err != nil {
 			return err
 		}
 		return tx.RecordEvent(ctx, s.event(ctx, model.AuditEventTypePasswordChanged, p.User.ID, p.User.ID, p.Session.ID, "first password set"))

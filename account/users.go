@@ -7,6 +7,7 @@ import (
 
 	"github.com/google/uuid"
 
+	"gqlauth/mailer"
 	"gqlauth/model"
 	"gqlauth/store"
 )
@@ -22,9 +23,15 @@ func (s *Service) Register(ctx context.Context, username, password string, email
 	if err := s.LimitClient(ctx); err != nil {
 		return nil, err
 	}
+	if s.cfg.Mail.VerificationRequired && (email == nil || *email == "") {
+		return nil, model.BadInput("email", "an email address is required: this server verifies it before the first sign-in")
+	}
 	u, err := s.newUser(ctx, username, password, email, model.RoleUser)
 	if err != nil {
 		return nil, err
+	}
+	if s.cfg.Mail.VerificationRequired {
+		return nil, s.registerUnverified(ctx, u)
 	}
 	var payload *model.AuthPayload
 	err = s.db.Transact(ctx, func(tx *store.Tx) error {
@@ -35,6 +42,52 @@ func (s *Service) Register(ctx context.Context, username, password string, email
 		return err
 	})
 	return payload, s.check(ctx, "Register", err)
+}
+
+// registerUnverified creates u (EMAIL_VERIFICATION_REQUIRED), records SIGN_UP, mails a
+// verification link (within the per-address limit) and answers FORBIDDEN / EMAIL_NOT_VERIFIED
+// instead of signing in.
+func (s *Service) registerUnverified(ctx context.Context, u *model.User) error {
+	if err := validAddress("email", *u.Email); err != nil {
+		return err
+	}
+	mail := s.limitAddress(ctx, *u.Email) == nil
+	err := s.db.Transact(ctx, func(tx *store.Tx) error {
+		if err := tx.CreateUser(ctx, u); err != nil {
+			return err
+		}
+		if err := tx.RecordEvent(ctx, s.event(ctx, model.AuditEventTypeSignUp, u.ID, u.ID, "", "address not verified yet")); err != nil {
+			return err
+		}
+		if !mail {
+			return nil
+		}
+		return s.mailLink(ctx, tx, mailer.VerifyEmail, purposeVerifyEmail, u.ID, *u.Email, s.verifyTTL())
+	})
+	if err != nil {
+		return s.check(ctx, "Register", err)
+	}
+	return model.Forbidden(model.AuthErrorReasonEmailNotVerified)
+}
+
+// refuseUnverified is the refusal of a sign-in, after the password check, to an account whose
+// address is not verified while EMAIL_VERIFICATION_REQUIRED: a fresh link is mailed (within the
+// per-address limit) and the answer is FORBIDDEN / EMAIL_NOT_VERIFIED. Nil when u may sign in
+// (verification not required, no address, or a verified one).
+func (s *Service) refuseUnverified(ctx context.Context, u *model.User) error {
+	if !s.cfg.Mail.VerificationRequired || u.Email == nil || u.EmailVerifiedAt != nil {
+		return nil
+	}
+	s.recordAlone(ctx, s.event(ctx, model.AuditEventTypeSignInFailed, "", u.ID, "", "email address not verified"))
+	if s.limitAddress(ctx, *u.Email) == nil {
+		err := s.db.Transact(ctx, func(tx *store.Tx) error {
+			return s.mailLink(ctx, tx, mailer.VerifyEmail, purposeVerifyEmail, u.ID, *u.Email, s.verifyTTL())
+		})
+		if err != nil {
+			_ = s.check(ctx, "refuseUnverified", err) // logged; the refusal stands
+		}
+	}
+	return model.Forbidden(model.AuthErrorReasonEmailNotVerified)
 }
 
 // CreateUser creates an account with any role (for admins).
@@ -120,6 +173,9 @@ func (s *Service) Login(ctx context.Context, username, password string) (*model.
 		s.recordAlone(ctx, s.event(ctx, model.AuditEventTypeSignInFailed, "", u.ID, "", "account disabled"))
 		return nil, model.Forbidden(model.AuthErrorReasonAccountDisabled)
 	}
+	if err := s.refuseUnverified(ctx, u); err != nil {
+		return nil, err
+	}
 	if s.passwords.NeedsRehash(u.PasswordHash) {
 		if hash, err := s.passwords.Hash(ctx, pw); err == nil {
 			if err := s.db.SetPasswordHash(ctx, u.ID, hash); err != nil {
@@ -172,6 +228,9 @@ func (s *Service) ChangePassword(ctx context.Context, current, next string) (boo
 			return err
 		}
 		if err := tx.RecordEvent(ctx, s.event(ctx, model.AuditEventTypePasswordChanged, p.User.ID, p.User.ID, p.Session.ID, "other sessions revoked")); err != nil {
+			return err
+		}
+		if err := s.queueSecurityNotice(ctx, tx, p.User, mailer.PasswordChanged, "It was changed while signed in, and every other session was signed out."); err != nil {
 			return err
 		}
 		_, err := tx.RevokeSessions(ctx, p.User.ID, p.Session.ID, store.RevokeOthers, s.clock())

@@ -243,6 +243,8 @@ func Load(getenv func(string) string) (Config, error) {
 	}
 	cfg.Mail.VerifyTTL = duration("EMAIL_VERIFY_TTL", "24h")
 	cfg.Mail.ResetTTL = duration("PASSWORD_RESET_TTL", "30m")
+	cfg.Mail.CodeTTL = duration("SIGN_IN_CODE_TTL", "10m")
+	cfg.Mail.VerificationRequired = boolean("EMAIL_VERIFICATION_REQUIRED", "false")
 	cfg.Mail.PerAddress = integer("RATE_LIMIT_EMAIL_PER_ADDRESS", "5", 0, 1_000_000)
 	if cfg.TrustedOnly && cfg.TrustedDocuments == "" {
 		errs = append(errs, errors.New("TRUSTED_DOCUMENTS_ONLY: needs TRUSTED_DOCUMENTS, the manifest of the documents to allow"))

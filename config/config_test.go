@@ -176,7 +176,7 @@ func TestLoadConfig_MailDefaults(t *testing.T) {
 			}
 			m := cfg.Mail
 			if m.DevInbox != c.devInbox || m.LinkURL != c.linkURL || m.LinkURLGuessed != c.guessed || m.AppName != "gqlauth" || m.SMTPURL != "" ||
-				m.VerifyTTL != 24*time.Hour || m.ResetTTL != 30*time.Minute || m.PerAddress != 5 {
+				m.VerifyTTL != 24*time.Hour || m.ResetTTL != 30*time.Minute || m.PerAddress != 5 || m.CodeTTL != 10*time.Minute || m.VerificationRequired {
 				t.Fatalf("Mail = %+v, want DevInbox %v, LinkURL %q, guessed %v", m, c.devInbox, c.linkURL, c.guessed)
 			}
 		})
@@ -196,6 +196,8 @@ func TestLoadConfig_MailAcceptsGoodValues(t *testing.T) {
 		{"VerifyTTL", []string{"EMAIL_VERIFY_TTL", "2h"}},
 		{"ResetTTL", []string{"PASSWORD_RESET_TTL", "15m"}},
 		{"PerAddressOff", []string{"RATE_LIMIT_EMAIL_PER_ADDRESS", "0"}},
+		{"CodeTTL", []string{"SIGN_IN_CODE_TTL", "5m"}},
+		{"VerificationRequired", []string{"EMAIL_VERIFICATION_REQUIRED", "true"}},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -229,6 +231,9 @@ func TestLoadConfig_MailRejectsBadValuesNamingTheVariable(t *testing.T) {
 		{"VerifyTTLZero", []string{"EMAIL_VERIFY_TTL", "0s"}, "EMAIL_VERIFY_TTL"},
 		{"ResetTTLUnparsable", []string{"PASSWORD_RESET_TTL", "half an hour"}, "PASSWORD_RESET_TTL"},
 		{"ResetTTLZero", []string{"PASSWORD_RESET_TTL", "0s"}, "PASSWORD_RESET_TTL"},
+		{"CodeTTLUnparsable", []string{"SIGN_IN_CODE_TTL", "ten minutes"}, "SIGN_IN_CODE_TTL"},
+		{"CodeTTLZero", []string{"SIGN_IN_CODE_TTL", "0s"}, "SIGN_IN_CODE_TTL"},
+		{"VerificationRequiredNotBool", []string{"EMAIL_VERIFICATION_REQUIRED", "yes please"}, "EMAIL_VERIFICATION_REQUIRED"},
 		{"PerAddressNegative", []string{"RATE_LIMIT_EMAIL_PER_ADDRESS", "-1"}, "RATE_LIMIT_EMAIL_PER_ADDRESS"},
 		{"PerAddressNotANumber", []string{"RATE_LIMIT_EMAIL_PER_ADDRESS", "five"}, "RATE_LIMIT_EMAIL_PER_ADDRESS"},
 	}

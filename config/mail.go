@@ -26,6 +26,11 @@ type Mail struct {
 	VerifyTTL time.Duration
 	// ResetTTL is how long a password reset link works (PASSWORD_RESET_TTL).
 	ResetTTL time.Duration
+	// CodeTTL is how long a sign-in code works (SIGN_IN_CODE_TTL).
+	CodeTTL time.Duration
+	// VerificationRequired: register needs an address, and no one signs in with a password to an
+	// account whose address is not verified (EMAIL_VERIFICATION_REQUIRED).
+	VerificationRequired bool
 	// PerAddress is how many messages one address may be sent per hour (0: no limit).
 	PerAddress int
 	// LinkURLGuessed: neither EMAIL_LINK_URL nor PUBLIC_URL is set; the server logs it at start.

@@ -82,6 +82,12 @@ type serverOptions struct {
 	publishDelay  time.Duration
 	rotation      time.Duration
 	mail          func(t testing.TB, db *store.DB) account.MailConfig // nil: no mail
+	mailTweaks    []func(*account.MailConfig)
+}
+
+// withMailConfig changes the mail configuration (SIGN_IN_CODE_TTL, EMAIL_VERIFICATION_REQUIRED…).
+func withMailConfig(f func(*account.MailConfig)) option {
+	return func(o *serverOptions) { o.mailTweaks = append(o.mailTweaks, f) }
 }
 
 type option func(*serverOptions)
@@ -173,6 +179,9 @@ func newServerOn(t testing.TB, db *store.DB, clk *clock, opts ...option) *server
 	if o.mail != nil {
 		mailCfg = o.mail(t, db)
 	}
+	for _, f := range o.mailTweaks {
+		f(&mailCfg)
+	}
 	events := feed.New()
 	providers := oidc.New(db, providerConfig, clk.Now, log)
 	svc := account.NewService(db, tokens, passwords, account.ServiceConfig{
@@ -180,6 +189,9 @@ func newServerOn(t testing.TB, db *store.DB, clk *clock, opts ...option) *server
 		Limits: o.limits, AuditRetention: o.retention, Providers: providers.Names(), LinkVerifiedEmail: o.linkVerified, Feed: events,
 		Mail: mailCfg,
 	})
+	if mailCfg.Mailer != nil {
+		mailCfg.Mailer.SetResolver(svc.ResolveMailRequest) // as server.go does
+	}
 	signIn := web.NewSignIn(svc, providers)
 	// As server.go builds it: a service of your own goes here too.
 	resolver := &graph.Resolver{

@@ -65,10 +65,12 @@ func (u payloadUser) providers() []string {
 func TestAuthPayload_UserResolvesEveryFieldForThePayloadsUser(t *testing.T) {
 	storetest.Each(t, func(t *testing.T, kind storetest.Kind) {
 		p := newProvider(t, providerUser("sub-k", "katherine", "k@corp.example", true))
-		s := newServer(t, kind, withOIDC(p.oidcConfig(nil)))
+		smtp := startSMTP(t)
+		s := newServer(t, kind, withOIDC(p.oidcConfig(nil)), withMail(smtp, linkURL))
 		alice := s.signedInUser(t, "alice")
 		s.link(t, alice.User.ID, "corp")
 		bob := s.signedInUser(t, "bob") // not an admin: he may not see alice's identities
+		s.registerWithEmail(t, "dora", "dora@example.com")
 
 		selection := "accessToken user { " + everyField("User", 1) + "}"
 		n := 0
@@ -87,6 +89,11 @@ func TestAuthPayload_UserResolvesEveryFieldForThePayloadsUser(t *testing.T) {
 				r := s.login(t, "alice", "correct horse battery").RefreshToken
 				return call{Query: `mutation($r: String) { refresh(refreshToken: $r) { ` + selection + ` } }`, Variables: map[string]any{"r": r}},
 					"alice", []string{"corp"}
+			},
+			"signInWithCode": func() (call, string, []string) {
+				code := s.mailedCode(t, smtp, "dora@example.com", len(smtp.messages()))
+				return call{Query: `mutation($c: String!) { signInWithCode(email: "dora@example.com", code: $c) { ` + selection + ` } }`,
+					Variables: map[string]any{"c": code}}, "dora", nil
 			},
 			"exchangeAuthCode": func() (call, string, []string) {
 				back, verifier := s.providerSignIn(t, p, "katherine")

@@ -121,6 +121,21 @@ func (r *mutationResolver) ResetPassword(ctx context.Context, token string, newP
 	return r.Account.ResetPassword(ctx, token, newPassword)
 }
 
+// ChangeEmail is the resolver for the changeEmail field.
+func (r *mutationResolver) ChangeEmail(ctx context.Context, newEmail string, currentPassword *string) (bool, error) {
+	return r.Account.ChangeEmail(ctx, newEmail, currentPassword)
+}
+
+// RequestSignInCode is the resolver for the requestSignInCode field.
+func (r *mutationResolver) RequestSignInCode(ctx context.Context, email string) (bool, error) {
+	return r.Account.RequestSignInCode(ctx, email)
+}
+
+// SignInWithCode is the resolver for the signInWithCode field.
+func (r *mutationResolver) SignInWithCode(ctx context.Context, email string, code string) (*model.AuthPayload, error) {
+	return r.Account.SignInWithCode(ctx, email, code)
+}
+
 // Me is the resolver for the me field.
 func (r *queryResolver) Me(ctx context.Context) (*model.User, error) {
 	p, err := r.Account.Authenticate(ctx)

@@ -3,6 +3,7 @@ package graph_test
 import (
 	"context"
 	"log/slog"
+	"sync"
 	"testing"
 	"time"
 
@@ -20,6 +21,9 @@ type mailed = smtptest.Message
 type smtpServer struct {
 	*smtptest.Server
 	addr string
+	mu   sync.Mutex
+	// unfinished counts the outbox's jobs not yet done (set by withMail; nil: unknown).
+	unfinished func() int
 }
 
 func startSMTP(t testing.TB) *smtpServer {
@@ -36,9 +40,23 @@ func (s *smtpServer) waitFor(t testing.TB, n int) []mailed {
 	return s.WaitFor(t, n, 20*time.Second)
 }
 
-// quiet waits long enough for a queued message to have been delivered, and returns what was.
+// quiet waits long enough for a queued message to have been delivered, and returns what was:
+// until the outbox has no unfinished job (a request resolves into a message, which takes two
+// rounds of the senders; up to 20 s on a loaded machine; a request's job is completed in the
+// transaction that queues its message, so the count never passes through zero in between), and
+// a moment more. Without a view of the outbox, a second.
 func (s *smtpServer) quiet() []mailed {
-	time.Sleep(time.Second)
+	s.mu.Lock()
+	unfinished := s.unfinished
+	s.mu.Unlock()
+	if unfinished == nil {
+		time.Sleep(time.Second)
+		return s.messages()
+	}
+	for deadline := time.Now().Add(20 * time.Second); unfinished() > 0 && time.Now().Before(deadline); {
+		time.Sleep(20 * time.Millisecond)
+	}
+	time.Sleep(200 * time.Millisecond)
 	return s.messages()
 }
 
@@ -67,7 +85,32 @@ func withMail(smtp *smtpServer, linkURL string) option {
 				t.Fatal(err)
 			}
 			t.Cleanup(func() { m.Stop(ctx) })
+			smtp.mu.Lock()
+			smtp.unfinished = func() int {
+				var n int
+				if err := db.QueryRow(ctx, "SELECT count(*) FROM river_job WHERE state IN ('available', 'running', 'retryable', 'scheduled', 'pending')", &n); err != nil {
+					return 0
+				}
+				return n
+			}
+			smtp.mu.Unlock()
 			return account.MailConfig{Mailer: m, LinkURL: linkURL, VerifyTTL: 24 * time.Hour}
+		}
+	}
+}
+
+// withMailStopped queues mail without ever sending it (the senders never start): what is left
+// in the database is what requests wrote.
+func withMailStopped() option {
+	return func(o *serverOptions) {
+		mail := o.mail
+		o.mail = func(t testing.TB, db *store.DB) account.MailConfig {
+			t.Helper()
+			c := mail(t, db)
+			if err := c.Mailer.Stop(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+			return c
 		}
 	}
 }

@@ -43,7 +43,7 @@ func TestMailer_DeliversCommittedMessageWithBothPartsAndHeaders(t *testing.T) {
 			[]string{"493817", "expires in 10 minutes", "If this wasn't you"}},
 		{mailer.Message{Kind: mailer.PasswordChanged, To: "ann@example.com"}, []string{"password of your account was changed", "If this wasn't you"}},
 		{mailer.Message{Kind: mailer.EmailChanged, To: "ann@example.com", Detail: "The new address is b***@example.org."},
-			[]string{"email address of your account was changed", "b***@example.org", "If this wasn't you"}},
+			[]string{"email address of your account is being changed", "b***@example.org", "If this wasn't you"}},
 		{mailer.Message{Kind: mailer.MFAChanged, To: "ann@example.com"}, []string{"second factors", "If this wasn't you"}},
 	}
 	storetest.Each(t, func(t *testing.T, kind storetest.Kind) {

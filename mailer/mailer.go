@@ -3,6 +3,10 @@
 // is a River job in the same database, committed or rolled back with the change, and River's
 // workers on any instance send it with go-mail, retrying with backoff for up to a day.
 //
+// A request that must not reveal whether an address has an account (a password reset, a sign-in
+// code) is queued as a Request instead (EnqueueRequest): the same sealed job for any address,
+// which the senders hand to the Resolver the server set (account's), in the background.
+//
 // It renders the messages from templates (embedded defaults, each overridable from a directory)
 // and seals the secret parts of a queued message (a link's token, a code) so that the job table
 // never holds them in the clear. Without an SMTP server it can deliver to a development inbox.
@@ -114,6 +118,7 @@ type Mailer struct {
 	appName  string
 	inbox    DevInboxStore
 	log      *slog.Logger
+	resolver resolverSlot
 }
 
 // New checks cfg (the SMTP URL, the sender, every template) and returns a Mailer whose outbox is
@@ -176,6 +181,7 @@ func New(db *sql.DB, engine Engine, cfg Config) (*Mailer, error) {
 		w.backoff = defaultBackoff
 	}
 	river.AddWorker(rcfg.Workers, w)
+	river.AddWorker(rcfg.Workers, &requestWorker{m: m, giveUpAfter: w.giveUpAfter})
 	switch engine {
 	case Postgres:
 		// No LISTEN: the pool is database/sql's, so instances poll every PollInterval.

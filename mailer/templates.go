@@ -41,7 +41,7 @@ var templateNames = map[Kind]string{
 
 var noticeSentences = map[Kind]string{
 	PasswordChanged: "The password of your account was changed.",
-	EmailChanged:    "The email address of your account was changed.",
+	EmailChanged:    "The email address of your account is being changed.",
 	MFAChanged:      "The sign-in methods of your account (second factors or passkeys) were changed.",
 }
 

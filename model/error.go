@@ -79,4 +79,5 @@ var authMessages = map[AuthErrorReason]string{
 	AuthErrorReasonInsufficientRole:    "your role does not allow this",
 	AuthErrorReasonAccountDisabled:     "the account is disabled",
 	AuthErrorReasonInvalidCode:         "the link or code is invalid, used or expired; ask for a new one",
+	AuthErrorReasonEmailNotVerified:    "the account's email address is not verified; use the link mailed to it",
 }

@@ -105,6 +105,8 @@ const (
 	AuditEventTypePasswordResetRequested AuditEventType = "PASSWORD_RESET_REQUESTED"
 	// The password was set from a reset link; every session of the account was revoked.
 	AuditEventTypePasswordReset AuditEventType = "PASSWORD_RESET"
+	// The account's address was changed, with a link mailed to the new address.
+	AuditEventTypeEmailChanged AuditEventType = "EMAIL_CHANGED"
 )
 
 var AllAuditEventType = []AuditEventType{
@@ -128,11 +130,12 @@ var AllAuditEventType = []AuditEventType{
 	AuditEventTypeEmailVerified,
 	AuditEventTypePasswordResetRequested,
 	AuditEventTypePasswordReset,
+	AuditEventTypeEmailChanged,
 }
 
 func (e AuditEventType) IsValid() bool {
 	switch e {
-	case AuditEventTypeSignUp, AuditEventTypeSignIn, AuditEventTypeSignInFailed, AuditEventTypeSignOut, AuditEventTypeRefreshTokenReused, AuditEventTypePasswordChanged, AuditEventTypeUserCreated, AuditEventTypeRoleChanged, AuditEventTypeUserDisabled, AuditEventTypeUserEnabled, AuditEventTypeAPIKeyCreated, AuditEventTypeAPIKeyRevoked, AuditEventTypeSigningKeyRotated, AuditEventTypeSigningKeyRevoked, AuditEventTypeIdentityLinked, AuditEventTypeIdentityUnlinked, AuditEventTypeRateLimited, AuditEventTypeEmailVerified, AuditEventTypePasswordResetRequested, AuditEventTypePasswordReset:
+	case AuditEventTypeSignUp, AuditEventTypeSignIn, AuditEventTypeSignInFailed, AuditEventTypeSignOut, AuditEventTypeRefreshTokenReused, AuditEventTypePasswordChanged, AuditEventTypeUserCreated, AuditEventTypeRoleChanged, AuditEventTypeUserDisabled, AuditEventTypeUserEnabled, AuditEventTypeAPIKeyCreated, AuditEventTypeAPIKeyRevoked, AuditEventTypeSigningKeyRotated, AuditEventTypeSigningKeyRevoked, AuditEventTypeIdentityLinked, AuditEventTypeIdentityUnlinked, AuditEventTypeRateLimited, AuditEventTypeEmailVerified, AuditEventTypePasswordResetRequested, AuditEventTypePasswordReset, AuditEventTypeEmailChanged:
 		return true
 	}
 	return false
@@ -197,6 +200,8 @@ const (
 	AuthErrorReasonAccountDisabled AuthErrorReason = "ACCOUNT_DISABLED"
 	// A mailed token or code is unknown, used, expired, voided or malformed.
 	AuthErrorReasonInvalidCode AuthErrorReason = "INVALID_CODE"
+	// The account's address is not verified and this server requires it (EMAIL_VERIFICATION_REQUIRED); a link was mailed.
+	AuthErrorReasonEmailNotVerified AuthErrorReason = "EMAIL_NOT_VERIFIED"
 )
 
 var AllAuthErrorReason = []AuthErrorReason{
@@ -210,11 +215,12 @@ var AllAuthErrorReason = []AuthErrorReason{
 	AuthErrorReasonInsufficientRole,
 	AuthErrorReasonAccountDisabled,
 	AuthErrorReasonInvalidCode,
+	AuthErrorReasonEmailNotVerified,
 }
 
 func (e AuthErrorReason) IsValid() bool {
 	switch e {
-	case AuthErrorReasonMissingToken, AuthErrorReasonInvalidToken, AuthErrorReasonTokenExpired, AuthErrorReasonSessionRevoked, AuthErrorReasonInvalidCredentials, AuthErrorReasonInvalidRefreshToken, AuthErrorReasonRefreshTokenReused, AuthErrorReasonInsufficientRole, AuthErrorReasonAccountDisabled, AuthErrorReasonInvalidCode:
+	case AuthErrorReasonMissingToken, AuthErrorReasonInvalidToken, AuthErrorReasonTokenExpired, AuthErrorReasonSessionRevoked, AuthErrorReasonInvalidCredentials, AuthErrorReasonInvalidRefreshToken, AuthErrorReasonRefreshTokenReused, AuthErrorReasonInsufficientRole, AuthErrorReasonAccountDisabled, AuthErrorReasonInvalidCode, AuthErrorReasonEmailNotVerified:
 		return true
 	}
 	return false

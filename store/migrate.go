@@ -171,6 +171,21 @@ CREATE TABLE mail_tokens (
 CREATE INDEX mail_tokens_user_purpose_idx ON mail_tokens (user_id, purpose);
 CREATE INDEX mail_tokens_expires_at_idx ON mail_tokens (expires_at);
 `},
+	{"20261216000001", "sign_in_codes", `
+-- Six-digit sign-in codes (requestSignInCode), one live per address (a newer one replaces the
+-- older): only their HMAC under a server key, with the address and purpose in the MAC. The
+-- address may have no account yet (signInWithCode then signs up). tries counts wrong codes; the
+-- fifth kills the code.
+CREATE TABLE sign_in_codes (
+	email_key  TEXT PRIMARY KEY,
+	email      TEXT NOT NULL,
+	code_hash  TEXT NOT NULL,
+	tries      INTEGER NOT NULL DEFAULT 0,
+	created_at %[1]s NOT NULL,
+	expires_at %[1]s NOT NULL
+);
+CREATE INDEX sign_in_codes_expires_at_idx ON sign_in_codes (expires_at);
+`},
 }
 
 // Migrate applies the migrations that have not been applied yet. It is idempotent, and safe when
