@@ -133,7 +133,9 @@ func TestRecoveryCode_WorksOnceAlsoUnderConcurrentUse(t *testing.T) {
 		if p.AAL != "AAL2" || !slices.Equal(toStrings(parseUnverified(t, p.AccessToken)["amr"]), []string{"pwd", "kba", "mfa"}) {
 			t.Fatalf("after a recovery code: aal %s amr %v", p.AAL, parseUnverified(t, p.AccessToken)["amr"])
 		}
-		var me struct{ Mfa struct{ RecoveryCodesLeft int } }
+		var me struct {
+			Mfa struct{ RecoveryCodesLeft int }
+		}
 		s.query(t, p.AccessToken, `{ me { mfa { recoveryCodesLeft } } }`, nil).field(t, "me", &me)
 		if me.Mfa.RecoveryCodesLeft != 9 || s.countEvents(t, "RECOVERY_CODE_USED") != 1 {
 			t.Fatalf("%d codes left, %d RECOVERY_CODE_USED events; want 9 and 1", me.Mfa.RecoveryCodesLeft, s.countEvents(t, "RECOVERY_CODE_USED"))
