@@ -124,6 +124,9 @@ func (s *Service) requireRecent(p *Principal) error {
 	return nil
 }
 
+// TODO(lead): changeEmail (branch email-flows, account/changeemail.go) must call
+// RequireRecentSession instead of RequireSession when the branches meet.
+//
 // RequireRecentSession authenticates the caller and refuses an API key or a session whose last
 // authentication is older than REAUTH_WINDOW (an operation that mints a long-lived credential or
 // changes how the account signs in: createApiKey, setPassword, changeEmail, a factor's change).
