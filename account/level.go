@@ -178,13 +178,13 @@ func (s *Service) reauthenticated(ctx context.Context, tx *store.Tx, p *Principa
 // its amr) and every other session of the user is revoked, which a stolen password may have
 // opened; MFA_ENROLLED is recorded (detail names the factor) and a notice is mailed to the
 // verified address. The caller must have locked the user's row (tx.LockUser) before writing the
-// factor. It reports whether this was the first factor.
+// factor, and must have written exactly one. It reports whether this was the first factor.
 func (s *Service) FactorAdded(ctx context.Context, tx *store.Tx, p *Principal, method, detail string) (first bool, err error) {
 	n, err := tx.RecountFactors(ctx, p.User.ID)
 	if err != nil {
 		return false, err
 	}
-	first = n == 1 && !p.User.HasSecondFactor()
+	first = n == 1 // the caller added one factor under the user's lock: there was none before
 	if first {
 		now := s.clock()
 		amr := model.WithMethods(p.Session.AMR, method, model.AMRMFA)
