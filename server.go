@@ -193,6 +193,7 @@ func build(ctx context.Context, cfg config.Config, db *store.DB, log *slog.Logge
 		Mail: account.MailConfig{Mailer: s.mail, LinkURL: cfg.Mail.LinkURL, VerifyTTL: cfg.Mail.VerifyTTL, ResetTTL: cfg.Mail.ResetTTL,
 			CodeTTL: cfg.Mail.CodeTTL, VerificationRequired: cfg.Mail.VerificationRequired},
 		AuditRetention: cfg.AuditRetention, Providers: s.providers.Names(), LinkVerifiedEmail: cfg.LinkVerifiedEmail,
+		MFA:  account.MFAConfig{RequiredRoles: cfg.MFARequiredRoles, ReauthWindow: cfg.ReauthWindow, Issuer: cfg.Mail.AppName},
 		Feed: events,
 	})
 	s.mail.SetResolver(s.account.ResolveMailRequest) // before the senders start

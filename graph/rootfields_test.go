@@ -30,7 +30,7 @@ func TestQueryRootFields_RunOneAfterAnotherInDocumentOrder(t *testing.T) {
 		order    []string
 		overlap  []string
 	)
-	auth := func(ctx context.Context, _ any, next graphql.Resolver, _ model.Role) (any, error) {
+	auth := func(ctx context.Context, _ any, next graphql.Resolver, _ model.Role, _ *model.AuthLevel) (any, error) {
 		alias := graphql.GetFieldContext(ctx).Field.Alias
 		mu.Lock()
 		inFlight++
