@@ -30,6 +30,7 @@ import (
 	"gqlauth/config"
 	"gqlauth/feed"
 	"gqlauth/graph"
+	"gqlauth/logsink"
 	"gqlauth/mailer"
 	"gqlauth/oidc"
 	"gqlauth/ratelimit"
@@ -63,12 +64,15 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer, read
 	if err != nil {
 		return err
 	}
+	// Lines of GraphQL requests are written in batches (see logsink), everything else at once.
+	sink := logsink.New(stdout, logsink.Interval, logsink.Size)
+	defer sink.Close()
 	logOpts := &slog.HandlerOptions{Level: cfg.LogLevel}
-	var logHandler slog.Handler = slog.NewTextHandler(stdout, logOpts)
+	var logHandler slog.Handler = slog.NewTextHandler(sink, logOpts)
 	if cfg.LogJSON {
-		logHandler = slog.NewJSONHandler(stdout, logOpts)
+		logHandler = slog.NewJSONHandler(sink, logOpts)
 	}
-	log := slog.New(graph.LogHandler(logHandler))
+	log := slog.New(graph.LogHandler(sink.Handler(logHandler, graph.InRequest)))
 
 	db, err := openStore(ctx, cfg)
 	if err != nil {
@@ -189,6 +193,7 @@ func build(ctx context.Context, cfg config.Config, db *store.DB, log *slog.Logge
 		Mail: account.MailConfig{Mailer: s.mail, LinkURL: cfg.Mail.LinkURL, VerifyTTL: cfg.Mail.VerifyTTL, ResetTTL: cfg.Mail.ResetTTL,
 			CodeTTL: cfg.Mail.CodeTTL, VerificationRequired: cfg.Mail.VerificationRequired},
 		AuditRetention: cfg.AuditRetention, Providers: s.providers.Names(), LinkVerifiedEmail: cfg.LinkVerifiedEmail,
+		MFA:  account.MFAConfig{RequiredRoles: cfg.MFARequiredRoles, ReauthWindow: cfg.ReauthWindow, Issuer: cfg.Mail.AppName},
 		Feed: events,
 	})
 	s.mail.SetResolver(s.account.ResolveMailRequest) // before the senders start

@@ -30,7 +30,9 @@ func TestMain(m *testing.M) {
 		main()
 		return
 	}
-	os.Exit(m.Run())
+	code := m.Run()
+	removeServerBinary()
+	os.Exit(code)
 }
 
 func TestMain_BadConfigurationExits1WithOneClearLine(t *testing.T) {
@@ -164,6 +166,23 @@ func TestRun_EmbeddedDatabaseServesEndpoints(t *testing.T) {
 	}
 	if _, err := os.Stat(dir + "/gqlauth.db"); err != nil {
 		t.Fatalf("embedded database file: %v", err)
+	}
+}
+
+// TestRun_LogLinesOfRequestsAreBatchedAndTheRestWrittenAtOnce: the server's log goes through
+// logsink. A line logged outside a request (here "listening") is in the output by the time the
+// server says it is ready; a request's line follows within the sink's interval.
+func TestRun_LogLinesOfRequestsAreBatchedAndTheRestWrittenAtOnce(t *testing.T) {
+	logs := &syncBuffer{}
+	base := startLogged(t, t.TempDir(), logs, "LOG_FORMAT", "json")
+	if !strings.Contains(logs.String(), `"msg":"listening"`) {
+		t.Fatalf("the start-up lines were not written at once:\n%s", logs.String())
+	}
+	graphql(t, base, "", `{ __typename }`)
+	for deadline := time.Now().Add(10 * time.Second); !strings.Contains(logs.String(), `"msg":"request","method":"POST","field":"__typename"`); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("no request line within 10 s:\n%s", logs.String())
+		}
 	}
 }
 

@@ -148,7 +148,9 @@ func (s *Service) SignInWithCode(ctx context.Context, email, code string) (*mode
 			}
 			u.EmailVerifiedAt = &now
 		}
-		payload, err = s.startSession(ctx, tx, u, model.AuditEventTypeSignIn, how)
+		// A mailed code is a one-time password (RFC 8176 "otp"); the session still starts at AAL1, so a
+		// code never skips a second factor.
+		payload, err = s.startSession(ctx, tx, u, model.AuditEventTypeSignIn, how, model.AMROTP)
 		return err
 	})
 	if err != nil {

@@ -9,6 +9,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 )
 
@@ -27,15 +28,20 @@ type result struct {
 	LostSessions   *int             `json:"lostSessions,omitempty"`
 	P999Ms         float64          `json:"p999Ms,omitempty"`
 	TargetRate     float64          `json:"targetRate,omitempty"` // open loop: the fixed arrival rate
+	// CPUPerRequestUs is the whole process's CPU time (server, recipe and load generator) per
+	// request: unlike req/s and latency, it hardly moves when other processes compete for the cores.
+	CPUPerRequestUs float64 `json:"cpuPerRequestUs,omitempty"`
 
 	latencies []time.Duration // sorted
 	elapsed   time.Duration
+	cpu       time.Duration
 }
 
 // merge adds another run of the same scenario (an interleaved round) to r.
 func (r *result) merge(o *result) {
 	r.latencies = append(r.latencies, o.latencies...)
 	r.elapsed += o.elapsed
+	r.cpu += o.cpu
 	for k, v := range o.Errors {
 		if r.Errors == nil {
 			r.Errors = map[string]int64{}
@@ -57,6 +63,18 @@ func (r *result) summarize() {
 	r.Requests = len(r.latencies)
 	r.RequestsPerSec = float64(r.Requests) / r.elapsed.Seconds()
 	r.P50Ms, r.P95Ms, r.P99Ms, r.P999Ms, r.MaxMs = pct(0.50), pct(0.95), pct(0.99), pct(0.999), pct(1)
+	if r.Requests > 0 {
+		r.CPUPerRequestUs = float64(r.cpu.Microseconds()) / float64(r.Requests)
+	}
+}
+
+// processCPU is the CPU time (user and system) this process has used so far.
+func processCPU() time.Duration {
+	var ru syscall.Rusage
+	if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // load runs o on every user in users concurrently for d.
@@ -72,12 +90,12 @@ func (env *environment) load(ctx context.Context, name string, users []*virtualU
 		go func() {
 			select {
 			case <-time.After(10 * time.Second):
-				res.RSSAt10sMB = rssMB()
+				res.RSSAt10sMB = statusMB("VmRSS")
 			case <-ctx.Done():
 			}
 		}()
 	}
-	start := time.Now()
+	start, cpu := time.Now(), processCPU()
 	for _, vu := range users {
 		wg.Add(1)
 		go func() {
@@ -95,24 +113,25 @@ func (env *environment) load(ctx context.Context, name string, users []*virtualU
 		}()
 	}
 	wg.Wait()
-	res.elapsed = time.Since(start)
+	res.elapsed, res.cpu = time.Since(start), processCPU()-cpu
 	res.latencies, res.Errors = all.latencies, all.errs
 	res.summarize()
 	if watchRSS {
-		res.RSSEndMB = rssMB()
+		res.RSSEndMB = statusMB("VmRSS")
 	}
 	return res
 }
 
-func rssMB() float64 {
+// statusMB is a memory figure of this process from /proc/self/status (VmRSS: now; VmHWM: peak).
+func statusMB(field string) float64 {
 	b, err := os.ReadFile("/proc/self/status")
 	if err != nil {
 		return 0
 	}
 	for _, line := range strings.Split(string(b), "\n") {
-		if strings.HasPrefix(line, "VmRSS:") {
+		if rest, ok := strings.CutPrefix(line, field+":"); ok {
 			var kb float64
-			fmt.Sscanf(strings.TrimSpace(strings.TrimPrefix(line, "VmRSS:")), "%f", &kb)
+			fmt.Sscanf(strings.TrimSpace(rest), "%f", &kb)
 			return kb / 1024
 		}
 	}

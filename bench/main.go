@@ -41,6 +41,7 @@ func main() {
 		scale       = flag.Bool("scale", false, "after the scenarios (-scenario none: instead of them), scale mode (Postgres): seed 100,000 users and 1,000,000 sessions, run me/refresh/login over distinct users and the sweep under load, print the query plans")
 		open        = flag.Float64("open", 0, "after the closed loop, run typename, me and me-wide (and the recipe's) again at this fraction of their measured maximum rate as an open loop, for latency without coordinated omission (e.g. 0.5)")
 		accessLog   = flag.String("access-log", "all", "ACCESS_LOG of the in-process server: all, errors or off")
+		logFile     = flag.String("log-file", "/dev/null", "where the in-process server writes its log (a real file, so each write costs what it costs the server; 'discard' formats lines and writes nothing)")
 		scaleN      = flag.Int("scale-users", 100_000, "-scale: how many users to seed (ten sessions each)")
 		rounds      = flag.Int("rounds", 1, "split each scenario's duration into this many rounds, interleaved with the other scenarios' (fairer ratios on a noisy machine)")
 	)
@@ -56,6 +57,7 @@ func main() {
 	}
 	scaleUsers = max(*scaleN, 1)
 	defaultAccessLog = graph.AccessLog(*accessLog)
+	logPath = *logFile
 	if err := run(*scenario, *concurrency, *duration, *rounds, *open, *scale, *target, *databaseURL, *cost, *jsonOut); err != nil {
 		pprof.StopCPUProfile()
 		fmt.Fprintln(os.Stderr, "bench:", err)
@@ -121,6 +123,8 @@ func run(scenario string, c int, d time.Duration, rounds int, open float64, scal
 			add(rs)
 		}
 	}
+	// The process's memory after the compared scenarios: both servers and the load generator.
+	rssNow, rssPeak := statusMB("VmRSS"), statusMB("VmHWM")
 	if open > 0 {
 		ops := env.ops()
 		for _, name := range compared {
@@ -166,6 +170,9 @@ func run(scenario string, c int, d time.Duration, rounds int, open float64, scal
 		results = append(results, &result{Scenario: "bcrypt-ceiling", RequestsPerSec: hash})
 	}
 	printRatios(results)
+	if len(compared) > 0 {
+		fmt.Printf("%-44s %.0f MB (peak %.0f MB)\n", "RSS after the compared scenarios", rssNow, rssPeak)
+	}
 	if scale {
 		if err := env.explain(ctx); err != nil {
 			return err
@@ -176,6 +183,9 @@ func run(scenario string, c int, d time.Duration, rounds int, open float64, scal
 
 // defaultAccessLog is -access-log.
 var defaultAccessLog = graph.AccessLogAll
+
+// logPath is -log-file.
+var logPath = "/dev/null"
 
 // comparedScenarios are the ones whose ratios are targets; they run interleaved in rounds.
 var comparedScenarios = []string{"ceiling", "recipe-typename", "typename", "recipe-me", "me", "me-wide", "recipe-me-wide"}

@@ -21,6 +21,7 @@ import (
 
 	"gqlauth/account"
 	"gqlauth/graph"
+	"gqlauth/logsink"
 	"gqlauth/store"
 	"gqlauth/token"
 	"gqlauth/web"
@@ -101,8 +102,21 @@ func (env *environment) startServer(ctx context.Context, databaseURL string) (fu
 	if os.Getenv("GOGC") == "" {
 		debug.SetGCPercent(400) // as server.go does (DefaultGCPercent); the recipe shares the process
 	}
-	// As server.go builds it: the request log line (formatted, then discarded) and metrics.
-	log := slog.New(graph.LogHandler(teeHandler{slog.NewTextHandler(io.Discard, nil), slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})}))
+	// As server.go builds it: the request log line, written to -log-file, and metrics.
+	var logOut io.Writer = io.Discard
+	if logPath != "discard" {
+		f, err := os.OpenFile(logPath, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
+		if err != nil {
+			return nil, err
+		}
+		closeLog := cleanup
+		cleanup = func() { f.Close(); closeLog() }
+		logOut = f
+	}
+	sink := logsink.New(logOut, logsink.Interval, logsink.Size)
+	closeSink := cleanup
+	cleanup = func() { sink.Close(); closeSink() }
+	log := slog.New(graph.LogHandler(sink.Handler(teeHandler{slog.NewTextHandler(sink, nil), slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})}, graph.InRequest)))
 	svc := account.NewService(db, tokens, env.passwords, account.ServiceConfig{
 		RefreshTTL: 720 * time.Hour, ReuseInterval: 10 * time.Second, SignupEnabled: true, Logger: log,
 		// No rate limits: the harness is one client IP doing what a crowd would.

@@ -83,6 +83,7 @@ type serverOptions struct {
 	rotation      time.Duration
 	mail          func(t testing.TB, db *store.DB) account.MailConfig // nil: no mail
 	mailTweaks    []func(*account.MailConfig)
+	mfa           account.MFAConfig
 }
 
 // withMailConfig changes the mail configuration (SIGN_IN_CODE_TTL, EMAIL_VERIFICATION_REQUIRED…).
@@ -105,6 +106,9 @@ func withDebug() option                            { return func(o *serverOption
 func withTrustedProxies(p web.Proxies) option      { return func(o *serverOptions) { o.proxies = p } }
 func withSocketLimits(l graph.SocketLimits) option { return func(o *serverOptions) { o.sockets = l } }
 func withOrigins(origins ...string) option         { return func(o *serverOptions) { o.origins = origins } }
+
+// withMFA sets MFA_REQUIRED_ROLES, REAUTH_WINDOW and the TOTP issuer.
+func withMFA(c account.MFAConfig) option { return func(o *serverOptions) { o.mfa = c } }
 
 // withOIDC configures provider sign-in; cfg receives the server's own base URL, which is its
 // PUBLIC_URL unless withPublicURL says otherwise.
@@ -187,7 +191,7 @@ func newServerOn(t testing.TB, db *store.DB, clk *clock, opts ...option) *server
 	svc := account.NewService(db, tokens, passwords, account.ServiceConfig{
 		RefreshTTL: o.refreshTTL, ReuseInterval: o.reuseInterval, SignupEnabled: o.signup, Now: clk.Now, Logger: log,
 		Limits: o.limits, AuditRetention: o.retention, Providers: providers.Names(), LinkVerifiedEmail: o.linkVerified, Feed: events,
-		Mail: mailCfg,
+		Mail: mailCfg, MFA: o.mfa,
 	})
 	if mailCfg.Mailer != nil {
 		mailCfg.Mailer.SetResolver(svc.ResolveMailRequest) // as server.go does

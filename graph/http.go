@@ -28,6 +28,12 @@ const (
 	mediaGraphQLResponse = "application/graphql-response+json"
 )
 
+// The Content-Type values of responses, built once (see securityHeaders).
+var (
+	contentTypeJSON            = []string{mediaJSON + "; charset=utf-8"}
+	contentTypeGraphQLResponse = []string{mediaGraphQLResponse + "; charset=utf-8"}
+)
+
 // endpoint serves GraphQL over HTTP as the GraphQL-over-HTTP specification says: it negotiates
 // the response media type, reads and checks the request (one JSON object, parameters of the right
 // types, UTF-8, within the limits), and answers request errors with the status the media type
@@ -320,7 +326,11 @@ func writeResponse(w http.ResponseWriter, r *http.Request, media string, status 
 	if req := account.RequestFrom(r.Context()); req != nil && req.CredentialRejected() {
 		w.Header().Set("WWW-Authenticate", `Bearer error="invalid_token"`)
 	}
-	w.Header().Set("Content-Type", media+"; charset=utf-8")
+	contentType := contentTypeJSON
+	if media == mediaGraphQLResponse {
+		contentType = contentTypeGraphQLResponse
+	}
+	w.Header()["Content-Type"] = contentType
 	w.WriteHeader(status)
 	if resp != nil && !requestError && len(resp.Errors) == 0 && len(resp.Extensions) == 0 && resp.Label == "" && resp.Path == nil && resp.HasNext == nil && len(resp.Data) > 0 {
 		// The common case, written as is: gqlgen's marshalers produced Data as valid JSON, and

@@ -26,3 +26,20 @@ func TestSecurityNotice_PasswordChangeIsMailedToTheVerifiedAddressOnly(t *testin
 		}
 	})
 }
+
+func TestSecurityNotice_FirstPasswordOfAProviderAccountIsMailed(t *testing.T) {
+	storetest.Each(t, func(t *testing.T, kind storetest.Kind) {
+		p := newProvider(t, providerUser("sub-k", "katherine", "k@corp.example", true))
+		smtp := startSMTP(t)
+		s := newServer(t, kind, withMail(smtp, linkURL), withOIDC(p.oidcConfig(nil)))
+		k := s.signInThrough(t, p, "katherine")
+		// The provider's word does not verify the address here; the mailed link does.
+		wantTrue(t, s.sendVerification(t, k.AccessToken), "sendEmailVerification")
+		wantTrue(t, s.verifyEmail(t, tokenIn(t, smtp.waitFor(t, 1)[0])), "verifyEmail")
+		wantTrue(t, s.do(t, call{Query: `mutation { setPassword(newPassword: "a first horse battery") }`, Token: k.AccessToken}), "setPassword")
+		n := smtp.waitFor(t, 2)[1]
+		if n.To[0] != "k@corp.example" || !strings.Contains(n.Text, "password of your account was changed") || !strings.Contains(n.Text, "first password") {
+			t.Fatalf("notice %+v", n)
+		}
+	})
+}

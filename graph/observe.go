@@ -2,7 +2,6 @@ package graph
 
 import (
 	"context"
-	"fmt"
 	"log/slog"
 	"math/rand/v2"
 	"net/http"
@@ -108,8 +107,8 @@ func observe(log *slog.Logger, metrics *Metrics, accessLog AccessLog, next http.
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		// Not a secret, only unique in practice: math/rand/v2's generator costs no system call.
-		info := &requestInfo{id: fmt.Sprintf("%016x", rand.Uint64())}
-		w.Header().Set("X-Request-Id", info.id)
+		info := &requestInfo{id: requestID(rand.Uint64())}
+		w.Header()["X-Request-Id"] = []string{info.id} // the canonical key, set without a lookup
 		sw := &statusWriter{ResponseWriter: w, status: http.StatusOK}
 		r = r.WithContext(context.WithValue(r.Context(), requestInfoKey{}, info))
 		next.ServeHTTP(sw, r)
@@ -140,8 +139,25 @@ func observe(log *slog.Logger, metrics *Metrics, accessLog AccessLog, next http.
 		if user := account.CallerID(r.Context()); user != "" {
 			attrs = append(attrs, slog.String("user", user))
 		}
-		log.LogAttrs(r.Context(), slog.LevelInfo, "request", attrs...)
+		// As log.LogAttrs does, without the caller's program counter (runtime.Callers on every
+		// request) that no handler of ours shows.
+		if h := log.Handler(); h.Enabled(r.Context(), slog.LevelInfo) {
+			rec := slog.NewRecord(start.Add(elapsed), slog.LevelInfo, "request", 0)
+			rec.AddAttrs(attrs...)
+			h.Handle(r.Context(), rec)
+		}
 	})
+}
+
+// requestID is n as 16 lower-case hex digits.
+func requestID(n uint64) string {
+	const digits = "0123456789abcdef"
+	var b [16]byte
+	for i := 15; i >= 0; i-- {
+		b[i] = digits[n&0xf]
+		n >>= 4
+	}
+	return string(b[:])
 }
 
 // aroundOperations records the operation for the request log and metrics.
@@ -193,6 +209,9 @@ func (w *statusWriter) WriteHeader(status int) {
 
 func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
+// InRequest says whether ctx is that of a GraphQL request (one with a request id).
+func InRequest(ctx context.Context) bool { return infoFrom(ctx) != nil }
+
 // LogHandler wraps h so that every record logged with a request's context carries its request id.
 func LogHandler(h slog.Handler) slog.Handler { return requestIDHandler{h} }
 
@@ -213,15 +232,22 @@ func (h requestIDHandler) WithGroup(name string) slog.Handler {
 	return requestIDHandler{h.Handler.WithGroup(name)}
 }
 
+var (
+	noStore    = []string{"no-store"}
+	noCache    = []string{"no-cache"}
+	noSniff    = []string{"nosniff"}
+	noReferrer = []string{"no-referrer"}
+)
+
 // securityHeaders are sent on every GraphQL response: responses carry tokens and personal data,
 // so no cache may keep them, and browsers must not sniff them into something else.
 func securityHeaders(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		// Canonical keys and shared values, set without Header.Set's lookup and allocation (Set,
+		// Add and Del replace a value slice, never write into it).
 		h := w.Header()
-		h.Set("Cache-Control", "no-store")
-		h.Set("Pragma", "no-cache")
-		h.Set("X-Content-Type-Options", "nosniff")
-		h.Set("Referrer-Policy", "no-referrer")
+		h["Cache-Control"], h["Pragma"] = noStore, noCache
+		h["X-Content-Type-Options"], h["Referrer-Policy"] = noSniff, noReferrer
 		next.ServeHTTP(w, r)
 	})
 }

@@ -5,7 +5,7 @@
 // (web.Credentials), whose request state the rules read.
 package graph
 
-//go:generate go tool gqlgen generate
+//go:generate go run ./gen
 
 import (
 	"gqlauth/account"

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"gqlauth/internal/smtptest"
 	"gqlauth/mailer"
 	"gqlauth/store/storetest"
 )
@@ -149,9 +150,9 @@ func TestMailer_RefusesInvalidMessagesAndQueuesNothing(t *testing.T) {
 		if err := enqueue(t, db, m, true, with(func(m *mailer.Message) { m.To = longest })); err != nil {
 			t.Fatalf("a 254-byte address: %v", err)
 		}
-		srv.waitFor(t, 1, 10*time.Second)
+		srv.WaitFor(t, 1, 10*time.Second)
 		time.Sleep(200 * time.Millisecond)
-		if n, sent := len(jobs(t, db)), len(srv.messages()); n != 1 || sent != 1 {
+		if n, sent := len(jobs(t, db)), len(srv.Messages()); n != 1 || sent != 1 {
 			t.Fatalf("%d jobs and %d messages, want only the valid one", n, sent)
 		}
 	})
@@ -180,7 +181,7 @@ func TestNew_TemplateOverrideReplacesOneFile(t *testing.T) {
 	if err := enqueue(t, db, m, true, mailer.Message{Kind: mailer.ResetPassword, To: "ann@example.com", Link: resetLink, ExpiresIn: 30 * time.Minute}); err != nil {
 		t.Fatal(err)
 	}
-	got := srv.waitFor(t, 1, 10*time.Second)[0]
+	got := srv.WaitFor(t, 1, 10*time.Second)[0]
 	if got.Header.Get("Subject") != "Acme: new password" || got.Text != "Custom: "+resetLink+" (30 minutes)" {
 		t.Fatalf("override not used: %q / %q", got.Header.Get("Subject"), got.Text)
 	}
@@ -224,16 +225,16 @@ func TestNew_RefusesABadTemplateNamingTheFile(t *testing.T) {
 
 func TestMailer_AuthenticatesWithTheURLsCredentials(t *testing.T) {
 	srv := startSMTP(t)
-	srv.user, srv.pass = "mailer", "p@ss word"
+	srv.RequireAuth("mailer", "p@ss word")
 	d := newDatabase(t, storetest.SQLite)
 	db := d.open(t)
 	cfg := testConfig(srv)
-	cfg.SMTPURL = "smtp://mailer:p%40ss%20word@" + srv.addr
+	cfg.SMTPURL = "smtp://mailer:p%40ss%20word@" + srv.Addr()
 	m := newMailer(t, db, d.engine(), cfg, true)
 	if err := enqueue(t, db, m, true, notice("ann@example.com")); err != nil {
 		t.Fatal(err)
 	}
-	srv.waitFor(t, 1, 10*time.Second)
+	srv.WaitFor(t, 1, 10*time.Second)
 }
 
 func TestMailer_RequiresSTARTTLSTowardsANonLoopbackHost(t *testing.T) {
@@ -248,13 +249,11 @@ func TestMailer_RequiresSTARTTLSTowardsANonLoopbackHost(t *testing.T) {
 	if ip == nil {
 		t.Skip("no non-loopback IPv4 address on this machine")
 	}
-	srv := &smtpServer{t: t, inData: make(chan struct{}, 10)}
-	srv.listen(net.JoinHostPort(ip.String(), "0")) // offers no STARTTLS
-	t.Cleanup(srv.stop)
+	srv := smtptest.StartOn(t, net.JoinHostPort(ip.String(), "0")) // offers no STARTTLS
 	d := newDatabase(t, storetest.SQLite)
 	db := d.open(t)
 	cfg := testConfig(srv)
-	cfg.SMTPURL = "smtp://mailer:secret@" + srv.addr
+	cfg.SMTPURL = "smtp://mailer:secret@" + srv.Addr()
 	m := newMailer(t, db, d.engine(), cfg, true)
 	if err := enqueue(t, db, m, true, notice("ann@example.com")); err != nil {
 		t.Fatal(err)
@@ -263,10 +262,8 @@ func TestMailer_RequiresSTARTTLSTowardsANonLoopbackHost(t *testing.T) {
 		_, attempts := jobStates(t, db)
 		return attempts[0] >= 2
 	})
-	srv.mu.Lock()
-	mails := srv.mails
-	srv.mu.Unlock()
-	if mails != 0 || len(srv.messages()) != 0 {
+	mails, _ := srv.Commands()
+	if mails != 0 || len(srv.Messages()) != 0 {
 		t.Fatalf("%d MAIL commands over a connection without TLS", mails)
 	}
 	if dump := strings.Join(jobs(t, db), ""); !strings.Contains(dump, "STARTTLS") {

@@ -23,14 +23,14 @@ func TestMailer_CommittedWhileNoInstanceRunsIsDeliveredOnStart(t *testing.T) {
 		}
 		dbA.Close()
 		time.Sleep(200 * time.Millisecond)
-		if n := len(srv.messages()); n != 0 {
+		if n := len(srv.Messages()); n != 0 {
 			t.Fatalf("%d messages before any instance started", n)
 		}
 		dbB := d.open(t)
 		newMailer(t, dbB, d.engine(), testConfig(srv), true)
-		srv.waitFor(t, 1, 10*time.Second)
+		srv.WaitFor(t, 1, 10*time.Second)
 		time.Sleep(300 * time.Millisecond)
-		if n := len(srv.messages()); n != 1 {
+		if n := len(srv.Messages()); n != 1 {
 			t.Fatalf("%d messages, want 1", n)
 		}
 	})
@@ -43,8 +43,7 @@ func TestMailer_CommittedWhileNoInstanceRunsIsDeliveredOnStart(t *testing.T) {
 func TestMailer_KilledDuringSendIsDeliveredOnceAfterRestart(t *testing.T) {
 	storetest.Each(t, func(t *testing.T, kind storetest.Kind) {
 		srv := startSMTP(t)
-		hold := make(chan struct{})
-		srv.hold = hold
+		release := srv.Hold()
 		d := newDatabase(t, kind)
 		db := d.open(t)
 		m := newMailer(t, db, d.engine(), testConfig(srv), false)
@@ -54,12 +53,12 @@ func TestMailer_KilledDuringSendIsDeliveredOnceAfterRestart(t *testing.T) {
 		wantID := "<" + messageIDOf(t, db, kind) + ">"
 
 		child := exec.Command(os.Args[0], "-test.run=^TestCrashChild$", "-test.count=1")
-		child.Env = append(os.Environ(), "MAILER_CHILD_KIND="+string(kind), "MAILER_CHILD_DSN="+d.dsn, "MAILER_CHILD_SMTP="+srv.url())
+		child.Env = append(os.Environ(), "MAILER_CHILD_KIND="+string(kind), "MAILER_CHILD_DSN="+d.dsn, "MAILER_CHILD_SMTP="+srv.URL())
 		if err := child.Start(); err != nil {
 			t.Fatal(err)
 		}
 		select {
-		case <-srv.inData:
+		case <-srv.InData():
 		case <-time.After(20 * time.Second):
 			child.Process.Kill()
 			t.Fatal("the child never reached DATA")
@@ -68,23 +67,24 @@ func TestMailer_KilledDuringSendIsDeliveredOnceAfterRestart(t *testing.T) {
 			t.Fatal(err)
 		}
 		child.Wait()
-		srv.mu.Lock()
-		srv.hold = nil
-		srv.mu.Unlock()
-		close(hold)
+		release()
 		if s, _ := jobStates(t, db); len(s) != 1 || s[0] != "running" {
 			t.Fatalf("job states after the kill: %v, want [running]", s)
 		}
 
 		start := time.Now()
-		newMailer(t, db, d.engine(), testConfig(srv), true)
-		got := srv.waitFor(t, 1, 60*time.Second)
+		// Failed attempts would wait an hour: the rescued one must not (the SMTP server did not
+		// fail it, and the wait for the rescue was long enough).
+		cfg := testConfig(srv)
+		cfg.Backoff = func(int) time.Duration { return time.Hour }
+		newMailer(t, db, d.engine(), cfg, true)
+		got := srv.WaitFor(t, 1, 60*time.Second)
 		t.Logf("%s: delivered %s after the restart", kind, time.Since(start).Round(100*time.Millisecond))
 		waitUntil(t, 10*time.Second, "the job to complete", func() bool {
 			s, _ := jobStates(t, db)
 			return s[0] == "completed"
 		})
-		if got = srv.messages(); len(got) != 1 || got[0].Header.Get("Message-Id") != wantID {
+		if got = srv.Messages(); len(got) != 1 || got[0].Header.Get("Message-Id") != wantID {
 			t.Fatalf("%d messages (first Message-ID %q), want 1 with %q", len(got), got[0].Header.Get("Message-Id"), wantID)
 		}
 	})

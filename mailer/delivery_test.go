@@ -61,7 +61,7 @@ func TestMailer_DeliversCommittedMessageWithBothPartsAndHeaders(t *testing.T) {
 					t.Fatal(err)
 				}
 				defer m.Stop(context.Background())
-				got := srv.waitFor(t, 1, 10*time.Second)[0]
+				got := srv.WaitFor(t, 1, 10*time.Second)[0]
 
 				if got.From != "no-reply@acme.example" || len(got.To) != 1 || got.To[0] != "ann@example.com" {
 					t.Fatalf("envelope from %q to %v", got.From, got.To)
@@ -110,7 +110,7 @@ func TestMailer_EscapesValuesInTheHTMLPart(t *testing.T) {
 		if err := enqueue(t, db, m, true, msg); err != nil {
 			t.Fatal(err)
 		}
-		got := srv.waitFor(t, 1, 10*time.Second)[0]
+		got := srv.WaitFor(t, 1, 10*time.Second)[0]
 		for _, bad := range []string{"<script>", "<img"} {
 			if strings.Contains(got.HTML, bad) {
 				t.Fatalf("HTML part holds %q unescaped:\n%s", bad, got.HTML)
@@ -135,7 +135,7 @@ func TestMailer_SubjectIsOneLineWhateverTheTemplateWrites(t *testing.T) {
 		if err := enqueue(t, db, m, true, notice("ann@example.com")); err != nil {
 			t.Fatal(err)
 		}
-		got := srv.waitFor(t, 1, 10*time.Second)[0]
+		got := srv.WaitFor(t, 1, 10*time.Second)[0]
 		if s := got.Header.Get("Subject"); s != "Notice Bcc: victim@example.com body" || got.Header.Get("Bcc") != "" || len(got.To) != 1 {
 			t.Fatalf("Subject %q, Bcc %q, recipients %v", s, got.Header.Get("Bcc"), got.To)
 		}
@@ -159,9 +159,9 @@ func TestMailer_RolledBackMessageIsNeverSent(t *testing.T) {
 		if err := enqueue(t, db, m, true, mailer.Message{Kind: mailer.PasswordChanged, To: "kept@example.com"}); err != nil {
 			t.Fatal(err)
 		}
-		srv.waitFor(t, 1, 10*time.Second)
+		srv.WaitFor(t, 1, 10*time.Second)
 		time.Sleep(300 * time.Millisecond)
-		got := srv.messages()
+		got := srv.Messages()
 		if len(got) != 1 || got[0].To[0] != "kept@example.com" {
 			t.Fatalf("sent %d messages: %+v", len(got), got)
 		}
@@ -230,7 +230,7 @@ func TestMailer_AlteredJobIsNotSent(t *testing.T) {
 			s, _ := jobStates(t, db)
 			return len(s) == 1 && s[0] == "cancelled"
 		})
-		if got := srv.messages(); len(got) != 0 {
+		if got := srv.Messages(); len(got) != 0 {
 			t.Fatalf("an altered job was sent: %+v", got)
 		}
 	})

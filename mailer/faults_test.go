@@ -25,7 +25,7 @@ func messageIDs(got []received) map[string]int {
 func TestMailer_SMTPDownAtSendTimeDeliversOnceItIsBack(t *testing.T) {
 	storetest.Each(t, func(t *testing.T, kind storetest.Kind) {
 		srv := startSMTP(t)
-		srv.stop()
+		srv.Stop()
 		d := newDatabase(t, kind)
 		db := d.open(t)
 		m := newMailer(t, db, d.engine(), testConfig(srv), true)
@@ -36,13 +36,13 @@ func TestMailer_SMTPDownAtSendTimeDeliversOnceItIsBack(t *testing.T) {
 			_, attempts := jobStates(t, db)
 			return len(attempts) == 1 && attempts[0] >= 2
 		})
-		srv.restart()
-		got := srv.waitFor(t, 1, 10*time.Second)
+		srv.Restart()
+		got := srv.WaitFor(t, 1, 10*time.Second)
 		waitUntil(t, 10*time.Second, "the job to complete", func() bool {
 			s, _ := jobStates(t, db)
 			return s[0] == "completed"
 		})
-		if got = srv.messages(); len(got) != 1 {
+		if got = srv.Messages(); len(got) != 1 {
 			t.Fatalf("%d messages after the outage, want 1", len(got))
 		}
 	})
@@ -51,12 +51,12 @@ func TestMailer_SMTPDownAtSendTimeDeliversOnceItIsBack(t *testing.T) {
 func TestMailer_RefusedRecipientIsNotRetried(t *testing.T) {
 	storetest.Each(t, func(t *testing.T, kind storetest.Kind) {
 		srv := startSMTP(t)
-		srv.rejectTo = func(rcpt string) error {
+		srv.RejectTo(func(rcpt string) error {
 			if rcpt == "nobody@example.com" {
 				return &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 1, 1}, Message: "no such user"}
 			}
 			return nil
-		}
+		})
 		d := newDatabase(t, kind)
 		db := d.open(t)
 		m := newMailer(t, db, d.engine(), testConfig(srv), true)
@@ -68,9 +68,7 @@ func TestMailer_RefusedRecipientIsNotRetried(t *testing.T) {
 			return s[0] == "cancelled"
 		})
 		time.Sleep(300 * time.Millisecond)
-		srv.mu.Lock()
-		rcpts := srv.rcpts
-		srv.mu.Unlock()
+		_, rcpts := srv.Commands()
 		if _, attempts := jobStates(t, db); attempts[0] != 1 || rcpts != 1 {
 			t.Fatalf("%d attempts, %d RCPT commands; want 1 and 1", attempts[0], rcpts)
 		}
@@ -80,7 +78,7 @@ func TestMailer_RefusedRecipientIsNotRetried(t *testing.T) {
 func TestMailer_GivesUpAfterTheRetryLimit(t *testing.T) {
 	storetest.Each(t, func(t *testing.T, kind storetest.Kind) {
 		srv := startSMTP(t)
-		srv.stop()
+		srv.Stop()
 		d := newDatabase(t, kind)
 		db := d.open(t)
 		cfg := testConfig(srv)
@@ -96,9 +94,9 @@ func TestMailer_GivesUpAfterTheRetryLimit(t *testing.T) {
 		if _, attempts := jobStates(t, db); attempts[0] < 3 {
 			t.Fatalf("given up after %d attempts, want retries within the limit", attempts[0])
 		}
-		srv.restart()
+		srv.Restart()
 		time.Sleep(500 * time.Millisecond)
-		if n := len(srv.messages()); n != 0 {
+		if n := len(srv.Messages()); n != 0 {
 			t.Fatalf("%d messages sent after giving up", n)
 		}
 	})
@@ -107,8 +105,7 @@ func TestMailer_GivesUpAfterTheRetryLimit(t *testing.T) {
 func TestMailer_SlowSMTPNeverBlocksEnqueue(t *testing.T) {
 	storetest.Each(t, func(t *testing.T, kind storetest.Kind) {
 		srv := startSMTP(t)
-		srv.hold = make(chan struct{})
-		defer close(srv.hold)
+		defer srv.Hold()()
 		d := newDatabase(t, kind)
 		db := d.open(t)
 		cfg := testConfig(srv)
@@ -119,7 +116,7 @@ func TestMailer_SlowSMTPNeverBlocksEnqueue(t *testing.T) {
 			t.Fatal(err)
 		}
 		select {
-		case <-srv.inData:
+		case <-srv.InData():
 		case <-time.After(10 * time.Second):
 			t.Fatal("the first message never reached DATA")
 		}
@@ -154,9 +151,9 @@ func TestMailer_TwoInstancesSendEachMessageOnce(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
-		srv.waitFor(t, n, 30*time.Second)
+		srv.WaitFor(t, n, 30*time.Second)
 		time.Sleep(500 * time.Millisecond)
-		got := srv.messages()
+		got := srv.Messages()
 		ids := messageIDs(got)
 		if len(got) != n || len(ids) != n {
 			t.Fatalf("%d messages with %d distinct Message-IDs, want %d and %d", len(got), len(ids), n, n)
@@ -187,12 +184,44 @@ func TestOutbox_Throughput(t *testing.T) {
 			t.Fatal(err)
 		}
 		queued := time.Since(start)
-		srv.waitFor(t, n, 60*time.Second)
+		srv.WaitFor(t, n, 60*time.Second)
 		took := time.Since(start)
-		if ids := messageIDs(srv.messages()); len(ids) != n {
+		if ids := messageIDs(srv.Messages()); len(ids) != n {
 			t.Fatalf("%d distinct messages", len(ids))
 		}
 		t.Logf("%s: %d messages queued in %s, delivered in %s: %.0f messages/s", kind, n, queued.Round(time.Millisecond),
 			took.Round(time.Millisecond), float64(n)/took.Seconds())
+	})
+}
+
+// TestMailer_AttemptEndsBySendTimeoutWhereverTheServerStalls holds one attempt against a server
+// slow to answer EHLO and then stalled in DATA: the attempt must end by SendTimeout as a whole
+// (go-mail's own timeout, renewed for each phase, would let it run on), since RescueAfter takes
+// an attempt older than that for one whose process died.
+func TestMailer_AttemptEndsBySendTimeoutWhereverTheServerStalls(t *testing.T) {
+	storetest.Each(t, func(t *testing.T, kind storetest.Kind) {
+		srv := startSMTP(t)
+		const sendTimeout = 3 * time.Second
+		srv.SlowEHLO(sendTimeout * 4 / 5)
+		defer srv.Hold()()
+		d := newDatabase(t, kind)
+		db := d.open(t)
+		cfg := testConfig(srv)
+		cfg.SendTimeout, cfg.RescueAfter = sendTimeout, 0
+		cfg.Backoff = func(int) time.Duration { return time.Hour } // one attempt only
+		m := newMailer(t, db, d.engine(), cfg, true)
+		start := time.Now()
+		if err := enqueue(t, db, m, true, notice("ann@example.com")); err != nil {
+			t.Fatal(err)
+		}
+		waitUntil(t, 20*time.Second, "the attempt to end", func() bool {
+			s, _ := jobStates(t, db)
+			return s[0] == "retryable"
+		})
+		took := time.Since(start)
+		t.Logf("%s: the attempt ended %s after the commit", kind, took.Round(10*time.Millisecond))
+		if took > sendTimeout+time.Second {
+			t.Fatalf("the attempt ended %s after the commit, want about SendTimeout (%s)", took, sendTimeout)
+		}
 	})
 }

@@ -3,6 +3,10 @@
 // is a River job in the same database, committed or rolled back with the change, and River's
 // workers on any instance send it with go-mail, retrying with backoff for up to a day.
 //
+// A request that must not reveal whether an address has an account (a password reset, a sign-in
+// code) is queued as a Request instead (EnqueueRequest): the same sealed job for any address,
+// which the senders hand to the Resolver the server set (account's), in the background.
+//
 // It renders the messages from templates (embedded defaults, each overridable from a directory)
 // and seals the secret parts of a queued message (a link's token, a code) so that the job table
 // never holds them in the clear. Without an SMTP server it can deliver to a development inbox.
@@ -63,10 +67,12 @@ type Config struct {
 	Workers int
 	// PollInterval is how often an instance looks for due messages (default 1 s).
 	PollInterval time.Duration
-	// SendTimeout bounds one delivery attempt (default 30 s).
+	// SendTimeout bounds one delivery attempt, from the connection to the server's answer
+	// (default 10 s).
 	SendTimeout time.Duration
-	// RescueAfter is how long an attempt may run before it is presumed lost with its process and
-	// the message is tried again (default 1 min; more than SendTimeout).
+	// RescueAfter is how long after an attempt began its message is presumed orphaned by a dead
+	// process and tried again (default 15 s; at least 1.5 × SendTimeout, so that a live attempt,
+	// which ends by SendTimeout, is never taken for a dead one).
 	RescueAfter time.Duration
 	// Backoff is the wait before the retry that follows the attempt-th failed attempt (default:
 	// 15 s doubling up to 1 h, with jitter).
@@ -74,6 +80,23 @@ type Config struct {
 	// GiveUpAfter is how long after it was queued a message stops being retried (default 24 h).
 	GiveUpAfter time.Duration
 }
+
+// The timing of delivery (README, "Mail delivery guarantees"). The contract asks that after a
+// restart due messages go out within a minute, and a message whose sender died mid-send is due
+// again only once River's rescuer has seen its attempt run longer than RescueStuckJobsAfter. The
+// rescuer runs on the leader only, at its election and then every 30 s (not configurable in River
+// v0.51); a new leader is elected at most ~21 s after the old one died (a 15 s lease, bids every
+// 5–6 s). So a message orphaned just before a restart is rescued at the latest RescueAfter + 30 s
+// after it (or at the election, if later: ≤ 22 s), retried at once (worker.NextRetry), made
+// available by the scheduler within its 5 s tick and fetched within PollInterval (1 s):
+// 15 + 30 + 5 + 1 = 51 s, nine to spare for a loaded machine. RescueAfter must stay above the
+// longest live attempt, SendTimeout (the SMTP dialer holds every attempt to it), with room for
+// the attempt's result to be written: 10 s and 15 s. Ten seconds is ample for one message to a
+// submission server; an attempt that runs out is retried 15 s later like any failure.
+const (
+	defaultSendTimeout = 10 * time.Second
+	defaultRescueAfter = 15 * time.Second
+)
 
 const (
 	queueName   = "mail"
@@ -153,7 +176,7 @@ func New(db *sql.DB, engine Engine, cfg Config) (*Mailer, error) {
 
 	var driverErr error
 	rcfg := riverConfig(cfg, m.log)
-	w := &worker{m: m, send: send, backoff: cfg.Backoff, giveUpAfter: cmpOr(cfg.GiveUpAfter, 24*time.Hour)}
+	w := &worker{m: m, send: send, backoff: cfg.Backoff, giveUpAfter: cmpOr(cfg.GiveUpAfter, 24*time.Hour), rescueAfter: rcfg.RescueStuckJobsAfter}
 	if w.backoff == nil {
 		w.backoff = defaultBackoff
 	}
@@ -183,7 +206,7 @@ func New(db *sql.DB, engine Engine, cfg Config) (*Mailer, error) {
 }
 
 func riverConfig(cfg Config, log *slog.Logger) *river.Config {
-	sendTimeout := cmpOr(cfg.SendTimeout, 30*time.Second)
+	sendTimeout := cmpOr(cfg.SendTimeout, defaultSendTimeout)
 	poll := cmpOr(cfg.PollInterval, time.Second)
 	return &river.Config{
 		Logger:               log,
@@ -192,7 +215,7 @@ func riverConfig(cfg Config, log *slog.Logger) *river.Config {
 		FetchPollInterval:    poll,
 		FetchCooldown:        min(poll, river.FetchCooldownDefault),
 		JobTimeout:           sendTimeout,
-		RescueStuckJobsAfter: max(cmpOr(cfg.RescueAfter, time.Minute), sendTimeout+time.Second),
+		RescueStuckJobsAfter: max(cmpOr(cfg.RescueAfter, defaultRescueAfter), sendTimeout+sendTimeout/2),
 		MaxAttempts:          maxAttempts,
 		// A sent message's row holds nothing secret in the clear, but nothing needs it after an
 		// hour either; one given up on stays a week for an operator to look at.

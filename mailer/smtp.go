@@ -2,6 +2,7 @@ package mailer
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -82,11 +83,20 @@ func (e *permanentError) Unwrap() error { return e.err }
 
 // smtpSender sends through go-mail: TLS is mandatory (STARTTLS, or implicit with smtps://)
 // except towards a loopback host, where STARTTLS is used when offered.
+//
+// One attempt, from the TCP connection to the server's answer to the message, ends by timeout:
+// every deadline go-mail sets on the connection is clamped to the attempt's, which go-mail's own
+// timeout does not do (it renews its deadline for each phase, so that an attempt could last two
+// or three times as long). The outbox relies on that bound: an attempt still running past it
+// must be one whose process died (see riverConfig).
 func smtpSender(t smtpTarget, timeout time.Duration) (sendFunc, error) {
-	opts := []gomail.Option{gomail.WithPort(t.port), gomail.WithTimeout(cmpOr(timeout, 30*time.Second))}
+	timeout = cmpOr(timeout, defaultSendTimeout)
+	opts := []gomail.Option{gomail.WithPort(t.port), gomail.WithTimeout(timeout), gomail.WithDialContextFunc(dialer(t))}
 	switch {
 	case t.implicitTLS:
-		opts = append(opts, gomail.WithSSL())
+		// The dialer has made the connection TLS before the first SMTP line: go-mail sees it
+		// (and counts it as encrypted), and there is no STARTTLS to offer.
+		opts = append(opts, gomail.WithTLSPolicy(gomail.TLSOpportunistic))
 	case t.loopback:
 		opts = append(opts, gomail.WithTLSPolicy(gomail.TLSOpportunistic))
 	default:
@@ -105,6 +115,8 @@ func smtpSender(t smtpTarget, timeout time.Duration) (sendFunc, error) {
 		return nil, fmt.Errorf("SMTP_URL: %w", err)
 	}
 	return func(ctx context.Context, msg *gomail.Msg, _ *rendered) error {
+		ctx, cancel := context.WithTimeout(ctx, timeout)
+		defer cancel()
 		conn, err := client.DialToSMTPClientWithContext(ctx)
 		if err != nil {
 			return fmt.Errorf("connect to the SMTP server: %w", err)
@@ -122,3 +134,50 @@ func smtpSender(t smtpTarget, timeout time.Duration) (sendFunc, error) {
 		return nil
 	}, nil
 }
+
+// dialer connects to the SMTP server within the dialing context's deadline (the attempt's), and
+// returns a connection that never lets a deadline past it be set; for smtps:// it is a TLS
+// connection to the URL's host.
+func dialer(t smtpTarget) gomail.DialContextFunc {
+	return func(ctx context.Context, network, addr string) (net.Conn, error) {
+		raw, err := (&net.Dialer{}).DialContext(ctx, network, addr)
+		if err != nil {
+			return nil, err
+		}
+		end, ok := ctx.Deadline()
+		if !ok {
+			return raw, nil
+		}
+		conn := &boundedConn{Conn: raw, end: end}
+		if err := conn.SetDeadline(end); err != nil {
+			raw.Close()
+			return nil, err
+		}
+		if !t.implicitTLS {
+			return conn, nil
+		}
+		tlsConn := tls.Client(conn, &tls.Config{ServerName: t.host, MinVersion: tls.VersionTLS12})
+		if err := tlsConn.HandshakeContext(ctx); err != nil {
+			raw.Close()
+			return nil, err
+		}
+		return tlsConn, nil
+	}
+}
+
+// boundedConn is a connection whose deadlines are never later than end.
+type boundedConn struct {
+	net.Conn
+	end time.Time
+}
+
+func (c *boundedConn) bound(t time.Time) time.Time {
+	if t.IsZero() || t.After(c.end) {
+		return c.end
+	}
+	return t
+}
+
+func (c *boundedConn) SetDeadline(t time.Time) error      { return c.Conn.SetDeadline(c.bound(t)) }
+func (c *boundedConn) SetReadDeadline(t time.Time) error  { return c.Conn.SetReadDeadline(c.bound(t)) }
+func (c *boundedConn) SetWriteDeadline(t time.Time) error { return c.Conn.SetWriteDeadline(c.bound(t)) }

@@ -19,6 +19,7 @@ type worker struct {
 	send        sendFunc
 	backoff     func(attempt int) time.Duration
 	giveUpAfter time.Duration
+	rescueAfter time.Duration // River's RescueStuckJobsAfter
 }
 
 // Work delivers one message. A temporary failure is returned for River to retry; a message that
@@ -52,8 +53,13 @@ func (w *worker) Work(ctx context.Context, job *river.Job[sendArgs]) error {
 	return err
 }
 
-// NextRetry spaces the retries (Backoff), the last one at the retry limit.
+// NextRetry spaces the retries (Backoff), the last one at the retry limit. A message rescued
+// from a dead process (its attempt began RescueAfter ago or earlier: no live attempt runs that
+// long) is due at once: the SMTP server did not fail, and the wait for the rescue was long enough.
 func (w *worker) NextRetry(job *river.Job[sendArgs]) time.Time {
+	if job.AttemptedAt != nil && time.Since(*job.AttemptedAt) >= w.rescueAfter {
+		return time.Now()
+	}
 	next := time.Now().Add(w.backoff(max(len(job.Errors)+1, job.Attempt)))
 	return minTime(next, job.CreatedAt.Add(w.giveUpAfter))
 }
