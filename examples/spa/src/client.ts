@@ -8,11 +8,11 @@ import type { TypedDocumentNode } from "@graphql-typed-document-node/core";
 import { createClient } from "graphql-ws";
 import {
   CompleteIdentityLinkDocument, ExchangeAuthCodeDocument, LinkIdentityStartDocument, LoginDocument, LogoutDocument,
-  MeDocument, RefreshDocument, RegisterDocument, RequestPasswordResetDocument, RequestSignInCodeDocument,
-  ResetPasswordDocument, SecurityEventsDocument, SignInWithCodeDocument, VerifyEmailDocument,
-  type CompleteIdentityLinkMutation, type MeQuery, type SecurityEventsSubscription, type SignedInFragment,
+  ConfirmTotpDocument, EnrollTotpDocument, MeDocument, ReauthenticateDocument, RefreshDocument, RegisterDocument, RequestPasswordResetDocument, RequestSignInCodeDocument,
+  ResetPasswordDocument, SecurityEventsDocument, SignInWithCodeDocument, VerifyEmailDocument, VerifyMfaDocument,
+  type CompleteIdentityLinkMutation, type EnrollTotpMutation, type MeQuery, type SecurityEventsSubscription, type SignedInFragment,
 } from "./gql/graphql.js";
-import type { AuthErrorReason, ErrorCode, LogoutScope } from "./generated/schema.js";
+import type { AuthErrorReason, AuthLevel, ErrorCode, LogoutScope } from "./generated/schema.js";
 
 /** A GraphQL error as gqlauth sends it: extensions.code always, extensions.reason on auth failures. */
 export class GqlAuthError extends Error {
@@ -54,6 +54,13 @@ interface Response<T> {
 export class GqlAuthClient {
   private accessToken: string | null = null;
   private refreshToken: string | null = null;
+  /** The session's level (AAL1: one factor, AAL2: two), from the last sign-in or step-up. */
+  aal: AuthLevel | null = null;
+  /**
+   * True after a sign-in by one factor for a user who has a second: until verifyMfa (or a passkey
+   * step-up) the server answers MFA_REQUIRED to all but me, logout and the second step.
+   */
+  mfaRequired = false;
   /** How many times the client refreshed on TOKEN_EXPIRED (for the example's output). */
   refreshes = 0;
 
@@ -67,6 +74,8 @@ export class GqlAuthClient {
   private signedInAs(payload: SignedInFragment): SignedInFragment["user"] {
     this.accessToken = payload.accessToken;
     this.refreshToken = payload.refreshToken;
+    this.aal = payload.aal;
+    this.mfaRequired = payload.mfaRequired;
     return payload.user;
   }
 
@@ -177,6 +186,31 @@ export class GqlAuthClient {
     } catch {
       // refused, as intended
     }
+  }
+
+  /** The second step of a sign-in: a code from the authenticator app, or a recovery code. */
+  async verifyMfa(code: string) {
+    return this.signedInAs((await this.request(VerifyMfaDocument, { code })).verifyMfa);
+  }
+
+  /** Renews the session's recent sign-in (REAUTHENTICATION_REQUIRED) with the password. */
+  async reauthenticate(password: string) {
+    return this.signedInAs((await this.request(ReauthenticateDocument, { password })).reauthenticate);
+  }
+
+  /** Starts an authenticator-app enrolment: show `uri` as a QR code (drawn locally) and `secret` as text. */
+  async enrollTotp(): Promise<EnrollTotpMutation["enrollTotp"]> {
+    return (await this.request(EnrollTotpDocument, {})).enrollTotp;
+  }
+
+  /**
+   * Turns the app on with its first code. Returns the ten recovery codes (show them once) when the
+   * user had none. A first factor raises this session to AAL2 and ends the user's other sessions.
+   */
+  async confirmTotp(code: string): Promise<string[]> {
+    const codes = (await this.request(ConfirmTotpDocument, { code })).confirmTotp;
+    this.aal = "AAL2";
+    return codes;
   }
 
   async me(): Promise<MeQuery["me"]> {

@@ -187,3 +187,39 @@ export async function runCodeFlow(baseURL: string, email: string, readMail: Read
   const me = await app.me();
   return { wrongCode, username: me.username, email: me.email ?? null, emailVerified: me.emailVerified };
 }
+
+export interface MfaResult {
+  recoveryCodes: number;
+  /** After the password alone: the level and whether the second step is due. */
+  afterPassword: { aal: string | null; mfaRequired: boolean; me: string };
+  wrongCode: string;
+  afterSecondStep: { aal: string | null; mfaRequired: boolean };
+  /** The same recovery code on another sign-in. */
+  reusedRecoveryCode: string;
+}
+
+/**
+ * An authenticator app as a second factor: enrol it (the app computes codes from the secret),
+ * then sign in on another device with the password and a recovery code as the second step. A
+ * recovery code works once. `code(secret)` plays the authenticator app.
+ */
+export async function runMfaFlow(
+  baseURL: string, username: string, password: string, code: (secret: string) => string,
+): Promise<MfaResult> {
+  const device = new GqlAuthClient(`${baseURL}/query`);
+  await device.login(username, password);
+  const { secret } = await device.enrollTotp();
+  const recovery = await device.confirmTotp(code(secret));
+
+  const other = new GqlAuthClient(`${baseURL}/query`);
+  await other.login(username, password);
+  const afterPassword = { aal: other.aal, mfaRequired: other.mfaRequired, me: (await other.me()).username };
+  const wrongCode = await other.verifyMfa("000000").then(() => "verified", outcome);
+  await other.verifyMfa(recovery[0]!);
+  const afterSecondStep = { aal: other.aal, mfaRequired: other.mfaRequired };
+
+  const third = new GqlAuthClient(`${baseURL}/query`);
+  await third.login(username, password);
+  const reusedRecoveryCode = await third.verifyMfa(recovery[0]!).then(() => "verified", outcome);
+  return { recoveryCodes: recovery.length, afterPassword, wrongCode, afterSecondStep, reusedRecoveryCode };
+}

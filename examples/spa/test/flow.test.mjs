@@ -7,7 +7,8 @@ import { resolve } from "node:path";
 import { startServer } from "../../../e2e/server.mjs";
 import { startWithProvider, signInAtProvider } from "../../../e2e/provider.mjs";
 import { GqlAuthClient } from "../dist/client.js";
-import { runCodeFlow, runFlow, runLinkFlow, runProviderFlow, runResetFlow, runRevocationFlow } from "../dist/flow.js";
+import { totp } from "../../../e2e/totp.mjs";
+import { runCodeFlow, runFlow, runLinkFlow, runMfaFlow, runProviderFlow, runResetFlow, runRevocationFlow } from "../dist/flow.js";
 
 // The server runs the client's trusted documents only: the manifest codegen wrote.
 const manifest = resolve("src/gql/persisted-documents.json");
@@ -140,6 +141,25 @@ test("sign in with a mailed code: a wrong code is refused, the mailed one signs 
     await new GqlAuthClient(`${server.base}/query`).register("sol", "correct horse battery", "sol@example.com");
     const result = await runCodeFlow(server.base, "sol@example.com", devInbox(server.base));
     assert.deepEqual(result, { wrongCode: "UNAUTHENTICATED/INVALID_CODE", username: "sol", email: "sol@example.com", emailVerified: true });
+  } finally {
+    server.stop();
+  }
+});
+
+test("an authenticator app as second factor: enrol, then password and a recovery code on another device, by trusted documents only", async () => {
+  const server = await startServer(process.env.GQLAUTH_BIN || "../../gqlauth", {
+    ADMIN_USERNAME: "alice", ADMIN_PASSWORD: "correct horse battery",
+    TRUSTED_DOCUMENTS: manifest, TRUSTED_DOCUMENTS_ONLY: "true",
+  });
+  try {
+    const result = await runMfaFlow(server.base, "alice", "correct horse battery", (secret) => totp(secret));
+    assert.deepEqual(result, {
+      recoveryCodes: 10,
+      afterPassword: { aal: "AAL1", mfaRequired: true, me: "alice" },
+      wrongCode: "UNAUTHENTICATED/INVALID_CODE",
+      afterSecondStep: { aal: "AAL2", mfaRequired: false },
+      reusedRecoveryCode: "UNAUTHENTICATED/INVALID_CODE",
+    });
   } finally {
     server.stop();
   }
