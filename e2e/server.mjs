@@ -5,6 +5,9 @@ import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 
+// Browser tests import launchChromium from here too (the passkey branch's e2e/passkey.test.mjs).
+export { launchChromium } from "./browser.mjs";
+
 /** A TCP port free on loopback right now, for a process that must know its port before it starts. */
 export function freePort() {
   return new Promise((done, fail) => {
