@@ -71,6 +71,7 @@ type Config struct {
 	OIDC               oidc.Config
 	LinkVerifiedEmail  bool // a provider's verified email may join the account with that address
 	Mail               Mail
+	Passkeys           Passkeys
 }
 
 // Load reads and validates the configuration. Its error is one line naming the variable.
@@ -244,6 +245,9 @@ func Load(getenv func(string) string) (Config, error) {
 	cfg.Mail.VerifyTTL = duration("EMAIL_VERIFY_TTL", "24h")
 	cfg.Mail.ResetTTL = duration("PASSWORD_RESET_TTL", "30m")
 	cfg.Mail.PerAddress = integer("RATE_LIMIT_EMAIL_PER_ADDRESS", "5", 0, 1_000_000)
+	if cfg.Passkeys, err = loadPasskeys(get, cfg.PublicURL, cfg.CORSOrigins, cfg.Port); err != nil {
+		errs = append(errs, err)
+	}
 	if cfg.TrustedOnly && cfg.TrustedDocuments == "" {
 		errs = append(errs, errors.New("TRUSTED_DOCUMENTS_ONLY: needs TRUSTED_DOCUMENTS, the manifest of the documents to allow"))
 	}
