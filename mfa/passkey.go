@@ -155,50 +155,70 @@ type PasskeyUser struct {
 	Credentials []StoredPasskey
 }
 
-// StoredPasskey is a registered credential as the caller stores it.
+// StoredPasskey is a registered credential as the caller stores it: what go-webauthn's
+// webauthn.Credential needs to check the next assertion.
 type StoredPasskey struct {
-	ID        string // the caller's id of the record
-	Record    []byte // the credential record (JSON), as NewPasskey.Record or UsedPasskey.Record gave it
-	SignCount uint32 // the stored signature counter, authoritative over the record's copy
+	ID              string // the caller's id of the record
+	CredentialID    []byte // unique among all users
+	PublicKey       []byte // COSE key
+	AttestationType string
+	Transports      string // space-separated
+	AAGUID          []byte
+	SignCount       int64 // a uint32 counter
+	Attachment      string
+	UserPresent     bool
+	UserVerified    bool
+	BackupEligible  bool
+	BackupState     bool
 }
 
-// NewPasskey is a credential a registration created, to be stored.
-type NewPasskey struct {
-	CredentialID []byte // unique among all users
-	Record       []byte // the credential record (JSON)
-	SignCount    uint32
+// credential is the library's record of s.
+func (s *StoredPasskey) credential() webauthn.Credential {
+	c := webauthn.Credential{
+		ID: s.CredentialID, PublicKey: s.PublicKey, AttestationType: s.AttestationType,
+		Flags: webauthn.CredentialFlags{UserPresent: s.UserPresent, UserVerified: s.UserVerified, BackupEligible: s.BackupEligible, BackupState: s.BackupState},
+		Authenticator: webauthn.Authenticator{AAGUID: s.AAGUID, SignCount: uint32(s.SignCount), Attachment: protocol.AuthenticatorAttachment(s.Attachment)},
+	}
+	for _, t := range strings.Fields(s.Transports) {
+		c.Transport = append(c.Transport, protocol.AuthenticatorTransport(t))
+	}
+	return c
 }
 
-// UsedPasskey is what an assertion changes in a stored credential: the caller writes Record and
-// SignCount only if the stored counter is still OldSignCount (compare-and-set), so that two
-// assertions racing with one counter value cannot both pass.
+// storedPasskey is the record of the library's c, with id.
+func storedPasskey(id string, c *webauthn.Credential) *StoredPasskey {
+	transports := make([]string, len(c.Transport))
+	for i, t := range c.Transport {
+		transports[i] = string(t)
+	}
+	return &StoredPasskey{
+		ID: id, CredentialID: c.ID, PublicKey: c.PublicKey, AttestationType: c.AttestationType,
+		Transports: strings.Join(transports, " "), AAGUID: c.Authenticator.AAGUID, SignCount: int64(c.Authenticator.SignCount),
+		Attachment: string(c.Authenticator.Attachment), UserPresent: c.Flags.UserPresent, UserVerified: c.Flags.UserVerified,
+		BackupEligible: c.Flags.BackupEligible, BackupState: c.Flags.BackupState,
+	}
+}
+
+// UsedPasskey is what an assertion changes in a stored credential: the caller writes Passkey
+// only if the stored counter is still OldSignCount (compare-and-set), so that two assertions
+// racing with one counter value cannot both pass.
 type UsedPasskey struct {
-	ID           string // StoredPasskey.ID
-	Record       []byte
-	OldSignCount uint32
-	SignCount    uint32
+	Passkey      *StoredPasskey
+	OldSignCount int64
 }
 
 // webUser adapts a PasskeyUser to the library.
 type webUser struct {
 	u     PasskeyUser
 	creds []webauthn.Credential
-	ids   []string
 }
 
-func newWebUser(u PasskeyUser) (*webUser, error) {
+func newWebUser(u PasskeyUser) *webUser {
 	w := &webUser{u: u}
-	for _, s := range u.Credentials {
-		var c webauthn.Credential
-		if err := json.Unmarshal(s.Record, &c); err != nil {
-			return nil, fmt.Errorf("passkey %s: stored record: %w", s.ID, err)
-		}
-		c.Authenticator.SignCount = s.SignCount
-		c.Authenticator.CloneWarning = false
-		w.creds = append(w.creds, c)
-		w.ids = append(w.ids, s.ID)
+	for i := range u.Credentials {
+		w.creds = append(w.creds, u.Credentials[i].credential())
 	}
-	return w, nil
+	return w
 }
 
 func (w *webUser) WebAuthnID() []byte                         { return []byte(w.u.ID) }
@@ -220,10 +240,7 @@ type Ceremony struct {
 // BeginRegistration starts registering a new passkey for u; the user's passkeys are excluded, so
 // one authenticator is not registered twice.
 func (p *Passkeys) BeginRegistration(u PasskeyUser) (*Ceremony, error) {
-	w, err := newWebUser(u)
-	if err != nil {
-		return nil, err
-	}
+	w := newWebUser(u)
 	exclude := make([]protocol.CredentialDescriptor, len(w.creds))
 	for i, c := range w.creds {
 		exclude[i] = c.Descriptor()
@@ -251,11 +268,7 @@ func (p *Passkeys) BeginVerification(u PasskeyUser) (*Ceremony, error) {
 	if len(u.Credentials) == 0 {
 		return nil, ErrNoPasskey
 	}
-	w, err := newWebUser(u)
-	if err != nil {
-		return nil, err
-	}
-	assertion, session, err := p.wa.BeginLogin(w, webauthn.WithUserVerification(protocol.VerificationRequired))
+	assertion, session, err := p.wa.BeginLogin(newWebUser(u), webauthn.WithUserVerification(protocol.VerificationRequired))
 	if err != nil {
 		return nil, err
 	}
@@ -278,8 +291,8 @@ func ceremony(options any, session *webauthn.SessionData) (*Ceremony, error) {
 }
 
 // FinishRegistration checks the browser's RegistrationResponseJSON against the ceremony begun for
-// u and returns the credential to store.
-func (p *Passkeys) FinishRegistration(u PasskeyUser, session, response []byte) (*NewPasskey, error) {
+// u and returns the credential to store (without ID: the caller gives it one).
+func (p *Passkeys) FinishRegistration(u PasskeyUser, session, response []byte) (*StoredPasskey, error) {
 	s, w, err := prepare(session, u)
 	if err != nil {
 		return nil, err
@@ -297,11 +310,7 @@ func (p *Passkeys) FinishRegistration(u PasskeyUser, session, response []byte) (
 	if err != nil {
 		return nil, p.refuse("registration", err)
 	}
-	record, err := json.Marshal(cred)
-	if err != nil {
-		return nil, err
-	}
-	return &NewPasskey{CredentialID: cred.ID, Record: record, SignCount: cred.Authenticator.SignCount}, nil
+	return storedPasskey("", cred), nil
 }
 
 // Assertion is a browser's parsed AuthenticationResponseJSON: the caller looks up the credential
@@ -363,11 +372,7 @@ func (p *Passkeys) used(w *webUser, cred *webauthn.Credential, err error) (*Used
 		if !bytes.Equal(c.ID, cred.ID) {
 			continue
 		}
-		record, err := json.Marshal(cred)
-		if err != nil {
-			return nil, err
-		}
-		return &UsedPasskey{ID: w.ids[i], Record: record, OldSignCount: c.Authenticator.SignCount, SignCount: cred.Authenticator.SignCount}, nil
+		return &UsedPasskey{Passkey: storedPasskey(w.u.Credentials[i].ID, cred), OldSignCount: int64(c.Authenticator.SignCount)}, nil
 	}
 	return nil, p.refuse("assertion", errors.New("the credential is not the user's"))
 }
@@ -378,8 +383,7 @@ func prepare(session []byte, u PasskeyUser) (*webauthn.SessionData, *webUser, er
 	if err := json.Unmarshal(session, s); err != nil {
 		return nil, nil, fmt.Errorf("passkey session data: %w", err)
 	}
-	w, err := newWebUser(u)
-	return s, w, err
+	return s, newWebUser(u), nil
 }
 
 // refuse logs why a browser's answer was refused (the library's details, for operators) and
