@@ -176,7 +176,7 @@ type StoredPasskey struct {
 func (s *StoredPasskey) credential() webauthn.Credential {
 	c := webauthn.Credential{
 		ID: s.CredentialID, PublicKey: s.PublicKey, AttestationType: s.AttestationType,
-		Flags: webauthn.CredentialFlags{UserPresent: s.UserPresent, UserVerified: s.UserVerified, BackupEligible: s.BackupEligible, BackupState: s.BackupState},
+		Flags:         webauthn.CredentialFlags{UserPresent: s.UserPresent, UserVerified: s.UserVerified, BackupEligible: s.BackupEligible, BackupState: s.BackupState},
 		Authenticator: webauthn.Authenticator{AAGUID: s.AAGUID, SignCount: uint32(s.SignCount), Attachment: protocol.AuthenticatorAttachment(s.Attachment)},
 	}
 	for _, t := range strings.Fields(s.Transports) {
