@@ -188,6 +188,7 @@ func build(ctx context.Context, cfg config.Config, db *store.DB, log *slog.Logge
 		},
 		Mail:           account.MailConfig{Mailer: s.mail, LinkURL: cfg.Mail.LinkURL, VerifyTTL: cfg.Mail.VerifyTTL, ResetTTL: cfg.Mail.ResetTTL},
 		AuditRetention: cfg.AuditRetention, Providers: s.providers.Names(), LinkVerifiedEmail: cfg.LinkVerifiedEmail,
+		MFA:  account.MFAConfig{RequiredRoles: cfg.MFARequiredRoles, ReauthWindow: cfg.ReauthWindow, Issuer: cfg.Mail.AppName},
 		Feed: events,
 	})
 	if cfg.AdminUsername != "" {

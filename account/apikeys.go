@@ -58,11 +58,14 @@ func (s *Service) RequireSession(ctx context.Context) (*Principal, error) {
 	return p, nil
 }
 
-// CreateAPIKey creates a key for the caller and returns its secret, once. It is a credential
+// CreateAPIKey creates a key for the caller and returns its secret, once; it needs a recent
+// authentication (REAUTH_WINDOW). It is a credential
 // operation, rate limited per client IP and per user (each creation writes an audit event, and
 // the cap of live keys does not bound creations that are revoked again).
 func (s *Service) CreateAPIKey(ctx context.Context, name string, role *model.Role, expiresIn *int) (*model.APIKeySecret, error) {
-	p, err := s.RequireSession(ctx)
+	// A key outlives the session that mints it: only a session that signed in or stepped up
+	// within REAUTH_WINDOW may, so a stolen access token alone cannot mint one.
+	p, err := s.RequireRecentSession(ctx)
 	if err != nil {
 		return nil, err
 	}

@@ -34,6 +34,9 @@ func (s *Service) AuthorizeIntrospection(ctx context.Context) error {
 type Introspection struct {
 	Claims *token.Claims
 	User   *model.User
+	// Session is the token's session as stored now: its level and methods (aal, amr) are the
+	// session's current ones, which a step-up may have raised since the token was issued.
+	Session *model.Session
 }
 
 // Introspect reports whether an access token is active: it verifies, its session is live and its
@@ -53,5 +56,5 @@ func (s *Service) Introspect(ctx context.Context, accessToken string) (*Introspe
 	case user.Disabled || !sess.Live(s.clock()):
 		return nil, nil
 	}
-	return &Introspection{Claims: claims, User: user}, nil
+	return &Introspection{Claims: claims, User: user, Session: sess}, nil
 }

@@ -127,7 +127,7 @@ func (s *Service) ExchangeAuthCode(ctx context.Context, code, codeVerifier strin
 			outcome = model.Forbidden(model.AuthErrorReasonAccountDisabled)
 			return nil
 		}
-		payload, err = s.startSession(ctx, tx, user, model.AuditEventTypeSignIn, "via "+c.Provider)
+		payload, err = s.startSession(ctx, tx, user, model.AuditEventTypeSignIn, "via "+c.Provider, model.AMRFederated)
 		return err
 	})
 	if err != nil {
@@ -167,9 +167,10 @@ func (s *Service) UnlinkIdentity(ctx context.Context, provider string) (bool, er
 	return err == nil, s.check(ctx, "UnlinkIdentity", err)
 }
 
-// SetPassword gives an account created through a provider its first password.
+// SetPassword gives an account created through a provider its first password. It needs a recent
+// authentication (REAUTH_WINDOW): a stolen access token alone must not add a way to sign in.
 func (s *Service) SetPassword(ctx context.Context, newPassword string) (bool, error) {
-	p, err := s.RequireSession(ctx)
+	p, err := s.RequireRecentSession(ctx)
 	if err != nil {
 		return false, err
 	}

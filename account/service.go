@@ -54,6 +54,8 @@ type ServiceConfig struct {
 	LinkVerifiedEmail bool
 	// Mail is what the flows that mail need (#23).
 	Mail MailConfig
+	// MFA configures the second factors (§12).
+	MFA MFAConfig
 }
 
 // NewService returns a Service.

@@ -16,14 +16,17 @@ import (
 // (one query, memoized), logout and the sweep of dead sessions.
 
 // startSession creates a session for u, records how it began (detail: through which provider, if
-// any), and returns its first token pair, in the transaction db.
-func (s *Service) startSession(ctx context.Context, db *store.Tx, u *model.User, how model.AuditEventType, detail string) (*model.AuthPayload, error) {
+// any), and returns its first token pair, in the transaction db. method is the RFC 8176 amr
+// value of the one factor it began with (model.AMRPassword, model.AMRFederated, …): a session
+// starts at AAL1, and for a user with a second factor the payload says mfaRequired.
+func (s *Service) startSession(ctx context.Context, db *store.Tx, u *model.User, how model.AuditEventType, detail, method string) (*model.AuthPayload, error) {
 	now := s.clock()
 	id := uuid.Must(uuid.NewV7()).String()
 	refresh := token.NewRefreshToken(id)
 	sess := &model.Session{
 		ID: id, UserID: u.ID, RefreshHash: token.HashRefreshToken(refresh),
 		CreatedAt: now, LastUsedAt: now, ExpiresAt: now.Add(s.cfg.RefreshTTL),
+		AAL: model.AuthLevelAal1, AMR: method, AuthTime: now,
 	}
 	if ua := UserAgent(ctx); ua != "" {
 		sess.UserAgent = &ua
@@ -45,7 +48,10 @@ func (s *Service) startSession(ctx context.Context, db *store.Tx, u *model.User,
 // the fields below the mutation that asked for it resolve for u (see issue). The access token
 // expires no later than the session does, and expiresIn says when.
 func (s *Service) payload(ctx context.Context, u *model.User, sess *model.Session, refresh string) (*model.AuthPayload, error) {
-	access, err := s.tokens.IssueUntil(u, sess.ID, sess.ExpiresAt)
+	if sess.AAL == "" {
+		sess.AAL = model.AuthLevelAal1
+	}
+	access, err := s.tokens.IssueFor(u, token.Grant{SessionID: sess.ID, NotAfter: sess.ExpiresAt, AAL: sess.AAL.Claim(), AMR: sess.Methods()})
 	if err != nil {
 		return nil, err
 	}
@@ -59,7 +65,20 @@ func (s *Service) payload(ctx context.Context, u *model.User, sess *model.Sessio
 	return &model.AuthPayload{
 		AccessToken: access, TokenType: "Bearer", ExpiresIn: expiresIn,
 		RefreshToken: refresh, User: u,
+		Aal: sess.AAL, MfaRequired: u.HasSecondFactor() && !sess.AAL.Satisfies(model.AuthLevelAal2),
 	}, nil
+}
+
+// newRefreshChain replaces the session's refresh token with a new one, not derived from the
+// current one (a step-up starts a new chain: the token from before it is refused from now on,
+// and presented after REFRESH_REUSE_INTERVAL it counts as reuse), and returns it.
+func (s *Service) newRefreshChain(ctx context.Context, tx *store.Tx, sess *model.Session, now time.Time) (string, error) {
+	refresh := token.NewRefreshToken(sess.ID)
+	if err := tx.RotateRefreshToken(ctx, sess, token.HashRefreshToken(refresh), now); err != nil {
+		return "", err
+	}
+	s.setRefreshCookie(ctx, refresh, sess.ExpiresAt)
+	return refresh, nil
 }
 
 // Refresh exchanges a refresh token for a new pair in one transaction that holds the session's
@@ -207,18 +226,6 @@ func (s *Service) loadPrincipal(ctx context.Context, claims *token.Claims) (*Pri
 	}
 	sess.Current = true
 	return &Principal{User: user, Session: sess, Role: user.Role}, nil
-}
-
-// Authorize authenticates the caller and checks that their role, as stored now, is at least required.
-func (s *Service) Authorize(ctx context.Context, required model.Role) (*Principal, error) {
-	p, err := s.Authenticate(ctx)
-	if err != nil {
-		return nil, err
-	}
-	if !p.Role.Satisfies(required) {
-		return nil, model.InsufficientRole(required)
-	}
-	return p, nil
 }
 
 // Logout revokes the caller's sessions that scope names.

@@ -71,8 +71,8 @@ func (s *Service) SubscribeAuditEvents(ctx context.Context, ended func(error)) (
 		for e := range events {
 			if e == nil || (e.UserID != nil && *e.UserID == p.User.ID) {
 				now, err := s.Recheck(ctx)
-				if err == nil && !now.Role.Satisfies(model.RoleAdmin) {
-					err = model.InsufficientRole(model.RoleAdmin)
+				if err == nil {
+					err = s.allows(now, Guard{Role: model.RoleAdmin})
 				}
 				if err != nil {
 					ended(err)

@@ -31,7 +31,7 @@ func (s *Service) Register(ctx context.Context, username, password string, email
 		if err := tx.CreateUser(ctx, u); err != nil {
 			return err
 		}
-		payload, err = s.startSession(ctx, tx, u, model.AuditEventTypeSignUp, "")
+		payload, err = s.startSession(ctx, tx, u, model.AuditEventTypeSignUp, "", model.AMRPassword)
 		return err
 	})
 	return payload, s.check(ctx, "Register", err)
@@ -81,6 +81,17 @@ func (s *Service) newUser(ctx context.Context, username, password string, email 
 // cost is replaced by one at the configured cost. Rate limits apply before any password is checked,
 // and the attempt is counted before it is decided (countAttempt).
 func (s *Service) Login(ctx context.Context, username, password string) (*model.AuthPayload, error) {
+	return s.login(ctx, username, password, false)
+}
+
+// PasswordGrant is Login for the OAuth token endpoint's password grant, which has no second
+// step: a user with a second factor (or whose role needs one) is refused with FORBIDDEN /
+// MFA_REQUIRED after the password check, and no session is started.
+func (s *Service) PasswordGrant(ctx context.Context, username, password string) (*model.AuthPayload, error) {
+	return s.login(ctx, username, password, true)
+}
+
+func (s *Service) login(ctx context.Context, username, password string, oneStep bool) (*model.AuthPayload, error) {
 	if err := s.LimitClient(ctx); err != nil {
 		return nil, err
 	}
@@ -120,6 +131,10 @@ func (s *Service) Login(ctx context.Context, username, password string) (*model.
 		s.recordAlone(ctx, s.event(ctx, model.AuditEventTypeSignInFailed, "", u.ID, "", "account disabled"))
 		return nil, model.Forbidden(model.AuthErrorReasonAccountDisabled)
 	}
+	if oneStep && s.OwnLevel(u) != model.AuthLevelAal1 {
+		s.recordAlone(ctx, s.event(ctx, model.AuditEventTypeSignInFailed, "", u.ID, "", "password grant: a second factor is required"))
+		return nil, model.MFARequired(model.AuthLevelAal2)
+	}
 	if s.passwords.NeedsRehash(u.PasswordHash) {
 		if hash, err := s.passwords.Hash(ctx, pw); err == nil {
 			if err := s.db.SetPasswordHash(ctx, u.ID, hash); err != nil {
@@ -129,7 +144,7 @@ func (s *Service) Login(ctx context.Context, username, password string) (*model.
 	}
 	var payload *model.AuthPayload
 	err = s.db.Transact(ctx, func(tx *store.Tx) error {
-		payload, err = s.startSession(ctx, tx, u, model.AuditEventTypeSignIn, "")
+		payload, err = s.startSession(ctx, tx, u, model.AuditEventTypeSignIn, "", model.AMRPassword)
 		return err
 	})
 	return payload, s.check(ctx, "Login", err)

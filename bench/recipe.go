@@ -59,7 +59,7 @@ func recipeMiddleware(secret []byte, next http.Handler) http.Handler {
 // recipeHandler is the recipe's GraphQL handler over gqlauth's generated schema, with its own
 // resolvers and directive; pool has the same size as gqlauth's.
 func recipeHandler(pool *pgxpool.Pool, secret []byte) http.Handler {
-	auth := func(ctx context.Context, obj any, next graphql.Resolver, role model.Role) (any, error) {
+	auth := func(ctx context.Context, obj any, next graphql.Resolver, role model.Role, _ *model.AuthLevel) (any, error) {
 		claims, _ := ctx.Value(recipeClaimsKey{}).(jwt.MapClaims)
 		if claims == nil {
 			return nil, errors.New("access denied")
@@ -80,7 +80,7 @@ func recipeHandler(pool *pgxpool.Pool, secret []byte) http.Handler {
 	public := func(ctx context.Context, obj any, next graphql.Resolver) (any, error) { return next(ctx) }
 	es := graph.NewExecutableSchema(graph.Config{
 		Resolvers:  recipeResolvers{},
-		Directives: graph.DirectiveRoot{Auth: auth, Public: public},
+		Directives: graph.DirectiveRoot{Auth: auth, Public: public, EnrollsFactor: public},
 	})
 	// What handler.NewDefaultServer sets up, as the docs show it.
 	srv := handler.New(es)

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"gqlauth/graph"
+	"gqlauth/model"
 	"gqlauth/oidc"
 	"gqlauth/token"
 	"gqlauth/web"
@@ -69,7 +70,9 @@ type Config struct {
 	CookieSecure       bool
 	CORSOrigins        []string
 	OIDC               oidc.Config
-	LinkVerifiedEmail  bool // a provider's verified email may join the account with that address
+	LinkVerifiedEmail  bool          // a provider's verified email may join the account with that address
+	MFARequiredRoles   []model.Role  // roles that must have a second factor (MFA_REQUIRED_ROLES)
+	ReauthWindow       time.Duration // how recent a sign-in sensitive operations need (REAUTH_WINDOW)
 	Mail               Mail
 	Passkeys           Passkeys
 }
@@ -239,6 +242,17 @@ func Load(getenv func(string) string) (Config, error) {
 		errs = append(errs, err)
 	}
 	cfg.LinkVerifiedEmail = boolean("OIDC_LINK_VERIFIED_EMAIL", "false")
+	cfg.ReauthWindow = duration("REAUTH_WINDOW", "10m")
+	for _, name := range strings.Split(getenv("MFA_REQUIRED_ROLES"), ",") {
+		role := model.Role(strings.ToUpper(strings.TrimSpace(name)))
+		switch {
+		case role == "":
+		case !role.IsValid():
+			errs = append(errs, fmt.Errorf("MFA_REQUIRED_ROLES: %q is not a role (USER, ADMIN)", strings.TrimSpace(name)))
+		case !slices.Contains(cfg.MFARequiredRoles, role):
+			cfg.MFARequiredRoles = append(cfg.MFARequiredRoles, role)
+		}
+	}
 	if cfg.Mail, err = loadMail(get, boolean, cfg.PublicURL, cfg.Port); err != nil {
 		errs = append(errs, err)
 	}

@@ -58,6 +58,7 @@ type gqlError struct {
 		Reason       string `json:"reason"`
 		Field        string `json:"field"`
 		RequiredRole string `json:"requiredRole"`
+		RequiredAal  string `json:"requiredAal"`
 		RetryAfter   int    `json:"retryAfter"`
 	} `json:"extensions"`
 }

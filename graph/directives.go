@@ -12,21 +12,33 @@ import (
 	"gqlauth/model"
 )
 
-// directives implements @auth and @public.
+// directives implements @auth, @public and @enrollsFactor.
 func directives(svc *account.Service) DirectiveRoot {
 	return DirectiveRoot{
 		// The check is memoized per request by the account rules, so a request pays one database
-		// query however many guarded fields it resolves.
-		Auth: func(ctx context.Context, _ any, next graphql.Resolver, role model.Role) (any, error) {
-			if _, err := svc.Authorize(ctx, role); err != nil {
+		// query however many guarded fields it resolves. Every operation on a socket goes through
+		// it with credentials of its own (ws.go), so the level is checked there as on HTTP.
+		Auth: func(ctx context.Context, _ any, next graphql.Resolver, role model.Role, aal *model.AuthLevel) (any, error) {
+			if _, err := svc.Guard(ctx, account.Guard{Role: role, AAL: aal, Enrolment: enrollsFactor(ctx)}); err != nil {
 				return nil, err
 			}
+			return next(ctx)
+		},
+		// @enrollsFactor only marks a field; @auth reads the mark (enrollsFactor).
+		EnrollsFactor: func(ctx context.Context, _ any, next graphql.Resolver) (any, error) {
 			return next(ctx)
 		},
 		Public: func(ctx context.Context, _ any, next graphql.Resolver) (any, error) {
 			return next(ctx)
 		},
 	}
+}
+
+// enrollsFactor reports whether the field being resolved carries @enrollsFactor: it enrols a
+// second factor, so a user whose role needs one may call it before having any.
+func enrollsFactor(ctx context.Context) bool {
+	fc := graphql.GetFieldContext(ctx)
+	return fc != nil && fc.Field.Definition != nil && fc.Field.Definition.Directives.ForName("enrollsFactor") != nil
 }
 
 // CheckGuards enforces "secure by default": every field of the root operation types carries

@@ -37,8 +37,9 @@ type ResolverRoot interface {
 }
 
 type DirectiveRoot struct {
-	Auth   func(ctx context.Context, obj any, next graphql.Resolver, role model.Role) (res any, err error)
-	Public func(ctx context.Context, obj any, next graphql.Resolver) (res any, err error)
+	Auth          func(ctx context.Context, obj any, next graphql.Resolver, role model.Role, aal *model.AuthLevel) (res any, err error)
+	EnrollsFactor func(ctx context.Context, obj any, next graphql.Resolver) (res any, err error)
+	Public        func(ctx context.Context, obj any, next graphql.Resolver) (res any, err error)
 }
 
 type ComplexityRoot struct {
@@ -80,8 +81,10 @@ type ComplexityRoot struct {
 	}
 
 	AuthPayload struct {
+		Aal          func(childComplexity int) int
 		AccessToken  func(childComplexity int) int
 		ExpiresIn    func(childComplexity int) int
+		MfaRequired  func(childComplexity int) int
 		RefreshToken func(childComplexity int) int
 		TokenType    func(childComplexity int) int
 		User         func(childComplexity int) int
@@ -94,33 +97,53 @@ type ComplexityRoot struct {
 		Subject  func(childComplexity int) int
 	}
 
+	MfaStatus struct {
+		Passkeys          func(childComplexity int) int
+		RecoveryCodesLeft func(childComplexity int) int
+		Totp              func(childComplexity int) int
+	}
+
 	Mutation struct {
-		ChangePassword        func(childComplexity int, currentPassword string, newPassword string) int
-		CompleteIdentityLink  func(childComplexity int, code string, codeVerifier string) int
-		CreateAPIKey          func(childComplexity int, name string, role *model.Role, expiresIn *int) int
-		CreateUser            func(childComplexity int, username string, password string, email *string, role model.Role) int
-		ExchangeAuthCode      func(childComplexity int, code string, codeVerifier string) int
-		LinkIdentityStart     func(childComplexity int, provider string, redirectTo string, codeChallenge string) int
-		Login                 func(childComplexity int, username string, password string) int
-		Logout                func(childComplexity int, scope model.LogoutScope) int
-		Refresh               func(childComplexity int, refreshToken *string) int
-		Register              func(childComplexity int, username string, password string, email *string) int
-		RequestPasswordReset  func(childComplexity int, email string) int
-		ResetPassword         func(childComplexity int, token string, newPassword string) int
-		RevokeAPIKey          func(childComplexity int, id string) int
-		RevokeSigningKey      func(childComplexity int, kid string) int
-		RotateSigningKey      func(childComplexity int) int
-		SendEmailVerification func(childComplexity int) int
-		SetPassword           func(childComplexity int, newPassword string) int
-		SetUserDisabled       func(childComplexity int, id string, disabled bool) int
-		SetUserRole           func(childComplexity int, id string, role model.Role) int
-		UnlinkIdentity        func(childComplexity int, provider string) int
-		VerifyEmail           func(childComplexity int, token string) int
+		ChangePassword          func(childComplexity int, currentPassword string, newPassword string) int
+		CompleteIdentityLink    func(childComplexity int, code string, codeVerifier string) int
+		ConfirmTotp             func(childComplexity int, code string) int
+		CreateAPIKey            func(childComplexity int, name string, role *model.Role, expiresIn *int) int
+		CreateUser              func(childComplexity int, username string, password string, email *string, role model.Role) int
+		EnrollTotp              func(childComplexity int) int
+		ExchangeAuthCode        func(childComplexity int, code string, codeVerifier string) int
+		LinkIdentityStart       func(childComplexity int, provider string, redirectTo string, codeChallenge string) int
+		Login                   func(childComplexity int, username string, password string) int
+		Logout                  func(childComplexity int, scope model.LogoutScope) int
+		Reauthenticate          func(childComplexity int, password string) int
+		Refresh                 func(childComplexity int, refreshToken *string) int
+		RegenerateRecoveryCodes func(childComplexity int) int
+		Register                func(childComplexity int, username string, password string, email *string) int
+		RemoveTotp              func(childComplexity int) int
+		RequestPasswordReset    func(childComplexity int, email string) int
+		ResetPassword           func(childComplexity int, token string, newPassword string) int
+		ResetUserMfa            func(childComplexity int, id string) int
+		RevokeAPIKey            func(childComplexity int, id string) int
+		RevokeSigningKey        func(childComplexity int, kid string) int
+		RotateSigningKey        func(childComplexity int) int
+		SendEmailVerification   func(childComplexity int) int
+		SetPassword             func(childComplexity int, newPassword string) int
+		SetUserDisabled         func(childComplexity int, id string, disabled bool) int
+		SetUserRole             func(childComplexity int, id string, role model.Role) int
+		UnlinkIdentity          func(childComplexity int, provider string) int
+		VerifyEmail             func(childComplexity int, token string) int
+		VerifyMfa               func(childComplexity int, code string) int
 	}
 
 	PageInfo struct {
 		EndCursor   func(childComplexity int) int
 		HasNextPage func(childComplexity int) int
+	}
+
+	Passkey struct {
+		CreatedAt  func(childComplexity int) int
+		ID         func(childComplexity int) int
+		LastUsedAt func(childComplexity int) int
+		Name       func(childComplexity int) int
 	}
 
 	Query struct {
@@ -156,6 +179,11 @@ type ComplexityRoot struct {
 		SecurityEvents func(childComplexity int) int
 	}
 
+	TotpEnrollment struct {
+		Secret func(childComplexity int) int
+		URI    func(childComplexity int) int
+	}
+
 	User struct {
 		CreatedAt     func(childComplexity int) int
 		Disabled      func(childComplexity int) int
@@ -163,6 +191,7 @@ type ComplexityRoot struct {
 		EmailVerified func(childComplexity int) int
 		ID            func(childComplexity int) int
 		Identities    func(childComplexity int) int
+		Mfa           func(childComplexity int) int
 		Role          func(childComplexity int) int
 		Username      func(childComplexity int) int
 	}
@@ -194,6 +223,13 @@ type MutationResolver interface {
 	VerifyEmail(ctx context.Context, token string) (bool, error)
 	RequestPasswordReset(ctx context.Context, email string) (bool, error)
 	ResetPassword(ctx context.Context, token string, newPassword string) (bool, error)
+	EnrollTotp(ctx context.Context) (*model.TotpEnrollment, error)
+	ConfirmTotp(ctx context.Context, code string) ([]string, error)
+	RemoveTotp(ctx context.Context) (bool, error)
+	RegenerateRecoveryCodes(ctx context.Context) ([]string, error)
+	VerifyMfa(ctx context.Context, code string) (*model.AuthPayload, error)
+	Reauthenticate(ctx context.Context, password string) (*model.AuthPayload, error)
+	ResetUserMfa(ctx context.Context, id string) (*model.User, error)
 }
 type QueryResolver interface {
 	Me(ctx context.Context) (*model.User, error)
@@ -210,6 +246,8 @@ type SubscriptionResolver interface {
 }
 type UserResolver interface {
 	Identities(ctx context.Context, obj *model.User) ([]*model.Identity, error)
+
+	Mfa(ctx context.Context, obj *model.User) (*model.MfaStatus, error)
 }
 
 // endregion ************************** generated!.gotpl **************************
@@ -367,6 +405,12 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 
 		return e.ComplexityRoot.AuditEventEdge.Node(childComplexity), true
 
+	case "AuthPayload.aal":
+		if e.ComplexityRoot.AuthPayload.Aal == nil {
+			break
+		}
+
+		return e.ComplexityRoot.AuthPayload.Aal(childComplexity), true
 	case "AuthPayload.accessToken":
 		if e.ComplexityRoot.AuthPayload.AccessToken == nil {
 			break
@@ -379,6 +423,12 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.AuthPayload.ExpiresIn(childComplexity), true
+	case "AuthPayload.mfaRequired":
+		if e.ComplexityRoot.AuthPayload.MfaRequired == nil {
+			break
+		}
+
+		return e.ComplexityRoot.AuthPayload.MfaRequired(childComplexity), true
 	case "AuthPayload.refreshToken":
 		if e.ComplexityRoot.AuthPayload.RefreshToken == nil {
 			break
@@ -423,6 +473,25 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 
 		return e.ComplexityRoot.Identity.Subject(childComplexity), true
 
+	case "MfaStatus.passkeys":
+		if e.ComplexityRoot.MfaStatus.Passkeys == nil {
+			break
+		}
+
+		return e.ComplexityRoot.MfaStatus.Passkeys(childComplexity), true
+	case "MfaStatus.recoveryCodesLeft":
+		if e.ComplexityRoot.MfaStatus.RecoveryCodesLeft == nil {
+			break
+		}
+
+		return e.ComplexityRoot.MfaStatus.RecoveryCodesLeft(childComplexity), true
+	case "MfaStatus.totp":
+		if e.ComplexityRoot.MfaStatus.Totp == nil {
+			break
+		}
+
+		return e.ComplexityRoot.MfaStatus.Totp(childComplexity), true
+
 	case "Mutation.changePassword":
 		if e.ComplexityRoot.Mutation.ChangePassword == nil {
 			break
@@ -445,6 +514,17 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Mutation.CompleteIdentityLink(childComplexity, args["code"].(string), args["codeVerifier"].(string)), true
+	case "Mutation.confirmTotp":
+		if e.ComplexityRoot.Mutation.ConfirmTotp == nil {
+			break
+		}
+
+		args, err := ec.field_Mutation_confirmTotp_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Mutation.ConfirmTotp(childComplexity, args["code"].(string)), true
 	case "Mutation.createApiKey":
 		if e.ComplexityRoot.Mutation.CreateAPIKey == nil {
 			break
@@ -467,6 +547,12 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Mutation.CreateUser(childComplexity, args["username"].(string), args["password"].(string), args["email"].(*string), args["role"].(model.Role)), true
+	case "Mutation.enrollTotp":
+		if e.ComplexityRoot.Mutation.EnrollTotp == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Mutation.EnrollTotp(childComplexity), true
 	case "Mutation.exchangeAuthCode":
 		if e.ComplexityRoot.Mutation.ExchangeAuthCode == nil {
 			break
@@ -511,6 +597,17 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Mutation.Logout(childComplexity, args["scope"].(model.LogoutScope)), true
+	case "Mutation.reauthenticate":
+		if e.ComplexityRoot.Mutation.Reauthenticate == nil {
+			break
+		}
+
+		args, err := ec.field_Mutation_reauthenticate_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Mutation.Reauthenticate(childComplexity, args["password"].(string)), true
 	case "Mutation.refresh":
 		if e.ComplexityRoot.Mutation.Refresh == nil {
 			break
@@ -522,6 +619,12 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Mutation.Refresh(childComplexity, args["refreshToken"].(*string)), true
+	case "Mutation.regenerateRecoveryCodes":
+		if e.ComplexityRoot.Mutation.RegenerateRecoveryCodes == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Mutation.RegenerateRecoveryCodes(childComplexity), true
 	case "Mutation.register":
 		if e.ComplexityRoot.Mutation.Register == nil {
 			break
@@ -533,6 +636,12 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Mutation.Register(childComplexity, args["username"].(string), args["password"].(string), args["email"].(*string)), true
+	case "Mutation.removeTotp":
+		if e.ComplexityRoot.Mutation.RemoveTotp == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Mutation.RemoveTotp(childComplexity), true
 	case "Mutation.requestPasswordReset":
 		if e.ComplexityRoot.Mutation.RequestPasswordReset == nil {
 			break
@@ -555,6 +664,17 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Mutation.ResetPassword(childComplexity, args["token"].(string), args["newPassword"].(string)), true
+	case "Mutation.resetUserMfa":
+		if e.ComplexityRoot.Mutation.ResetUserMfa == nil {
+			break
+		}
+
+		args, err := ec.field_Mutation_resetUserMfa_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Mutation.ResetUserMfa(childComplexity, args["id"].(string)), true
 	case "Mutation.revokeApiKey":
 		if e.ComplexityRoot.Mutation.RevokeAPIKey == nil {
 			break
@@ -644,6 +764,17 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Mutation.VerifyEmail(childComplexity, args["token"].(string)), true
+	case "Mutation.verifyMfa":
+		if e.ComplexityRoot.Mutation.VerifyMfa == nil {
+			break
+		}
+
+		args, err := ec.field_Mutation_verifyMfa_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Mutation.VerifyMfa(childComplexity, args["code"].(string)), true
 
 	case "PageInfo.endCursor":
 		if e.ComplexityRoot.PageInfo.EndCursor == nil {
@@ -657,6 +788,31 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.PageInfo.HasNextPage(childComplexity), true
+
+	case "Passkey.createdAt":
+		if e.ComplexityRoot.Passkey.CreatedAt == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Passkey.CreatedAt(childComplexity), true
+	case "Passkey.id":
+		if e.ComplexityRoot.Passkey.ID == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Passkey.ID(childComplexity), true
+	case "Passkey.lastUsedAt":
+		if e.ComplexityRoot.Passkey.LastUsedAt == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Passkey.LastUsedAt(childComplexity), true
+	case "Passkey.name":
+		if e.ComplexityRoot.Passkey.Name == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Passkey.Name(childComplexity), true
 
 	case "Query.apiKeys":
 		if e.ComplexityRoot.Query.APIKeys == nil {
@@ -804,6 +960,19 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 
 		return e.ComplexityRoot.Subscription.SecurityEvents(childComplexity), true
 
+	case "TotpEnrollment.secret":
+		if e.ComplexityRoot.TotpEnrollment.Secret == nil {
+			break
+		}
+
+		return e.ComplexityRoot.TotpEnrollment.Secret(childComplexity), true
+	case "TotpEnrollment.uri":
+		if e.ComplexityRoot.TotpEnrollment.URI == nil {
+			break
+		}
+
+		return e.ComplexityRoot.TotpEnrollment.URI(childComplexity), true
+
 	case "User.createdAt":
 		if e.ComplexityRoot.User.CreatedAt == nil {
 			break
@@ -840,6 +1009,12 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.User.Identities(childComplexity), true
+	case "User.mfa":
+		if e.ComplexityRoot.User.Mfa == nil {
+			break
+		}
+
+		return e.ComplexityRoot.User.Mfa(childComplexity), true
 	case "User.role":
 		if e.ComplexityRoot.User.Role == nil {
 			break
@@ -954,9 +1129,26 @@ func newExecutionContext(
 var sources = []*ast.Source{
 	{Name: "../schema.graphqls", Input: `"""
 Guards a field (or, on a type, every field that returns the type): the caller must be signed in
-with a live session and hold at least ` + "`" + `role` + "`" + `.
+with a live session and hold at least ` + "`" + `role` + "`" + `, at the assurance level ` + "`" + `aal` + "`" + `. Omitted ` + "`" + `aal` + "`" + `: the
+user's own level — AAL2 once the user has a second factor (or their role needs one,
+MFA_REQUIRED_ROLES), AAL1 before. ` + "`" + `AAL1` + "`" + `: one factor suffices. ` + "`" + `AAL2` + "`" + `: two factors, always.
 """
-directive @auth(role: Role! = USER) on FIELD_DEFINITION | OBJECT
+directive @auth(role: Role! = USER, aal: AuthLevel) on FIELD_DEFINITION | OBJECT
+
+"""
+Marks a field that enrols a second factor: it works (at AAL1) for a user whose role needs a second
+factor (MFA_REQUIRED_ROLES) and who has none yet. Once the user has a factor, ` + "`" + `@auth` + "`" + ` applies as
+written.
+"""
+directive @enrollsFactor on FIELD_DEFINITION
+
+"How strongly the session's user proved who they are (NIST SP 800-63B): one factor, or two."
+enum AuthLevel {
+  "One factor: a password, a provider, a mailed code."
+  AAL1
+  "Two factors: the first plus a TOTP code, a recovery code or a passkey (a passkey alone counts as two)."
+  AAL2
+}
 
 "Marks a field that is deliberately open to anonymous callers."
 directive @public on FIELD_DEFINITION
@@ -1013,8 +1205,12 @@ enum AuthErrorReason {
   INSUFFICIENT_ROLE
   "The account is disabled."
   ACCOUNT_DISABLED
-  "A mailed token or code is unknown, used, expired, voided or malformed."
+  "A mailed token or code, a TOTP or recovery code, or a passkey response is unknown, used, expired, voided or malformed."
   INVALID_CODE
+  "The user has a second factor (or their role needs one) and this session has not used it; ` + "`" + `requiredAal` + "`" + ` names the level needed."
+  MFA_REQUIRED
+  "The operation needs a session that signed in or stepped up within REAUTH_WINDOW: call ` + "`" + `reauthenticate` + "`" + ` or ` + "`" + `verifyMfa` + "`" + `."
+  REAUTHENTICATION_REQUIRED
 }
 
 "Which sessions ` + "`" + `logout` + "`" + ` ends."
@@ -1029,6 +1225,9 @@ enum LogoutScope {
 
 "An instant, as an RFC 3339 string in UTC."
 scalar Time
+
+"Any JSON value (WebAuthn options and credentials), passed through as is."
+scalar JSON
 
 "An account."
 type User {
@@ -1075,6 +1274,10 @@ type AuthPayload {
   refreshToken: String!
   "The signed-in user."
   user: User!
+  "The session's assurance level."
+  aal: AuthLevel!
+  "True when the user has a second factor and this session has not used it yet: call ` + "`" + `verifyMfa` + "`" + `."
+  mfaRequired: Boolean!
 }
 
 "A signed-in device or browser: created by ` + "`" + `login` + "`" + `/` + "`" + `register` + "`" + `, kept alive by ` + "`" + `refresh` + "`" + `."
@@ -1094,8 +1297,8 @@ type Session {
 }
 
 type Query {
-  "The signed-in user."
-  me: User! @auth
+  "The signed-in user (also at AAL1: the second step of a sign-in needs to know who it is for)."
+  me: User! @auth(aal: AAL1)
   "The caller's live sessions, newest first."
   sessions: [Session!]! @auth
   "All users, oldest first. ` + "`" + `limit` + "`" + ` is capped at 100."
@@ -1110,7 +1313,7 @@ type Mutation {
   "Exchanges a refresh token for a new pair; the presented token is retired."
   refresh(refreshToken: String): AuthPayload! @public
   "Ends sessions of the caller; their tokens stop working on the next request."
-  logout(scope: LogoutScope! = CURRENT): Boolean! @auth
+  logout(scope: LogoutScope! = CURRENT): Boolean! @auth(aal: AAL1)
   "Changes the caller's password and ends every other session of the caller."
   changePassword(currentPassword: String!, newPassword: String!): Boolean! @auth
   "Creates an account with any role."
@@ -1205,6 +1408,20 @@ enum AuditEventType {
   PASSWORD_RESET_REQUESTED
   "The password was set from a reset link; every session of the account was revoked."
   PASSWORD_RESET
+  "A second factor was added; ` + "`" + `detail` + "`" + ` names it (totp, or a passkey's name)."
+  MFA_ENROLLED
+  "A second factor was removed; ` + "`" + `detail` + "`" + ` names it."
+  MFA_REMOVED
+  "A session stepped up to AAL2 (` + "`" + `detail` + "`" + `: with what), or renewed its recent authentication (` + "`" + `detail` + "`" + `: reauthenticated)."
+  MFA_VERIFIED
+  "A second-factor code or a reauthentication was refused."
+  MFA_FAILED
+  "A recovery code was used (the user is told by mail)."
+  RECOVERY_CODE_USED
+  "Every recovery code was replaced by new ones."
+  RECOVERY_CODES_REGENERATED
+  "An admin removed every factor and recovery code of the user; their sessions were revoked."
+  MFA_RESET
 }
 
 "One recorded security event. It never holds a password, token, secret or hash."
@@ -1341,6 +1558,70 @@ extend type Mutation {
   "Sets a new password from a reset link: every session of the account is revoked and the address counts as verified. The caller then signs in as usual."
   resetPassword(token: String!, newPassword: String!): Boolean! @public
 }
+
+"A user's second factors, shown to the user themself and to admins."
+type MfaStatus {
+  "Whether a TOTP authenticator is active."
+  totp: Boolean!
+  "The registered passkeys, oldest first."
+  passkeys: [Passkey!]!
+  "How many unused recovery codes are left."
+  recoveryCodesLeft: Int!
+}
+
+"A registered WebAuthn credential."
+type Passkey {
+  id: ID!
+  "The name given at registration."
+  name: String!
+  createdAt: Time!
+  "When it last signed in or stepped up; null if never."
+  lastUsedAt: Time
+}
+
+"A TOTP secret waiting for its first code (` + "`" + `confirmTotp` + "`" + `)."
+type TotpEnrollment {
+  "The base32 secret, for typing into an authenticator app."
+  secret: String!
+  "An otpauth://totp/… URI for a QR code (issuer: APP_NAME)."
+  uri: String!
+}
+
+extend type User {
+  "The user's second factors: shown to the user themself and to admins (FORBIDDEN for anyone else)."
+  mfa: MfaStatus!
+}
+
+extend type Mutation {
+  """
+  Starts (or restarts) a TOTP enrolment: a new secret, not active until ` + "`" + `confirmTotp` + "`" + `. Needs a
+  recent authentication (REAUTH_WINDOW); refused when TOTP is already active (remove it first).
+  """
+  enrollTotp: TotpEnrollment! @auth @enrollsFactor
+  """
+  Activates the TOTP factor with a first code. Returns ten recovery codes (shown once) when the user
+  had none, else an empty list. The first factor raises this session to AAL2 and signs out every
+  other session.
+  """
+  confirmTotp(code: String!): [String!]! @auth @enrollsFactor
+  "Removes the TOTP factor. Needs a recent authentication."
+  removeTotp: Boolean! @auth(aal: AAL2)
+  "Replaces every recovery code with ten new ones (shown once). Needs a recent authentication."
+  regenerateRecoveryCodes: [String!]! @auth(aal: AAL2)
+  """
+  The second step of a sign-in: a TOTP code or a recovery code raises this session to AAL2 and
+  returns fresh tokens (the refresh token is replaced). A wrong, replayed or used code is
+  UNAUTHENTICATED/INVALID_CODE and counts toward RATE_LIMIT_USER_FAILURES.
+  """
+  verifyMfa(code: String!): AuthPayload! @auth(aal: AAL1)
+  """
+  Renews the session's recent authentication with the password (REAUTH_WINDOW), for the operations
+  that need it. It does not raise the level. Wrong password: INVALID_CREDENTIALS.
+  """
+  reauthenticate(password: String!): AuthPayload! @auth(aal: AAL1)
+  "Removes every factor and recovery code of a user who lost them, and signs them out everywhere."
+  resetUserMfa(id: ID!): User! @auth(role: ADMIN, aal: AAL2)
+}
 `, BuiltIn: false},
 }
 var parsedSchema = gqlparser.MustLoadSchema(sources...)
@@ -1435,6 +1716,10 @@ func (ec *executionContext) childFields_AuthPayload(ctx context.Context, field g
 		return ec.fieldContext_AuthPayload_refreshToken(ctx, field)
 	case "user":
 		return ec.fieldContext_AuthPayload_user(ctx, field)
+	case "aal":
+		return ec.fieldContext_AuthPayload_aal(ctx, field)
+	case "mfaRequired":
+		return ec.fieldContext_AuthPayload_mfaRequired(ctx, field)
 	}
 	return nil, fmt.Errorf("no field named %q was found under type AuthPayload", field.Name)
 }
@@ -1453,6 +1738,18 @@ func (ec *executionContext) childFields_Identity(ctx context.Context, field grap
 	return nil, fmt.Errorf("no field named %q was found under type Identity", field.Name)
 }
 
+func (ec *executionContext) childFields_MfaStatus(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "totp":
+		return ec.fieldContext_MfaStatus_totp(ctx, field)
+	case "passkeys":
+		return ec.fieldContext_MfaStatus_passkeys(ctx, field)
+	case "recoveryCodesLeft":
+		return ec.fieldContext_MfaStatus_recoveryCodesLeft(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type MfaStatus", field.Name)
+}
+
 func (ec *executionContext) childFields_PageInfo(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
 	switch field.Name {
 	case "hasNextPage":
@@ -1461,6 +1758,20 @@ func (ec *executionContext) childFields_PageInfo(ctx context.Context, field grap
 		return ec.fieldContext_PageInfo_endCursor(ctx, field)
 	}
 	return nil, fmt.Errorf("no field named %q was found under type PageInfo", field.Name)
+}
+
+func (ec *executionContext) childFields_Passkey(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "id":
+		return ec.fieldContext_Passkey_id(ctx, field)
+	case "name":
+		return ec.fieldContext_Passkey_name(ctx, field)
+	case "createdAt":
+		return ec.fieldContext_Passkey_createdAt(ctx, field)
+	case "lastUsedAt":
+		return ec.fieldContext_Passkey_lastUsedAt(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type Passkey", field.Name)
 }
 
 func (ec *executionContext) childFields_Session(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
@@ -1499,6 +1810,16 @@ func (ec *executionContext) childFields_SigningKey(ctx context.Context, field gr
 	return nil, fmt.Errorf("no field named %q was found under type SigningKey", field.Name)
 }
 
+func (ec *executionContext) childFields_TotpEnrollment(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "secret":
+		return ec.fieldContext_TotpEnrollment_secret(ctx, field)
+	case "uri":
+		return ec.fieldContext_TotpEnrollment_uri(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type TotpEnrollment", field.Name)
+}
+
 func (ec *executionContext) childFields_User(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
 	switch field.Name {
 	case "id":
@@ -1517,6 +1838,8 @@ func (ec *executionContext) childFields_User(ctx context.Context, field graphql.
 		return ec.fieldContext_User_identities(ctx, field)
 	case "emailVerified":
 		return ec.fieldContext_User_emailVerified(ctx, field)
+	case "mfa":
+		return ec.fieldContext_User_mfa(ctx, field)
 	}
 	return nil, fmt.Errorf("no field named %q was found under type User", field.Name)
 }
@@ -1648,6 +1971,14 @@ func (ec *executionContext) dir_auth_args(ctx context.Context, rawArgs map[strin
 		return nil, err
 	}
 	args["role"] = arg0
+	arg1, err := graphql.ProcessArgField(ctx, rawArgs, "aal",
+		func(ctx context.Context, v any) (*model.AuthLevel, error) {
+			return ec.unmarshalOAuthLevel2ᚖgqlauthᚋmodelᚐAuthLevel(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["aal"] = arg1
 	return args, nil
 }
 
@@ -1692,6 +2023,20 @@ func (ec *executionContext) field_Mutation_completeIdentityLink_args(ctx context
 		return nil, err
 	}
 	args["codeVerifier"] = arg1
+	return args, nil
+}
+
+func (ec *executionContext) field_Mutation_confirmTotp_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "code",
+		func(ctx context.Context, v any) (string, error) {
+			return ec.unmarshalNString2string(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["code"] = arg0
 	return args, nil
 }
 
@@ -1851,6 +2196,20 @@ func (ec *executionContext) field_Mutation_logout_args(ctx context.Context, rawA
 	return args, nil
 }
 
+func (ec *executionContext) field_Mutation_reauthenticate_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "password",
+		func(ctx context.Context, v any) (string, error) {
+			return ec.unmarshalNString2string(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["password"] = arg0
+	return args, nil
+}
+
 func (ec *executionContext) field_Mutation_refresh_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
 	var err error
 	args := map[string]any{}
@@ -1928,6 +2287,20 @@ func (ec *executionContext) field_Mutation_resetPassword_args(ctx context.Contex
 		return nil, err
 	}
 	args["newPassword"] = arg1
+	return args, nil
+}
+
+func (ec *executionContext) field_Mutation_resetUserMfa_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "id",
+		func(ctx context.Context, v any) (string, error) {
+			return ec.unmarshalNID2string(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["id"] = arg0
 	return args, nil
 }
 
@@ -2042,6 +2415,20 @@ func (ec *executionContext) field_Mutation_verifyEmail_args(ctx context.Context,
 		return nil, err
 	}
 	args["token"] = arg0
+	return args, nil
+}
+
+func (ec *executionContext) field_Mutation_verifyMfa_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "code",
+		func(ctx context.Context, v any) (string, error) {
+			return ec.unmarshalNString2string(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["code"] = arg0
 	return args, nil
 }
 
@@ -2885,6 +3272,52 @@ func (ec *executionContext) fieldContext_AuthPayload_user(_ context.Context, fie
 	return fc, nil
 }
 
+func (ec *executionContext) _AuthPayload_aal(ctx context.Context, field graphql.CollectedField, obj *model.AuthPayload) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_AuthPayload_aal(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Aal, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v model.AuthLevel) graphql.Marshaler {
+			return ec.marshalNAuthLevel2gqlauthᚋmodelᚐAuthLevel(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_AuthPayload_aal(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("AuthPayload", field, false, false, errors.New("field of type AuthLevel does not have child fields"))
+}
+
+func (ec *executionContext) _AuthPayload_mfaRequired(ctx context.Context, field graphql.CollectedField, obj *model.AuthPayload) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_AuthPayload_mfaRequired(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.MfaRequired, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v bool) graphql.Marshaler {
+			return ec.marshalNBoolean2bool(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_AuthPayload_mfaRequired(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("AuthPayload", field, false, false, errors.New("field of type Boolean does not have child fields"))
+}
+
 func (ec *executionContext) _Identity_provider(ctx context.Context, field graphql.CollectedField, obj *model.Identity) (ret graphql.Marshaler) {
 	return graphql.ResolveField(
 		ctx,
@@ -2975,6 +3408,84 @@ func (ec *executionContext) _Identity_linkedAt(ctx context.Context, field graphq
 }
 func (ec *executionContext) fieldContext_Identity_linkedAt(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
 	return graphql.NewScalarFieldContext("Identity", field, false, false, errors.New("field of type Time does not have child fields"))
+}
+
+func (ec *executionContext) _MfaStatus_totp(ctx context.Context, field graphql.CollectedField, obj *model.MfaStatus) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_MfaStatus_totp(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Totp, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v bool) graphql.Marshaler {
+			return ec.marshalNBoolean2bool(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_MfaStatus_totp(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("MfaStatus", field, false, false, errors.New("field of type Boolean does not have child fields"))
+}
+
+func (ec *executionContext) _MfaStatus_passkeys(ctx context.Context, field graphql.CollectedField, obj *model.MfaStatus) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_MfaStatus_passkeys(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Passkeys, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v []*model.Passkey) graphql.Marshaler {
+			return ec.marshalNPasskey2ᚕᚖgqlauthᚋmodelᚐPasskeyᚄ(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_MfaStatus_passkeys(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "MfaStatus",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_Passkey(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _MfaStatus_recoveryCodesLeft(ctx context.Context, field graphql.CollectedField, obj *model.MfaStatus) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_MfaStatus_recoveryCodesLeft(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.RecoveryCodesLeft, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int) graphql.Marshaler {
+			return ec.marshalNInt2int(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_MfaStatus_recoveryCodesLeft(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("MfaStatus", field, false, false, errors.New("field of type Int does not have child fields"))
 }
 
 func (ec *executionContext) _Mutation_register(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
@@ -3169,11 +3680,16 @@ func (ec *executionContext) _Mutation_logout(ctx context.Context, field graphql.
 					var zeroVal bool
 					return zeroVal, err
 				}
+				aal, err := ec.unmarshalOAuthLevel2ᚖgqlauthᚋmodelᚐAuthLevel(ctx, "AAL1")
+				if err != nil {
+					var zeroVal bool
+					return zeroVal, err
+				}
 				if ec.Directives.Auth == nil {
 					var zeroVal bool
 					return zeroVal, errors.New("directive auth is not implemented")
 				}
-				return ec.Directives.Auth(ctx, nil, directive0, role)
+				return ec.Directives.Auth(ctx, nil, directive0, role, aal)
 			}
 
 			next = directive1
@@ -3235,7 +3751,7 @@ func (ec *executionContext) _Mutation_changePassword(ctx context.Context, field 
 					var zeroVal bool
 					return zeroVal, errors.New("directive auth is not implemented")
 				}
-				return ec.Directives.Auth(ctx, nil, directive0, role)
+				return ec.Directives.Auth(ctx, nil, directive0, role, nil)
 			}
 
 			next = directive1
@@ -3297,7 +3813,7 @@ func (ec *executionContext) _Mutation_createUser(ctx context.Context, field grap
 					var zeroVal *model.User
 					return zeroVal, errors.New("directive auth is not implemented")
 				}
-				return ec.Directives.Auth(ctx, nil, directive0, role)
+				return ec.Directives.Auth(ctx, nil, directive0, role, nil)
 			}
 
 			next = directive1
@@ -3359,7 +3875,7 @@ func (ec *executionContext) _Mutation_setUserRole(ctx context.Context, field gra
 					var zeroVal *model.User
 					return zeroVal, errors.New("directive auth is not implemented")
 				}
-				return ec.Directives.Auth(ctx, nil, directive0, role)
+				return ec.Directives.Auth(ctx, nil, directive0, role, nil)
 			}
 
 			next = directive1
@@ -3421,7 +3937,7 @@ func (ec *executionContext) _Mutation_setUserDisabled(ctx context.Context, field
 					var zeroVal *model.User
 					return zeroVal, errors.New("directive auth is not implemented")
 				}
-				return ec.Directives.Auth(ctx, nil, directive0, role)
+				return ec.Directives.Auth(ctx, nil, directive0, role, nil)
 			}
 
 			next = directive1
@@ -3483,7 +3999,7 @@ func (ec *executionContext) _Mutation_createApiKey(ctx context.Context, field gr
 					var zeroVal *model.APIKeySecret
 					return zeroVal, errors.New("directive auth is not implemented")
 				}
-				return ec.Directives.Auth(ctx, nil, directive0, role)
+				return ec.Directives.Auth(ctx, nil, directive0, role, nil)
 			}
 
 			next = directive1
@@ -3545,7 +4061,7 @@ func (ec *executionContext) _Mutation_revokeApiKey(ctx context.Context, field gr
 					var zeroVal bool
 					return zeroVal, errors.New("directive auth is not implemented")
 				}
-				return ec.Directives.Auth(ctx, nil, directive0, role)
+				return ec.Directives.Auth(ctx, nil, directive0, role, nil)
 			}
 
 			next = directive1
@@ -3606,7 +4122,7 @@ func (ec *executionContext) _Mutation_rotateSigningKey(ctx context.Context, fiel
 					var zeroVal *model.SigningKey
 					return zeroVal, errors.New("directive auth is not implemented")
 				}
-				return ec.Directives.Auth(ctx, nil, directive0, role)
+				return ec.Directives.Auth(ctx, nil, directive0, role, nil)
 			}
 
 			next = directive1
@@ -3657,7 +4173,7 @@ func (ec *executionContext) _Mutation_revokeSigningKey(ctx context.Context, fiel
 					var zeroVal bool
 					return zeroVal, errors.New("directive auth is not implemented")
 				}
-				return ec.Directives.Auth(ctx, nil, directive0, role)
+				return ec.Directives.Auth(ctx, nil, directive0, role, nil)
 			}
 
 			next = directive1
@@ -3776,7 +4292,7 @@ func (ec *executionContext) _Mutation_linkIdentityStart(ctx context.Context, fie
 					var zeroVal string
 					return zeroVal, errors.New("directive auth is not implemented")
 				}
-				return ec.Directives.Auth(ctx, nil, directive0, role)
+				return ec.Directives.Auth(ctx, nil, directive0, role, nil)
 			}
 
 			next = directive1
@@ -3838,7 +4354,7 @@ func (ec *executionContext) _Mutation_completeIdentityLink(ctx context.Context, 
 					var zeroVal *model.Identity
 					return zeroVal, errors.New("directive auth is not implemented")
 				}
-				return ec.Directives.Auth(ctx, nil, directive0, role)
+				return ec.Directives.Auth(ctx, nil, directive0, role, nil)
 			}
 
 			next = directive1
@@ -3900,7 +4416,7 @@ func (ec *executionContext) _Mutation_unlinkIdentity(ctx context.Context, field 
 					var zeroVal bool
 					return zeroVal, errors.New("directive auth is not implemented")
 				}
-				return ec.Directives.Auth(ctx, nil, directive0, role)
+				return ec.Directives.Auth(ctx, nil, directive0, role, nil)
 			}
 
 			next = directive1
@@ -3962,7 +4478,7 @@ func (ec *executionContext) _Mutation_setPassword(ctx context.Context, field gra
 					var zeroVal bool
 					return zeroVal, errors.New("directive auth is not implemented")
 				}
-				return ec.Directives.Auth(ctx, nil, directive0, role)
+				return ec.Directives.Auth(ctx, nil, directive0, role, nil)
 			}
 
 			next = directive1
@@ -4023,7 +4539,7 @@ func (ec *executionContext) _Mutation_sendEmailVerification(ctx context.Context,
 					var zeroVal bool
 					return zeroVal, errors.New("directive auth is not implemented")
 				}
-				return ec.Directives.Auth(ctx, nil, directive0, role)
+				return ec.Directives.Auth(ctx, nil, directive0, role, nil)
 			}
 
 			next = directive1
@@ -4211,6 +4727,425 @@ func (ec *executionContext) fieldContext_Mutation_resetPassword(ctx context.Cont
 	return fc, nil
 }
 
+func (ec *executionContext) _Mutation_enrollTotp(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Mutation_enrollTotp(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return ec.Resolvers.Mutation().EnrollTotp(ctx)
+		},
+		func(ctx context.Context, next graphql.Resolver) graphql.Resolver {
+			directive0 := next
+
+			directive1 := func(ctx context.Context) (any, error) {
+				role, err := ec.unmarshalNRole2gqlauthᚋmodelᚐRole(ctx, "USER")
+				if err != nil {
+					var zeroVal *model.TotpEnrollment
+					return zeroVal, err
+				}
+				if ec.Directives.Auth == nil {
+					var zeroVal *model.TotpEnrollment
+					return zeroVal, errors.New("directive auth is not implemented")
+				}
+				return ec.Directives.Auth(ctx, nil, directive0, role, nil)
+			}
+			directive2 := func(ctx context.Context) (any, error) {
+				if ec.Directives.EnrollsFactor == nil {
+					var zeroVal *model.TotpEnrollment
+					return zeroVal, errors.New("directive enrollsFactor is not implemented")
+				}
+				return ec.Directives.EnrollsFactor(ctx, nil, directive1)
+			}
+
+			next = directive2
+			return next
+		},
+		func(ctx context.Context, selections ast.SelectionSet, v *model.TotpEnrollment) graphql.Marshaler {
+			return ec.marshalNTotpEnrollment2ᚖgqlauthᚋmodelᚐTotpEnrollment(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Mutation_enrollTotp(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Mutation",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_TotpEnrollment(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Mutation_confirmTotp(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Mutation_confirmTotp(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Mutation().ConfirmTotp(ctx, fc.Args["code"].(string))
+		},
+		func(ctx context.Context, next graphql.Resolver) graphql.Resolver {
+			directive0 := next
+
+			directive1 := func(ctx context.Context) (any, error) {
+				role, err := ec.unmarshalNRole2gqlauthᚋmodelᚐRole(ctx, "USER")
+				if err != nil {
+					var zeroVal []string
+					return zeroVal, err
+				}
+				if ec.Directives.Auth == nil {
+					var zeroVal []string
+					return zeroVal, errors.New("directive auth is not implemented")
+				}
+				return ec.Directives.Auth(ctx, nil, directive0, role, nil)
+			}
+			directive2 := func(ctx context.Context) (any, error) {
+				if ec.Directives.EnrollsFactor == nil {
+					var zeroVal []string
+					return zeroVal, errors.New("directive enrollsFactor is not implemented")
+				}
+				return ec.Directives.EnrollsFactor(ctx, nil, directive1)
+			}
+
+			next = directive2
+			return next
+		},
+		func(ctx context.Context, selections ast.SelectionSet, v []string) graphql.Marshaler {
+			return ec.marshalNString2ᚕstringᚄ(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Mutation_confirmTotp(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Mutation",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return nil, errors.New("field of type String does not have child fields")
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Mutation_confirmTotp_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Mutation_removeTotp(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Mutation_removeTotp(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return ec.Resolvers.Mutation().RemoveTotp(ctx)
+		},
+		func(ctx context.Context, next graphql.Resolver) graphql.Resolver {
+			directive0 := next
+
+			directive1 := func(ctx context.Context) (any, error) {
+				role, err := ec.unmarshalNRole2gqlauthᚋmodelᚐRole(ctx, "USER")
+				if err != nil {
+					var zeroVal bool
+					return zeroVal, err
+				}
+				aal, err := ec.unmarshalOAuthLevel2ᚖgqlauthᚋmodelᚐAuthLevel(ctx, "AAL2")
+				if err != nil {
+					var zeroVal bool
+					return zeroVal, err
+				}
+				if ec.Directives.Auth == nil {
+					var zeroVal bool
+					return zeroVal, errors.New("directive auth is not implemented")
+				}
+				return ec.Directives.Auth(ctx, nil, directive0, role, aal)
+			}
+
+			next = directive1
+			return next
+		},
+		func(ctx context.Context, selections ast.SelectionSet, v bool) graphql.Marshaler {
+			return ec.marshalNBoolean2bool(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Mutation_removeTotp(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Mutation", field, true, true, errors.New("field of type Boolean does not have child fields"))
+}
+
+func (ec *executionContext) _Mutation_regenerateRecoveryCodes(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Mutation_regenerateRecoveryCodes(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return ec.Resolvers.Mutation().RegenerateRecoveryCodes(ctx)
+		},
+		func(ctx context.Context, next graphql.Resolver) graphql.Resolver {
+			directive0 := next
+
+			directive1 := func(ctx context.Context) (any, error) {
+				role, err := ec.unmarshalNRole2gqlauthᚋmodelᚐRole(ctx, "USER")
+				if err != nil {
+					var zeroVal []string
+					return zeroVal, err
+				}
+				aal, err := ec.unmarshalOAuthLevel2ᚖgqlauthᚋmodelᚐAuthLevel(ctx, "AAL2")
+				if err != nil {
+					var zeroVal []string
+					return zeroVal, err
+				}
+				if ec.Directives.Auth == nil {
+					var zeroVal []string
+					return zeroVal, errors.New("directive auth is not implemented")
+				}
+				return ec.Directives.Auth(ctx, nil, directive0, role, aal)
+			}
+
+			next = directive1
+			return next
+		},
+		func(ctx context.Context, selections ast.SelectionSet, v []string) graphql.Marshaler {
+			return ec.marshalNString2ᚕstringᚄ(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Mutation_regenerateRecoveryCodes(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Mutation", field, true, true, errors.New("field of type String does not have child fields"))
+}
+
+func (ec *executionContext) _Mutation_verifyMfa(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Mutation_verifyMfa(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Mutation().VerifyMfa(ctx, fc.Args["code"].(string))
+		},
+		func(ctx context.Context, next graphql.Resolver) graphql.Resolver {
+			directive0 := next
+
+			directive1 := func(ctx context.Context) (any, error) {
+				role, err := ec.unmarshalNRole2gqlauthᚋmodelᚐRole(ctx, "USER")
+				if err != nil {
+					var zeroVal *model.AuthPayload
+					return zeroVal, err
+				}
+				aal, err := ec.unmarshalOAuthLevel2ᚖgqlauthᚋmodelᚐAuthLevel(ctx, "AAL1")
+				if err != nil {
+					var zeroVal *model.AuthPayload
+					return zeroVal, err
+				}
+				if ec.Directives.Auth == nil {
+					var zeroVal *model.AuthPayload
+					return zeroVal, errors.New("directive auth is not implemented")
+				}
+				return ec.Directives.Auth(ctx, nil, directive0, role, aal)
+			}
+
+			next = directive1
+			return next
+		},
+		func(ctx context.Context, selections ast.SelectionSet, v *model.AuthPayload) graphql.Marshaler {
+			return ec.marshalNAuthPayload2ᚖgqlauthᚋmodelᚐAuthPayload(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Mutation_verifyMfa(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Mutation",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_AuthPayload(ctx, field)
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Mutation_verifyMfa_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Mutation_reauthenticate(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Mutation_reauthenticate(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Mutation().Reauthenticate(ctx, fc.Args["password"].(string))
+		},
+		func(ctx context.Context, next graphql.Resolver) graphql.Resolver {
+			directive0 := next
+
+			directive1 := func(ctx context.Context) (any, error) {
+				role, err := ec.unmarshalNRole2gqlauthᚋmodelᚐRole(ctx, "USER")
+				if err != nil {
+					var zeroVal *model.AuthPayload
+					return zeroVal, err
+				}
+				aal, err := ec.unmarshalOAuthLevel2ᚖgqlauthᚋmodelᚐAuthLevel(ctx, "AAL1")
+				if err != nil {
+					var zeroVal *model.AuthPayload
+					return zeroVal, err
+				}
+				if ec.Directives.Auth == nil {
+					var zeroVal *model.AuthPayload
+					return zeroVal, errors.New("directive auth is not implemented")
+				}
+				return ec.Directives.Auth(ctx, nil, directive0, role, aal)
+			}
+
+			next = directive1
+			return next
+		},
+		func(ctx context.Context, selections ast.SelectionSet, v *model.AuthPayload) graphql.Marshaler {
+			return ec.marshalNAuthPayload2ᚖgqlauthᚋmodelᚐAuthPayload(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Mutation_reauthenticate(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Mutation",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_AuthPayload(ctx, field)
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Mutation_reauthenticate_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Mutation_resetUserMfa(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Mutation_resetUserMfa(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Mutation().ResetUserMfa(ctx, fc.Args["id"].(string))
+		},
+		func(ctx context.Context, next graphql.Resolver) graphql.Resolver {
+			directive0 := next
+
+			directive1 := func(ctx context.Context) (any, error) {
+				role, err := ec.unmarshalNRole2gqlauthᚋmodelᚐRole(ctx, "ADMIN")
+				if err != nil {
+					var zeroVal *model.User
+					return zeroVal, err
+				}
+				aal, err := ec.unmarshalOAuthLevel2ᚖgqlauthᚋmodelᚐAuthLevel(ctx, "AAL2")
+				if err != nil {
+					var zeroVal *model.User
+					return zeroVal, err
+				}
+				if ec.Directives.Auth == nil {
+					var zeroVal *model.User
+					return zeroVal, errors.New("directive auth is not implemented")
+				}
+				return ec.Directives.Auth(ctx, nil, directive0, role, aal)
+			}
+
+			next = directive1
+			return next
+		},
+		func(ctx context.Context, selections ast.SelectionSet, v *model.User) graphql.Marshaler {
+			return ec.marshalNUser2ᚖgqlauthᚋmodelᚐUser(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Mutation_resetUserMfa(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Mutation",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_User(ctx, field)
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Mutation_resetUserMfa_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
 func (ec *executionContext) _PageInfo_hasNextPage(ctx context.Context, field graphql.CollectedField, obj *model.PageInfo) (ret graphql.Marshaler) {
 	return graphql.ResolveField(
 		ctx,
@@ -4257,6 +5192,98 @@ func (ec *executionContext) fieldContext_PageInfo_endCursor(_ context.Context, f
 	return graphql.NewScalarFieldContext("PageInfo", field, false, false, errors.New("field of type String does not have child fields"))
 }
 
+func (ec *executionContext) _Passkey_id(ctx context.Context, field graphql.CollectedField, obj *model.Passkey) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Passkey_id(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.ID, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNID2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Passkey_id(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Passkey", field, false, false, errors.New("field of type ID does not have child fields"))
+}
+
+func (ec *executionContext) _Passkey_name(ctx context.Context, field graphql.CollectedField, obj *model.Passkey) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Passkey_name(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Name, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Passkey_name(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Passkey", field, false, false, errors.New("field of type String does not have child fields"))
+}
+
+func (ec *executionContext) _Passkey_createdAt(ctx context.Context, field graphql.CollectedField, obj *model.Passkey) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Passkey_createdAt(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.CreatedAt, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v time.Time) graphql.Marshaler {
+			return ec.marshalNTime2timeᚐTime(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Passkey_createdAt(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Passkey", field, false, false, errors.New("field of type Time does not have child fields"))
+}
+
+func (ec *executionContext) _Passkey_lastUsedAt(ctx context.Context, field graphql.CollectedField, obj *model.Passkey) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Passkey_lastUsedAt(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.LastUsedAt, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *time.Time) graphql.Marshaler {
+			return ec.marshalOTime2ᚖtimeᚐTime(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_Passkey_lastUsedAt(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Passkey", field, false, false, errors.New("field of type Time does not have child fields"))
+}
+
 func (ec *executionContext) _Query_me(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
 	return graphql.ResolveField(
 		ctx,
@@ -4277,11 +5304,16 @@ func (ec *executionContext) _Query_me(ctx context.Context, field graphql.Collect
 					var zeroVal *model.User
 					return zeroVal, err
 				}
+				aal, err := ec.unmarshalOAuthLevel2ᚖgqlauthᚋmodelᚐAuthLevel(ctx, "AAL1")
+				if err != nil {
+					var zeroVal *model.User
+					return zeroVal, err
+				}
 				if ec.Directives.Auth == nil {
 					var zeroVal *model.User
 					return zeroVal, errors.New("directive auth is not implemented")
 				}
-				return ec.Directives.Auth(ctx, nil, directive0, role)
+				return ec.Directives.Auth(ctx, nil, directive0, role, aal)
 			}
 
 			next = directive1
@@ -4331,7 +5363,7 @@ func (ec *executionContext) _Query_sessions(ctx context.Context, field graphql.C
 					var zeroVal []*model.Session
 					return zeroVal, errors.New("directive auth is not implemented")
 				}
-				return ec.Directives.Auth(ctx, nil, directive0, role)
+				return ec.Directives.Auth(ctx, nil, directive0, role, nil)
 			}
 
 			next = directive1
@@ -4382,7 +5414,7 @@ func (ec *executionContext) _Query_users(ctx context.Context, field graphql.Coll
 					var zeroVal []*model.User
 					return zeroVal, errors.New("directive auth is not implemented")
 				}
-				return ec.Directives.Auth(ctx, nil, directive0, role)
+				return ec.Directives.Auth(ctx, nil, directive0, role, nil)
 			}
 
 			next = directive1
@@ -4443,7 +5475,7 @@ func (ec *executionContext) _Query_apiKeys(ctx context.Context, field graphql.Co
 					var zeroVal []*model.APIKey
 					return zeroVal, errors.New("directive auth is not implemented")
 				}
-				return ec.Directives.Auth(ctx, nil, directive0, role)
+				return ec.Directives.Auth(ctx, nil, directive0, role, nil)
 			}
 
 			next = directive1
@@ -4494,7 +5526,7 @@ func (ec *executionContext) _Query_auditEvents(ctx context.Context, field graphq
 					var zeroVal *model.AuditEventConnection
 					return zeroVal, errors.New("directive auth is not implemented")
 				}
-				return ec.Directives.Auth(ctx, nil, directive0, role)
+				return ec.Directives.Auth(ctx, nil, directive0, role, nil)
 			}
 
 			next = directive1
@@ -4556,7 +5588,7 @@ func (ec *executionContext) _Query_securityEvents(ctx context.Context, field gra
 					var zeroVal *model.AuditEventConnection
 					return zeroVal, errors.New("directive auth is not implemented")
 				}
-				return ec.Directives.Auth(ctx, nil, directive0, role)
+				return ec.Directives.Auth(ctx, nil, directive0, role, nil)
 			}
 
 			next = directive1
@@ -4617,7 +5649,7 @@ func (ec *executionContext) _Query_signingKeys(ctx context.Context, field graphq
 					var zeroVal []*model.SigningKey
 					return zeroVal, errors.New("directive auth is not implemented")
 				}
-				return ec.Directives.Auth(ctx, nil, directive0, role)
+				return ec.Directives.Auth(ctx, nil, directive0, role, nil)
 			}
 
 			next = directive1
@@ -5019,7 +6051,7 @@ func (ec *executionContext) _Subscription_securityEvents(ctx context.Context, fi
 					var zeroVal *model.AuditEvent
 					return zeroVal, errors.New("directive auth is not implemented")
 				}
-				return ec.Directives.Auth(ctx, nil, directive0, role)
+				return ec.Directives.Auth(ctx, nil, directive0, role, nil)
 			}
 
 			next = directive1
@@ -5069,7 +6101,7 @@ func (ec *executionContext) _Subscription_auditEvents(ctx context.Context, field
 					var zeroVal *model.AuditEvent
 					return zeroVal, errors.New("directive auth is not implemented")
 				}
-				return ec.Directives.Auth(ctx, nil, directive0, role)
+				return ec.Directives.Auth(ctx, nil, directive0, role, nil)
 			}
 
 			next = directive1
@@ -5093,6 +6125,52 @@ func (ec *executionContext) fieldContext_Subscription_auditEvents(_ context.Cont
 		},
 	}
 	return fc, nil
+}
+
+func (ec *executionContext) _TotpEnrollment_secret(ctx context.Context, field graphql.CollectedField, obj *model.TotpEnrollment) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_TotpEnrollment_secret(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Secret, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_TotpEnrollment_secret(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("TotpEnrollment", field, false, false, errors.New("field of type String does not have child fields"))
+}
+
+func (ec *executionContext) _TotpEnrollment_uri(ctx context.Context, field graphql.CollectedField, obj *model.TotpEnrollment) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_TotpEnrollment_uri(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.URI, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_TotpEnrollment_uri(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("TotpEnrollment", field, false, false, errors.New("field of type String does not have child fields"))
 }
 
 func (ec *executionContext) _User_id(ctx context.Context, field graphql.CollectedField, obj *model.User) (ret graphql.Marshaler) {
@@ -5286,6 +6364,38 @@ func (ec *executionContext) _User_emailVerified(ctx context.Context, field graph
 }
 func (ec *executionContext) fieldContext_User_emailVerified(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
 	return graphql.NewScalarFieldContext("User", field, true, false, errors.New("field of type Boolean does not have child fields"))
+}
+
+func (ec *executionContext) _User_mfa(ctx context.Context, field graphql.CollectedField, obj *model.User) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_User_mfa(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return ec.Resolvers.User().Mfa(ctx, obj)
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *model.MfaStatus) graphql.Marshaler {
+			return ec.marshalNMfaStatus2ᚖgqlauthᚋmodelᚐMfaStatus(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_User_mfa(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "User",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_MfaStatus(ctx, field)
+		},
+	}
+	return fc, nil
 }
 
 func (ec *executionContext) ___Directive_name(ctx context.Context, field graphql.CollectedField, obj *introspection.Directive) (ret graphql.Marshaler) {
@@ -6667,6 +7777,16 @@ func (ec *executionContext) _AuthPayload(ctx context.Context, sel ast.SelectionS
 			if out.Values[i] == graphql.Null {
 				out.Invalids++
 			}
+		case "aal":
+			out.Values[i] = ec._AuthPayload_aal(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "mfaRequired":
+			out.Values[i] = ec._AuthPayload_mfaRequired(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
 		default:
 			panic("unknown field " + strconv.Quote(field.Name))
 		}
@@ -6717,6 +7837,54 @@ func (ec *executionContext) _Identity(ctx context.Context, sel ast.SelectionSet,
 			}
 		case "linkedAt":
 			out.Values[i] = ec._Identity_linkedAt(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	atomic.AddInt32(&ec.Deferred, int32(min(len(deferLabelToView), math.MaxInt32)))
+
+	ec.ProcessDeferredGroup(graphql.DeferredGroup{
+		Defers:   deferLabelToView,
+		Path:     graphql.GetPath(ctx),
+		FieldSet: deferredFieldSet,
+		Context:  ctx,
+	})
+
+	return out
+}
+
+var mfaStatusImplementors = []string{"MfaStatus"}
+
+func (ec *executionContext) _MfaStatus(ctx context.Context, sel ast.SelectionSet, obj *model.MfaStatus) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, mfaStatusImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferredFieldSet := graphql.NewFieldSet(nil)
+	deferLabelToView := make(map[string]*graphql.FieldSetView)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("MfaStatus")
+		case "totp":
+			out.Values[i] = ec._MfaStatus_totp(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "passkeys":
+			out.Values[i] = ec._MfaStatus_passkeys(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "recoveryCodesLeft":
+			out.Values[i] = ec._MfaStatus_recoveryCodesLeft(ctx, field, obj)
 			if out.Values[i] == graphql.Null {
 				out.Invalids++
 			}
@@ -6908,6 +8076,55 @@ func (ec *executionContext) _Mutation(ctx context.Context, sel ast.SelectionSet)
 			if out.Values[i] == graphql.Null {
 				out.Invalids++
 			}
+		case "enrollTotp":
+			out.Values[i] = ec.OperationContext.RootResolverMiddleware(innerCtx, func(ctx context.Context) (res graphql.Marshaler) {
+				return ec._Mutation_enrollTotp(ctx, field)
+			})
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "confirmTotp":
+			out.Values[i] = ec.OperationContext.RootResolverMiddleware(innerCtx, func(ctx context.Context) (res graphql.Marshaler) {
+				return ec._Mutation_confirmTotp(ctx, field)
+			})
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "removeTotp":
+			out.Values[i] = ec.OperationContext.RootResolverMiddleware(innerCtx, func(ctx context.Context) (res graphql.Marshaler) {
+				return ec._Mutation_removeTotp(ctx, field)
+			})
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "regenerateRecoveryCodes":
+			out.Values[i] = ec.OperationContext.RootResolverMiddleware(innerCtx, func(ctx context.Context) (res graphql.Marshaler) {
+				return ec._Mutation_regenerateRecoveryCodes(ctx, field)
+			})
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "verifyMfa":
+			out.Values[i] = ec.OperationContext.RootResolverMiddleware(innerCtx, func(ctx context.Context) (res graphql.Marshaler) {
+				return ec._Mutation_verifyMfa(ctx, field)
+			})
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "reauthenticate":
+			out.Values[i] = ec.OperationContext.RootResolverMiddleware(innerCtx, func(ctx context.Context) (res graphql.Marshaler) {
+				return ec._Mutation_reauthenticate(ctx, field)
+			})
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "resetUserMfa":
+			out.Values[i] = ec.OperationContext.RootResolverMiddleware(innerCtx, func(ctx context.Context) (res graphql.Marshaler) {
+				return ec._Mutation_resetUserMfa(ctx, field)
+			})
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
 		default:
 			panic("unknown field " + strconv.Quote(field.Name))
 		}
@@ -6948,6 +8165,59 @@ func (ec *executionContext) _PageInfo(ctx context.Context, sel ast.SelectionSet,
 			}
 		case "endCursor":
 			out.Values[i] = ec._PageInfo_endCursor(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	atomic.AddInt32(&ec.Deferred, int32(min(len(deferLabelToView), math.MaxInt32)))
+
+	ec.ProcessDeferredGroup(graphql.DeferredGroup{
+		Defers:   deferLabelToView,
+		Path:     graphql.GetPath(ctx),
+		FieldSet: deferredFieldSet,
+		Context:  ctx,
+	})
+
+	return out
+}
+
+var passkeyImplementors = []string{"Passkey"}
+
+func (ec *executionContext) _Passkey(ctx context.Context, sel ast.SelectionSet, obj *model.Passkey) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, passkeyImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferredFieldSet := graphql.NewFieldSet(nil)
+	deferLabelToView := make(map[string]*graphql.FieldSetView)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("Passkey")
+		case "id":
+			out.Values[i] = ec._Passkey_id(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "name":
+			out.Values[i] = ec._Passkey_name(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "createdAt":
+			out.Values[i] = ec._Passkey_createdAt(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "lastUsedAt":
+			out.Values[i] = ec._Passkey_lastUsedAt(ctx, field, obj)
 			if out.Values[i] == graphql.RequiredNull {
 				out.Invalids++
 			}
@@ -7329,6 +8599,49 @@ func (ec *executionContext) _Subscription(ctx context.Context, sel ast.Selection
 	}
 }
 
+var totpEnrollmentImplementors = []string{"TotpEnrollment"}
+
+func (ec *executionContext) _TotpEnrollment(ctx context.Context, sel ast.SelectionSet, obj *model.TotpEnrollment) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, totpEnrollmentImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferredFieldSet := graphql.NewFieldSet(nil)
+	deferLabelToView := make(map[string]*graphql.FieldSetView)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("TotpEnrollment")
+		case "secret":
+			out.Values[i] = ec._TotpEnrollment_secret(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "uri":
+			out.Values[i] = ec._TotpEnrollment_uri(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	atomic.AddInt32(&ec.Deferred, int32(min(len(deferLabelToView), math.MaxInt32)))
+
+	ec.ProcessDeferredGroup(graphql.DeferredGroup{
+		Defers:   deferLabelToView,
+		Path:     graphql.GetPath(ctx),
+		FieldSet: deferredFieldSet,
+		Context:  ctx,
+	})
+
+	return out
+}
+
 var userImplementors = []string{"User"}
 
 func (ec *executionContext) _User(ctx context.Context, sel ast.SelectionSet, obj *model.User) graphql.Marshaler {
@@ -7414,6 +8727,44 @@ func (ec *executionContext) _User(ctx context.Context, sel ast.SelectionSet, obj
 			if out.Values[i] == graphql.Null {
 				atomic.AddUint32(&out.Invalids, 1)
 			}
+		case "mfa":
+			field := field
+
+			innerFunc := func(ctx context.Context, fs *graphql.FieldSet) (res graphql.Marshaler) {
+				defer func() {
+					if r := recover(); r != nil {
+						ec.Error(ctx, ec.Recover(ctx, r))
+					}
+				}()
+				res = ec._User_mfa(ctx, field, obj)
+				if res == graphql.Null {
+					atomic.AddUint32(&fs.Invalids, 1)
+				}
+				return res
+			}
+
+			if field.IsDeferred() {
+				deferredFieldSet.AddField(field)
+				fieldIndex := len(deferredFieldSet.Values) - 1
+				deferredFieldSet.Concurrently(fieldIndex, func(ctx context.Context) graphql.Marshaler {
+					return innerFunc(ctx, deferredFieldSet)
+				})
+
+				for _, deferrable := range field.Deferrables {
+					view, ok := deferLabelToView[deferrable.Label]
+					if !ok {
+						view = deferredFieldSet.NewView()
+						deferLabelToView[deferrable.Label] = view
+					}
+					view.AddIndices(fieldIndex)
+				}
+
+				// don't run the out.Concurrently() call below
+				out.Values[i] = graphql.Null
+				continue
+			}
+
+			out.Concurrently(i, func(ctx context.Context) graphql.Marshaler { return innerFunc(ctx, out) })
 		default:
 			panic("unknown field " + strconv.Quote(field.Name))
 		}
@@ -7919,6 +9270,16 @@ func (ec *executionContext) marshalNAuditEventType2gqlauthᚋmodelᚐAuditEventT
 	return v
 }
 
+func (ec *executionContext) unmarshalNAuthLevel2gqlauthᚋmodelᚐAuthLevel(ctx context.Context, v any) (model.AuthLevel, error) {
+	var res model.AuthLevel
+	err := res.UnmarshalGQL(v)
+	return res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) marshalNAuthLevel2gqlauthᚋmodelᚐAuthLevel(ctx context.Context, sel ast.SelectionSet, v model.AuthLevel) graphql.Marshaler {
+	return v
+}
+
 func (ec *executionContext) marshalNAuthPayload2ᚖgqlauthᚋmodelᚐAuthPayload(ctx context.Context, sel ast.SelectionSet, v *model.AuthPayload) graphql.Marshaler {
 	if v == nil {
 		if !graphql.HasFieldError(ctx, graphql.GetFieldContext(ctx)) {
@@ -8013,6 +9374,16 @@ func (ec *executionContext) marshalNLogoutScope2gqlauthᚋmodelᚐLogoutScope(ct
 	return v
 }
 
+func (ec *executionContext) marshalNMfaStatus2ᚖgqlauthᚋmodelᚐMfaStatus(ctx context.Context, sel ast.SelectionSet, v *model.MfaStatus) graphql.Marshaler {
+	if v == nil {
+		if !graphql.HasFieldError(ctx, graphql.GetFieldContext(ctx)) {
+			graphql.AddErrorf(ctx, "the requested element is null which the schema does not allow")
+		}
+		return graphql.Null
+	}
+	return ec._MfaStatus(ctx, sel, v)
+}
+
 func (ec *executionContext) marshalNPageInfo2ᚖgqlauthᚋmodelᚐPageInfo(ctx context.Context, sel ast.SelectionSet, v *model.PageInfo) graphql.Marshaler {
 	if v == nil {
 		if !graphql.HasFieldError(ctx, graphql.GetFieldContext(ctx)) {
@@ -8021,6 +9392,32 @@ func (ec *executionContext) marshalNPageInfo2ᚖgqlauthᚋmodelᚐPageInfo(ctx c
 		return graphql.Null
 	}
 	return ec._PageInfo(ctx, sel, v)
+}
+
+func (ec *executionContext) marshalNPasskey2ᚕᚖgqlauthᚋmodelᚐPasskeyᚄ(ctx context.Context, sel ast.SelectionSet, v []*model.Passkey) graphql.Marshaler {
+	ret := graphql.MarshalSliceConcurrently(ctx, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
+		fc := graphql.GetFieldContext(ctx)
+		fc.Result = &v[i]
+		return ec.marshalNPasskey2ᚖgqlauthᚋmodelᚐPasskey(ctx, sel, v[i])
+	})
+
+	for _, e := range ret {
+		if e == graphql.Null {
+			return graphql.Null
+		}
+	}
+
+	return ret
+}
+
+func (ec *executionContext) marshalNPasskey2ᚖgqlauthᚋmodelᚐPasskey(ctx context.Context, sel ast.SelectionSet, v *model.Passkey) graphql.Marshaler {
+	if v == nil {
+		if !graphql.HasFieldError(ctx, graphql.GetFieldContext(ctx)) {
+			graphql.AddErrorf(ctx, "the requested element is null which the schema does not allow")
+		}
+		return graphql.Null
+	}
+	return ec._Passkey(ctx, sel, v)
 }
 
 func (ec *executionContext) unmarshalNRole2gqlauthᚋmodelᚐRole(ctx context.Context, v any) (model.Role, error) {
@@ -8111,6 +9508,35 @@ func (ec *executionContext) marshalNString2string(ctx context.Context, sel ast.S
 	return res
 }
 
+func (ec *executionContext) unmarshalNString2ᚕstringᚄ(ctx context.Context, v any) ([]string, error) {
+	vSlice := graphql.CoerceList(v)
+	var err error
+	res := make([]string, len(vSlice))
+	for i := range vSlice {
+		ctx := graphql.WithPathContext(ctx, graphql.NewPathWithIndex(i))
+		res[i], err = ec.unmarshalNString2string(ctx, vSlice[i])
+		if err != nil {
+			return nil, err
+		}
+	}
+	return res, nil
+}
+
+func (ec *executionContext) marshalNString2ᚕstringᚄ(ctx context.Context, sel ast.SelectionSet, v []string) graphql.Marshaler {
+	ret := make(graphql.Array, len(v))
+	for i := range v {
+		ret[i] = ec.marshalNString2string(ctx, sel, v[i])
+	}
+
+	for _, e := range ret {
+		if e == graphql.Null {
+			return graphql.Null
+		}
+	}
+
+	return ret
+}
+
 func (ec *executionContext) unmarshalNTime2timeᚐTime(ctx context.Context, v any) (time.Time, error) {
 	res, err := scalar.UnmarshalTime(v)
 	return res, graphql.ErrorOnPath(ctx, err)
@@ -8125,6 +9551,16 @@ func (ec *executionContext) marshalNTime2timeᚐTime(ctx context.Context, sel as
 		}
 	}
 	return res
+}
+
+func (ec *executionContext) marshalNTotpEnrollment2ᚖgqlauthᚋmodelᚐTotpEnrollment(ctx context.Context, sel ast.SelectionSet, v *model.TotpEnrollment) graphql.Marshaler {
+	if v == nil {
+		if !graphql.HasFieldError(ctx, graphql.GetFieldContext(ctx)) {
+			graphql.AddErrorf(ctx, "the requested element is null which the schema does not allow")
+		}
+		return graphql.Null
+	}
+	return ec._TotpEnrollment(ctx, sel, v)
 }
 
 func (ec *executionContext) marshalNUser2ᚕᚖgqlauthᚋmodelᚐUserᚄ(ctx context.Context, sel ast.SelectionSet, v []*model.User) graphql.Marshaler {
@@ -8327,6 +9763,22 @@ func (ec *executionContext) marshalOAuditEventType2ᚕgqlauthᚋmodelᚐAuditEve
 	}
 
 	return ret
+}
+
+func (ec *executionContext) unmarshalOAuthLevel2ᚖgqlauthᚋmodelᚐAuthLevel(ctx context.Context, v any) (*model.AuthLevel, error) {
+	if v == nil {
+		return nil, nil
+	}
+	var res = new(model.AuthLevel)
+	err := res.UnmarshalGQL(v)
+	return res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) marshalOAuthLevel2ᚖgqlauthᚋmodelᚐAuthLevel(ctx context.Context, sel ast.SelectionSet, v *model.AuthLevel) graphql.Marshaler {
+	if v == nil {
+		return graphql.Null
+	}
+	return v
 }
 
 func (ec *executionContext) unmarshalOBoolean2bool(ctx context.Context, v any) (bool, error) {

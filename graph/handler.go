@@ -241,6 +241,9 @@ func extensions(e *model.Error) map[string]any {
 	if e.RequiredRole != "" {
 		ext["requiredRole"] = e.RequiredRole
 	}
+	if e.RequiredAAL != "" {
+		ext["requiredAal"] = e.RequiredAAL
+	}
 	if e.RetryAfter > 0 {
 		ext["retryAfter"] = e.RetryAfter
 	}

@@ -82,6 +82,7 @@ type serverOptions struct {
 	publishDelay  time.Duration
 	rotation      time.Duration
 	mail          func(t testing.TB, db *store.DB) account.MailConfig // nil: no mail
+	mfa           account.MFAConfig
 }
 
 type option func(*serverOptions)
@@ -99,6 +100,9 @@ func withDebug() option                            { return func(o *serverOption
 func withTrustedProxies(p web.Proxies) option      { return func(o *serverOptions) { o.proxies = p } }
 func withSocketLimits(l graph.SocketLimits) option { return func(o *serverOptions) { o.sockets = l } }
 func withOrigins(origins ...string) option         { return func(o *serverOptions) { o.origins = origins } }
+
+// withMFA sets MFA_REQUIRED_ROLES, REAUTH_WINDOW and the TOTP issuer.
+func withMFA(c account.MFAConfig) option { return func(o *serverOptions) { o.mfa = c } }
 
 // withOIDC configures provider sign-in; cfg receives the server's own base URL, which is its
 // PUBLIC_URL unless withPublicURL says otherwise.
@@ -178,7 +182,7 @@ func newServerOn(t testing.TB, db *store.DB, clk *clock, opts ...option) *server
 	svc := account.NewService(db, tokens, passwords, account.ServiceConfig{
 		RefreshTTL: o.refreshTTL, ReuseInterval: o.reuseInterval, SignupEnabled: o.signup, Now: clk.Now, Logger: log,
 		Limits: o.limits, AuditRetention: o.retention, Providers: providers.Names(), LinkVerifiedEmail: o.linkVerified, Feed: events,
-		Mail: mailCfg,
+		Mail: mailCfg, MFA: o.mfa,
 	})
 	signIn := web.NewSignIn(svc, providers)
 	// As server.go builds it: a service of your own goes here too.

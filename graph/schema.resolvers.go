@@ -121,6 +121,41 @@ func (r *mutationResolver) ResetPassword(ctx context.Context, token string, newP
 	return r.Account.ResetPassword(ctx, token, newPassword)
 }
 
+// EnrollTotp is the resolver for the enrollTotp field.
+func (r *mutationResolver) EnrollTotp(ctx context.Context) (*model.TotpEnrollment, error) {
+	return r.Account.EnrollTotp(ctx)
+}
+
+// ConfirmTotp is the resolver for the confirmTotp field.
+func (r *mutationResolver) ConfirmTotp(ctx context.Context, code string) ([]string, error) {
+	return r.Account.ConfirmTotp(ctx, code)
+}
+
+// RemoveTotp is the resolver for the removeTotp field.
+func (r *mutationResolver) RemoveTotp(ctx context.Context) (bool, error) {
+	return r.Account.RemoveTotp(ctx)
+}
+
+// RegenerateRecoveryCodes is the resolver for the regenerateRecoveryCodes field.
+func (r *mutationResolver) RegenerateRecoveryCodes(ctx context.Context) ([]string, error) {
+	return r.Account.RegenerateRecoveryCodes(ctx)
+}
+
+// VerifyMfa is the resolver for the verifyMfa field.
+func (r *mutationResolver) VerifyMfa(ctx context.Context, code string) (*model.AuthPayload, error) {
+	return r.Account.VerifyMfa(ctx, code)
+}
+
+// Reauthenticate is the resolver for the reauthenticate field.
+func (r *mutationResolver) Reauthenticate(ctx context.Context, password string) (*model.AuthPayload, error) {
+	return r.Account.Reauthenticate(ctx, password)
+}
+
+// ResetUserMfa is the resolver for the resetUserMfa field.
+func (r *mutationResolver) ResetUserMfa(ctx context.Context, id string) (*model.User, error) {
+	return r.Account.ResetUserMfa(ctx, id)
+}
+
 // Me is the resolver for the me field.
 func (r *queryResolver) Me(ctx context.Context) (*model.User, error) {
 	p, err := r.Account.Authenticate(ctx)
@@ -173,6 +208,11 @@ func (r *subscriptionResolver) AuditEvents(ctx context.Context) (<-chan *model.A
 // Identities is the resolver for the identities field.
 func (r *userResolver) Identities(ctx context.Context, obj *model.User) ([]*model.Identity, error) {
 	return r.Account.Identities(ctx, obj.ID)
+}
+
+// Mfa is the resolver for the mfa field.
+func (r *userResolver) Mfa(ctx context.Context, obj *model.User) (*model.MfaStatus, error) {
+	return r.Account.MFAStatus(ctx, obj)
 }
 
 // Mutation returns MutationResolver implementation.

@@ -13,6 +13,8 @@ type Error struct {
 	Field string
 	// RequiredRole is set with INSUFFICIENT_ROLE.
 	RequiredRole Role
+	// RequiredAAL is set with MFA_REQUIRED.
+	RequiredAAL AuthLevel
 	// RetryAfter is set with TOO_MANY_REQUESTS, in seconds.
 	RetryAfter int
 }
@@ -38,6 +40,13 @@ func Forbidden(reason AuthErrorReason) *Error {
 func InsufficientRole(required Role) *Error {
 	e := Forbidden(AuthErrorReasonInsufficientRole)
 	e.RequiredRole = required
+	return e
+}
+
+// MFARequired is the FORBIDDEN error of a session below the assurance level required.
+func MFARequired(required AuthLevel) *Error {
+	e := Forbidden(AuthErrorReasonMfaRequired)
+	e.RequiredAAL = required
 	return e
 }
 
@@ -69,14 +78,16 @@ func Internal() *Error {
 // The messages are fixed per reason so that no failure says more than its reason does
 // (an unknown username and a wrong password read the same).
 var authMessages = map[AuthErrorReason]string{
-	AuthErrorReasonMissingToken:        "sign in required: send an access token as Authorization: Bearer <token>",
-	AuthErrorReasonInvalidToken:        "the access token is invalid",
-	AuthErrorReasonTokenExpired:        "the access token has expired; refresh it",
-	AuthErrorReasonSessionRevoked:      "the session has ended; sign in again",
-	AuthErrorReasonInvalidCredentials:  "invalid username or password",
-	AuthErrorReasonInvalidRefreshToken: "the refresh token is invalid, expired or revoked",
-	AuthErrorReasonRefreshTokenReused:  "the refresh token was already used; the session has been revoked for safety",
-	AuthErrorReasonInsufficientRole:    "your role does not allow this",
-	AuthErrorReasonAccountDisabled:     "the account is disabled",
-	AuthErrorReasonInvalidCode:         "the link or code is invalid, used or expired; ask for a new one",
+	AuthErrorReasonMissingToken:             "sign in required: send an access token as Authorization: Bearer <token>",
+	AuthErrorReasonInvalidToken:             "the access token is invalid",
+	AuthErrorReasonTokenExpired:             "the access token has expired; refresh it",
+	AuthErrorReasonSessionRevoked:           "the session has ended; sign in again",
+	AuthErrorReasonInvalidCredentials:       "invalid username or password",
+	AuthErrorReasonInvalidRefreshToken:      "the refresh token is invalid, expired or revoked",
+	AuthErrorReasonRefreshTokenReused:       "the refresh token was already used; the session has been revoked for safety",
+	AuthErrorReasonInsufficientRole:         "your role does not allow this",
+	AuthErrorReasonAccountDisabled:          "the account is disabled",
+	AuthErrorReasonInvalidCode:              "the link or code is invalid, used or expired; ask for a new one",
+	AuthErrorReasonMfaRequired:              "a second factor is required: verify it (verifyMfa) or enrol one",
+	AuthErrorReasonReauthenticationRequired: "this operation needs a recent sign-in: call reauthenticate (or verifyMfa) first",
 }

@@ -41,6 +41,20 @@ type AuthPayload struct {
 	RefreshToken string `json:"refreshToken"`
 	// The signed-in user.
 	User *User `json:"user"`
+	// The session's assurance level.
+	Aal AuthLevel `json:"aal"`
+	// True when the user has a second factor and this session has not used it yet: call `verifyMfa`.
+	MfaRequired bool `json:"mfaRequired"`
+}
+
+// A user's second factors, shown to the user themself and to admins.
+type MfaStatus struct {
+	// Whether a TOTP authenticator is active.
+	Totp bool `json:"totp"`
+	// The registered passkeys, oldest first.
+	Passkeys []*Passkey `json:"passkeys"`
+	// How many unused recovery codes are left.
+	RecoveryCodesLeft int `json:"recoveryCodesLeft"`
 }
 
 type Mutation struct {
@@ -59,6 +73,14 @@ type Query struct {
 // A socket lives only as long as its authority: it is closed with 4401 when its session, key or user
 // is revoked, and when its access token expires.
 type Subscription struct {
+}
+
+// A TOTP secret waiting for its first code (`confirmTotp`).
+type TotpEnrollment struct {
+	// The base32 secret, for typing into an authenticator app.
+	Secret string `json:"secret"`
+	// An otpauth://totp/… URI for a QR code (issuer: APP_NAME).
+	URI string `json:"uri"`
 }
 
 // What a recorded security event was.
@@ -105,6 +127,20 @@ const (
 	AuditEventTypePasswordResetRequested AuditEventType = "PASSWORD_RESET_REQUESTED"
 	// The password was set from a reset link; every session of the account was revoked.
 	AuditEventTypePasswordReset AuditEventType = "PASSWORD_RESET"
+	// A second factor was added; `detail` names it (totp, or a passkey's name).
+	AuditEventTypeMfaEnrolled AuditEventType = "MFA_ENROLLED"
+	// A second factor was removed; `detail` names it.
+	AuditEventTypeMfaRemoved AuditEventType = "MFA_REMOVED"
+	// A session stepped up to AAL2 (`detail`: with what), or renewed its recent authentication (`detail`: reauthenticated).
+	AuditEventTypeMfaVerified AuditEventType = "MFA_VERIFIED"
+	// A second-factor code or a reauthentication was refused.
+	AuditEventTypeMfaFailed AuditEventType = "MFA_FAILED"
+	// A recovery code was used (the user is told by mail).
+	AuditEventTypeRecoveryCodeUsed AuditEventType = "RECOVERY_CODE_USED"
+	// Every recovery code was replaced by new ones.
+	AuditEventTypeRecoveryCodesRegenerated AuditEventType = "RECOVERY_CODES_REGENERATED"
+	// An admin removed every factor and recovery code of the user; their sessions were revoked.
+	AuditEventTypeMfaReset AuditEventType = "MFA_RESET"
 )
 
 var AllAuditEventType = []AuditEventType{
@@ -128,11 +164,18 @@ var AllAuditEventType = []AuditEventType{
 	AuditEventTypeEmailVerified,
 	AuditEventTypePasswordResetRequested,
 	AuditEventTypePasswordReset,
+	AuditEventTypeMfaEnrolled,
+	AuditEventTypeMfaRemoved,
+	AuditEventTypeMfaVerified,
+	AuditEventTypeMfaFailed,
+	AuditEventTypeRecoveryCodeUsed,
+	AuditEventTypeRecoveryCodesRegenerated,
+	AuditEventTypeMfaReset,
 }
 
 func (e AuditEventType) IsValid() bool {
 	switch e {
-	case AuditEventTypeSignUp, AuditEventTypeSignIn, AuditEventTypeSignInFailed, AuditEventTypeSignOut, AuditEventTypeRefreshTokenReused, AuditEventTypePasswordChanged, AuditEventTypeUserCreated, AuditEventTypeRoleChanged, AuditEventTypeUserDisabled, AuditEventTypeUserEnabled, AuditEventTypeAPIKeyCreated, AuditEventTypeAPIKeyRevoked, AuditEventTypeSigningKeyRotated, AuditEventTypeSigningKeyRevoked, AuditEventTypeIdentityLinked, AuditEventTypeIdentityUnlinked, AuditEventTypeRateLimited, AuditEventTypeEmailVerified, AuditEventTypePasswordResetRequested, AuditEventTypePasswordReset:
+	case AuditEventTypeSignUp, AuditEventTypeSignIn, AuditEventTypeSignInFailed, AuditEventTypeSignOut, AuditEventTypeRefreshTokenReused, AuditEventTypePasswordChanged, AuditEventTypeUserCreated, AuditEventTypeRoleChanged, AuditEventTypeUserDisabled, AuditEventTypeUserEnabled, AuditEventTypeAPIKeyCreated, AuditEventTypeAPIKeyRevoked, AuditEventTypeSigningKeyRotated, AuditEventTypeSigningKeyRevoked, AuditEventTypeIdentityLinked, AuditEventTypeIdentityUnlinked, AuditEventTypeRateLimited, AuditEventTypeEmailVerified, AuditEventTypePasswordResetRequested, AuditEventTypePasswordReset, AuditEventTypeMfaEnrolled, AuditEventTypeMfaRemoved, AuditEventTypeMfaVerified, AuditEventTypeMfaFailed, AuditEventTypeRecoveryCodeUsed, AuditEventTypeRecoveryCodesRegenerated, AuditEventTypeMfaReset:
 		return true
 	}
 	return false
@@ -195,8 +238,12 @@ const (
 	AuthErrorReasonInsufficientRole AuthErrorReason = "INSUFFICIENT_ROLE"
 	// The account is disabled.
 	AuthErrorReasonAccountDisabled AuthErrorReason = "ACCOUNT_DISABLED"
-	// A mailed token or code is unknown, used, expired, voided or malformed.
+	// A mailed token or code, a TOTP or recovery code, or a passkey response is unknown, used, expired, voided or malformed.
 	AuthErrorReasonInvalidCode AuthErrorReason = "INVALID_CODE"
+	// The user has a second factor (or their role needs one) and this session has not used it; `requiredAal` names the level needed.
+	AuthErrorReasonMfaRequired AuthErrorReason = "MFA_REQUIRED"
+	// The operation needs a session that signed in or stepped up within REAUTH_WINDOW: call `reauthenticate` or `verifyMfa`.
+	AuthErrorReasonReauthenticationRequired AuthErrorReason = "REAUTHENTICATION_REQUIRED"
 )
 
 var AllAuthErrorReason = []AuthErrorReason{
@@ -210,11 +257,13 @@ var AllAuthErrorReason = []AuthErrorReason{
 	AuthErrorReasonInsufficientRole,
 	AuthErrorReasonAccountDisabled,
 	AuthErrorReasonInvalidCode,
+	AuthErrorReasonMfaRequired,
+	AuthErrorReasonReauthenticationRequired,
 }
 
 func (e AuthErrorReason) IsValid() bool {
 	switch e {
-	case AuthErrorReasonMissingToken, AuthErrorReasonInvalidToken, AuthErrorReasonTokenExpired, AuthErrorReasonSessionRevoked, AuthErrorReasonInvalidCredentials, AuthErrorReasonInvalidRefreshToken, AuthErrorReasonRefreshTokenReused, AuthErrorReasonInsufficientRole, AuthErrorReasonAccountDisabled, AuthErrorReasonInvalidCode:
+	case AuthErrorReasonMissingToken, AuthErrorReasonInvalidToken, AuthErrorReasonTokenExpired, AuthErrorReasonSessionRevoked, AuthErrorReasonInvalidCredentials, AuthErrorReasonInvalidRefreshToken, AuthErrorReasonRefreshTokenReused, AuthErrorReasonInsufficientRole, AuthErrorReasonAccountDisabled, AuthErrorReasonInvalidCode, AuthErrorReasonMfaRequired, AuthErrorReasonReauthenticationRequired:
 		return true
 	}
 	return false
@@ -250,6 +299,64 @@ func (e *AuthErrorReason) UnmarshalJSON(b []byte) error {
 }
 
 func (e AuthErrorReason) MarshalJSON() ([]byte, error) {
+	var buf bytes.Buffer
+	e.MarshalGQL(&buf)
+	return buf.Bytes(), nil
+}
+
+// How strongly the session's user proved who they are (NIST SP 800-63B): one factor, or two.
+type AuthLevel string
+
+const (
+	// One factor: a password, a provider, a mailed code.
+	AuthLevelAal1 AuthLevel = "AAL1"
+	// Two factors: the first plus a TOTP code, a recovery code or a passkey (a passkey alone counts as two).
+	AuthLevelAal2 AuthLevel = "AAL2"
+)
+
+var AllAuthLevel = []AuthLevel{
+	AuthLevelAal1,
+	AuthLevelAal2,
+}
+
+func (e AuthLevel) IsValid() bool {
+	switch e {
+	case AuthLevelAal1, AuthLevelAal2:
+		return true
+	}
+	return false
+}
+
+func (e AuthLevel) String() string {
+	return string(e)
+}
+
+func (e *AuthLevel) UnmarshalGQL(v any) error {
+	str, ok := v.(string)
+	if !ok {
+		return fmt.Errorf("enums must be strings")
+	}
+
+	*e = AuthLevel(str)
+	if !e.IsValid() {
+		return fmt.Errorf("%s is not a valid AuthLevel", str)
+	}
+	return nil
+}
+
+func (e AuthLevel) MarshalGQL(w io.Writer) {
+	_, _ = fmt.Fprint(w, strconv.Quote(e.String()))
+}
+
+func (e *AuthLevel) UnmarshalJSON(b []byte) error {
+	s, err := strconv.Unquote(string(b))
+	if err != nil {
+		return err
+	}
+	return e.UnmarshalGQL(s)
+}
+
+func (e AuthLevel) MarshalJSON() ([]byte, error) {
 	var buf bytes.Buffer
 	e.MarshalGQL(&buf)
 	return buf.Bytes(), nil

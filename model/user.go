@@ -19,6 +19,11 @@ type User struct {
 	// also for an address a provider said it had verified. Linking by email trusts only these.
 	// Not in the schema: gqlgen's autobind ignores struct fields the schema does not name.
 	EmailVerifiedAt *time.Time `bun:"email_verified_at,nullzero"`
+	// MFAFactors counts the user's active second factors (a confirmed TOTP, each passkey). The
+	// store keeps it in the transaction of every factor change (store.Tx.RecountFactors), so the
+	// principal query reads "has a second factor" from the row it loads anyway, with no second
+	// query and no join on the factor tables.
+	MFAFactors int `bun:"mfa_factors"`
 }
 
 // EmailVerified reports whether this server verified the account's address (User.emailVerified).
@@ -44,6 +49,12 @@ type Session struct {
 	RevokedAt  *time.Time `bun:"revoked_at"`
 	UserAgent  *string    `bun:"user_agent"`
 	ClientID   *string    `bun:"client_id"`
+	// AAL is the session's assurance level; it only rises (AAL1 → AAL2).
+	AAL AuthLevel `bun:"aal"`
+	// AMR lists the RFC 8176 methods the session used, space-separated ("pwd otp mfa").
+	AMR string `bun:"amr"`
+	// AuthTime is when the session last signed in, stepped up or reauthenticated.
+	AuthTime time.Time `bun:"auth_time"`
 
 	// Current is true for the session of the request that loaded it; it is not stored.
 	Current bool `bun:"-"`

@@ -171,6 +171,59 @@ CREATE TABLE mail_tokens (
 CREATE INDEX mail_tokens_user_purpose_idx ON mail_tokens (user_id, purpose);
 CREATE INDEX mail_tokens_expires_at_idx ON mail_tokens (expires_at);
 `},
+	{"20261217000001", "mfa", `
+-- The session's assurance level (AAL1, AAL2: it only rises), the RFC 8176 methods it used
+-- (space-separated) and when it last signed in or stepped up (REAUTH_WINDOW), read by the
+-- principal query with the rest of the session row.
+ALTER TABLE sessions ADD COLUMN aal TEXT NOT NULL DEFAULT 'AAL1';
+ALTER TABLE sessions ADD COLUMN amr TEXT NOT NULL DEFAULT 'pwd';
+ALTER TABLE sessions ADD COLUMN auth_time %[1]s;
+UPDATE sessions SET auth_time = created_at;
+-- How many second factors the user has (a confirmed TOTP, each passkey): kept by every factor
+-- change in its own transaction, so that the principal query knows "the user has a second
+-- factor" from the user row it loads anyway.
+ALTER TABLE users ADD COLUMN mfa_factors INTEGER NOT NULL DEFAULT 0;
+-- At most one TOTP secret per user: pending until confirmed. The secret is sealed (AES-GCM under
+-- a key derived from JWT_SECRET). last_step is the latest time step accepted (moved only forward,
+-- by a conditional update), so no step is ever accepted twice.
+CREATE TABLE totp_factors (
+	user_id      TEXT PRIMARY KEY REFERENCES users (id) ON DELETE CASCADE,
+	secret       %[3]s NOT NULL,
+	created_at   %[1]s NOT NULL,
+	confirmed_at %[1]s,
+	last_step    BIGINT NOT NULL DEFAULT 0
+);
+-- Recovery codes: only an HMAC of each (under a key derived from JWT_SECRET), single use.
+CREATE TABLE recovery_codes (
+	user_id    TEXT NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+	code_hash  TEXT NOT NULL,
+	created_at %[1]s NOT NULL,
+	used_at    %[1]s,
+	PRIMARY KEY (user_id, code_hash)
+);
+-- Passkeys (WebAuthn credentials): what go-webauthn's webauthn.Credential holds, and a name.
+CREATE TABLE webauthn_credentials (
+	id               TEXT PRIMARY KEY,
+	user_id          TEXT NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+	name             TEXT NOT NULL,
+	created_at       %[1]s NOT NULL,
+	last_used_at     %[1]s,
+	credential_id    %[3]s NOT NULL,
+	public_key       %[3]s NOT NULL,
+	attestation_type TEXT NOT NULL DEFAULT '',
+	transports       TEXT NOT NULL DEFAULT '',
+	aaguid           %[3]s,
+	sign_count       BIGINT NOT NULL DEFAULT 0,
+	clone_warning    BOOLEAN NOT NULL DEFAULT FALSE,
+	attachment       TEXT NOT NULL DEFAULT '',
+	user_present     BOOLEAN NOT NULL DEFAULT FALSE,
+	user_verified    BOOLEAN NOT NULL DEFAULT FALSE,
+	backup_eligible  BOOLEAN NOT NULL DEFAULT FALSE,
+	backup_state     BOOLEAN NOT NULL DEFAULT FALSE
+);
+CREATE UNIQUE INDEX webauthn_credentials_credential_id_key ON webauthn_credentials (credential_id);
+CREATE INDEX webauthn_credentials_user_id_idx ON webauthn_credentials (user_id);
+`},
 	{"20261218000001", "webauthn_challenges", `
 -- Begun passkey ceremonies (§12): go-webauthn's session data (JSON) until the ceremony is
 -- finished — taking a row deletes it, so each works once, on whichever instance finishes it — or

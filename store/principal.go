@@ -15,12 +15,13 @@ import (
 	"gqlauth/model"
 )
 
-// principalQuery loads what authenticating a request needs: the session's liveness and the whole
-// user, in one query. It is the one query every guarded request runs, so it bypasses Bun's
+// principalQuery loads what authenticating a request needs: the session's liveness, its
+// assurance level, methods and last authentication, and the whole user with the count of its
+// second factors (users.mfa_factors, kept in every factor change's transaction), in one query. It is the one query every guarded request runs, so it bypasses Bun's
 // formatting and runs as a prepared statement with parameters: parsed and planned once per
 // connection instead of once per request.
-const principalQuery = `SELECT s.expires_at, s.revoked_at,
-	u.id, u.username, u.email, u.role, u.disabled, u.password_hash, u.created_at, u.email_verified_at
+const principalQuery = `SELECT s.expires_at, s.revoked_at, s.aal, s.amr, COALESCE(s.auth_time, s.created_at),
+	u.id, u.username, u.email, u.role, u.disabled, u.password_hash, u.created_at, u.email_verified_at, u.mfa_factors
 FROM sessions s JOIN users u ON u.id = s.user_id
 WHERE s.id = ? AND s.user_id = ?`
 
@@ -72,10 +73,15 @@ func (db *DB) Principal(ctx context.Context, sessionID, userID string) (*model.S
 		email             sql.NullString
 		expires, userTime any
 		verifiedAt        any
+		authTime          any
 	)
-	err = stmt.QueryRowContext(ctx, sessionID, userID).Scan(&expires, &revokedAt, &u.ID, &u.Username, &email, &u.Role, &u.Disabled, &u.PasswordHash, &userTime, &verifiedAt)
+	err = stmt.QueryRowContext(ctx, sessionID, userID).Scan(&expires, &revokedAt, &sess.AAL, &sess.AMR, &authTime,
+		&u.ID, &u.Username, &email, &u.Role, &u.Disabled, &u.PasswordHash, &userTime, &verifiedAt, &u.MFAFactors)
 	if err == nil {
 		sess.ExpiresAt, err = asTime(expires)
+	}
+	if err == nil {
+		sess.AuthTime, err = asTime(authTime)
 	}
 	if err == nil {
 		u.CreatedAt, err = asTime(userTime)
@@ -106,9 +112,10 @@ func (db *DB) principalPG(ctx context.Context, sessionID, userID string) (*model
 	ctx, event := db.beforeQuery(ctx, principalQueryPG, sessionID, userID)
 	sess := &model.Session{ID: sessionID, UserID: userID}
 	u := new(model.User)
-	var role string
+	var role, aal string
 	err := db.hotPool.QueryRow(ctx, principalQueryPG, sessionID, userID).
-		Scan(&sess.ExpiresAt, &sess.RevokedAt, &u.ID, &u.Username, &u.Email, &role, &u.Disabled, &u.PasswordHash, &u.CreatedAt, &u.EmailVerifiedAt)
+		Scan(&sess.ExpiresAt, &sess.RevokedAt, &aal, &sess.AMR, &sess.AuthTime,
+			&u.ID, &u.Username, &u.Email, &role, &u.Disabled, &u.PasswordHash, &u.CreatedAt, &u.EmailVerifiedAt, &u.MFAFactors)
 	db.afterQuery(ctx, event, err)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, nil, ErrNotFound
@@ -116,7 +123,7 @@ func (db *DB) principalPG(ctx context.Context, sessionID, userID string) (*model
 	if err != nil {
 		return nil, nil, wrap(err, "Principal")
 	}
-	u.Role = model.Role(role)
+	u.Role, sess.AAL = model.Role(role), model.AuthLevel(aal)
 	return sess, u, nil
 }
 

@@ -7,8 +7,15 @@ import (
 	"gqlauth/model"
 )
 
-// CreateSession inserts s.
+// CreateSession inserts s. A session without a level starts at AAL1, authenticated when it was
+// created.
 func (db *DB) CreateSession(ctx context.Context, s *model.Session) error {
+	if s.AAL == "" {
+		s.AAL = model.AuthLevelAal1
+	}
+	if s.AuthTime.IsZero() {
+		s.AuthTime = s.CreatedAt
+	}
 	_, err := db.idb.NewInsert().Model(s).Exec(ctx)
 	return wrap(err, "CreateSession")
 }

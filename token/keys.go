@@ -3,15 +3,11 @@ package token
 import (
 	"context"
 	"crypto"
-	"crypto/aes"
-	"crypto/cipher"
 	"crypto/ecdsa"
 	"crypto/ed25519"
 	"crypto/elliptic"
-	"crypto/hkdf"
 	"crypto/rand"
 	"crypto/rsa"
-	"crypto/sha256"
 	"crypto/x509"
 	"errors"
 	"fmt"
@@ -49,7 +45,7 @@ func IsAsymmetric(alg string) bool { _, ok := asymmetric[alg]; return ok }
 type KeyRing struct {
 	db           *store.DB
 	alg          string
-	aead         cipher.AEAD
+	sealer       *Sealer
 	publishDelay time.Duration
 	rotation     time.Duration
 	tokenTTL     time.Duration
@@ -91,17 +87,12 @@ func NewKeyRing(ctx context.Context, db *store.DB, cfg KeyRingConfig) (*KeyRing,
 	if !IsAsymmetric(cfg.Alg) {
 		return nil, fmt.Errorf("JWT_ALG: %q is not ES256, EdDSA or RS256", cfg.Alg)
 	}
-	kek, err := hkdf.Key(sha256.New, cfg.Secret, nil, "gqlauth signing-key encryption v1", 32)
+	sealer, err := NewSealer(cfg.Secret, "gqlauth signing-key encryption v1")
 	if err != nil {
 		return nil, err
 	}
-	block, err := aes.NewCipher(kek)
-	if err != nil {
-		return nil, err
-	}
-	aead, _ := cipher.NewGCM(block)
 	r := &KeyRing{
-		db: db, alg: cfg.Alg, aead: aead, publishDelay: cfg.PublishDelay, rotation: cfg.Rotation,
+		db: db, alg: cfg.Alg, sealer: sealer, publishDelay: cfg.PublishDelay, rotation: cfg.Rotation,
 		tokenTTL: cfg.TokenTTL, now: cfg.Now, log: cfg.Logger, parsed: map[string]*ringKey{},
 	}
 	if r.now == nil {
@@ -196,11 +187,7 @@ func (r *KeyRing) parse(row *model.SigningKey) (*ringKey, error) {
 	if !ok {
 		return nil, fmt.Errorf("signing key %s: unknown algorithm %q", row.Kid, row.Alg)
 	}
-	size := r.aead.NonceSize()
-	if len(row.PrivateKey) < size {
-		return nil, fmt.Errorf("signing key %s: corrupt", row.Kid)
-	}
-	der, err := r.aead.Open(nil, row.PrivateKey[:size], row.PrivateKey[size:], []byte(row.Kid))
+	der, err := r.sealer.Open(row.PrivateKey, []byte(row.Kid))
 	if err != nil {
 		return nil, fmt.Errorf("JWT_SECRET: it cannot decrypt signing key %s stored in the database: it is not the JWT_SECRET the key was stored with", row.Kid)
 	}
@@ -243,10 +230,8 @@ func (r *KeyRing) generate(now, activatesAt time.Time) (*model.SigningKey, error
 		return nil, err
 	}
 	kid := thumbprint(private.Public())
-	nonce := make([]byte, r.aead.NonceSize())
-	rand.Read(nonce)
 	return &model.SigningKey{
-		Kid: kid, Alg: r.alg, PublicKey: public, PrivateKey: r.aead.Seal(nonce, nonce, der, []byte(kid)),
+		Kid: kid, Alg: r.alg, PublicKey: public, PrivateKey: r.sealer.Seal(der, []byte(kid)),
 		CreatedAt: now, ActivatesAt: activatesAt,
 	}, nil
 }

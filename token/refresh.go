@@ -131,5 +131,8 @@ func IsMailToken(s string) bool { return len(s) == MailTokenLength && isBase64UR
 // even a six-digit code by trying all of them. The purpose is part of the MAC: a token of one
 // purpose never matches a row of another.
 func (t *Tokens) HashMailToken(purpose, secret string) string {
-	return hex.EncodeToString(mac(t.mailKey, purpose+"\x00"+secret))
+	return hexMAC(t.mailKey, purpose+"\x00"+secret)
 }
+
+// hexMAC is the HMAC-SHA256 of msg under key, in hex.
+func hexMAC(key []byte, msg string) string { return hex.EncodeToString(mac(key, msg)) }

@@ -25,6 +25,19 @@ type Claims struct {
 	jwt.RegisteredClaims
 	SessionID string     `json:"sid"`
 	Role      model.Role `json:"role"`
+	// AMR (RFC 8176) and AAL ("aal1", "aal2") say how the session authenticated, for information:
+	// the server reads the level from the session row, never from the token.
+	AMR []string `json:"amr,omitempty"`
+	AAL string   `json:"aal,omitempty"`
+}
+
+// Grant is what an access token is issued for: a session (its id, its absolute expiry or zero,
+// and how it authenticated).
+type Grant struct {
+	SessionID string
+	NotAfter  time.Time
+	AAL       string
+	AMR       []string
 }
 
 // Tokens issues and verifies access tokens, and makes and hashes refresh tokens.
@@ -32,6 +45,8 @@ type Tokens struct {
 	key           []byte
 	successorKey  []byte
 	mailKey       []byte
+	recoveryKey   []byte
+	factorSealer  *Sealer
 	issuer        string
 	audience      string
 	ttl           time.Duration
@@ -90,12 +105,17 @@ func NewTokens(cfg TokenConfig) (*Tokens, error) {
 		key:           cfg.Secret,
 		successorKey:  mac(cfg.Secret, "gqlauth refresh-token successor"),
 		mailKey:       mac(cfg.Secret, "gqlauth mailed token v1"),
+		recoveryKey:   mac(cfg.Secret, "gqlauth recovery code v1"),
 		issuer:        cfg.Issuer,
 		audience:      cfg.Audience,
 		ttl:           cfg.TTL,
 		now:           now,
 		signingMethod: jwt.SigningMethodHS256,
 		keys:          cfg.Keys,
+	}
+	var err error
+	if t.factorSealer, err = NewSealer(cfg.Secret, "gqlauth second-factor secret v1"); err != nil {
+		return nil, err
 	}
 	t.verified, _ = lru.New[[sha256.Size]byte, verifiedToken](verifiedCacheSize)
 	methods := []string{t.signingMethod.Alg()}
@@ -131,6 +151,12 @@ func (t *Tokens) Issue(user *model.User, sessionID string) (string, error) {
 // reads only exp — outlives its session. exp is written in whole seconds, rounded down, so it is
 // never after notAfter.
 func (t *Tokens) IssueUntil(user *model.User, sessionID string, notAfter time.Time) (string, error) {
+	return t.IssueFor(user, Grant{SessionID: sessionID, NotAfter: notAfter})
+}
+
+// IssueFor signs an access token for user as IssueUntil does, with the grant's amr and aal claims.
+func (t *Tokens) IssueFor(user *model.User, g Grant) (string, error) {
+	sessionID, notAfter := g.SessionID, g.NotAfter
 	now := t.now()
 	exp := now.Add(t.ttl)
 	if !notAfter.IsZero() && notAfter.Before(exp) {
@@ -147,6 +173,8 @@ func (t *Tokens) IssueUntil(user *model.User, sessionID string, notAfter time.Ti
 		},
 		SessionID: sessionID,
 		Role:      user.Role,
+		AMR:       g.AMR,
+		AAL:       g.AAL,
 	}
 	if t.keys != nil {
 		k, err := t.keys.signer()

@@ -61,7 +61,7 @@ func TokenEndpoint(svc *account.Service) http.Handler {
 				oauthError(w, http.StatusBadRequest, "invalid_request", "username and password are required")
 				return
 			}
-			payload, err = svc.Login(ctx, form.Get("username"), form.Get("password"))
+			payload, err = svc.PasswordGrant(ctx, form.Get("username"), form.Get("password"))
 		case "refresh_token":
 			if form.Get("refresh_token") == "" {
 				oauthError(w, http.StatusBadRequest, "invalid_request", "refresh_token is required")
@@ -106,6 +106,11 @@ func writeOAuthFailure(w http.ResponseWriter, err error, grant string) {
 	case model.ErrorCodeUnauthenticated, model.ErrorCodeForbidden:
 		// Bad credentials, a disabled account, an unknown, expired, revoked or replayed refresh token.
 		description := merr.Message
+		if merr.Reason == model.AuthErrorReasonMfaRequired {
+			// RFC 9470's insufficient_user_authentication is a resource server's challenge, not
+			// a token endpoint error: the grant itself is what cannot work for this user.
+			description = "a second factor is required for this account: sign in through the GraphQL API (login, then verifyMfa)"
+		}
 		if grant == "authorization_code" && merr.Reason == model.AuthErrorReasonInvalidCredentials {
 			// The rules refuse a code with the sign-in's reason; its message speaks of passwords.
 			description = "the code is unknown, expired or already used, or code_verifier does not match it"

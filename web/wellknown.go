@@ -117,6 +117,7 @@ func Introspection(svc *account.Service) http.Handler {
 			"active": true, "token_type": "access_token",
 			"sub": claims.Subject, "sid": claims.SessionID, "username": user.Username, "role": user.Role,
 			"iss": claims.Issuer, "aud": claims.Audience, "iat": claims.IssuedAt.Unix(), "exp": claims.ExpiresAt.Unix(),
+			"aal": active.Session.AAL.Claim(), "amr": active.Session.Methods(),
 		})
 	})
 }

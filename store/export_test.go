@@ -1,0 +1,41 @@
+package store
+
+import (
+	"context"
+	"strings"
+)
+
+// ExplainPrincipal returns the query plan of the principal query for a session and user: EXPLAIN
+// on Postgres (on the pool the query runs on), EXPLAIN QUERY PLAN on SQLite.
+func (db *DB) ExplainPrincipal(ctx context.Context, sessionID, userID string) (string, error) {
+	var lines []string
+	if db.hotPool != nil {
+		rows, err := db.hotPool.Query(ctx, "EXPLAIN "+principalQueryPG, sessionID, userID)
+		if err != nil {
+			return "", err
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var line string
+			if err := rows.Scan(&line); err != nil {
+				return "", err
+			}
+			lines = append(lines, line)
+		}
+		return strings.Join(lines, "\n"), rows.Err()
+	}
+	rows, err := db.root.DB.QueryContext(ctx, "EXPLAIN QUERY PLAN "+principalQuery, sessionID, userID)
+	if err != nil {
+		return "", err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var id, parent, notused int
+		var detail string
+		if err := rows.Scan(&id, &parent, &notused, &detail); err != nil {
+			return "", err
+		}
+		lines = append(lines, detail)
+	}
+	return strings.Join(lines, "\n"), rows.Err()
+}
