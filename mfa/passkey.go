@@ -1,8 +1,9 @@
-// Package mfa holds the second factors' ceremonies and checks, on plain values: here the passkey
-// ceremonies (WebAuthn Level 3 through github.com/go-webauthn/webauthn). It must not speak SQL,
-// serve HTTP or decide who may do what (account's rules do): it keeps no state, and the caller
-// stores each ceremony's session data between begin and finish (server-side, so any instance
-// finishes it) and the credential records.
+// The passkey ceremonies (WebAuthn Level 3 through github.com/go-webauthn/webauthn): the options a
+// browser gets, the checks of what it answers, the relying party's configuration. Nothing here is
+// stored: the caller keeps each ceremony's session data between begin and finish (server-side, so
+// that any instance finishes it) and the passkeys. go-webauthn's packages import net/http (for
+// their Finish* helpers, which take a request); this file uses only the ones that take bytes.
+
 package mfa
 
 import (
@@ -18,6 +19,8 @@ import (
 
 	"github.com/go-webauthn/webauthn/protocol"
 	"github.com/go-webauthn/webauthn/webauthn"
+
+	"gqlauth/model"
 )
 
 // ChallengeTTL is how long a begun ceremony may be finished.
@@ -152,58 +155,41 @@ func (p *Passkeys) RPID() string { return p.wa.Config.RPID }
 type PasskeyUser struct {
 	ID          string // the account's id; its bytes are the WebAuthn user handle
 	Name        string // shown by the authenticator: the username
-	Credentials []StoredPasskey
+	Credentials []*model.Passkey
 }
 
-// StoredPasskey is a registered credential as the caller stores it: what go-webauthn's
-// webauthn.Credential needs to check the next assertion.
-type StoredPasskey struct {
-	ID              string // the caller's id of the record
-	CredentialID    []byte // unique among all users
-	PublicKey       []byte // COSE key
-	AttestationType string
-	Transports      string // space-separated
-	AAGUID          []byte
-	SignCount       int64 // a uint32 counter
-	Attachment      string
-	UserPresent     bool
-	UserVerified    bool
-	BackupEligible  bool
-	BackupState     bool
-}
-
-// credential is the library's record of s.
-func (s *StoredPasskey) credential() webauthn.Credential {
+// credential is the library's record of k.
+func credential(k *model.Passkey) webauthn.Credential {
 	c := webauthn.Credential{
-		ID: s.CredentialID, PublicKey: s.PublicKey, AttestationType: s.AttestationType,
-		Flags:         webauthn.CredentialFlags{UserPresent: s.UserPresent, UserVerified: s.UserVerified, BackupEligible: s.BackupEligible, BackupState: s.BackupState},
-		Authenticator: webauthn.Authenticator{AAGUID: s.AAGUID, SignCount: uint32(s.SignCount), Attachment: protocol.AuthenticatorAttachment(s.Attachment)},
+		ID: k.CredentialID, PublicKey: k.PublicKey, AttestationType: k.AttestationType,
+		Flags:         webauthn.CredentialFlags{UserPresent: k.UserPresent, UserVerified: k.UserVerified, BackupEligible: k.BackupEligible, BackupState: k.BackupState},
+		Authenticator: webauthn.Authenticator{AAGUID: k.AAGUID, SignCount: uint32(k.SignCount), Attachment: protocol.AuthenticatorAttachment(k.Attachment)},
 	}
-	for _, t := range strings.Fields(s.Transports) {
+	for _, t := range strings.Fields(k.Transports) {
 		c.Transport = append(c.Transport, protocol.AuthenticatorTransport(t))
 	}
 	return c
 }
 
-// storedPasskey is the record of the library's c, with id.
-func storedPasskey(id string, c *webauthn.Credential) *StoredPasskey {
+// record writes what the library's c says into k (the fields of the credential, not its id,
+// owner, name or times).
+func record(k *model.Passkey, c *webauthn.Credential) {
 	transports := make([]string, len(c.Transport))
 	for i, t := range c.Transport {
 		transports[i] = string(t)
 	}
-	return &StoredPasskey{
-		ID: id, CredentialID: c.ID, PublicKey: c.PublicKey, AttestationType: c.AttestationType,
-		Transports: strings.Join(transports, " "), AAGUID: c.Authenticator.AAGUID, SignCount: int64(c.Authenticator.SignCount),
-		Attachment: string(c.Authenticator.Attachment), UserPresent: c.Flags.UserPresent, UserVerified: c.Flags.UserVerified,
-		BackupEligible: c.Flags.BackupEligible, BackupState: c.Flags.BackupState,
-	}
+	k.CredentialID, k.PublicKey, k.AttestationType = c.ID, c.PublicKey, c.AttestationType
+	k.Transports, k.AAGUID, k.SignCount = strings.Join(transports, " "), c.Authenticator.AAGUID, int64(c.Authenticator.SignCount)
+	k.CloneWarning, k.Attachment = c.Authenticator.CloneWarning, string(c.Authenticator.Attachment)
+	k.UserPresent, k.UserVerified = c.Flags.UserPresent, c.Flags.UserVerified
+	k.BackupEligible, k.BackupState = c.Flags.BackupEligible, c.Flags.BackupState
 }
 
 // UsedPasskey is what an assertion changes in a stored credential: the caller writes Passkey
 // only if the stored counter is still OldSignCount (compare-and-set), so that two assertions
 // racing with one counter value cannot both pass.
 type UsedPasskey struct {
-	Passkey      *StoredPasskey
+	Passkey      *model.Passkey // a copy of the stored passkey, brought up to date
 	OldSignCount int64
 }
 
@@ -215,8 +201,8 @@ type webUser struct {
 
 func newWebUser(u PasskeyUser) *webUser {
 	w := &webUser{u: u}
-	for i := range u.Credentials {
-		w.creds = append(w.creds, u.Credentials[i].credential())
+	for _, k := range u.Credentials {
+		w.creds = append(w.creds, credential(k))
 	}
 	return w
 }
@@ -291,8 +277,8 @@ func ceremony(options any, session *webauthn.SessionData) (*Ceremony, error) {
 }
 
 // FinishRegistration checks the browser's RegistrationResponseJSON against the ceremony begun for
-// u and returns the credential to store (without ID: the caller gives it one).
-func (p *Passkeys) FinishRegistration(u PasskeyUser, session, response []byte) (*StoredPasskey, error) {
+// u and returns the passkey to store (the caller gives it an id, an owner, a name and times).
+func (p *Passkeys) FinishRegistration(u PasskeyUser, session, response []byte) (*model.Passkey, error) {
 	s, w, err := prepare(session, u)
 	if err != nil {
 		return nil, err
@@ -310,7 +296,9 @@ func (p *Passkeys) FinishRegistration(u PasskeyUser, session, response []byte) (
 	if err != nil {
 		return nil, p.refuse("registration", err)
 	}
-	return storedPasskey("", cred), nil
+	k := new(model.Passkey)
+	record(k, cred)
+	return k, nil
 }
 
 // Assertion is a browser's parsed AuthenticationResponseJSON: the caller looks up the credential
@@ -372,7 +360,9 @@ func (p *Passkeys) used(w *webUser, cred *webauthn.Credential, err error) (*Used
 		if !bytes.Equal(c.ID, cred.ID) {
 			continue
 		}
-		return &UsedPasskey{Passkey: storedPasskey(w.u.Credentials[i].ID, cred), OldSignCount: int64(c.Authenticator.SignCount)}, nil
+		k := *w.u.Credentials[i]
+		record(&k, cred)
+		return &UsedPasskey{Passkey: &k, OldSignCount: int64(c.Authenticator.SignCount)}, nil
 	}
 	return nil, p.refuse("assertion", errors.New("the credential is not the user's"))
 }

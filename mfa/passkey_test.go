@@ -10,6 +10,7 @@ import (
 
 	"gqlauth/mfa"
 	"gqlauth/mfa/softauthn"
+	"gqlauth/model"
 )
 
 const (
@@ -33,15 +34,15 @@ type account struct {
 	auth *softauthn.Authenticator
 }
 
-func (a *account) store(id string, k *mfa.StoredPasskey) {
+func (a *account) store(id string, k *model.Passkey) {
 	k.ID = id
-	a.user.Credentials = append(a.user.Credentials, *k)
+	a.user.Credentials = append(a.user.Credentials, k)
 }
 
 func (a *account) apply(u *mfa.UsedPasskey) {
 	for i, c := range a.user.Credentials {
 		if c.ID == u.Passkey.ID {
-			a.user.Credentials[i] = *u.Passkey
+			a.user.Credentials[i] = u.Passkey
 		}
 	}
 }
@@ -294,9 +295,9 @@ func TestPasskey_SignInRefusals(t *testing.T) {
 		// The store's lookup is fooled into ann's account holding mallory's credential id: the
 		// signature does not verify under ann's key.
 		forged := ann.user
-		key := ann.user.Credentials[0]
+		key := *ann.user.Credentials[0]
 		key.CredentialID = as.CredentialID()
-		forged.Credentials = []mfa.StoredPasskey{key}
+		forged.Credentials = []*model.Passkey{&key}
 		forged.ID = "id-of-mallory"
 		_, err = p.FinishSignIn(c.Session, as, forged)
 		assertRefused(t, err)

@@ -5,6 +5,8 @@ import (
 	"time"
 
 	"github.com/uptrace/bun"
+
+	"gqlauth/model"
 )
 
 // WebAuthnChallenge is a begun passkey ceremony (§12): the library's session data, kept
@@ -42,4 +44,27 @@ func (db *DB) TakeWebAuthnChallenge(ctx context.Context, kind, id string) (*WebA
 func (db *DB) DeleteExpiredWebAuthnChallenges(ctx context.Context, before time.Time, limit int) (int, error) {
 	n, err := db.deleteExpired(ctx, (*WebAuthnChallenge)(nil), "id", before, limit)
 	return n, wrap(err, "DeleteExpiredWebAuthnChallenges")
+}
+
+// PasskeyByCredentialID returns the passkey, of any user, whose WebAuthn credential id is id.
+func (db *DB) PasskeyByCredentialID(ctx context.Context, id []byte) (*model.Passkey, error) {
+	k := new(model.Passkey)
+	err := db.idb.NewSelect().Model(k).ModelTableExpr(db.passkeys()).Where("credential_id = ?", id).Scan(ctx)
+	return k, wrap(err, "PasskeyByCredentialID")
+}
+
+// UsePasskey stores what an assertion changed in k (its counter, flags and lastUsedAt) if its
+// stored counter is still oldCount, and reports whether it was: of two assertions racing with one
+// counter value, on any instance, only one is stored.
+func (db *DB) UsePasskey(ctx context.Context, k *model.Passkey, oldCount int64) (bool, error) {
+	res, err := db.idb.NewUpdate().TableExpr("webauthn_credentials").
+		Set("sign_count = ?", k.SignCount).Set("clone_warning = ?", k.CloneWarning).
+		Set("user_present = ?", k.UserPresent).Set("user_verified = ?", k.UserVerified).
+		Set("backup_state = ?", k.BackupState).Set("last_used_at = ?", k.LastUsedAt).
+		Where("id = ?", k.ID).Where("sign_count = ?", oldCount).Exec(ctx)
+	if err != nil {
+		return false, wrap(err, "UsePasskey")
+	}
+	n, _ := res.RowsAffected()
+	return n == 1, nil
 }

@@ -28,6 +28,8 @@ import (
 const (
 	flagUP = 1 << 0
 	flagUV = 1 << 2
+	flagBE = 1 << 3
+	flagBS = 1 << 4
 	flagAT = 1 << 6
 )
 
@@ -58,6 +60,15 @@ type Credential struct {
 	mu         sync.Mutex
 	counter    uint32
 	alwaysZero bool
+	synced     bool
+}
+
+// backupFlags are the BE and BS flags of a synced credential.
+func (c *Credential) backupFlags() byte {
+	if c.synced {
+		return flagBE | flagBS
+	}
+	return 0
 }
 
 // Counter is the signature counter the credential reported last.
@@ -89,6 +100,8 @@ type tweaks struct {
 	counter    *uint32
 	userHandle []byte
 	alwaysZero bool
+	synced     bool
+	credID     []byte
 }
 
 // WithOrigin makes the client report origin instead of the browser's own.
@@ -119,6 +132,15 @@ func WithUserHandle(handle []byte) Option { return func(t *tweaks) { t.userHandl
 // WithAlwaysZeroCounter, given to Create, makes a credential whose counter is always 0, as many
 // platform authenticators (synced passkeys) report.
 func WithAlwaysZeroCounter() Option { return func(t *tweaks) { t.alwaysZero = true } }
+
+// WithBackupEligible, given to Create, makes a synced passkey: every response marks it backup
+// eligible and backed up (the BE and BS flags), as a password manager's or a platform's synced
+// passkeys are.
+func WithBackupEligible() Option { return func(t *tweaks) { t.synced = true } }
+
+// WithCredentialID, given to Create, makes the new credential claim id (with a key of its own):
+// a client registering a credential id that is someone else's.
+func WithCredentialID(id []byte) Option { return func(t *tweaks) { t.credID = id } }
 
 // creationOptions is the part of PublicKeyCredentialCreationOptionsJSON the authenticator reads.
 type creationOptions struct {
@@ -185,8 +207,11 @@ func (a *Authenticator) Create(options []byte, opts ...Option) ([]byte, *Credent
 	if err != nil {
 		return nil, nil, err
 	}
-	cred := &Credential{ID: make([]byte, 32), UserHandle: userHandle, RPID: rpID, key: key, alwaysZero: t.alwaysZero}
+	cred := &Credential{ID: make([]byte, 32), UserHandle: userHandle, RPID: rpID, key: key, alwaysZero: t.alwaysZero, synced: t.synced}
 	rand.Read(cred.ID)
+	if t.credID != nil {
+		cred.ID = t.credID
+	}
 	if !t.alwaysZero {
 		cred.counter = 1
 	}
@@ -199,7 +224,7 @@ func (a *Authenticator) Create(options []byte, opts ...Option) ([]byte, *Credent
 	if err != nil {
 		return nil, nil, err
 	}
-	authData := authenticatorData(t, rpID, flagAT, cred.counter)
+	authData := authenticatorData(t, rpID, flagAT|cred.backupFlags(), cred.counter)
 	authData = append(authData, make([]byte, 16)...) // AAGUID: none (all zero), as with "none" attestation
 	authData = binary.BigEndian.AppendUint16(authData, uint16(len(cred.ID)))
 	authData = append(authData, cred.ID...)
@@ -273,7 +298,7 @@ func (a *Authenticator) Get(options []byte, cred *Credential, opts ...Option) ([
 	cred.mu.Unlock()
 
 	clientData := a.clientData(t, "webauthn.get", challenge)
-	authData := authenticatorData(t, rpID, 0, counter)
+	authData := authenticatorData(t, rpID, cred.backupFlags(), counter)
 	hash := sha256.Sum256(clientData)
 	digest := sha256.Sum256(append(append([]byte(nil), authData...), hash[:]...))
 	sig, err := ecdsa.SignASN1(rand.Reader, cred.key, digest[:])
