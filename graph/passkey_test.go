@@ -610,3 +610,20 @@ func TestPasskey_ACredentialIDIsRegisteredOnce(t *testing.T) {
 		atAAL2(t, s.passkeySignIn(t, auth), "finishPasskeySignIn") // ann's passkey still signs her in
 	})
 }
+
+func TestPasskey_AddingAndRemovingIsMailed(t *testing.T) {
+	storetest.Each(t, func(t *testing.T, kind storetest.Kind) {
+		s, smtp := mailServer(t, kind)
+		ann := s.registerWithEmail(t, "ann", "ann@example.com")
+		wantTrue(t, s.sendVerification(t, ann.AccessToken), "sendEmailVerification")
+		wantTrue(t, s.verifyEmail(t, tokenIn(t, smtp.waitFor(t, 1)[0])), "verifyEmail")
+		k := s.addPasskey(t, ann.AccessToken, softauthn.New(passkeyOrigin), "laptop")
+		wantTrue(t, s.do(t, call{Token: ann.AccessToken, Query: `mutation($id: ID!) { removePasskey(id: $id) }`, Variables: map[string]any{"id": k.ID}}), "removePasskey")
+		msgs := smtp.waitFor(t, 3)[1:]
+		for _, want := range []string{"A second factor was added: passkey laptop", "A second factor was removed: passkey laptop"} {
+			if !slices.ContainsFunc(msgs, func(m mailed) bool { return strings.Contains(m.Text, want) }) {
+				t.Errorf("no notice says %q", want)
+			}
+		}
+	})
+}
