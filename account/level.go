@@ -128,6 +128,9 @@ func (s *Service) requireRecent(p *Principal) error {
 	return nil
 }
 
+// TODO(lead): changeEmail (branch email-flows, account/changeemail.go) must call
+// RequireRecentSession instead of RequireSession when the branches meet.
+//
 // RequireRecentSession authenticates the caller and refuses an API key or a session whose last
 // authentication is older than REAUTH_WINDOW (an operation that mints a long-lived credential or
 // changes how the account signs in: createApiKey, setPassword, changeEmail, a factor's change).
@@ -179,13 +182,13 @@ func (s *Service) reauthenticated(ctx context.Context, tx *store.Tx, p *Principa
 // its amr) and every other session of the user is revoked, which a stolen password may have
 // opened; MFA_ENROLLED is recorded (detail names the factor) and a notice is mailed to the
 // verified address. The caller must have locked the user's row (tx.LockUser) before writing the
-// factor. It reports whether this was the first factor.
+// factor, and must have written exactly one. It reports whether this was the first factor.
 func (s *Service) FactorAdded(ctx context.Context, tx *store.Tx, p *Principal, method, detail string) (first bool, err error) {
 	n, err := tx.RecountFactors(ctx, p.User.ID)
 	if err != nil {
 		return false, err
 	}
-	first = n == 1 && !p.User.HasSecondFactor()
+	first = n == 1 // the caller added one factor under the user's lock: there was none before
 	if first {
 		now := s.clock()
 		amr := model.WithMethods(p.Session.AMR, method, model.AMRMFA)

@@ -139,9 +139,7 @@ func (s *Service) ConfirmTotp(ctx context.Context, code string) ([]string, error
 		if codes, err = s.recoveryCodesIfNone(ctx, tx, u.ID); err != nil {
 			return err
 		}
-		locked := *p
-		locked.User = u
-		_, err = s.FactorAdded(ctx, tx, &locked, model.AMROTP, "totp")
+		_, err = s.FactorAdded(ctx, tx, p, model.AMROTP, "totp")
 		return err
 	})
 	if err := s.codeSettled(ctx, p, counted, "ConfirmTotp", err); err != nil {

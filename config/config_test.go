@@ -1,12 +1,14 @@
 package config_test
 
 import (
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"gqlauth/config"
 	"gqlauth/graph"
+	"gqlauth/model"
 )
 
 func env(kv ...string) func(string) string {
@@ -29,6 +31,23 @@ func TestLoadConfig_Defaults(t *testing.T) {
 		cfg.KeyRotation != 720*time.Hour || cfg.PublicURL != "" || cfg.Sockets != graph.DefaultSocketLimits() ||
 		cfg.Host != "" || cfg.MetricsAddr != "" || !cfg.Introspection {
 		t.Fatalf("defaults: %+v", cfg)
+	}
+}
+
+func TestLoadConfig_SecondFactors(t *testing.T) {
+	cfg, err := config.Load(env())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.ReauthWindow != 10*time.Minute || len(cfg.MFARequiredRoles) != 0 {
+		t.Fatalf("defaults: REAUTH_WINDOW %s, MFA_REQUIRED_ROLES %v", cfg.ReauthWindow, cfg.MFARequiredRoles)
+	}
+	cfg, err = config.Load(env("MFA_REQUIRED_ROLES", " admin, ADMIN ,user", "REAUTH_WINDOW", "5m"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.ReauthWindow != 5*time.Minute || !slices.Equal(cfg.MFARequiredRoles, []model.Role{model.RoleAdmin, model.RoleUser}) {
+		t.Fatalf("REAUTH_WINDOW %s, MFA_REQUIRED_ROLES %v", cfg.ReauthWindow, cfg.MFARequiredRoles)
 	}
 }
 
@@ -128,6 +147,9 @@ func TestLoadConfig_RejectsBadValuesNamingTheVariable(t *testing.T) {
 		{"LogLevelOffset", []string{"LOG_LEVEL", "info+2"}, "LOG_LEVEL"},
 		{"AccessLogUnknown", []string{"ACCESS_LOG", "sometimes"}, "ACCESS_LOG"},
 		{"LinkVerifiedEmailNotBool", []string{"OIDC_LINK_VERIFIED_EMAIL", "sometimes"}, "OIDC_LINK_VERIFIED_EMAIL"},
+		{"MFARequiredRolesUnknown", []string{"MFA_REQUIRED_ROLES", "ADMIN,OWNER"}, "MFA_REQUIRED_ROLES"},
+		{"ReauthWindowZero", []string{"REAUTH_WINDOW", "0"}, "REAUTH_WINDOW"},
+		{"ReauthWindowNoUnit", []string{"REAUTH_WINDOW", "600"}, "REAUTH_WINDOW"},
 		{"IntrospectionNotBool", []string{"INTROSPECTION", "dev"}, "INTROSPECTION"},
 		{"HostWithPort", []string{"HOST", "127.0.0.1:8080"}, "HOST"},
 		{"HostURL", []string{"HOST", "http://example.com"}, "HOST"},

@@ -194,3 +194,32 @@ func TestMFA_StatusShowsFactorsToTheUserAndAdminsOnly(t *testing.T) {
 		}
 	})
 }
+
+func TestMFA_ProviderSignInOfAUserWithAFactorNeedsTheSecondStep(t *testing.T) {
+	storetest.Each(t, func(t *testing.T, kind storetest.Kind) {
+		p := newProvider(t, providerUser("sub-k", "katherine", "k@corp.example", true))
+		s := newServer(t, kind, withOIDC(p.oidcConfig(nil)))
+		exchange := func() mfaPayload {
+			back, verifier := s.providerSignIn(t, p, "katherine")
+			var out mfaPayload
+			s.query(t, "", `mutation($c: String!, $v: String!) { exchangeAuthCode(code: $c, codeVerifier: $v) { `+mfaPayloadFields+` } }`,
+				map[string]any{"c": back.Query().Get("code"), "v": verifier}).field(t, "exchangeAuthCode", &out)
+			return out
+		}
+		first := exchange()
+		if first.MfaRequired || !slices.Equal(toStrings(parseUnverified(t, first.AccessToken)["amr"]), []string{"fed"}) {
+			t.Fatalf("first sign-in: mfaRequired %v, amr %v", first.MfaRequired, parseUnverified(t, first.AccessToken)["amr"])
+		}
+		secret, _ := s.enrolTotp(t, first.AccessToken)
+		again := exchange()
+		if again.AAL != "AAL1" || !again.MfaRequired {
+			t.Fatalf("with a factor: aal %s, mfaRequired %v", again.AAL, again.MfaRequired)
+		}
+		s.do(t, call{Query: `{ sessions { id } }`, Token: again.AccessToken}).wantError(t, "FORBIDDEN", "MFA_REQUIRED")
+		var up mfaPayload
+		s.verifyMfa(t, again.AccessToken, totpCode(t, secret, s.Clock.Now())).field(t, "verifyMfa", &up)
+		if !slices.Equal(toStrings(parseUnverified(t, up.AccessToken)["amr"]), []string{"fed", "otp", "mfa"}) {
+			t.Fatalf("amr after the step-up: %v", parseUnverified(t, up.AccessToken)["amr"])
+		}
+	})
+}
