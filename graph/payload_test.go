@@ -10,6 +10,7 @@ import (
 	"github.com/vektah/gqlparser/v2/ast"
 
 	"gqlauth/graph"
+	"gqlauth/mfa/softauthn"
 	"gqlauth/store/storetest"
 )
 
@@ -68,7 +69,10 @@ func TestAuthPayload_UserResolvesEveryFieldForThePayloadsUser(t *testing.T) {
 		s := newServer(t, kind, withOIDC(p.oidcConfig(nil)))
 		alice := s.signedInUser(t, "alice")
 		s.link(t, alice.User.ID, "corp")
-		bob := s.signedInUser(t, "bob") // not an admin: he may not see alice's identities
+		bob := s.signedInUser(t, "bob")   // not an admin: he may not see alice's identities
+		dave := s.signedInUser(t, "dave") // signs in with a passkey
+		daveKey := softauthn.New(passkeyOrigin)
+		s.addPasskey(t, dave.AccessToken, daveKey, "laptop")
 
 		selection := "accessToken user { " + everyField("User", 1) + "}"
 		n := 0
@@ -87,6 +91,15 @@ func TestAuthPayload_UserResolvesEveryFieldForThePayloadsUser(t *testing.T) {
 				r := s.login(t, "alice", "correct horse battery").RefreshToken
 				return call{Query: `mutation($r: String) { refresh(refreshToken: $r) { ` + selection + ` } }`, Variables: map[string]any{"r": r}},
 					"alice", []string{"corp"}
+			},
+			"finishPasskeySignIn": func() (call, string, []string) {
+				c := s.begin(t, "", "beginPasskeySignIn")
+				cred, err := daveKey.Get(c.Options, nil)
+				if err != nil {
+					t.Fatal(err)
+				}
+				return call{Query: `mutation($c: ID!, $k: JSON!) { finishPasskeySignIn(challengeId: $c, credential: $k) { ` + selection + ` } }`,
+					Variables: map[string]any{"c": c.ChallengeID, "k": cred}}, "dave", nil
 			},
 			"exchangeAuthCode": func() (call, string, []string) {
 				back, verifier := s.providerSignIn(t, p, "katherine")

@@ -170,8 +170,9 @@ type requestOptions struct {
 
 // Create answers navigator.credentials.create({publicKey: options}) — options is the JSON the
 // server sent (PublicKeyCredentialCreationOptionsJSON) — with the new credential's
-// RegistrationResponseJSON, and keeps the credential.
-func (a *Authenticator) Create(options []byte, opts ...Option) ([]byte, *Credential, error) {
+// RegistrationResponseJSON, and keeps the credential. The answer is a json.RawMessage, so that
+// it stays a JSON object inside the variables of a request.
+func (a *Authenticator) Create(options []byte, opts ...Option) (json.RawMessage, *Credential, error) {
 	t := apply(opts)
 	var o creationOptions
 	if err := json.Unmarshal(options, &o); err != nil {
@@ -258,7 +259,7 @@ func (a *Authenticator) Create(options []byte, opts ...Option) ([]byte, *Credent
 // cred is the credential to sign with; nil picks one as a browser would: the first the options
 // allow, or, with no allow list (a discoverable sign-in), the first held for the RP. A credential
 // given explicitly is used even if the options do not allow it (a lying client).
-func (a *Authenticator) Get(options []byte, cred *Credential, opts ...Option) ([]byte, error) {
+func (a *Authenticator) Get(options []byte, cred *Credential, opts ...Option) (json.RawMessage, error) {
 	t := apply(opts)
 	var o requestOptions
 	if err := json.Unmarshal(options, &o); err != nil {
@@ -318,7 +319,7 @@ func (a *Authenticator) Get(options []byte, cred *Credential, opts ...Option) ([
 }
 
 // credentialJSON is a PublicKeyCredential's toJSON() with the given response member.
-func credentialJSON(id []byte, response map[string]any) ([]byte, error) {
+func credentialJSON(id []byte, response map[string]any) (json.RawMessage, error) {
 	return json.Marshal(map[string]any{
 		"id":                      enc(id),
 		"rawId":                   enc(id),
