@@ -148,9 +148,6 @@ func NewPasskeys(cfg PasskeyConfig) (*Passkeys, error) {
 	return &Passkeys{wa: wa, log: log}, nil
 }
 
-// RPID is the relying party ID.
-func (p *Passkeys) RPID() string { return p.wa.Config.RPID }
-
 // PasskeyUser is an account as a ceremony sees it.
 type PasskeyUser struct {
 	ID          string // the account's id; its bytes are the WebAuthn user handle
