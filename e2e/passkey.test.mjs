@@ -7,11 +7,9 @@
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { createServer } from "node:net";
-import { chromium } from "playwright-core";
-import { startServer } from "./server.mjs";
+import { startServer, launchChromium } from "./server.mjs";
 
 const binary = process.env.GQLAUTH_BIN || "../gqlauth";
-const executablePath = process.env.CHROMIUM || "/usr/bin/chromium";
 let server;
 let browser;
 let origin;
@@ -33,11 +31,7 @@ before(async () => {
   const port = await freePort();
   server = await startServer(binary, { PORT: String(port), HOST: "127.0.0.1" });
   origin = `http://localhost:${port}`;
-  browser = await chromium.launch({
-    executablePath,
-    args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-      "--disable-background-networking", "--disable-component-update", "--disable-sync"],
-  });
+  browser = await launchChromium();
 });
 
 after(async () => {
