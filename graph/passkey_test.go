@@ -627,3 +627,20 @@ func TestPasskey_AddingAndRemovingIsMailed(t *testing.T) {
 		}
 	})
 }
+
+func TestPasskey_ExpiredCeremoniesAreSwept(t *testing.T) {
+	storetest.Each(t, func(t *testing.T, kind storetest.Kind) {
+		s := newServer(t, kind)
+		s.begin(t, "", "beginPasskeySignIn")
+		s.Clock.Advance(4 * time.Minute)
+		live := s.begin(t, "", "beginPasskeySignIn")
+		s.Clock.Advance(2 * time.Minute) // the first is 6 minutes old, the second 2
+		if n, err := s.Service.SweepPasskeyChallenges(context.Background()); err != nil || n != 1 {
+			t.Fatalf("swept %d, %v; want the 1 expired ceremony", n, err)
+		}
+		rows, err := s.DB.DumpTable(context.Background(), "webauthn_challenges")
+		if err != nil || len(rows) != 1 || rows[0]["id"] != live.ChallengeID {
+			t.Fatalf("left %v, %v; want the live one", rows, err)
+		}
+	})
+}
