@@ -3,22 +3,16 @@
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { mkdirSync } from "node:fs";
-import { chromium } from "playwright-core";
-import { startServer } from "./server.mjs";
+import { startServer, launchChromium } from "./server.mjs";
 import { startWithProvider } from "./provider.mjs";
 
 const binary = process.env.GQLAUTH_BIN || "../gqlauth";
-const executablePath = process.env.CHROMIUM || "/usr/bin/chromium";
 let server;
 let browser;
 
 before(async () => {
   server = await startServer(binary, { ADMIN_USERNAME: "root", ADMIN_PASSWORD: "correct horse battery" });
-  browser = await chromium.launch({
-    executablePath,
-    args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-      "--disable-background-networking", "--disable-component-update", "--disable-sync"],
-  });
+  browser = await launchChromium();
 });
 
 after(async () => {

@@ -27,3 +27,14 @@ export async function startServer(binary, env = {}) {
   });
   return { base, stop: () => child.kill("SIGTERM") };
 }
+
+// launchChromium starts Debian's chromium (CHROMIUM overrides the path) headless, with nothing
+// that would talk to the network on its own.
+export async function launchChromium() {
+  const { chromium } = await import("playwright-core");
+  return chromium.launch({
+    executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
+    args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+      "--disable-background-networking", "--disable-component-update", "--disable-sync"],
+  });
+}
