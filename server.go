@@ -32,6 +32,7 @@ import (
 	"gqlauth/graph"
 	"gqlauth/logsink"
 	"gqlauth/mailer"
+	"gqlauth/mfa"
 	"gqlauth/oidc"
 	"gqlauth/ratelimit"
 	"gqlauth/store"
@@ -179,6 +180,18 @@ func build(ctx context.Context, cfg config.Config, db *store.DB, log *slog.Logge
 		return fail(err)
 	}
 
+	cfg.Passkeys.Logger = log
+	passkeys, err := mfa.NewPasskeys(cfg.Passkeys.PasskeyConfig)
+	if err != nil {
+		return fail(fmt.Errorf("WEBAUTHN_RP_ID/WEBAUTHN_ORIGINS: %v", err))
+	}
+	if cfg.Passkeys.Guessed {
+		log.Info("passkeys work only on "+strings.Join(cfg.Passkeys.Origins, ", ")+" (RP ID localhost); set WEBAUTHN_RP_ID or PUBLIC_URL to the domain users reach", "origins", cfg.Passkeys.Origins)
+	}
+	if len(cfg.Passkeys.Skipped) > 0 {
+		log.Info("these origins cannot run passkey ceremonies for RP ID "+cfg.Passkeys.RPID+"; set WEBAUTHN_RP_ID and WEBAUTHN_ORIGINS to include them", "skipped", cfg.Passkeys.Skipped)
+	}
+
 	events := feed.New()
 	s.providers = oidc.New(db, cfg.OIDC, nil, log)
 	s.account = account.NewService(db, s.tokens, passwords, account.ServiceConfig{
@@ -193,7 +206,7 @@ func build(ctx context.Context, cfg config.Config, db *store.DB, log *slog.Logge
 		Mail: account.MailConfig{Mailer: s.mail, LinkURL: cfg.Mail.LinkURL, VerifyTTL: cfg.Mail.VerifyTTL, ResetTTL: cfg.Mail.ResetTTL,
 			CodeTTL: cfg.Mail.CodeTTL, VerificationRequired: cfg.Mail.VerificationRequired},
 		AuditRetention: cfg.AuditRetention, Providers: s.providers.Names(), LinkVerifiedEmail: cfg.LinkVerifiedEmail,
-		MFA:  account.MFAConfig{RequiredRoles: cfg.MFARequiredRoles, ReauthWindow: cfg.ReauthWindow, Issuer: cfg.Mail.AppName},
+		MFA:  account.MFAConfig{RequiredRoles: cfg.MFARequiredRoles, ReauthWindow: cfg.ReauthWindow, Issuer: cfg.Mail.AppName, Passkeys: passkeys},
 		Feed: events,
 	})
 	s.mail.SetResolver(s.account.ResolveMailRequest) // before the senders start
@@ -361,7 +374,7 @@ func newHTTPServer(h http.Handler) *http.Server {
 	}
 }
 
-// sweep deletes dead sessions, expired provider sign-ins, dead API keys and audit events past their retention at start
+// sweep deletes dead sessions, expired provider sign-ins, mailed tokens and passkey ceremonies, dead API keys and audit events past their retention at start
 // and then every ten minutes.
 func sweep(ctx context.Context, svc *account.Service, log *slog.Logger) {
 	tick := time.NewTicker(10 * time.Minute)
@@ -377,6 +390,9 @@ func sweep(ctx context.Context, svc *account.Service, log *slog.Logger) {
 		}
 		if _, err := svc.SweepMailTokens(ctx); err != nil && ctx.Err() == nil {
 			log.Warn("mailed-token sweep failed", "err", err)
+		}
+		if _, err := svc.SweepPasskeyChallenges(ctx); err != nil && ctx.Err() == nil {
+			log.Warn("passkey challenge sweep failed", "err", err)
 		}
 		if n, err := svc.SweepAPIKeys(ctx); err != nil && ctx.Err() == nil {
 			log.Warn("API key sweep failed", "err", err)

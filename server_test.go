@@ -44,6 +44,8 @@ func TestMain_BadConfigurationExits1WithOneClearLine(t *testing.T) {
 		"PORT":                   {"PORT=-1"},
 		"TRUSTED_DOCUMENTS_ONLY": {"TRUSTED_DOCUMENTS_ONLY=true"},
 		"TRUSTED_DOCUMENTS":      {"TRUSTED_DOCUMENTS=" + badManifest(t)},
+		"WEBAUTHN_RP_ID":         {"WEBAUTHN_RP_ID=127.0.0.1"},
+		"WEBAUTHN_ORIGINS":       {"WEBAUTHN_RP_ID=example.com", "WEBAUTHN_ORIGINS=https://example.org"},
 	}
 	for naming, vars := range cases {
 		t.Run(naming, func(t *testing.T) {

@@ -5,6 +5,7 @@ import (
 	"slices"
 	"time"
 
+	"gqlauth/mfa"
 	"gqlauth/model"
 	"gqlauth/store"
 )
@@ -23,6 +24,9 @@ type MFAConfig struct {
 	ReauthWindow time.Duration
 	// Issuer names the server in otpauth:// URIs (APP_NAME; "gqlauth" when empty).
 	Issuer string
+	// Passkeys runs the WebAuthn ceremonies of the relying party (WEBAUTHN_RP_ID,
+	// WEBAUTHN_ORIGINS); nil: the passkey operations fail as misconfigured.
+	Passkeys *mfa.Passkeys
 }
 
 // DefaultReauthWindow is REAUTH_WINDOW's default.

@@ -20,13 +20,19 @@ import (
 // value of the one factor it began with (model.AMRPassword, model.AMRFederated, …): a session
 // starts at AAL1, and for a user with a second factor the payload says mfaRequired.
 func (s *Service) startSession(ctx context.Context, db *store.Tx, u *model.User, how model.AuditEventType, detail, method string) (*model.AuthPayload, error) {
+	return s.startSessionAt(ctx, db, u, how, detail, model.AuthLevelAal1, method)
+}
+
+// startSessionAt is startSession for a sign-in that proved level aal with methods (a passkey
+// sign-in starts at AAL2).
+func (s *Service) startSessionAt(ctx context.Context, db *store.Tx, u *model.User, how model.AuditEventType, detail string, aal model.AuthLevel, methods ...string) (*model.AuthPayload, error) {
 	now := s.clock()
 	id := uuid.Must(uuid.NewV7()).String()
 	refresh := token.NewRefreshToken(id)
 	sess := &model.Session{
 		ID: id, UserID: u.ID, RefreshHash: token.HashRefreshToken(refresh),
 		CreatedAt: now, LastUsedAt: now, ExpiresAt: now.Add(s.cfg.RefreshTTL),
-		AAL: model.AuthLevelAal1, AMR: method, AuthTime: now,
+		AAL: aal, AMR: model.WithMethods("", methods...), AuthTime: now,
 	}
 	if ua := UserAgent(ctx); ua != "" {
 		sess.UserAgent = &ua

@@ -74,6 +74,7 @@ type Config struct {
 	MFARequiredRoles   []model.Role  // roles that must have a second factor (MFA_REQUIRED_ROLES)
 	ReauthWindow       time.Duration // how recent a sign-in sensitive operations need (REAUTH_WINDOW)
 	Mail               Mail
+	Passkeys           Passkeys
 }
 
 // Load reads and validates the configuration. Its error is one line naming the variable.
@@ -260,6 +261,9 @@ func Load(getenv func(string) string) (Config, error) {
 	cfg.Mail.CodeTTL = duration("SIGN_IN_CODE_TTL", "10m")
 	cfg.Mail.VerificationRequired = boolean("EMAIL_VERIFICATION_REQUIRED", "false")
 	cfg.Mail.PerAddress = integer("RATE_LIMIT_EMAIL_PER_ADDRESS", "5", 0, 1_000_000)
+	if cfg.Passkeys, err = loadPasskeys(get, cfg.PublicURL, cfg.CORSOrigins, cfg.Port); err != nil {
+		errs = append(errs, err)
+	}
 	if cfg.TrustedOnly && cfg.TrustedDocuments == "" {
 		errs = append(errs, errors.New("TRUSTED_DOCUMENTS_ONLY: needs TRUSTED_DOCUMENTS, the manifest of the documents to allow"))
 	}

@@ -159,6 +159,17 @@ func TestLoadConfig_RejectsBadValuesNamingTheVariable(t *testing.T) {
 		{"MetricsAddrNamedPort", []string{"METRICS_ADDR", "127.0.0.1:http"}, "METRICS_ADDR"},
 		{"MetricsAddrPortOutOfRange", []string{"METRICS_ADDR", "127.0.0.1:70000"}, "METRICS_ADDR"},
 		{"MetricsAddrURL", []string{"METRICS_ADDR", "http://127.0.0.1:9464/metrics"}, "METRICS_ADDR"},
+		{"RPIDIsIPv4", []string{"WEBAUTHN_RP_ID", "127.0.0.1"}, "WEBAUTHN_RP_ID"},
+		{"RPIDIsIPv6", []string{"WEBAUTHN_RP_ID", "::1"}, "WEBAUTHN_RP_ID"},
+		{"RPIDIsURL", []string{"WEBAUTHN_RP_ID", "https://example.com"}, "WEBAUTHN_RP_ID"},
+		{"RPIDWithPort", []string{"WEBAUTHN_RP_ID", "example.com:443"}, "WEBAUTHN_RP_ID"},
+		{"OriginOfAnotherSite", []string{"WEBAUTHN_RP_ID", "example.com", "WEBAUTHN_ORIGINS", "https://example.com,https://example.org"}, "WEBAUTHN_ORIGINS"},
+		{"OriginMerelyEndingLikeTheRPID", []string{"WEBAUTHN_RP_ID", "example.com", "WEBAUTHN_ORIGINS", "https://notexample.com"}, "WEBAUTHN_ORIGINS"},
+		{"OriginAboveTheRPID", []string{"WEBAUTHN_RP_ID", "auth.example.com", "WEBAUTHN_ORIGINS", "https://example.com"}, "WEBAUTHN_ORIGINS"},
+		{"OriginPlainHTTP", []string{"WEBAUTHN_RP_ID", "example.com", "WEBAUTHN_ORIGINS", "http://example.com"}, "WEBAUTHN_ORIGINS"},
+		{"OriginWithPath", []string{"WEBAUTHN_RP_ID", "example.com", "WEBAUTHN_ORIGINS", "https://example.com/app"}, "WEBAUTHN_ORIGINS"},
+		{"OriginIPUnderLocalhost", []string{"WEBAUTHN_ORIGINS", "http://127.0.0.1:8080"}, "WEBAUTHN_ORIGINS"},
+		{"RPIDWithoutAnyFittingDefaultOrigin", []string{"WEBAUTHN_RP_ID", "example.com", "PUBLIC_URL", "https://auth.example.org"}, "WEBAUTHN_ORIGINS"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -268,6 +279,45 @@ func TestLoadConfig_MailRejectsBadValuesNamingTheVariable(t *testing.T) {
 			msg := err.Error()
 			if !strings.Contains(msg, c.naming) || strings.Contains(msg, "\n") || strings.Contains(msg, "secret-pw") {
 				t.Fatalf("error %q should be one line naming %s (and no password)", msg, c.naming)
+			}
+		})
+	}
+}
+
+func TestLoadConfig_Passkeys(t *testing.T) {
+	cases := []struct {
+		name    string
+		env     []string
+		rpID    string
+		origins string
+		guessed bool
+		skipped string
+	}{
+		{"Nothing", nil, "localhost", "http://localhost:8080", true, ""},
+		{"OtherPort", []string{"PORT", "9000"}, "localhost", "http://localhost:9000", true, ""},
+		{"PublicURL", []string{"PUBLIC_URL", "https://auth.example.com"}, "auth.example.com", "https://auth.example.com", false, ""},
+		{"PublicURLOnAnIP", []string{"PUBLIC_URL", "http://10.0.0.5:8080"}, "localhost", "http://localhost:8080", true, "http://10.0.0.5:8080"},
+		{"PublicURLOnLocalhost", []string{"PUBLIC_URL", "http://localhost:3000"}, "localhost", "http://localhost:3000", false, ""},
+		{"CORSOriginsUnderTheRPID", []string{"PUBLIC_URL", "https://example.com", "CORS_ALLOWED_ORIGINS", "https://app.example.com,https://other.org"},
+			"example.com", "https://example.com https://app.example.com", false, "https://other.org"},
+		{"ParentDomainAsRPID", []string{"WEBAUTHN_RP_ID", "example.com", "PUBLIC_URL", "https://auth.example.com", "CORS_ALLOWED_ORIGINS", "https://app.example.com"},
+			"example.com", "https://auth.example.com https://app.example.com", false, ""},
+		{"ExplicitOrigins", []string{"WEBAUTHN_RP_ID", "example.com", "WEBAUTHN_ORIGINS", "https://example.com/, https://app.example.com:8443", "PUBLIC_URL", "https://other.org"},
+			"example.com", "https://example.com https://app.example.com:8443", false, ""},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			cfg, err := config.Load(env(c.env...))
+			if err != nil {
+				t.Fatal(err)
+			}
+			p := cfg.Passkeys
+			if p.RPID != c.rpID || strings.Join(p.Origins, " ") != c.origins || p.Guessed != c.guessed || strings.Join(p.Skipped, " ") != c.skipped {
+				t.Fatalf("got RP ID %q, origins %q, guessed %v, skipped %q; want %q, %q, %v, %q",
+					p.RPID, p.Origins, p.Guessed, p.Skipped, c.rpID, c.origins, c.guessed, c.skipped)
+			}
+			if err := p.Validate(); err != nil {
+				t.Fatalf("the loaded configuration does not validate: %v", err)
 			}
 		})
 	}

@@ -5,6 +5,7 @@ package graph
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"gqlauth/graph/scalar"
@@ -104,37 +105,44 @@ type ComplexityRoot struct {
 	}
 
 	Mutation struct {
-		ChangeEmail             func(childComplexity int, newEmail string, currentPassword *string) int
-		ChangePassword          func(childComplexity int, currentPassword string, newPassword string) int
-		CompleteIdentityLink    func(childComplexity int, code string, codeVerifier string) int
-		ConfirmTotp             func(childComplexity int, code string) int
-		CreateAPIKey            func(childComplexity int, name string, role *model.Role, expiresIn *int) int
-		CreateUser              func(childComplexity int, username string, password string, email *string, role model.Role) int
-		EnrollTotp              func(childComplexity int) int
-		ExchangeAuthCode        func(childComplexity int, code string, codeVerifier string) int
-		LinkIdentityStart       func(childComplexity int, provider string, redirectTo string, codeChallenge string) int
-		Login                   func(childComplexity int, username string, password string) int
-		Logout                  func(childComplexity int, scope model.LogoutScope) int
-		Reauthenticate          func(childComplexity int, password string) int
-		Refresh                 func(childComplexity int, refreshToken *string) int
-		RegenerateRecoveryCodes func(childComplexity int) int
-		Register                func(childComplexity int, username string, password string, email *string) int
-		RemoveTotp              func(childComplexity int) int
-		RequestPasswordReset    func(childComplexity int, email string) int
-		RequestSignInCode       func(childComplexity int, email string) int
-		ResetPassword           func(childComplexity int, token string, newPassword string) int
-		ResetUserMfa            func(childComplexity int, id string) int
-		RevokeAPIKey            func(childComplexity int, id string) int
-		RevokeSigningKey        func(childComplexity int, kid string) int
-		RotateSigningKey        func(childComplexity int) int
-		SendEmailVerification   func(childComplexity int) int
-		SetPassword             func(childComplexity int, newPassword string) int
-		SetUserDisabled         func(childComplexity int, id string, disabled bool) int
-		SetUserRole             func(childComplexity int, id string, role model.Role) int
-		SignInWithCode          func(childComplexity int, email string, code string) int
-		UnlinkIdentity          func(childComplexity int, provider string) int
-		VerifyEmail             func(childComplexity int, token string) int
-		VerifyMfa               func(childComplexity int, code string) int
+		BeginPasskeyRegistration  func(childComplexity int) int
+		BeginPasskeySignIn        func(childComplexity int) int
+		BeginPasskeyVerification  func(childComplexity int) int
+		ChangeEmail               func(childComplexity int, newEmail string, currentPassword *string) int
+		ChangePassword            func(childComplexity int, currentPassword string, newPassword string) int
+		CompleteIdentityLink      func(childComplexity int, code string, codeVerifier string) int
+		ConfirmTotp               func(childComplexity int, code string) int
+		CreateAPIKey              func(childComplexity int, name string, role *model.Role, expiresIn *int) int
+		CreateUser                func(childComplexity int, username string, password string, email *string, role model.Role) int
+		EnrollTotp                func(childComplexity int) int
+		ExchangeAuthCode          func(childComplexity int, code string, codeVerifier string) int
+		FinishPasskeyRegistration func(childComplexity int, challengeID string, name string, credential json.RawMessage) int
+		FinishPasskeySignIn       func(childComplexity int, challengeID string, credential json.RawMessage) int
+		FinishPasskeyVerification func(childComplexity int, challengeID string, credential json.RawMessage) int
+		LinkIdentityStart         func(childComplexity int, provider string, redirectTo string, codeChallenge string) int
+		Login                     func(childComplexity int, username string, password string) int
+		Logout                    func(childComplexity int, scope model.LogoutScope) int
+		Reauthenticate            func(childComplexity int, password string) int
+		Refresh                   func(childComplexity int, refreshToken *string) int
+		RegenerateRecoveryCodes   func(childComplexity int) int
+		Register                  func(childComplexity int, username string, password string, email *string) int
+		RemovePasskey             func(childComplexity int, id string) int
+		RemoveTotp                func(childComplexity int) int
+		RequestPasswordReset      func(childComplexity int, email string) int
+		RequestSignInCode         func(childComplexity int, email string) int
+		ResetPassword             func(childComplexity int, token string, newPassword string) int
+		ResetUserMfa              func(childComplexity int, id string) int
+		RevokeAPIKey              func(childComplexity int, id string) int
+		RevokeSigningKey          func(childComplexity int, kid string) int
+		RotateSigningKey          func(childComplexity int) int
+		SendEmailVerification     func(childComplexity int) int
+		SetPassword               func(childComplexity int, newPassword string) int
+		SetUserDisabled           func(childComplexity int, id string, disabled bool) int
+		SetUserRole               func(childComplexity int, id string, role model.Role) int
+		SignInWithCode            func(childComplexity int, email string, code string) int
+		UnlinkIdentity            func(childComplexity int, provider string) int
+		VerifyEmail               func(childComplexity int, token string) int
+		VerifyMfa                 func(childComplexity int, code string) int
 	}
 
 	PageInfo struct {
@@ -147,6 +155,11 @@ type ComplexityRoot struct {
 		ID         func(childComplexity int) int
 		LastUsedAt func(childComplexity int) int
 		Name       func(childComplexity int) int
+	}
+
+	PasskeyChallenge struct {
+		ChallengeID func(childComplexity int) int
+		Options     func(childComplexity int) int
 	}
 
 	Query struct {
@@ -236,6 +249,13 @@ type MutationResolver interface {
 	VerifyMfa(ctx context.Context, code string) (*model.AuthPayload, error)
 	Reauthenticate(ctx context.Context, password string) (*model.AuthPayload, error)
 	ResetUserMfa(ctx context.Context, id string) (*model.User, error)
+	BeginPasskeyRegistration(ctx context.Context) (*model.PasskeyChallenge, error)
+	FinishPasskeyRegistration(ctx context.Context, challengeID string, name string, credential json.RawMessage) (*model.Passkey, error)
+	RemovePasskey(ctx context.Context, id string) (bool, error)
+	BeginPasskeySignIn(ctx context.Context) (*model.PasskeyChallenge, error)
+	FinishPasskeySignIn(ctx context.Context, challengeID string, credential json.RawMessage) (*model.AuthPayload, error)
+	BeginPasskeyVerification(ctx context.Context) (*model.PasskeyChallenge, error)
+	FinishPasskeyVerification(ctx context.Context, challengeID string, credential json.RawMessage) (*model.AuthPayload, error)
 }
 type QueryResolver interface {
 	Me(ctx context.Context) (*model.User, error)
@@ -498,6 +518,24 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 
 		return e.ComplexityRoot.MfaStatus.Totp(childComplexity), true
 
+	case "Mutation.beginPasskeyRegistration":
+		if e.ComplexityRoot.Mutation.BeginPasskeyRegistration == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Mutation.BeginPasskeyRegistration(childComplexity), true
+	case "Mutation.beginPasskeySignIn":
+		if e.ComplexityRoot.Mutation.BeginPasskeySignIn == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Mutation.BeginPasskeySignIn(childComplexity), true
+	case "Mutation.beginPasskeyVerification":
+		if e.ComplexityRoot.Mutation.BeginPasskeyVerification == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Mutation.BeginPasskeyVerification(childComplexity), true
 	case "Mutation.changeEmail":
 		if e.ComplexityRoot.Mutation.ChangeEmail == nil {
 			break
@@ -581,6 +619,39 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Mutation.ExchangeAuthCode(childComplexity, args["code"].(string), args["codeVerifier"].(string)), true
+	case "Mutation.finishPasskeyRegistration":
+		if e.ComplexityRoot.Mutation.FinishPasskeyRegistration == nil {
+			break
+		}
+
+		args, err := ec.field_Mutation_finishPasskeyRegistration_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Mutation.FinishPasskeyRegistration(childComplexity, args["challengeId"].(string), args["name"].(string), args["credential"].(json.RawMessage)), true
+	case "Mutation.finishPasskeySignIn":
+		if e.ComplexityRoot.Mutation.FinishPasskeySignIn == nil {
+			break
+		}
+
+		args, err := ec.field_Mutation_finishPasskeySignIn_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Mutation.FinishPasskeySignIn(childComplexity, args["challengeId"].(string), args["credential"].(json.RawMessage)), true
+	case "Mutation.finishPasskeyVerification":
+		if e.ComplexityRoot.Mutation.FinishPasskeyVerification == nil {
+			break
+		}
+
+		args, err := ec.field_Mutation_finishPasskeyVerification_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Mutation.FinishPasskeyVerification(childComplexity, args["challengeId"].(string), args["credential"].(json.RawMessage)), true
 	case "Mutation.linkIdentityStart":
 		if e.ComplexityRoot.Mutation.LinkIdentityStart == nil {
 			break
@@ -653,6 +724,17 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Mutation.Register(childComplexity, args["username"].(string), args["password"].(string), args["email"].(*string)), true
+	case "Mutation.removePasskey":
+		if e.ComplexityRoot.Mutation.RemovePasskey == nil {
+			break
+		}
+
+		args, err := ec.field_Mutation_removePasskey_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Mutation.RemovePasskey(childComplexity, args["id"].(string)), true
 	case "Mutation.removeTotp":
 		if e.ComplexityRoot.Mutation.RemoveTotp == nil {
 			break
@@ -852,6 +934,19 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Passkey.Name(childComplexity), true
+
+	case "PasskeyChallenge.challengeId":
+		if e.ComplexityRoot.PasskeyChallenge.ChallengeID == nil {
+			break
+		}
+
+		return e.ComplexityRoot.PasskeyChallenge.ChallengeID(childComplexity), true
+	case "PasskeyChallenge.options":
+		if e.ComplexityRoot.PasskeyChallenge.Options == nil {
+			break
+		}
+
+		return e.ComplexityRoot.PasskeyChallenge.Options(childComplexity), true
 
 	case "Query.apiKeys":
 		if e.ComplexityRoot.Query.APIKeys == nil {
@@ -1671,6 +1766,41 @@ extend type Mutation {
   "Removes every factor and recovery code of a user who lost them, and signs them out everywhere."
   resetUserMfa(id: ID!): User! @auth(role: ADMIN, aal: AAL2)
 }
+
+"A begun passkey ceremony: hand ` + "`" + `options` + "`" + ` to the browser, then send ` + "`" + `challengeId` + "`" + ` with its answer. It works once, for 5 minutes, for the account and session that began it."
+type PasskeyChallenge {
+  challengeId: ID!
+  """
+  PublicKeyCredentialCreationOptionsJSON (registration) or PublicKeyCredentialRequestOptionsJSON
+  (sign-in, step-up): what ` + "`" + `PublicKeyCredential.parseCreationOptionsFromJSON()` + "`" + ` /
+  ` + "`" + `parseRequestOptionsFromJSON()` + "`" + ` take, binary values as base64url strings.
+  """
+  options: JSON!
+}
+
+extend type Mutation {
+  "Options for navigator.credentials.create(), as PublicKeyCredentialCreationOptionsJSON. Needs a recent authentication (REAUTH_WINDOW)."
+  beginPasskeyRegistration: PasskeyChallenge! @auth @enrollsFactor
+  """
+  The credential's toJSON() from the browser. ` + "`" + `name` + "`" + ` (1–64 characters, no control characters) tells
+  the user's passkeys apart. The first second factor raises this session to AAL2 and signs out
+  every other session. A response that fails any check is UNAUTHENTICATED/INVALID_CODE.
+  """
+  finishPasskeyRegistration(challengeId: ID!, name: String!, credential: JSON!): Passkey! @auth @enrollsFactor
+  "Removes one of the caller's passkeys. Needs a recent authentication."
+  removePasskey(id: ID!): Boolean! @auth(aal: AAL2)
+  "Sign-in with a discoverable passkey, no username or password."
+  beginPasskeySignIn: PasskeyChallenge! @public
+  """
+  The assertion's toJSON() from the browser: a new session at AAL2 (the passkey verified the user).
+  A response that fails any check is UNAUTHENTICATED/INVALID_CODE.
+  """
+  finishPasskeySignIn(challengeId: ID!, credential: JSON!): AuthPayload! @public
+  "Step-up with a passkey: raises this session to AAL2."
+  beginPasskeyVerification: PasskeyChallenge! @auth(aal: AAL1)
+  "The assertion's toJSON(): this session rises to AAL2, its recent authentication is renewed, and fresh tokens are returned."
+  finishPasskeyVerification(challengeId: ID!, credential: JSON!): AuthPayload! @auth(aal: AAL1)
+}
 `, BuiltIn: false},
 }
 var parsedSchema = gqlparser.MustLoadSchema(sources...)
@@ -1821,6 +1951,16 @@ func (ec *executionContext) childFields_Passkey(ctx context.Context, field graph
 		return ec.fieldContext_Passkey_lastUsedAt(ctx, field)
 	}
 	return nil, fmt.Errorf("no field named %q was found under type Passkey", field.Name)
+}
+
+func (ec *executionContext) childFields_PasskeyChallenge(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "challengeId":
+		return ec.fieldContext_PasskeyChallenge_challengeId(ctx, field)
+	case "options":
+		return ec.fieldContext_PasskeyChallenge_options(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type PasskeyChallenge", field.Name)
 }
 
 func (ec *executionContext) childFields_Session(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
@@ -2201,6 +2341,80 @@ func (ec *executionContext) field_Mutation_exchangeAuthCode_args(ctx context.Con
 	return args, nil
 }
 
+func (ec *executionContext) field_Mutation_finishPasskeyRegistration_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "challengeId",
+		func(ctx context.Context, v any) (string, error) {
+			return ec.unmarshalNID2string(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["challengeId"] = arg0
+	arg1, err := graphql.ProcessArgField(ctx, rawArgs, "name",
+		func(ctx context.Context, v any) (string, error) {
+			return ec.unmarshalNString2string(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["name"] = arg1
+	arg2, err := graphql.ProcessArgField(ctx, rawArgs, "credential",
+		func(ctx context.Context, v any) (json.RawMessage, error) {
+			return ec.unmarshalNJSON2encodingᚋjsonᚐRawMessage(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["credential"] = arg2
+	return args, nil
+}
+
+func (ec *executionContext) field_Mutation_finishPasskeySignIn_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "challengeId",
+		func(ctx context.Context, v any) (string, error) {
+			return ec.unmarshalNID2string(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["challengeId"] = arg0
+	arg1, err := graphql.ProcessArgField(ctx, rawArgs, "credential",
+		func(ctx context.Context, v any) (json.RawMessage, error) {
+			return ec.unmarshalNJSON2encodingᚋjsonᚐRawMessage(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["credential"] = arg1
+	return args, nil
+}
+
+func (ec *executionContext) field_Mutation_finishPasskeyVerification_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "challengeId",
+		func(ctx context.Context, v any) (string, error) {
+			return ec.unmarshalNID2string(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["challengeId"] = arg0
+	arg1, err := graphql.ProcessArgField(ctx, rawArgs, "credential",
+		func(ctx context.Context, v any) (json.RawMessage, error) {
+			return ec.unmarshalNJSON2encodingᚋjsonᚐRawMessage(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["credential"] = arg1
+	return args, nil
+}
+
 func (ec *executionContext) field_Mutation_linkIdentityStart_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
 	var err error
 	args := map[string]any{}
@@ -2322,6 +2536,20 @@ func (ec *executionContext) field_Mutation_register_args(ctx context.Context, ra
 		return nil, err
 	}
 	args["email"] = arg2
+	return args, nil
+}
+
+func (ec *executionContext) field_Mutation_removePasskey_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "id",
+		func(ctx context.Context, v any) (string, error) {
+			return ec.unmarshalNID2string(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["id"] = arg0
 	return args, nil
 }
 
@@ -5429,6 +5657,423 @@ func (ec *executionContext) fieldContext_Mutation_resetUserMfa(ctx context.Conte
 	return fc, nil
 }
 
+func (ec *executionContext) _Mutation_beginPasskeyRegistration(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Mutation_beginPasskeyRegistration(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return ec.Resolvers.Mutation().BeginPasskeyRegistration(ctx)
+		},
+		func(ctx context.Context, next graphql.Resolver) graphql.Resolver {
+			directive0 := next
+
+			directive1 := func(ctx context.Context) (any, error) {
+				role, err := ec.unmarshalNRole2gqlauthᚋmodelᚐRole(ctx, "USER")
+				if err != nil {
+					var zeroVal *model.PasskeyChallenge
+					return zeroVal, err
+				}
+				if ec.Directives.Auth == nil {
+					var zeroVal *model.PasskeyChallenge
+					return zeroVal, errors.New("directive auth is not implemented")
+				}
+				return ec.Directives.Auth(ctx, nil, directive0, role, nil)
+			}
+			directive2 := func(ctx context.Context) (any, error) {
+				if ec.Directives.EnrollsFactor == nil {
+					var zeroVal *model.PasskeyChallenge
+					return zeroVal, errors.New("directive enrollsFactor is not implemented")
+				}
+				return ec.Directives.EnrollsFactor(ctx, nil, directive1)
+			}
+
+			next = directive2
+			return next
+		},
+		func(ctx context.Context, selections ast.SelectionSet, v *model.PasskeyChallenge) graphql.Marshaler {
+			return ec.marshalNPasskeyChallenge2ᚖgqlauthᚋmodelᚐPasskeyChallenge(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Mutation_beginPasskeyRegistration(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Mutation",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_PasskeyChallenge(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Mutation_finishPasskeyRegistration(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Mutation_finishPasskeyRegistration(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Mutation().FinishPasskeyRegistration(ctx, fc.Args["challengeId"].(string), fc.Args["name"].(string), fc.Args["credential"].(json.RawMessage))
+		},
+		func(ctx context.Context, next graphql.Resolver) graphql.Resolver {
+			directive0 := next
+
+			directive1 := func(ctx context.Context) (any, error) {
+				role, err := ec.unmarshalNRole2gqlauthᚋmodelᚐRole(ctx, "USER")
+				if err != nil {
+					var zeroVal *model.Passkey
+					return zeroVal, err
+				}
+				if ec.Directives.Auth == nil {
+					var zeroVal *model.Passkey
+					return zeroVal, errors.New("directive auth is not implemented")
+				}
+				return ec.Directives.Auth(ctx, nil, directive0, role, nil)
+			}
+			directive2 := func(ctx context.Context) (any, error) {
+				if ec.Directives.EnrollsFactor == nil {
+					var zeroVal *model.Passkey
+					return zeroVal, errors.New("directive enrollsFactor is not implemented")
+				}
+				return ec.Directives.EnrollsFactor(ctx, nil, directive1)
+			}
+
+			next = directive2
+			return next
+		},
+		func(ctx context.Context, selections ast.SelectionSet, v *model.Passkey) graphql.Marshaler {
+			return ec.marshalNPasskey2ᚖgqlauthᚋmodelᚐPasskey(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Mutation_finishPasskeyRegistration(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Mutation",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_Passkey(ctx, field)
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Mutation_finishPasskeyRegistration_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Mutation_removePasskey(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Mutation_removePasskey(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Mutation().RemovePasskey(ctx, fc.Args["id"].(string))
+		},
+		func(ctx context.Context, next graphql.Resolver) graphql.Resolver {
+			directive0 := next
+
+			directive1 := func(ctx context.Context) (any, error) {
+				role, err := ec.unmarshalNRole2gqlauthᚋmodelᚐRole(ctx, "USER")
+				if err != nil {
+					var zeroVal bool
+					return zeroVal, err
+				}
+				aal, err := ec.unmarshalOAuthLevel2ᚖgqlauthᚋmodelᚐAuthLevel(ctx, "AAL2")
+				if err != nil {
+					var zeroVal bool
+					return zeroVal, err
+				}
+				if ec.Directives.Auth == nil {
+					var zeroVal bool
+					return zeroVal, errors.New("directive auth is not implemented")
+				}
+				return ec.Directives.Auth(ctx, nil, directive0, role, aal)
+			}
+
+			next = directive1
+			return next
+		},
+		func(ctx context.Context, selections ast.SelectionSet, v bool) graphql.Marshaler {
+			return ec.marshalNBoolean2bool(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Mutation_removePasskey(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Mutation",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return nil, errors.New("field of type Boolean does not have child fields")
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Mutation_removePasskey_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Mutation_beginPasskeySignIn(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Mutation_beginPasskeySignIn(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return ec.Resolvers.Mutation().BeginPasskeySignIn(ctx)
+		},
+		func(ctx context.Context, next graphql.Resolver) graphql.Resolver {
+			directive0 := next
+
+			directive1 := func(ctx context.Context) (any, error) {
+				if ec.Directives.Public == nil {
+					var zeroVal *model.PasskeyChallenge
+					return zeroVal, errors.New("directive public is not implemented")
+				}
+				return ec.Directives.Public(ctx, nil, directive0)
+			}
+
+			next = directive1
+			return next
+		},
+		func(ctx context.Context, selections ast.SelectionSet, v *model.PasskeyChallenge) graphql.Marshaler {
+			return ec.marshalNPasskeyChallenge2ᚖgqlauthᚋmodelᚐPasskeyChallenge(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Mutation_beginPasskeySignIn(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Mutation",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_PasskeyChallenge(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Mutation_finishPasskeySignIn(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Mutation_finishPasskeySignIn(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Mutation().FinishPasskeySignIn(ctx, fc.Args["challengeId"].(string), fc.Args["credential"].(json.RawMessage))
+		},
+		func(ctx context.Context, next graphql.Resolver) graphql.Resolver {
+			directive0 := next
+
+			directive1 := func(ctx context.Context) (any, error) {
+				if ec.Directives.Public == nil {
+					var zeroVal *model.AuthPayload
+					return zeroVal, errors.New("directive public is not implemented")
+				}
+				return ec.Directives.Public(ctx, nil, directive0)
+			}
+
+			next = directive1
+			return next
+		},
+		func(ctx context.Context, selections ast.SelectionSet, v *model.AuthPayload) graphql.Marshaler {
+			return ec.marshalNAuthPayload2ᚖgqlauthᚋmodelᚐAuthPayload(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Mutation_finishPasskeySignIn(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Mutation",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_AuthPayload(ctx, field)
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Mutation_finishPasskeySignIn_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Mutation_beginPasskeyVerification(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Mutation_beginPasskeyVerification(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return ec.Resolvers.Mutation().BeginPasskeyVerification(ctx)
+		},
+		func(ctx context.Context, next graphql.Resolver) graphql.Resolver {
+			directive0 := next
+
+			directive1 := func(ctx context.Context) (any, error) {
+				role, err := ec.unmarshalNRole2gqlauthᚋmodelᚐRole(ctx, "USER")
+				if err != nil {
+					var zeroVal *model.PasskeyChallenge
+					return zeroVal, err
+				}
+				aal, err := ec.unmarshalOAuthLevel2ᚖgqlauthᚋmodelᚐAuthLevel(ctx, "AAL1")
+				if err != nil {
+					var zeroVal *model.PasskeyChallenge
+					return zeroVal, err
+				}
+				if ec.Directives.Auth == nil {
+					var zeroVal *model.PasskeyChallenge
+					return zeroVal, errors.New("directive auth is not implemented")
+				}
+				return ec.Directives.Auth(ctx, nil, directive0, role, aal)
+			}
+
+			next = directive1
+			return next
+		},
+		func(ctx context.Context, selections ast.SelectionSet, v *model.PasskeyChallenge) graphql.Marshaler {
+			return ec.marshalNPasskeyChallenge2ᚖgqlauthᚋmodelᚐPasskeyChallenge(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Mutation_beginPasskeyVerification(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Mutation",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_PasskeyChallenge(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Mutation_finishPasskeyVerification(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Mutation_finishPasskeyVerification(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Mutation().FinishPasskeyVerification(ctx, fc.Args["challengeId"].(string), fc.Args["credential"].(json.RawMessage))
+		},
+		func(ctx context.Context, next graphql.Resolver) graphql.Resolver {
+			directive0 := next
+
+			directive1 := func(ctx context.Context) (any, error) {
+				role, err := ec.unmarshalNRole2gqlauthᚋmodelᚐRole(ctx, "USER")
+				if err != nil {
+					var zeroVal *model.AuthPayload
+					return zeroVal, err
+				}
+				aal, err := ec.unmarshalOAuthLevel2ᚖgqlauthᚋmodelᚐAuthLevel(ctx, "AAL1")
+				if err != nil {
+					var zeroVal *model.AuthPayload
+					return zeroVal, err
+				}
+				if ec.Directives.Auth == nil {
+					var zeroVal *model.AuthPayload
+					return zeroVal, errors.New("directive auth is not implemented")
+				}
+				return ec.Directives.Auth(ctx, nil, directive0, role, aal)
+			}
+
+			next = directive1
+			return next
+		},
+		func(ctx context.Context, selections ast.SelectionSet, v *model.AuthPayload) graphql.Marshaler {
+			return ec.marshalNAuthPayload2ᚖgqlauthᚋmodelᚐAuthPayload(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Mutation_finishPasskeyVerification(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Mutation",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_AuthPayload(ctx, field)
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Mutation_finishPasskeyVerification_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
 func (ec *executionContext) _PageInfo_hasNextPage(ctx context.Context, field graphql.CollectedField, obj *model.PageInfo) (ret graphql.Marshaler) {
 	return graphql.ResolveField(
 		ctx,
@@ -5565,6 +6210,52 @@ func (ec *executionContext) _Passkey_lastUsedAt(ctx context.Context, field graph
 }
 func (ec *executionContext) fieldContext_Passkey_lastUsedAt(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
 	return graphql.NewScalarFieldContext("Passkey", field, false, false, errors.New("field of type Time does not have child fields"))
+}
+
+func (ec *executionContext) _PasskeyChallenge_challengeId(ctx context.Context, field graphql.CollectedField, obj *model.PasskeyChallenge) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_PasskeyChallenge_challengeId(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.ChallengeID, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNID2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_PasskeyChallenge_challengeId(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("PasskeyChallenge", field, false, false, errors.New("field of type ID does not have child fields"))
+}
+
+func (ec *executionContext) _PasskeyChallenge_options(ctx context.Context, field graphql.CollectedField, obj *model.PasskeyChallenge) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_PasskeyChallenge_options(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Options, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v json.RawMessage) graphql.Marshaler {
+			return ec.marshalNJSON2encodingᚋjsonᚐRawMessage(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_PasskeyChallenge_options(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("PasskeyChallenge", field, false, false, errors.New("field of type JSON does not have child fields"))
 }
 
 func (ec *executionContext) _Query_me(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
@@ -8429,6 +9120,55 @@ func (ec *executionContext) _Mutation(ctx context.Context, sel ast.SelectionSet)
 			if out.Values[i] == graphql.Null {
 				out.Invalids++
 			}
+		case "beginPasskeyRegistration":
+			out.Values[i] = ec.OperationContext.RootResolverMiddleware(innerCtx, func(ctx context.Context) (res graphql.Marshaler) {
+				return ec._Mutation_beginPasskeyRegistration(ctx, field)
+			})
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "finishPasskeyRegistration":
+			out.Values[i] = ec.OperationContext.RootResolverMiddleware(innerCtx, func(ctx context.Context) (res graphql.Marshaler) {
+				return ec._Mutation_finishPasskeyRegistration(ctx, field)
+			})
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "removePasskey":
+			out.Values[i] = ec.OperationContext.RootResolverMiddleware(innerCtx, func(ctx context.Context) (res graphql.Marshaler) {
+				return ec._Mutation_removePasskey(ctx, field)
+			})
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "beginPasskeySignIn":
+			out.Values[i] = ec.OperationContext.RootResolverMiddleware(innerCtx, func(ctx context.Context) (res graphql.Marshaler) {
+				return ec._Mutation_beginPasskeySignIn(ctx, field)
+			})
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "finishPasskeySignIn":
+			out.Values[i] = ec.OperationContext.RootResolverMiddleware(innerCtx, func(ctx context.Context) (res graphql.Marshaler) {
+				return ec._Mutation_finishPasskeySignIn(ctx, field)
+			})
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "beginPasskeyVerification":
+			out.Values[i] = ec.OperationContext.RootResolverMiddleware(innerCtx, func(ctx context.Context) (res graphql.Marshaler) {
+				return ec._Mutation_beginPasskeyVerification(ctx, field)
+			})
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "finishPasskeyVerification":
+			out.Values[i] = ec.OperationContext.RootResolverMiddleware(innerCtx, func(ctx context.Context) (res graphql.Marshaler) {
+				return ec._Mutation_finishPasskeyVerification(ctx, field)
+			})
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
 		default:
 			panic("unknown field " + strconv.Quote(field.Name))
 		}
@@ -8523,6 +9263,49 @@ func (ec *executionContext) _Passkey(ctx context.Context, sel ast.SelectionSet, 
 		case "lastUsedAt":
 			out.Values[i] = ec._Passkey_lastUsedAt(ctx, field, obj)
 			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	atomic.AddInt32(&ec.Deferred, int32(min(len(deferLabelToView), math.MaxInt32)))
+
+	ec.ProcessDeferredGroup(graphql.DeferredGroup{
+		Defers:   deferLabelToView,
+		Path:     graphql.GetPath(ctx),
+		FieldSet: deferredFieldSet,
+		Context:  ctx,
+	})
+
+	return out
+}
+
+var passkeyChallengeImplementors = []string{"PasskeyChallenge"}
+
+func (ec *executionContext) _PasskeyChallenge(ctx context.Context, sel ast.SelectionSet, obj *model.PasskeyChallenge) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, passkeyChallengeImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferredFieldSet := graphql.NewFieldSet(nil)
+	deferLabelToView := make(map[string]*graphql.FieldSetView)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("PasskeyChallenge")
+		case "challengeId":
+			out.Values[i] = ec._PasskeyChallenge_challengeId(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "options":
+			out.Values[i] = ec._PasskeyChallenge_options(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
 				out.Invalids++
 			}
 		default:
@@ -9563,6 +10346,28 @@ func (ec *executionContext) marshalNInt2int(ctx context.Context, sel ast.Selecti
 	return res
 }
 
+func (ec *executionContext) unmarshalNJSON2encodingᚋjsonᚐRawMessage(ctx context.Context, v any) (json.RawMessage, error) {
+	res, err := scalar.UnmarshalJSON(v)
+	return res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) marshalNJSON2encodingᚋjsonᚐRawMessage(ctx context.Context, sel ast.SelectionSet, v json.RawMessage) graphql.Marshaler {
+	if v == nil {
+		if !graphql.HasFieldError(ctx, graphql.GetFieldContext(ctx)) {
+			graphql.AddErrorf(ctx, "the requested element is null which the schema does not allow")
+		}
+		return graphql.Null
+	}
+	_ = sel
+	res := scalar.MarshalJSON(v)
+	if res == graphql.Null {
+		if !graphql.HasFieldError(ctx, graphql.GetFieldContext(ctx)) {
+			graphql.AddErrorf(ctx, "the requested element is null which the schema does not allow")
+		}
+	}
+	return res
+}
+
 func (ec *executionContext) unmarshalNLogoutScope2gqlauthᚋmodelᚐLogoutScope(ctx context.Context, v any) (model.LogoutScope, error) {
 	var res model.LogoutScope
 	err := res.UnmarshalGQL(v)
@@ -9617,6 +10422,16 @@ func (ec *executionContext) marshalNPasskey2ᚖgqlauthᚋmodelᚐPasskey(ctx con
 		return graphql.Null
 	}
 	return ec._Passkey(ctx, sel, v)
+}
+
+func (ec *executionContext) marshalNPasskeyChallenge2ᚖgqlauthᚋmodelᚐPasskeyChallenge(ctx context.Context, sel ast.SelectionSet, v *model.PasskeyChallenge) graphql.Marshaler {
+	if v == nil {
+		if !graphql.HasFieldError(ctx, graphql.GetFieldContext(ctx)) {
+			graphql.AddErrorf(ctx, "the requested element is null which the schema does not allow")
+		}
+		return graphql.Null
+	}
+	return ec._PasskeyChallenge(ctx, sel, v)
 }
 
 func (ec *executionContext) unmarshalNRole2gqlauthᚋmodelᚐRole(ctx context.Context, v any) (model.Role, error) {

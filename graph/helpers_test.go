@@ -18,12 +18,17 @@ import (
 	"gqlauth/account"
 	"gqlauth/feed"
 	"gqlauth/graph"
+	"gqlauth/mfa"
 	"gqlauth/oidc"
 	"gqlauth/store"
 	"gqlauth/store/storetest"
 	"gqlauth/token"
 	"gqlauth/web"
 )
+
+// passkeyOrigin is where the test servers' pages run for the passkey ceremonies (WEBAUTHN_ORIGINS,
+// RP ID localhost); the software authenticator (mfa/softauthn) reports it.
+const passkeyOrigin = "http://localhost:5173"
 
 // testSecret signs the access tokens of every test server.
 var testSecret = []byte("test-secret-of-at-least-32-bytes!!")
@@ -185,6 +190,13 @@ func newServerOn(t testing.TB, db *store.DB, clk *clock, opts ...option) *server
 	}
 	for _, f := range o.mailTweaks {
 		f(&mailCfg)
+	}
+	if o.mfa.Passkeys == nil {
+		// Every instance's pages are on one origin, as behind one public URL (see passkeyOrigin).
+		var err error
+		if o.mfa.Passkeys, err = mfa.NewPasskeys(mfa.PasskeyConfig{RPID: "localhost", Origins: []string{passkeyOrigin}, DisplayName: "gqlauth test", Logger: log}); err != nil {
+			t.Fatal(err)
+		}
 	}
 	events := feed.New()
 	providers := oidc.New(db, providerConfig, clk.Now, log)

@@ -10,6 +10,7 @@ import (
 	"github.com/vektah/gqlparser/v2/ast"
 
 	"gqlauth/graph"
+	"gqlauth/mfa/softauthn"
 	"gqlauth/store/storetest"
 )
 
@@ -69,8 +70,11 @@ func TestAuthPayload_UserResolvesEveryFieldForThePayloadsUser(t *testing.T) {
 		s := newServer(t, kind, withOIDC(p.oidcConfig(nil)), withMail(smtp, linkURL))
 		alice := s.signedInUser(t, "alice")
 		s.link(t, alice.User.ID, "corp")
-		bob := s.signedInUser(t, "bob") // not an admin: he may not see alice's identities
 		s.registerWithEmail(t, "dora", "dora@example.com")
+		bob := s.signedInUser(t, "bob")   // not an admin: he may not see alice's identities
+		dave := s.signedInUser(t, "dave") // signs in with a passkey
+		daveKey := softauthn.New(passkeyOrigin)
+		s.addPasskey(t, dave.AccessToken, daveKey, "laptop")
 
 		selection := "accessToken user { " + everyField("User", 1) + "}"
 		n := 0
@@ -94,6 +98,15 @@ func TestAuthPayload_UserResolvesEveryFieldForThePayloadsUser(t *testing.T) {
 				code := s.mailedCode(t, smtp, "dora@example.com", len(smtp.messages()))
 				return call{Query: `mutation($c: String!) { signInWithCode(email: "dora@example.com", code: $c) { ` + selection + ` } }`,
 					Variables: map[string]any{"c": code}}, "dora", nil
+			},
+			"finishPasskeySignIn": func() (call, string, []string) {
+				c := s.begin(t, "", "beginPasskeySignIn")
+				cred, err := daveKey.Get(c.Options, nil)
+				if err != nil {
+					t.Fatal(err)
+				}
+				return call{Query: `mutation($c: ID!, $k: JSON!) { finishPasskeySignIn(challengeId: $c, credential: $k) { ` + selection + ` } }`,
+					Variables: map[string]any{"c": c.ChallengeID, "k": cred}}, "dave", nil
 			},
 			"exchangeAuthCode": func() (call, string, []string) {
 				back, verifier := s.providerSignIn(t, p, "katherine")

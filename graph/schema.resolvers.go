@@ -7,6 +7,7 @@ package graph
 
 import (
 	"context"
+	"encoding/json"
 	"gqlauth/model"
 
 	"github.com/99designs/gqlgen/graphql/handler/transport"
@@ -169,6 +170,41 @@ func (r *mutationResolver) Reauthenticate(ctx context.Context, password string) 
 // ResetUserMfa is the resolver for the resetUserMfa field.
 func (r *mutationResolver) ResetUserMfa(ctx context.Context, id string) (*model.User, error) {
 	return r.Account.ResetUserMfa(ctx, id)
+}
+
+// BeginPasskeyRegistration is the resolver for the beginPasskeyRegistration field.
+func (r *mutationResolver) BeginPasskeyRegistration(ctx context.Context) (*model.PasskeyChallenge, error) {
+	return r.Account.BeginPasskeyRegistration(ctx)
+}
+
+// FinishPasskeyRegistration is the resolver for the finishPasskeyRegistration field.
+func (r *mutationResolver) FinishPasskeyRegistration(ctx context.Context, challengeID string, name string, credential json.RawMessage) (*model.Passkey, error) {
+	return r.Account.FinishPasskeyRegistration(ctx, challengeID, name, credential)
+}
+
+// RemovePasskey is the resolver for the removePasskey field.
+func (r *mutationResolver) RemovePasskey(ctx context.Context, id string) (bool, error) {
+	return r.Account.RemovePasskey(ctx, id)
+}
+
+// BeginPasskeySignIn is the resolver for the beginPasskeySignIn field.
+func (r *mutationResolver) BeginPasskeySignIn(ctx context.Context) (*model.PasskeyChallenge, error) {
+	return r.Account.BeginPasskeySignIn(ctx)
+}
+
+// FinishPasskeySignIn is the resolver for the finishPasskeySignIn field.
+func (r *mutationResolver) FinishPasskeySignIn(ctx context.Context, challengeID string, credential json.RawMessage) (*model.AuthPayload, error) {
+	return r.Account.FinishPasskeySignIn(ctx, challengeID, credential)
+}
+
+// BeginPasskeyVerification is the resolver for the beginPasskeyVerification field.
+func (r *mutationResolver) BeginPasskeyVerification(ctx context.Context) (*model.PasskeyChallenge, error) {
+	return r.Account.BeginPasskeyVerification(ctx)
+}
+
+// FinishPasskeyVerification is the resolver for the finishPasskeyVerification field.
+func (r *mutationResolver) FinishPasskeyVerification(ctx context.Context, challengeID string, credential json.RawMessage) (*model.AuthPayload, error) {
+	return r.Account.FinishPasskeyVerification(ctx, challengeID, credential)
 }
 
 // Me is the resolver for the me field.

@@ -1,7 +1,8 @@
 // Package mfa computes second factors: RFC 6238 TOTP (new secrets, otpauth:// URIs, which time
-// step a code belongs to) and recovery codes (new ones, their normal form). It holds no state
-// and no rules: it must not talk SQL, import net/http, or decide who may do what — account keeps
-// the rules and has the store remember what was accepted (the last time step, used codes).
+// step a code belongs to), recovery codes (new ones, their normal form) and the passkey
+// ceremonies (passkey.go). It holds no state and no rules: it must not talk SQL, import net/http,
+// or decide who may do what — account keeps the rules and has the store remember what was
+// accepted (the last time step, used codes, a ceremony's session data, a passkey's counter).
 package mfa
 
 import (

@@ -4,6 +4,7 @@ package model
 
 import (
 	"bytes"
+	"encoding/json"
 	"fmt"
 	"io"
 	"strconv"
@@ -63,6 +64,15 @@ type Mutation struct {
 type PageInfo struct {
 	HasNextPage bool    `json:"hasNextPage"`
 	EndCursor   *string `json:"endCursor,omitempty"`
+}
+
+// A begun passkey ceremony: hand `options` to the browser, then send `challengeId` with its answer. It works once, for 5 minutes, for the account and session that began it.
+type PasskeyChallenge struct {
+	ChallengeID string `json:"challengeId"`
+	// PublicKeyCredentialCreationOptionsJSON (registration) or PublicKeyCredentialRequestOptionsJSON
+	// (sign-in, step-up): what `PublicKeyCredential.parseCreationOptionsFromJSON()` /
+	// `parseRequestOptionsFromJSON()` take, binary values as base64url strings.
+	Options json.RawMessage `json:"options"`
 }
 
 type Query struct {

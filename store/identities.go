@@ -124,12 +124,12 @@ func (db *DB) TakeAuthCode(ctx context.Context, codeHash string) (*model.AuthCod
 
 // take reads one row into model and deletes it, in one transaction; only the caller whose delete
 // removed the row gets it, so two concurrent takes of one row never both succeed.
-func (db *DB) take(ctx context.Context, op string, model any, where string, arg any) error {
+func (db *DB) take(ctx context.Context, op string, model any, where string, args ...any) error {
 	return db.Transact(ctx, func(tx *Tx) error {
-		if err := tx.idb.NewSelect().Model(model).Where(where, arg).Scan(ctx); err != nil {
+		if err := tx.idb.NewSelect().Model(model).Where(where, args...).Scan(ctx); err != nil {
 			return wrap(err, op)
 		}
-		res, err := tx.idb.NewDelete().Model(model).Where(where, arg).Exec(ctx)
+		res, err := tx.idb.NewDelete().Model(model).Where(where, args...).Exec(ctx)
 		if err != nil {
 			return wrap(err, op)
 		}
@@ -143,23 +143,10 @@ func (db *DB) take(ctx context.Context, op string, model any, where string, arg 
 // DeleteExpiredSignIns deletes flows and codes that expired before t, up to limit rows of each,
 // and returns how many it deleted.
 func (db *DB) DeleteExpiredSignIns(ctx context.Context, t time.Time, limit int) (int, error) {
-	if noRows(limit) {
-		return 0, nil
+	flows, err := db.deleteExpired(ctx, (*model.SignInFlow)(nil), "state_hash", t, limit)
+	if err != nil {
+		return 0, wrap(err, "DeleteExpiredSignIns")
 	}
-	total := 0
-	for _, table := range []struct {
-		model any
-		key   string
-	}{
-		{(*model.SignInFlow)(nil), "state_hash"}, {(*model.AuthCode)(nil), "code_hash"},
-	} {
-		dead := db.idb.NewSelect().Model(table.model).Column(table.key).Where("expires_at < ?", t).Limit(int64(limit))
-		res, err := db.idb.NewDelete().Model(table.model).Where(table.key+" IN (?)", dead).Exec(ctx)
-		if err != nil {
-			return total, wrap(err, "DeleteExpiredSignIns")
-		}
-		n, _ := res.RowsAffected()
-		total += int(n)
-	}
-	return total, nil
+	codes, err := db.deleteExpired(ctx, (*model.AuthCode)(nil), "code_hash", t, limit)
+	return flows + codes, wrap(err, "DeleteExpiredSignIns")
 }

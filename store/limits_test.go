@@ -38,6 +38,9 @@ func TestStore_ZeroOrNegativeSizeReadsAndDeletesNothing(t *testing.T) {
 			if err := db.CreateSignInFlow(ctx, &model.SignInFlow{StateHash: id, Provider: "corp", CreatedAt: old, ExpiresAt: old.Add(time.Minute)}); err != nil {
 				t.Fatal(err)
 			}
+			if err := db.PutWebAuthnChallenge(ctx, &store.WebAuthnChallenge{ID: id, Kind: "sign_in", SessionData: "{}", CreatedAt: old, ExpiresAt: old.Add(time.Minute)}); err != nil {
+				t.Fatal(err)
+			}
 		}
 		before := dump(t, db)
 		now := time.Now().UTC()
@@ -53,6 +56,9 @@ func TestStore_ZeroOrNegativeSizeReadsAndDeletesNothing(t *testing.T) {
 				"DeleteDeadAPIKeys":       func() (int, error) { return db.DeleteDeadAPIKeys(ctx, now, size) },
 				"DeleteAuditEventsBefore": func() (int, error) { return db.DeleteAuditEventsBefore(ctx, now, size) },
 				"DeleteExpiredSignIns":    func() (int, error) { return db.DeleteExpiredSignIns(ctx, now, size) },
+				"DeleteExpiredWebAuthnChallenges": func() (int, error) {
+					return db.DeleteExpiredWebAuthnChallenges(ctx, now, size)
+				},
 			}
 			for name, del := range deletes {
 				if n, err := del(); err != nil || n != 0 {
@@ -73,7 +79,7 @@ func TestStore_ZeroOrNegativeSizeReadsAndDeletesNothing(t *testing.T) {
 func dump(t *testing.T, db *store.DB) string {
 	t.Helper()
 	out := ""
-	for _, table := range []string{"users", "sessions", "api_keys", "audit_events", "sign_in_flows"} {
+	for _, table := range []string{"users", "sessions", "api_keys", "audit_events", "sign_in_flows", "webauthn_challenges"} {
 		rows, err := db.DumpTable(context.Background(), table)
 		if err != nil {
 			t.Fatal(err)

@@ -38,16 +38,8 @@ func (db *DB) ReplaceMailToken(ctx context.Context, t *MailToken) error {
 // Whether it has expired is for the caller to judge.
 func (db *DB) TakeMailToken(ctx context.Context, purpose, hash string) (*MailToken, error) {
 	t := new(MailToken)
-	err := db.idb.NewSelect().Model(t).Where("token_hash = ?", hash).Where("purpose = ?", purpose).Scan(ctx)
-	if err != nil {
-		return nil, wrap(err, "TakeMailToken")
-	}
-	res, err := db.idb.NewDelete().Model((*MailToken)(nil)).Where("token_hash = ?", hash).Exec(ctx)
-	if err != nil {
-		return nil, wrap(err, "TakeMailToken")
-	}
-	if n, _ := res.RowsAffected(); n != 1 {
-		return nil, ErrNotFound
+	if err := db.take(ctx, "TakeMailToken", t, "token_hash = ? AND purpose = ?", hash, purpose); err != nil {
+		return nil, err
 	}
 	return t, nil
 }
@@ -66,16 +58,8 @@ func (db *DB) SetEmailVerified(ctx context.Context, id, email string, now time.T
 
 // DeleteExpiredMailTokens deletes up to limit tokens that expired before before.
 func (db *DB) DeleteExpiredMailTokens(ctx context.Context, before time.Time, limit int) (int, error) {
-	if noRows(limit) {
-		return 0, nil
-	}
-	sub := db.idb.NewSelect().Model((*MailToken)(nil)).Column("token_hash").Where("expires_at < ?", before).Limit(int64(limit))
-	res, err := db.idb.NewDelete().Model((*MailToken)(nil)).Where("token_hash IN (?)", sub).Exec(ctx)
-	if err != nil {
-		return 0, wrap(err, "DeleteExpiredMailTokens")
-	}
-	n, _ := res.RowsAffected()
-	return int(n), nil
+	n, err := db.deleteExpired(ctx, (*MailToken)(nil), "token_hash", before, limit)
+	return n, wrap(err, "DeleteExpiredMailTokens")
 }
 
 // LiveMailToken returns the account's token of purpose that is live at now (ErrNotFound when

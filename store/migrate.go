@@ -239,6 +239,23 @@ CREATE TABLE webauthn_credentials (
 CREATE UNIQUE INDEX webauthn_credentials_credential_id_key ON webauthn_credentials (credential_id);
 CREATE INDEX webauthn_credentials_user_id_idx ON webauthn_credentials (user_id);
 `},
+	{"20261218000001", "webauthn_challenges", `
+-- Begun passkey ceremonies (§12): go-webauthn's session data (JSON) until the ceremony is
+-- finished — taking a row deletes it, so each works once, on whichever instance finishes it — or
+-- expires. user_id and session_id bind a registration or step-up to the account and session
+-- that began it; a sign-in has neither.
+CREATE TABLE webauthn_challenges (
+	id           TEXT PRIMARY KEY,
+	kind         TEXT NOT NULL,
+	user_id      TEXT REFERENCES users (id) ON DELETE CASCADE,
+	session_id   TEXT,
+	session_data TEXT NOT NULL,
+	created_at   %[1]s NOT NULL,
+	expires_at   %[1]s NOT NULL
+);
+CREATE INDEX webauthn_challenges_expires_at_idx ON webauthn_challenges (expires_at);
+CREATE INDEX webauthn_challenges_user_id_idx ON webauthn_challenges (user_id);
+`},
 }
 
 // Migrate applies the migrations that have not been applied yet. It is idempotent, and safe when

@@ -245,6 +245,21 @@ func (db *DB) forUpdate(q *bun.SelectQuery, table string) *bun.SelectQuery {
 // every row. Every query whose size a caller passes in checks it first.
 func noRows(limit int) bool { return limit <= 0 }
 
+// deleteExpired deletes up to limit rows of model's table (keyed by key) that expired before
+// before (their expires_at), and returns how many it deleted.
+func (db *DB) deleteExpired(ctx context.Context, model any, key string, before time.Time, limit int) (int, error) {
+	if noRows(limit) {
+		return 0, nil
+	}
+	dead := db.idb.NewSelect().Model(model).Column(key).Where("expires_at < ?", before).Limit(int64(limit))
+	res, err := db.idb.NewDelete().Model(model).Where("? IN (?)", bun.Ident(key), dead).Exec(ctx)
+	if err != nil {
+		return 0, err
+	}
+	n, _ := res.RowsAffected()
+	return int(n), nil
+}
+
 // wrap gives a database error the name of the operation, once; ErrNotFound stays recognizable.
 func wrap(err error, op string) error {
 	if err == nil {
