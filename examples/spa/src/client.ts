@@ -7,10 +7,12 @@
 import type { TypedDocumentNode } from "@graphql-typed-document-node/core";
 import { createClient } from "graphql-ws";
 import {
+  BeginPasskeyRegistrationDocument, BeginPasskeySignInDocument, BeginPasskeyVerificationDocument,
+  FinishPasskeyRegistrationDocument, FinishPasskeySignInDocument, FinishPasskeyVerificationDocument,
   CompleteIdentityLinkDocument, ExchangeAuthCodeDocument, LinkIdentityStartDocument, LoginDocument, LogoutDocument,
   ConfirmTotpDocument, EnrollTotpDocument, MeDocument, ReauthenticateDocument, RefreshDocument, RegisterDocument, RequestPasswordResetDocument, RequestSignInCodeDocument,
   ResetPasswordDocument, SecurityEventsDocument, SignInWithCodeDocument, VerifyEmailDocument, VerifyMfaDocument,
-  type CompleteIdentityLinkMutation, type EnrollTotpMutation, type MeQuery, type SecurityEventsSubscription, type SignedInFragment,
+  type CompleteIdentityLinkMutation, type EnrollTotpMutation, type FinishPasskeyRegistrationMutation, type MeQuery, type SecurityEventsSubscription, type SignedInFragment,
 } from "./gql/graphql.js";
 import type { AuthErrorReason, AuthLevel, ErrorCode, LogoutScope } from "./generated/schema.js";
 
@@ -45,6 +47,27 @@ export function readMailLink(url: string): MailLink | null {
   if (!token || (type !== "verify_email" && type !== "reset_password")) return null;
   return { type, token };
 }
+
+/**
+ * The browser's half of a passkey ceremony: takes the server's options (WebAuthn's
+ * PublicKeyCredential{Creation,Request}OptionsJSON) and returns the credential's toJSON().
+ * browserPasskeys uses navigator.credentials; tests under Node pass a software authenticator.
+ */
+export interface PasskeyDevice {
+  create(options: unknown): Promise<unknown>;
+  get(options: unknown): Promise<unknown>;
+}
+
+export const browserPasskeys: PasskeyDevice = {
+  async create(options) {
+    const publicKey = PublicKeyCredential.parseCreationOptionsFromJSON(options as PublicKeyCredentialCreationOptionsJSON);
+    return ((await navigator.credentials.create({ publicKey })) as PublicKeyCredential).toJSON();
+  },
+  async get(options) {
+    const publicKey = PublicKeyCredential.parseRequestOptionsFromJSON(options as PublicKeyCredentialRequestOptionsJSON);
+    return ((await navigator.credentials.get({ publicKey })) as PublicKeyCredential).toJSON();
+  },
+};
 
 interface Response<T> {
   data?: T | null;
@@ -211,6 +234,29 @@ export class GqlAuthClient {
     const codes = (await this.request(ConfirmTotpDocument, { code })).confirmTotp;
     this.aal = "AAL2";
     return codes;
+  }
+
+  /** Registers a passkey for the signed-in user (a first factor raises the session to AAL2). */
+  async addPasskey(name: string, device: PasskeyDevice = browserPasskeys): Promise<FinishPasskeyRegistrationMutation["finishPasskeyRegistration"]> {
+    const { challengeId, options } = (await this.request(BeginPasskeyRegistrationDocument, {})).beginPasskeyRegistration;
+    const credential = await device.create(options);
+    const passkey = (await this.request(FinishPasskeyRegistrationDocument, { challengeId, name, credential })).finishPasskeyRegistration;
+    this.aal = "AAL2";
+    return passkey;
+  }
+
+  /** Signs in with a discoverable passkey alone: no username, no password, and AAL2 at once. */
+  async signInWithPasskey(device: PasskeyDevice = browserPasskeys) {
+    const { challengeId, options } = (await this.send(BeginPasskeySignInDocument, {})).beginPasskeySignIn;
+    const credential = await device.get(options);
+    return this.signedInAs((await this.send(FinishPasskeySignInDocument, { challengeId, credential })).finishPasskeySignIn);
+  }
+
+  /** The second step (or a step-up) with a passkey: raises this session to AAL2. */
+  async verifyWithPasskey(device: PasskeyDevice = browserPasskeys) {
+    const { challengeId, options } = (await this.request(BeginPasskeyVerificationDocument, {})).beginPasskeyVerification;
+    const credential = await device.get(options);
+    return this.signedInAs((await this.request(FinishPasskeyVerificationDocument, { challengeId, credential })).finishPasskeyVerification);
   }
 
   async me(): Promise<MeQuery["me"]> {

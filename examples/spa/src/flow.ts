@@ -1,7 +1,7 @@
 // The example flow: login → me → (access token expires) → me again, which refreshes and retries →
 // logout → me fails. Run it against a server with a short ACCESS_TOKEN_TTL to see the refresh.
 import WebSocket from "ws";
-import { GqlAuthClient, GqlAuthError, readMailLink } from "./client.js";
+import { GqlAuthClient, GqlAuthError, readMailLink, type PasskeyDevice } from "./client.js";
 
 /** How an expected refusal is reported: "CODE/REASON". */
 const outcome = (e: unknown) => (e instanceof GqlAuthError ? `${e.code}/${e.reason ?? ""}` : String(e));
@@ -222,4 +222,41 @@ export async function runMfaFlow(
   await third.login(username, password);
   const reusedRecoveryCode = await third.verifyMfa(recovery[0]!).then(() => "verified", outcome);
   return { recoveryCodes: recovery.length, afterPassword, wrongCode, afterSecondStep, reusedRecoveryCode };
+}
+
+export interface PasskeyResult {
+  passkey: string;
+  /** A passkey sign-in: who, at which level. */
+  signedIn: { username: string; aal: string | null; mfaRequired: boolean };
+  /** The password alone, then the passkey as the second step. */
+  afterPassword: { aal: string | null; mfaRequired: boolean };
+  afterPasskeyStep: { aal: string | null; mfaRequired: boolean };
+  /** A passkey this server never registered. */
+  stranger: string;
+}
+
+/**
+ * Passkeys: register one while signed in with the password, then sign in with the passkey alone
+ * (no username: a discoverable credential), and use it as the second step after a password.
+ * `device` is the user's authenticator; `stranger` one whose passkey this server does not know.
+ */
+export async function runPasskeyFlow(
+  baseURL: string, username: string, password: string, device: PasskeyDevice, stranger: PasskeyDevice,
+): Promise<PasskeyResult> {
+  const laptop = new GqlAuthClient(`${baseURL}/query`);
+  await laptop.login(username, password);
+  const passkey = await laptop.addPasskey("laptop", device);
+
+  const phone = new GqlAuthClient(`${baseURL}/query`);
+  const user = await phone.signInWithPasskey(device);
+  const signedIn = { username: user.username, aal: phone.aal, mfaRequired: phone.mfaRequired };
+
+  const desktop = new GqlAuthClient(`${baseURL}/query`);
+  await desktop.login(username, password);
+  const afterPassword = { aal: desktop.aal, mfaRequired: desktop.mfaRequired };
+  await desktop.verifyWithPasskey(device);
+  const afterPasskeyStep = { aal: desktop.aal, mfaRequired: desktop.mfaRequired };
+
+  const other = await new GqlAuthClient(`${baseURL}/query`).signInWithPasskey(stranger).then(() => "signed in", outcome);
+  return { passkey: passkey.name, signedIn, afterPassword, afterPasskeyStep, stranger: other };
 }

@@ -8,7 +8,8 @@ import { startServer } from "../../../e2e/server.mjs";
 import { startWithProvider, signInAtProvider } from "../../../e2e/provider.mjs";
 import { GqlAuthClient } from "../dist/client.js";
 import { totp } from "../../../e2e/totp.mjs";
-import { runCodeFlow, runFlow, runLinkFlow, runMfaFlow, runProviderFlow, runResetFlow, runRevocationFlow } from "../dist/flow.js";
+import { SoftAuthenticator } from "../softauthn.mjs";
+import { runCodeFlow, runFlow, runLinkFlow, runMfaFlow, runPasskeyFlow, runProviderFlow, runResetFlow, runRevocationFlow } from "../dist/flow.js";
 
 // The server runs the client's trusted documents only: the manifest codegen wrote.
 const manifest = resolve("src/gql/persisted-documents.json");
@@ -159,6 +160,30 @@ test("an authenticator app as second factor: enrol, then password and a recovery
       wrongCode: "UNAUTHENTICATED/INVALID_CODE",
       afterSecondStep: { aal: "AAL2", mfaRequired: false },
       reusedRecoveryCode: "UNAUTHENTICATED/INVALID_CODE",
+    });
+  } finally {
+    server.stop();
+  }
+});
+
+test("passkeys: register one, sign in with it alone at AAL2, and use it as the second step, by trusted documents only", async () => {
+  // The app's origin, as a browser would report it in clientDataJSON; the RP ID is its host.
+  const origin = "https://app.example.com";
+  const server = await startServer(process.env.GQLAUTH_BIN || "../../gqlauth", {
+    ADMIN_USERNAME: "alice", ADMIN_PASSWORD: "correct horse battery",
+    WEBAUTHN_RP_ID: "app.example.com", WEBAUTHN_ORIGINS: origin,
+    TRUSTED_DOCUMENTS: manifest, TRUSTED_DOCUMENTS_ONLY: "true",
+  });
+  try {
+    const stranger = new SoftAuthenticator(origin);
+    await stranger.create({ rp: { id: "app.example.com" }, user: { id: "c3RyYW5nZXI" }, challenge: "AAAA" });
+    const result = await runPasskeyFlow(server.base, "alice", "correct horse battery", new SoftAuthenticator(origin), stranger);
+    assert.deepEqual(result, {
+      passkey: "laptop",
+      signedIn: { username: "alice", aal: "AAL2", mfaRequired: false },
+      afterPassword: { aal: "AAL1", mfaRequired: true },
+      afterPasskeyStep: { aal: "AAL2", mfaRequired: false },
+      stranger: "UNAUTHENTICATED/INVALID_CODE",
     });
   } finally {
     server.stop();
