@@ -84,15 +84,17 @@ func (db *DB) UserByEmail(ctx context.Context, email string) (*model.User, error
 // SetFirstPassword gives a user without a password this one; ErrNotFound if the user has a
 // password already (or does not exist). One statement, so two at once cannot both succeed.
 func (db *DB) SetFirstPassword(ctx context.Context, id, hash string) error {
-	res, err := db.idb.NewUpdate().Model((*model.User)(nil)).Set("password_hash = ?", hash).
-		Where("id = ? AND password_hash = ''", id).Exec(ctx)
-	if err != nil {
-		return wrap(err, "SetFirstPassword")
-	}
-	if n, _ := res.RowsAffected(); n == 0 {
-		return ErrNotFound
-	}
-	return nil
+	return db.Transact(ctx, func(tx *Tx) error {
+		res, err := tx.idb.NewUpdate().Model((*model.User)(nil)).Set("password_hash = ?", hash).
+			Where("id = ? AND password_hash = ''", id).Exec(ctx)
+		if err != nil {
+			return wrap(err, "SetFirstPassword")
+		}
+		if n, _ := res.RowsAffected(); n == 0 {
+			return ErrNotFound
+		}
+		return nil
+	})
 }
 
 // CreateSignInFlow stores a flow between its start and its callback.
@@ -153,12 +155,18 @@ func (db *DB) DeleteExpiredSignIns(ctx context.Context, t time.Time, limit int) 
 	}{
 		{(*model.SignInFlow)(nil), "state_hash"}, {(*model.AuthCode)(nil), "code_hash"},
 	} {
-		dead := db.idb.NewSelect().Model(table.model).Column(table.key).Where("expires_at < ?", t).Limit(int64(limit))
-		res, err := db.idb.NewDelete().Model(table.model).Where(table.key+" IN (?)", dead).Exec(ctx)
+		var n int64
+		err := db.Transact(ctx, func(tx *Tx) error { // the model is a variable: on a Tx, as every such write
+			dead := tx.idb.NewSelect().Model(table.model).Column(table.key).Where("expires_at < ?", t).Limit(int64(limit))
+			res, err := tx.idb.NewDelete().Model(table.model).Where(table.key+" IN (?)", dead).Exec(ctx)
+			if err == nil {
+				n, _ = res.RowsAffected()
+			}
+			return err
+		})
 		if err != nil {
 			return total, wrap(err, "DeleteExpiredSignIns")
 		}
-		n, _ := res.RowsAffected()
 		total += int(n)
 	}
 	return total, nil

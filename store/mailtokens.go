@@ -52,13 +52,16 @@ func (db *DB) TakeMailToken(ctx context.Context, purpose, hash string) (*MailTok
 // SetEmailVerified marks the address of user id verified at now, if it still is email (ignoring
 // case), and reports whether it was.
 func (db *DB) SetEmailVerified(ctx context.Context, id, email string, now time.Time) (bool, error) {
-	res, err := db.idb.NewUpdate().Table("users").Set("email_verified_at = ?", now).
-		Where("id = ?", id).Where("lower(email) = lower(?)", email).Exec(ctx)
-	if err != nil {
-		return false, wrap(err, "SetEmailVerified")
-	}
-	n, _ := res.RowsAffected()
-	return n == 1, nil
+	var n int64
+	err := db.Transact(ctx, func(tx *Tx) error {
+		res, err := tx.idb.NewUpdate().Table("users").Set("email_verified_at = ?", now).
+			Where("id = ?", id).Where("lower(email) = lower(?)", email).Exec(ctx)
+		if err == nil {
+			n, _ = res.RowsAffected()
+		}
+		return err
+	})
+	return n == 1, wrap(err, "SetEmailVerified")
 }
 
 // DeleteExpiredMailTokens deletes up to limit tokens that expired before before.
