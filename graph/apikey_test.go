@@ -225,8 +225,8 @@ func TestAPIKey_OneQueryPerRequest(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 		s.Queries.n.Store(0)
 		s.withKey(t, k.Secret, `{ me { id } a: me { id } b: me { username } }`)
-		if got := s.Queries.n.Load(); got != 1 {
-			t.Fatalf("%d queries, want 1", got)
+		if got := s.Queries.n.Load(); got > 1 { // 0 when the principal cache answers
+			t.Fatalf("%d queries, want at most 1", got)
 		}
 	})
 }

@@ -286,7 +286,7 @@ func (db *DB) cacheSession(ctx context.Context, c *principalCache, joined func()
 	defer cancel()
 	connect := func(role string) (*pgx.Conn, error) {
 		cfg := db.listenConfig.Copy()
-		cfg.RuntimeParams["application_name"] = "gqlauth-cache-" + role + " " + channel // pg_stat_activity
+		cfg.RuntimeParams["application_name"] = "gqlauth-cache-" + role + " " + c.id // pg_stat_activity
 		// Canceled (shutdown, or the other connection failed): break the connection at once.
 		cfg.BuildContextWatcherHandler = func(c *pgconn.PgConn) ctxwatch.Handler {
 			return &pgconn.DeadlineContextWatcherHandler{Conn: c.Conn()}
@@ -449,6 +449,15 @@ func (db *DB) awaitBarrier(ctx context.Context, n int64) error {
 		}
 		delay = min(2*delay, 20*time.Millisecond)
 	}
+}
+
+// CacheInstance names this instance's lease row and, in pg_stat_activity, its cache connections
+// ("gqlauth-cache-listener <id>", "gqlauth-cache-acker <id>"); "" with the cache off.
+func (db *DB) CacheInstance() string {
+	if db.cache == nil {
+		return ""
+	}
+	return db.cache.id
 }
 
 // CacheServing reports whether this instance answers principals from memory now (tests).
