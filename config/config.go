@@ -68,12 +68,12 @@ type Config struct {
 	RefreshCookie      bool
 	// PrincipalCache answers guarded requests' principals from memory with strict revocation
 	// (docs/principal-cache.md): on by default with Postgres, impossible with SQLite.
-	PrincipalCache bool
-	CookieSecure       bool
-	CORSOrigins        []string
-	OIDC               oidc.Config
-	LinkVerifiedEmail  bool // a provider's verified email may join the account with that address
-	Mail               Mail
+	PrincipalCache    bool
+	CookieSecure      bool
+	CORSOrigins       []string
+	OIDC              oidc.Config
+	LinkVerifiedEmail bool // a provider's verified email may join the account with that address
+	Mail              Mail
 }
 
 // Load reads and validates the configuration. Its error is one line naming the variable.

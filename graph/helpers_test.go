@@ -82,7 +82,7 @@ type serverOptions struct {
 	publishDelay  time.Duration
 	rotation      time.Duration
 	mail          func(t testing.TB, db *store.DB) account.MailConfig // nil: no mail
-	noCache       bool                                                 // the principal cache off (it is on with Postgres)
+	noCache       bool                                                // the principal cache off (it is on with Postgres)
 	cache         store.CacheConfig
 }
 
