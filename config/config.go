@@ -66,14 +66,15 @@ type Config struct {
 	LogLevel           slog.Level
 	AccessLog          graph.AccessLog
 	RefreshCookie      bool
+	CookieSecure       bool
+	CORSOrigins        []string
+	OIDC               oidc.Config
+	LinkVerifiedEmail  bool // a provider's verified email may join the account with that address
+	Mail               Mail
+
 	// PrincipalCache answers guarded requests' principals from memory with strict revocation
 	// (docs/principal-cache.md): on by default with Postgres, impossible with SQLite.
-	PrincipalCache    bool
-	CookieSecure      bool
-	CORSOrigins       []string
-	OIDC              oidc.Config
-	LinkVerifiedEmail bool // a provider's verified email may join the account with that address
-	Mail              Mail
+	PrincipalCache bool
 }
 
 // Load reads and validates the configuration. Its error is one line naming the variable.
