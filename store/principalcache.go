@@ -308,21 +308,28 @@ func (db *DB) cacheSession(ctx context.Context, c *principalCache, joined func()
 		return err
 	}
 	received := make(chan int64, 1) // the newest barrier the listener has applied
-	failed := make(chan error, 1)
+	acked := make(chan error, 1)
 	go func() {
-		failed <- db.acknowledge(ctx, c, acker, received, joined)
-		cancel()
+		acked <- db.acknowledge(ctx, c, acker, received, joined)
+		cancel() // the listener stops too
 	}()
+	err = db.applyInvalidations(ctx, c, listener, received)
+	cancel()
+	c.off()
+	if ackErr := <-acked; ackErr != nil && !errors.Is(ackErr, context.Canceled) {
+		err = ackErr // the acker failed first
+	}
+	return err // the deferred closes run once both goroutines are done with their connections
+}
+
+// applyInvalidations reads the channel, in order, until it fails: each row's entries are dropped,
+// and each barrier is handed to the acker once everything before it has been applied.
+func (db *DB) applyInvalidations(ctx context.Context, c *principalCache, listener *pgx.Conn, received chan int64) error {
 	var latest int64
 	for {
 		n, err := listener.WaitForNotification(ctx)
 		if err != nil {
-			select {
-			case ackErr := <-failed:
-				return ackErr
-			default:
-				return err
-			}
+			return err
 		}
 		kind, id, _ := strings.Cut(n.Payload, " ")
 		switch kind {
@@ -349,10 +356,7 @@ func (db *DB) cacheSession(ctx context.Context, c *principalCache, joined func()
 // and again after a lapse), and acknowledges each barrier the listener has applied, which renews
 // the lease. The cache serves once the join barrier is acknowledged.
 func (db *DB) acknowledge(ctx context.Context, c *principalCache, acker *pgx.Conn, received <-chan int64, joined func()) error {
-	defer func() {
-		c.off()
-		acker.Close(context.WithoutCancel(ctx)) // unblocks the listener's caller through ctx, too
-	}()
+	defer c.off()
 	lease := c.cfg.Lease.Milliseconds()
 	barrier := func() (int64, error) {
 		var n int64
