@@ -4,6 +4,8 @@ import (
 	"context"
 	"time"
 
+	"github.com/uptrace/bun"
+
 	"gqlauth/model"
 )
 
@@ -31,12 +33,17 @@ func (db *DB) APIKeyPrincipal(ctx context.Context, secretHash string) (*model.AP
 
 func (db *DB) apiKeyPrincipal(ctx context.Context, secretHash string) (*model.APIKey, *model.User, error) {
 	var row apiKeyWithUser
-	err := db.idb.NewSelect().Model(&row).ModelTableExpr("api_keys AS api_key").Relation("User").
-		Where("api_key.secret_hash = ?", secretHash).Scan(ctx)
+	err := db.apiKeyPrincipalQuery(&row, secretHash).Scan(ctx)
 	if err != nil {
 		return nil, nil, wrap(err, "APIKeyPrincipal")
 	}
 	return &row.APIKey, row.User, nil
+}
+
+// apiKeyPrincipalQuery selects the key with the secret hash, with its owner, into row.
+func (db *DB) apiKeyPrincipalQuery(row *apiKeyWithUser, secretHash string) *bun.SelectQuery {
+	return db.idb.NewSelect().Model(row).ModelTableExpr("api_keys AS api_key").Relation("User").
+		Where("api_key.secret_hash = ?", secretHash)
 }
 
 // LiveAPIKeys returns the user's keys that are neither revoked nor expired, newest first.

@@ -1,0 +1,7 @@
+package store
+
+// PrincipalQueries returns the SQL of the queries a principal is read with (tests check that
+// every table they read carries the cache's triggers).
+func (db *DB) PrincipalQueries() []string {
+	return []string{principalQuery, db.apiKeyPrincipalQuery(new(apiKeyWithUser), "x").String()}
+}
