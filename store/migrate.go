@@ -196,13 +196,19 @@ BEGIN
 	RETURN NULL;
 END
 $$;
--- Barriers commit in the order of their numbers: the lock is held until the commit.
-CREATE FUNCTION gqlauth_cache_barrier() RETURNS bigint LANGUAGE plpgsql AS $$
+-- Barriers commit in the order of their numbers: the lock is held until the commit. A revoker's
+-- barrier ("b n") is acknowledged by every instance; an instance's own heartbeat ("h n id") only
+-- by that instance.
+CREATE FUNCTION gqlauth_cache_barrier(heartbeat_of text DEFAULT '') RETURNS bigint LANGUAGE plpgsql AS $$
 DECLARE n bigint;
 BEGIN
 	PERFORM pg_advisory_xact_lock(hashtext('gqlauth.cache.' || current_schema()));
 	n := nextval('cache_barrier_seq');
-	PERFORM pg_notify(gqlauth_cache_channel(), 'b ' || n);
+	IF heartbeat_of = '' THEN
+		PERFORM pg_notify(gqlauth_cache_channel(), 'b ' || n);
+	ELSE
+		PERFORM pg_notify(gqlauth_cache_channel(), 'h ' || n || ' ' || heartbeat_of);
+	END IF;
 	PERFORM set_config('gqlauth.cache_dirty', '', true);
 	RETURN n;
 END

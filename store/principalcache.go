@@ -339,9 +339,16 @@ func (db *DB) applyInvalidations(ctx context.Context, c *principalCache, listene
 			c.clear() // a table was emptied
 		case "a":
 			c.heard()
-		case "b":
-			if seq, err := strconv.ParseInt(id, 10, 64); err == nil && seq > latest {
-				latest = seq
+		case "b", "h":
+			// Another instance's heartbeat needs no acknowledgement from this one; the next
+			// acknowledgement covers it.
+			seq, whose, _ := strings.Cut(id, " ")
+			n, err := strconv.ParseInt(seq, 10, 64)
+			if err != nil {
+				continue
+			}
+			latest = max(latest, n)
+			if kind == "b" || whose == c.id {
 				select { // keep only the newest: acknowledging it acknowledges every older one
 				case <-received:
 				default:
@@ -360,8 +367,12 @@ func (db *DB) acknowledge(ctx context.Context, c *principalCache, acker *pgx.Con
 	lease := c.cfg.Lease.Milliseconds()
 	barrier := func() (int64, error) {
 		var n int64
-		err := acker.QueryRow(ctx, "SELECT gqlauth_cache_barrier()").Scan(&n)
+		err := acker.QueryRow(ctx, "SELECT gqlauth_cache_barrier($1)", c.id).Scan(&n)
 		return n, err
+	}
+	// Leases of instances long gone: nobody waits for them, but the table need not keep them.
+	if _, err := acker.Exec(ctx, "DELETE FROM cache_leases WHERE expires_at < clock_timestamp() - interval '1 hour'"); err != nil {
+		return err
 	}
 	join, err := barrier()
 	if err != nil {
