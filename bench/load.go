@@ -27,6 +27,10 @@ type result struct {
 	LostSessions   *int             `json:"lostSessions,omitempty"`
 	P999Ms         float64          `json:"p999Ms,omitempty"`
 	TargetRate     float64          `json:"targetRate,omitempty"` // open loop: the fixed arrival rate
+	// QueriesPerRequest is the in-process server's database queries per request (the principal
+	// cache makes it ~0 for guarded reads).
+	QueriesPerRequest *float64 `json:"queriesPerRequest,omitempty"`
+	queries           int64
 
 	latencies []time.Duration // sorted
 	elapsed   time.Duration
@@ -36,6 +40,7 @@ type result struct {
 func (r *result) merge(o *result) {
 	r.latencies = append(r.latencies, o.latencies...)
 	r.elapsed += o.elapsed
+	r.queries += o.queries
 	for k, v := range o.Errors {
 		if r.Errors == nil {
 			r.Errors = map[string]int64{}
@@ -56,6 +61,10 @@ func (r *result) summarize() {
 	}
 	r.Requests = len(r.latencies)
 	r.RequestsPerSec = float64(r.Requests) / r.elapsed.Seconds()
+	if r.QueriesPerRequest != nil && r.Requests > 0 {
+		q := float64(r.queries) / float64(r.Requests)
+		r.QueriesPerRequest = &q
+	}
 	r.P50Ms, r.P95Ms, r.P99Ms, r.P999Ms, r.MaxMs = pct(0.50), pct(0.95), pct(0.99), pct(0.999), pct(1)
 }
 
@@ -78,6 +87,7 @@ func (env *environment) load(ctx context.Context, name string, users []*virtualU
 		}()
 	}
 	start := time.Now()
+	queriesBefore := env.queries.n.Load()
 	for _, vu := range users {
 		wg.Add(1)
 		go func() {
@@ -96,6 +106,10 @@ func (env *environment) load(ctx context.Context, name string, users []*virtualU
 	}
 	wg.Wait()
 	res.elapsed = time.Since(start)
+	if env.db != nil {
+		res.queries = env.queries.n.Load() - queriesBefore
+		res.QueriesPerRequest = new(float64)
+	}
 	res.latencies, res.Errors = all.latencies, all.errs
 	res.summarize()
 	if watchRSS {
