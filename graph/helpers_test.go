@@ -91,11 +91,6 @@ type option func(*serverOptions)
 // withoutPrincipalCache reads every principal from the database, as PRINCIPAL_CACHE=false does.
 func withoutPrincipalCache() option { return func(o *serverOptions) { o.noCache = true } }
 
-// withCacheLease sets the principal cache's lease (and so its renewal and margin).
-func withCacheLease(lease time.Duration) option {
-	return func(o *serverOptions) { o.cache.Lease = lease }
-}
-
 func withBcryptCost(c int) option                  { return func(o *serverOptions) { o.cost = c } }
 func withSignupDisabled() option                   { return func(o *serverOptions) { o.signup = false } }
 func withReuseInterval(d time.Duration) option     { return func(o *serverOptions) { o.reuseInterval = d } }
@@ -237,7 +232,7 @@ func newServerOn(t testing.TB, db *store.DB, clk *clock, opts ...option) *server
 		if !o.noCache {
 			// As server.go runs it (PRINCIPAL_CACHE on by default with Postgres): serving from
 			// memory before the test's first request.
-			run, err := db.CachePrincipals(o.cache)
+			run, err := db.CachePrincipals(store.CacheConfig{})
 			if err != nil {
 				t.Fatal(err)
 			}

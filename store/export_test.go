@@ -5,3 +5,6 @@ package store
 func (db *DB) PrincipalQueries() []string {
 	return []string{principalQuery, db.apiKeyPrincipalQuery(new(apiKeyWithUser), "x").String()}
 }
+
+// AfterCacheLoad makes f run between a principal's database read and its store in the cache.
+func (db *DB) AfterCacheLoad(f func()) { db.cache.afterLoad = f }

@@ -73,6 +73,8 @@ type principalCache struct {
 
 	wakeMu sync.Mutex
 	wake   chan struct{} // closed (and replaced) on every acknowledgement heard
+
+	afterLoad func() // tests: runs between a database read and its store
 }
 
 type cacheEntry struct {
@@ -224,6 +226,9 @@ func (db *DB) cachedPrincipal(ctx context.Context, c *principalCache, sessionID,
 	}
 	gen, ok := c.begin()
 	sess, user, err := load()
+	if c.afterLoad != nil {
+		c.afterLoad()
+	}
 	if err == nil && ok {
 		c.put(gen, key, &cacheEntry{session: sess, user: user, ids: []string{"s:" + sessionID, "u:" + userID}})
 	}
