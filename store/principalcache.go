@@ -261,7 +261,9 @@ func (db *DB) cacheChannel(ctx context.Context) (string, error) {
 
 // runCache keeps the cache's channel and lease until ctx ends, and gives the lease up then.
 func (db *DB) runCache(ctx context.Context, c *principalCache, joined func()) {
+	retry := 200 * time.Millisecond // doubled after each short-lived attempt, up to 5 s
 	for ctx.Err() == nil {
+		started := time.Now()
 		err := db.cacheSession(ctx, c, joined)
 		c.off()
 		if ctx.Err() != nil {
@@ -270,10 +272,14 @@ func (db *DB) runCache(ctx context.Context, c *principalCache, joined func()) {
 		if c.cfg.OnError != nil {
 			c.cfg.OnError(err)
 		}
+		if time.Since(started) > time.Minute {
+			retry = 200 * time.Millisecond
+		}
 		select {
 		case <-ctx.Done():
-		case <-time.After(200 * time.Millisecond):
+		case <-time.After(retry):
 		}
+		retry = min(2*retry, 5*time.Second)
 	}
 	// Leaving: nobody needs to wait for this instance any more.
 	bg, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
