@@ -179,6 +179,26 @@ func revocations() []revocation {
 			k := a.createAPIKey(t, p.AccessToken, "bot", nil)
 			return "", k.Secret, func() { a.setDisabled(t, admin.AccessToken, p.User.ID, true) }
 		}},
+		{"SessionExpiredByTime", "", func(t *testing.T, a *server) (string, string, func()) {
+			p := a.signedInUser(t, "alice")
+			ctx := context.Background()
+			user, err := a.DB.UserByID(ctx, p.User.ID)
+			if err != nil {
+				t.Fatal(err)
+			}
+			// A session that ends before its access token does (made directly, as no flow makes one).
+			now, id := a.Clock.Now(), uuid.Must(uuid.NewV7()).String()
+			if err := a.DB.CreateSession(ctx, &model.Session{ID: id, UserID: user.ID, RefreshHash: token.HashRefreshToken(id),
+				CreatedAt: now, LastUsedAt: now, ExpiresAt: now.Add(time.Minute)}); err != nil {
+				t.Fatal(err)
+			}
+			bearer, err := a.Tokens.Issue(user, id)
+			if err != nil {
+				t.Fatal(err)
+			}
+			// Nothing is written: the cached session's expiry is judged against the clock on every hit.
+			return bearer, "", func() { a.Clock.Advance(2 * time.Minute) }
+		}},
 		{"APIKeyExpiredByTime", "", func(t *testing.T, a *server) (string, string, func()) {
 			p := a.signedInUser(t, "alice")
 			k := a.createAPIKey(t, p.AccessToken, "bot", nil)
