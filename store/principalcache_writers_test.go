@@ -21,8 +21,8 @@ var (
 	// rawWrite finds SQL text that changes rows of a principal table.
 	rawWrite = regexp.MustCompile(`(?is)\b(update|delete\s+from|truncate(\s+table)?|insert\s+into)\s+"?(sessions|users|api_keys)\b`)
 	// builderTarget finds the table a Bun update or delete names, when it names one we know.
-	builderTarget  = regexp.MustCompile(`Model\(\(\*(model\.)?\w+\)\(nil\)\)|Table\("\w+"\)|ModelTableExpr\("\w+`)
-	principalModel = regexp.MustCompile(`Model\(\(\*model\.(Session|User|APIKey)\)\(nil\)\)|Table\("(sessions|users|api_keys)"\)|ModelTableExpr\("(sessions|users|api_keys)\b`)
+	builderTarget  = regexp.MustCompile(`Model\(\(\*(model\.)?\w+\)\(nil\)\)|Table\("\w+"\)|(Model)?TableExpr\("\w+`)
+	principalModel = regexp.MustCompile(`Model\(\(\*model\.(Session|User|APIKey)\)\(nil\)\)|Table\("(sessions|users|api_keys)"\)|(Model)?TableExpr\("(sessions|users|api_keys)\b`)
 )
 
 // TestPrincipalCache_EveryWriterOfAPrincipalRowRunsInATx reads store's source: every statement
