@@ -132,6 +132,7 @@ type services struct {
 	gql       *graph.Handler
 	metrics   *prometheus.Registry
 	listen    func(ctx context.Context, connected func()) // the event listener (graph.WireEvents)
+	cache     func(ctx context.Context, joined func())    // the principal cache's lease and channel, or nil
 	close     func()
 }
 
@@ -244,6 +245,14 @@ func build(ctx context.Context, cfg config.Config, db *store.DB, log *slog.Logge
 		return fail(err)
 	}
 	s.listen = graph.WireEvents(db, events, s.keys, s.gql.Sockets, log)
+	if cfg.PrincipalCache {
+		s.cache, err = db.CachePrincipals(store.CacheConfig{OnError: func(err error) {
+			log.Warn("principal cache off until its channel is back", "err", err)
+		}})
+		if err != nil {
+			return fail(err)
+		}
+	}
 	return s, nil
 }
 
@@ -330,6 +339,9 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger, handler htt
 	}
 	go sweep(ctx, s.account, log)
 	go s.listen(ctx, nil)
+	if s.cache != nil {
+		go s.cache(ctx, func() { log.Info("principal cache serving") })
+	}
 	if s.keys != nil {
 		go s.keys.Run(ctx, s.account.RotateSigningKeyIfDue)
 	}

@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"gqlauth/model"
+	"gqlauth/store"
 )
 
 // A WebSocket authenticates in its connection_init payload and then lives for hours. What it
@@ -92,8 +93,10 @@ func TokenExpiry(ctx context.Context) time.Time {
 
 // Recheck authenticates the request or socket in ctx again, from scratch: the token is verified
 // again (its key may have been revoked) and the session, key and user are read again from the
-// database.
+// database — never from the principal cache: the event that prompts a re-check may arrive before
+// the cache's own invalidation does.
 func (s *Service) Recheck(ctx context.Context) (*Principal, error) {
+	ctx = store.Uncached(ctx)
 	ra := fromContext(ctx)
 	if ra == nil {
 		return s.Authenticate(ctx)

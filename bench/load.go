@@ -31,6 +31,10 @@ type result struct {
 	// CPUPerRequestUs is the whole process's CPU time (server, recipe and load generator) per
 	// request: unlike req/s and latency, it hardly moves when other processes compete for the cores.
 	CPUPerRequestUs float64 `json:"cpuPerRequestUs,omitempty"`
+	// QueriesPerRequest is the in-process server's database queries per request (the principal
+	// cache makes it ~0 for guarded reads).
+	QueriesPerRequest *float64 `json:"queriesPerRequest,omitempty"`
+	queries           int64
 
 	latencies []time.Duration // sorted
 	elapsed   time.Duration
@@ -42,6 +46,7 @@ func (r *result) merge(o *result) {
 	r.latencies = append(r.latencies, o.latencies...)
 	r.elapsed += o.elapsed
 	r.cpu += o.cpu
+	r.queries += o.queries
 	for k, v := range o.Errors {
 		if r.Errors == nil {
 			r.Errors = map[string]int64{}
@@ -62,6 +67,10 @@ func (r *result) summarize() {
 	}
 	r.Requests = len(r.latencies)
 	r.RequestsPerSec = float64(r.Requests) / r.elapsed.Seconds()
+	if r.QueriesPerRequest != nil && r.Requests > 0 {
+		q := float64(r.queries) / float64(r.Requests)
+		r.QueriesPerRequest = &q
+	}
 	r.P50Ms, r.P95Ms, r.P99Ms, r.P999Ms, r.MaxMs = pct(0.50), pct(0.95), pct(0.99), pct(0.999), pct(1)
 	if r.Requests > 0 {
 		r.CPUPerRequestUs = float64(r.cpu.Microseconds()) / float64(r.Requests)
@@ -96,6 +105,7 @@ func (env *environment) load(ctx context.Context, name string, users []*virtualU
 		}()
 	}
 	start, cpu := time.Now(), processCPU()
+	queriesBefore := env.queries.n.Load()
 	for _, vu := range users {
 		wg.Add(1)
 		go func() {
@@ -114,6 +124,10 @@ func (env *environment) load(ctx context.Context, name string, users []*virtualU
 	}
 	wg.Wait()
 	res.elapsed, res.cpu = time.Since(start), processCPU()-cpu
+	if env.db != nil {
+		res.queries = env.queries.n.Load() - queriesBefore
+		res.QueriesPerRequest = new(float64)
+	}
 	res.latencies, res.Errors = all.latencies, all.errs
 	res.summarize()
 	if watchRSS {

@@ -43,6 +43,7 @@ func main() {
 		accessLog   = flag.String("access-log", "all", "ACCESS_LOG of the in-process server: all, errors or off")
 		logFile     = flag.String("log-file", "/dev/null", "where the in-process server writes its log (a real file, so each write costs what it costs the server; 'discard' formats lines and writes nothing)")
 		scaleN      = flag.Int("scale-users", 100_000, "-scale: how many users to seed (ten sessions each)")
+		noCache     = flag.Bool("no-principal-cache", false, "run the in-process Postgres server with PRINCIPAL_CACHE=false (the cache is on by default, as in server.go)")
 		rounds      = flag.Int("rounds", 1, "split each scenario's duration into this many rounds, interleaved with the other scenarios' (fairer ratios on a noisy machine)")
 	)
 	flag.Parse()
@@ -58,6 +59,7 @@ func main() {
 	scaleUsers = max(*scaleN, 1)
 	defaultAccessLog = graph.AccessLog(*accessLog)
 	logPath = *logFile
+	principalCache = !*noCache
 	if err := run(*scenario, *concurrency, *duration, *rounds, *open, *scale, *target, *databaseURL, *cost, *jsonOut); err != nil {
 		pprof.StopCPUProfile()
 		fmt.Fprintln(os.Stderr, "bench:", err)
@@ -67,7 +69,7 @@ func main() {
 
 func run(scenario string, c int, d time.Duration, rounds int, open float64, scale bool, target, databaseURL string, cost int, jsonOut string) error {
 	ctx := context.Background()
-	env := &environment{concurrency: c, cost: cost, accessLog: defaultAccessLog}
+	env := &environment{concurrency: c, cost: cost, accessLog: defaultAccessLog, principalCache: principalCache}
 	if target == "" {
 		stop, err := env.startServer(ctx, databaseURL)
 		if err != nil {
@@ -186,6 +188,9 @@ var defaultAccessLog = graph.AccessLogAll
 
 // logPath is -log-file.
 var logPath = "/dev/null"
+
+// principalCache is -no-principal-cache's opposite.
+var principalCache = true
 
 // comparedScenarios are the ones whose ratios are targets; they run interleaved in rounds.
 var comparedScenarios = []string{"ceiling", "recipe-typename", "typename", "recipe-me", "me", "me-wide", "recipe-me-wide"}

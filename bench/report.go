@@ -26,6 +26,9 @@ func (r *result) print() {
 	if r.RSSAt10sMB > 0 {
 		fmt.Printf("  rss@10s %.0f MB, end %.0f MB", r.RSSAt10sMB, r.RSSEndMB)
 	}
+	if r.QueriesPerRequest != nil {
+		fmt.Printf("  db queries/req %.3f", *r.QueriesPerRequest)
+	}
 	if r.TargetRate > 0 {
 		fmt.Printf("  (open loop at %.0f req/s)", r.TargetRate)
 	}

@@ -4,6 +4,7 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -13,11 +14,13 @@ import (
 	"runtime/debug"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/uptrace/bun"
 
 	"gqlauth/account"
 	"gqlauth/graph"
@@ -34,15 +37,19 @@ type environment struct {
 	base        string
 	client      *http.Client
 	db          *store.DB // in-process only: for the ceiling handler
-	recipe      bool      // the recipe's handler is served at /recipe (Postgres only)
-	dsn         string    // the in-process server's Postgres URL, schema included
-	svc         *account.Service
-	tokens      *token.Tokens
-	scale       *scaleData // -scale: the seeded population
-	accessLog   graph.AccessLog
-	passwords   *account.Passwords
-	users       []*virtualUser
-	mu          sync.Mutex
+	// principalCache runs the in-process Postgres server with the principal cache, as server.go
+	// does by default; queries counts its database queries (each result's queries per request).
+	principalCache bool
+	queries        queryCount
+	recipe         bool   // the recipe's handler is served at /recipe (Postgres only)
+	dsn            string // the in-process server's Postgres URL, schema included
+	svc            *account.Service
+	tokens         *token.Tokens
+	scale          *scaleData // -scale: the seeded population
+	accessLog      graph.AccessLog
+	passwords      *account.Passwords
+	users          []*virtualUser
+	mu             sync.Mutex
 }
 
 type virtualUser struct {
@@ -90,6 +97,7 @@ func (env *environment) startServer(ctx context.Context, databaseURL string) (fu
 		return nil, err
 	}
 	env.db = db
+	db.AddQueryHook(&env.queries)
 	secret := []byte(token.NewSecret())
 	tokens, err := token.NewTokens(token.TokenConfig{Secret: secret, Issuer: "gqlauth", Audience: "gqlauth", TTL: 15 * time.Minute})
 	if err != nil {
@@ -136,7 +144,7 @@ func (env *environment) startServer(ctx context.Context, databaseURL string) (fu
 	mux.HandleFunc("/ceiling", func(w http.ResponseWriter, r *http.Request) {
 		// What any server must pay per guarded request: the directive's user/session query on the
 		// same store and pool, and a small JSON body. No GraphQL, no JWT.
-		sess, user, err := db.Principal(r.Context(), r.Header.Get("X-Session"), r.Header.Get("X-User"))
+		sess, user, err := db.Principal(store.Uncached(r.Context()), r.Header.Get("X-Session"), r.Header.Get("X-User"))
 		if err != nil || !sess.Live(time.Now()) || user.Disabled {
 			http.Error(w, `{"errors":[{"message":"ceiling query failed","extensions":{"code":"INTERNAL_SERVER_ERROR"}}]}`, 500)
 			return
@@ -151,7 +159,27 @@ func (env *environment) startServer(ctx context.Context, databaseURL string) (fu
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	go srv.Serve(ln)
 	env.base = "http://" + ln.Addr().String()
+	stopCache := func() {}
+	if env.principalCache && db.IsPostgres() {
+		run, err := db.CachePrincipals(store.CacheConfig{})
+		if err != nil {
+			return nil, err
+		}
+		var cacheCtx context.Context
+		cacheCtx, stopCache = context.WithCancel(ctx)
+		joined := make(chan struct{})
+		var once sync.Once
+		go run(cacheCtx, func() { once.Do(func() { close(joined) }) })
+		select {
+		case <-joined:
+		case <-time.After(10 * time.Second):
+			stopCache()
+			srv.Close()
+			return nil, fmt.Errorf("the principal cache did not start serving")
+		}
+	}
 	return func() {
+		stopCache()
 		srv.Close()
 		if pool != nil {
 			pool.Close()
@@ -160,6 +188,12 @@ func (env *environment) startServer(ctx context.Context, databaseURL string) (fu
 		cleanup()
 	}, nil
 }
+
+// queryCount counts the in-process server's database queries (a bun.QueryHook).
+type queryCount struct{ n atomic.Int64 }
+
+func (c *queryCount) BeforeQuery(ctx context.Context, _ *bun.QueryEvent) context.Context { return ctx }
+func (c *queryCount) AfterQuery(context.Context, *bun.QueryEvent)                        { c.n.Add(1) }
 
 // teeHandler formats every record with all (what the server pays) and shows warnings and errors
 // with loud, so that a run that goes wrong says why.

@@ -75,6 +75,10 @@ type Config struct {
 	ReauthWindow       time.Duration // how recent a sign-in sensitive operations need (REAUTH_WINDOW)
 	Mail               Mail
 	Passkeys           Passkeys
+
+	// PrincipalCache answers guarded requests' principals from memory with strict revocation
+	// (docs/principal-cache.md): on by default with Postgres, impossible with SQLite.
+	PrincipalCache bool
 }
 
 // Load reads and validates the configuration. Its error is one line naming the variable.
@@ -230,6 +234,15 @@ func Load(getenv func(string) string) (Config, error) {
 	cfg.KeyPublishDelay = cfg.JWKSMaxAge
 	if getenv("JWT_KEY_PUBLISH_DELAY") != "" {
 		cfg.KeyPublishDelay = duration("JWT_KEY_PUBLISH_DELAY", "")
+	}
+	// The principal cache's guarantee needs the invalidation channel of Postgres: another process
+	// sharing an SQLite file could not tell this one what it changed.
+	principalCache := "false"
+	if cfg.DatabaseURL != "" {
+		principalCache = "true"
+	}
+	if cfg.PrincipalCache = boolean("PRINCIPAL_CACHE", principalCache); cfg.PrincipalCache && cfg.DatabaseURL == "" {
+		errs = append(errs, errors.New("PRINCIPAL_CACHE: needs DATABASE_URL (Postgres); with the embedded SQLite database it is off"))
 	}
 	if cfg.JWTAlg != "HS256" && !token.IsAsymmetric(cfg.JWTAlg) {
 		errs = append(errs, fmt.Errorf("JWT_ALG: %q must be HS256, ES256, EdDSA or RS256", cfg.JWTAlg))

@@ -322,3 +322,36 @@ func TestLoadConfig_Passkeys(t *testing.T) {
 		})
 	}
 }
+
+func TestLoadConfig_PrincipalCacheOnByDefaultOnlyWithPostgres(t *testing.T) {
+	secret := strings.Repeat("s", 32)
+	postgres := []string{"DATABASE_URL", "postgres://localhost/db", "JWT_SECRET", secret}
+	cases := []struct {
+		name    string
+		env     []string
+		want    bool
+		refused bool
+	}{
+		{"EmbeddedDatabase", nil, false, false},
+		{"Postgres", postgres, true, false},
+		{"PostgresTurnedOff", append(postgres, "PRINCIPAL_CACHE", "false"), false, false},
+		{"EmbeddedTurnedOn", []string{"PRINCIPAL_CACHE", "true"}, false, true},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			cfg, err := config.Load(env(c.env...))
+			if c.refused {
+				if err == nil || !strings.Contains(err.Error(), "PRINCIPAL_CACHE") {
+					t.Fatalf("want PRINCIPAL_CACHE refused, got %v", err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if cfg.PrincipalCache != c.want {
+				t.Fatalf("PrincipalCache = %v, want %v", cfg.PrincipalCache, c.want)
+			}
+		})
+	}
+}

@@ -221,12 +221,29 @@ func TestAPIKey_OneQueryPerRequest(t *testing.T) {
 		s := newServer(t, kind)
 		alice := s.signedInUser(t, "alice")
 		k := s.createAPIKey(t, alice.AccessToken, "bot", nil)
-		s.withKey(t, k.Secret, `{ me { id } }`) // records lastUsedAt (at most once a minute)
-		time.Sleep(50 * time.Millisecond)
-		s.Queries.n.Store(0)
-		s.withKey(t, k.Secret, `{ me { id } a: me { id } b: me { username } }`)
-		if got := s.Queries.n.Load(); got != 1 {
-			t.Fatalf("%d queries, want 1", got)
+		s.withKey(t, k.Secret, `{ me { id } }`) // records lastUsedAt (at most once a minute), in the background
+		for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+			if rows, err := s.DB.DumpTable(context.Background(), "api_keys"); err == nil && rows[0]["last_used_at"] != "" {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatal("lastUsedAt was not recorded")
+			}
+		}
+		// The recording's transaction may still be finishing (its commit, on Postgres its wait for
+		// the principal caches): a query of it counted in the window is not the request's, so the
+		// measurement is taken again, a few times at most, on a loaded machine.
+		for try := 0; ; try++ {
+			s.Queries.n.Store(0)
+			s.withKey(t, k.Secret, `{ me { id } a: me { id } b: me { username } }`)
+			got := s.Queries.n.Load()
+			if got <= 1 { // 0 when the principal cache answers
+				break
+			}
+			if try == 5 {
+				t.Fatalf("%d queries, want at most 1", got)
+			}
+			time.Sleep(100 * time.Millisecond)
 		}
 	})
 }

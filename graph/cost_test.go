@@ -136,8 +136,9 @@ func TestIdentities_AdminPageOfManyUsersCostsOneIdentityQuery(t *testing.T) {
 			t.Run(c.name, func(t *testing.T) {
 				s.Queries.n.Store(0)
 				r := s.query(t, admin.AccessToken, c.query, nil)
-				if got := s.Queries.n.Load(); got < 1+c.queries || got > 1+c.queries+c.waves {
-					t.Fatalf("%d database queries, want %d (up to %d more)", got, 1+c.queries, c.waves)
+				// The caller's one may be answered by the principal cache.
+				if got := s.Queries.n.Load(); got < c.queries || got > 1+c.queries+c.waves {
+					t.Fatalf("%d database queries, want %d (up to %d more, one fewer from the principal cache)", got, 1+c.queries, c.waves)
 				}
 				// Every user's own identities, none mixed up: user%03d with an even number has corp.
 				linked := 0
@@ -227,7 +228,7 @@ func TestComplexity_ReviewRequestIsRefusedBeforeItRuns(t *testing.T) {
 		if len(r.Data) != 6 {
 			t.Fatalf("six aliases: %d fields", len(r.Data))
 		}
-		if n := s.Queries.n.Load(); n != 1+6*2+1 {
+		if n := s.Queries.n.Load(); n != 1+6*2+1 && n != 6*2+1 { // the caller's may come from the principal cache
 			t.Fatalf("six aliases: %d database queries, want %d", n, 1+6*2+1)
 		}
 	})

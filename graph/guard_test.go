@@ -221,13 +221,13 @@ func TestAuth_OneQueryPerRequest(t *testing.T) {
 
 		s.Queries.n.Store(0)
 		s.query(t, admin.AccessToken, `{ me { id } a: me { username } b: me { role } c: me { createdAt } }`, nil)
-		if got := s.Queries.n.Load(); got != 1 {
-			t.Fatalf("four guarded fields: %d queries, want 1", got)
+		if got := s.Queries.n.Load(); got > 1 { // 0 when the principal cache answers
+			t.Fatalf("four guarded fields: %d queries, want at most 1", got)
 		}
 		s.Queries.n.Store(0)
 		s.query(t, admin.AccessToken, `{ me { id } users { id } again: users(limit: 1) { id } }`, nil)
-		if got := s.Queries.n.Load(); got != 3 { // one for auth, one per users field
-			t.Fatalf("me + 2×users: %d queries, want 3", got)
+		if got := s.Queries.n.Load(); got < 2 || got > 3 { // at most one for auth, one per users field
+			t.Fatalf("me + 2×users: %d queries, want 2 or 3", got)
 		}
 	})
 }

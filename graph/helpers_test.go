@@ -89,6 +89,8 @@ type serverOptions struct {
 	mail          func(t testing.TB, db *store.DB) account.MailConfig // nil: no mail
 	mailTweaks    []func(*account.MailConfig)
 	mfa           account.MFAConfig
+	noCache       bool // the principal cache off (it is on with Postgres)
+	cache         store.CacheConfig
 }
 
 // withMailConfig changes the mail configuration (SIGN_IN_CODE_TTL, EMAIL_VERIFICATION_REQUIRED…).
@@ -97,6 +99,9 @@ func withMailConfig(f func(*account.MailConfig)) option {
 }
 
 type option func(*serverOptions)
+
+// withoutPrincipalCache reads every principal from the database, as PRINCIPAL_CACHE=false does.
+func withoutPrincipalCache() option { return func(o *serverOptions) { o.noCache = true } }
 
 func withBcryptCost(c int) option                  { return func(o *serverOptions) { o.cost = c } }
 func withSignupDisabled() option                   { return func(o *serverOptions) { o.signup = false } }
@@ -251,6 +256,31 @@ func newServerOn(t testing.TB, db *store.DB, clk *clock, opts ...option) *server
 		case <-listening:
 		case <-time.After(10 * time.Second):
 			t.Fatal("the event listener did not connect")
+		}
+		if !o.noCache {
+			// As server.go runs it (PRINCIPAL_CACHE on by default with Postgres): serving from
+			// memory before the test's first request.
+			run, err := db.CachePrincipals(store.CacheConfig{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			joined := make(chan struct{}, 1)
+			done := make(chan struct{})
+			go func() {
+				defer close(done)
+				run(ctx, func() {
+					select {
+					case joined <- struct{}{}:
+					default:
+					}
+				})
+			}()
+			t.Cleanup(func() { cancel(); <-done })
+			select {
+			case <-joined:
+			case <-time.After(10 * time.Second):
+				t.Fatal("the principal cache did not start serving")
+			}
 		}
 	}
 	return &server{URL: ts.URL, DB: db, Clock: clk, Queries: counter, Service: svc, Keys: keys, Tokens: tokens}

@@ -50,8 +50,8 @@ func TestLists_SizeZeroAnswersNothingAndNegativeIsBadInput(t *testing.T) {
 						t.Fatalf("users: %s, want []", r.Data["users"])
 					}
 				}
-				if n := s.Queries.n.Load(); n != 1 { // the caller's, and nothing more
-					t.Fatalf("%d database queries, want 1", n)
+				if n := s.Queries.n.Load(); n > 1 { // the caller's (0 from the principal cache), and nothing more
+					t.Fatalf("%d database queries, want at most 1", n)
 				}
 			})
 		}

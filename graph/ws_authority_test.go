@@ -348,8 +348,8 @@ func TestSocket_EachOperationLoadsItsPrincipalWithOneQuery(t *testing.T) {
 				if len(rs) != 1 || len(rs[0].Errors) != 0 {
 					t.Fatalf("me: %+v", rs)
 				}
-				if got := s.Queries.n.Load(); got != 1 {
-					t.Fatalf("operation %d: %d queries, want 1", i, got)
+				if got := s.Queries.n.Load(); got > 1 { // 0 when the principal cache answers
+					t.Fatalf("operation %d: %d queries, want at most 1", i, got)
 				}
 			}
 		})
@@ -368,8 +368,8 @@ func TestSocket_EachOperationLoadsItsPrincipalWithOneQuery(t *testing.T) {
 				if len(rs) != 1 || len(rs[0].Errors) != 0 {
 					t.Fatalf("free-form me as an admin: %+v", rs)
 				}
-				if got := s.Queries.n.Load(); got != 1 {
-					t.Fatalf("operation %d: %d queries, want 1", i, got)
+				if got := s.Queries.n.Load(); got > 1 { // 0 when the principal cache answers
+					t.Fatalf("operation %d: %d queries, want at most 1", i, got)
 				}
 			}
 		})

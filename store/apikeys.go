@@ -4,6 +4,8 @@ import (
 	"context"
 	"time"
 
+	"github.com/uptrace/bun"
+
 	"gqlauth/model"
 )
 
@@ -21,13 +23,27 @@ type apiKeyWithUser struct {
 // APIKeyPrincipal loads the key with the given secret hash and its owner in one query: the whole
 // database cost of authenticating a request made with an API key.
 func (db *DB) APIKeyPrincipal(ctx context.Context, secretHash string) (*model.APIKey, *model.User, error) {
+	if c := db.cacheFor(ctx); c != nil {
+		return db.cachedKeyPrincipal(ctx, c, secretHash, func() (*model.APIKey, *model.User, error) {
+			return db.apiKeyPrincipal(ctx, secretHash)
+		})
+	}
+	return db.apiKeyPrincipal(ctx, secretHash)
+}
+
+func (db *DB) apiKeyPrincipal(ctx context.Context, secretHash string) (*model.APIKey, *model.User, error) {
 	var row apiKeyWithUser
-	err := db.idb.NewSelect().Model(&row).ModelTableExpr("api_keys AS api_key").Relation("User").
-		Where("api_key.secret_hash = ?", secretHash).Scan(ctx)
+	err := db.apiKeyPrincipalQuery(&row, secretHash).Scan(ctx)
 	if err != nil {
 		return nil, nil, wrap(err, "APIKeyPrincipal")
 	}
 	return &row.APIKey, row.User, nil
+}
+
+// apiKeyPrincipalQuery selects the key with the secret hash, with its owner, into row.
+func (db *DB) apiKeyPrincipalQuery(row *apiKeyWithUser, secretHash string) *bun.SelectQuery {
+	return db.idb.NewSelect().Model(row).ModelTableExpr("api_keys AS api_key").Relation("User").
+		Where("api_key.secret_hash = ?", secretHash)
 }
 
 // LiveAPIKeys returns the user's keys that are neither revoked nor expired, newest first.
@@ -54,36 +70,48 @@ func (db *DB) DeleteDeadAPIKeys(ctx context.Context, before time.Time, limit int
 	if noRows(limit) {
 		return 0, nil
 	}
-	dead := db.idb.NewSelect().Model((*model.APIKey)(nil)).Column("id").
-		Where("expires_at < ? OR revoked_at < ?", before, before).Limit(int64(limit))
-	res, err := db.idb.NewDelete().Model((*model.APIKey)(nil)).Where("id IN (?)", dead).Exec(ctx)
-	if err != nil {
-		return 0, wrap(err, "DeleteDeadAPIKeys")
-	}
-	n, _ := res.RowsAffected()
-	return int(n), nil
+	var n int64
+	err := db.Transact(ctx, func(tx *Tx) error {
+		dead := tx.idb.NewSelect().Model((*model.APIKey)(nil)).Column("id").
+			Where("expires_at < ? OR revoked_at < ?", before, before).Limit(int64(limit))
+		res, err := tx.idb.NewDelete().Model((*model.APIKey)(nil)).Where("id IN (?)", dead).Exec(ctx)
+		if err == nil {
+			n, _ = res.RowsAffected()
+		}
+		return err
+	})
+	return int(n), wrap(err, "DeleteDeadAPIKeys")
 }
 
 // RevokeAPIKey revokes the user's key id and reports whether there was such a live key.
 func (db *DB) RevokeAPIKey(ctx context.Context, userID, id string, now time.Time) (bool, error) {
-	res, err := db.idb.NewUpdate().Model((*model.APIKey)(nil)).Set("revoked_at = ?", now).
-		Where("id = ?", id).Where("user_id = ?", userID).Where("revoked_at IS NULL").Exec(ctx)
-	if err != nil {
-		return false, wrap(err, "RevokeAPIKey")
-	}
-	n, _ := res.RowsAffected()
-	return n > 0, nil
+	var n int64
+	err := db.Transact(ctx, func(tx *Tx) error {
+		res, err := tx.idb.NewUpdate().Model((*model.APIKey)(nil)).Set("revoked_at = ?", now).
+			Where("id = ?", id).Where("user_id = ?", userID).Where("revoked_at IS NULL").Exec(ctx)
+		if err == nil {
+			n, _ = res.RowsAffected()
+		}
+		return err
+	})
+	return n > 0, wrap(err, "RevokeAPIKey")
 }
 
 // RevokeAllAPIKeys revokes every live key of the user.
 func (db *DB) RevokeAllAPIKeys(ctx context.Context, userID string, now time.Time) error {
-	_, err := db.idb.NewUpdate().Model((*model.APIKey)(nil)).Set("revoked_at = ?", now).
-		Where("user_id = ?", userID).Where("revoked_at IS NULL").Exec(ctx)
+	err := db.Transact(ctx, func(tx *Tx) error {
+		_, err := tx.idb.NewUpdate().Model((*model.APIKey)(nil)).Set("revoked_at = ?", now).
+			Where("user_id = ?", userID).Where("revoked_at IS NULL").Exec(ctx)
+		return err
+	})
 	return wrap(err, "RevokeAllAPIKeys")
 }
 
 // TouchAPIKey records that the key was used at now.
 func (db *DB) TouchAPIKey(ctx context.Context, id string, now time.Time) error {
-	_, err := db.idb.NewUpdate().Model((*model.APIKey)(nil)).Set("last_used_at = ?", now).Where("id = ?", id).Exec(ctx)
+	err := db.Transact(ctx, func(tx *Tx) error {
+		_, err := tx.idb.NewUpdate().Model((*model.APIKey)(nil)).Set("last_used_at = ?", now).Where("id = ?", id).Exec(ctx)
+		return err
+	})
 	return wrap(err, "TouchAPIKey")
 }

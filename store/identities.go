@@ -84,15 +84,17 @@ func (db *DB) UserByEmail(ctx context.Context, email string) (*model.User, error
 // SetFirstPassword gives a user without a password this one; ErrNotFound if the user has a
 // password already (or does not exist). One statement, so two at once cannot both succeed.
 func (db *DB) SetFirstPassword(ctx context.Context, id, hash string) error {
-	res, err := db.idb.NewUpdate().Model((*model.User)(nil)).Set("password_hash = ?", hash).
-		Where("id = ? AND password_hash = ''", id).Exec(ctx)
-	if err != nil {
-		return wrap(err, "SetFirstPassword")
-	}
-	if n, _ := res.RowsAffected(); n == 0 {
-		return ErrNotFound
-	}
-	return nil
+	return db.Transact(ctx, func(tx *Tx) error {
+		res, err := tx.idb.NewUpdate().Model((*model.User)(nil)).Set("password_hash = ?", hash).
+			Where("id = ? AND password_hash = ''", id).Exec(ctx)
+		if err != nil {
+			return wrap(err, "SetFirstPassword")
+		}
+		if n, _ := res.RowsAffected(); n == 0 {
+			return ErrNotFound
+		}
+		return nil
+	})
 }
 
 // CreateSignInFlow stores a flow between its start and its callback.

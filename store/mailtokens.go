@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"database/sql"
 	"strings"
 	"time"
 
@@ -47,13 +48,16 @@ func (db *DB) TakeMailToken(ctx context.Context, purpose, hash string) (*MailTok
 // SetEmailVerified marks the address of user id verified at now, if it still is email (ignoring
 // case), and reports whether it was.
 func (db *DB) SetEmailVerified(ctx context.Context, id, email string, now time.Time) (bool, error) {
-	res, err := db.idb.NewUpdate().Table("users").Set("email_verified_at = ?", now).
-		Where("id = ?", id).Where("lower(email) = lower(?)", email).Exec(ctx)
-	if err != nil {
-		return false, wrap(err, "SetEmailVerified")
-	}
-	n, _ := res.RowsAffected()
-	return n == 1, nil
+	var n int64
+	err := db.Transact(ctx, func(tx *Tx) error {
+		res, err := tx.idb.NewUpdate().Table("users").Set("email_verified_at = ?", now).
+			Where("id = ?", id).Where("lower(email) = lower(?)", email).Exec(ctx)
+		if err == nil {
+			n, _ = res.RowsAffected()
+		}
+		return err
+	})
+	return n == 1, wrap(err, "SetEmailVerified")
 }
 
 // DeleteExpiredMailTokens deletes up to limit tokens that expired before before.
@@ -75,8 +79,12 @@ func (db *DB) LiveMailToken(ctx context.Context, userID, purpose string, now tim
 // holds (ignoring case) is a BAD_USER_INPUT *model.Error on newEmail: the unique index decides,
 // so an account that took the address a moment ago wins and nothing is written here.
 func (db *DB) ChangeEmail(ctx context.Context, id, email string, now time.Time) error {
-	res, err := db.idb.NewUpdate().Table("users").Set("email = ?", email).Set("email_verified_at = ?", now).
-		Where("id = ?", id).Exec(ctx)
+	var res sql.Result
+	err := db.Transact(ctx, func(tx *Tx) (err error) {
+		res, err = tx.idb.NewUpdate().Table("users").Set("email = ?", email).Set("email_verified_at = ?", now).
+			Where("id = ?", id).Exec(ctx)
+		return err
+	})
 	if index := uniqueViolation(err); strings.Contains(index, "users_email") {
 		return model.BadInput("newEmail", "another account took this address in the meantime")
 	}

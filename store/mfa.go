@@ -13,10 +13,12 @@ import (
 // SetSessionAuth records that session id (re)authenticated at now: its level becomes aal (callers
 // only ever raise it) and its methods amr.
 func (db *DB) SetSessionAuth(ctx context.Context, id string, aal model.AuthLevel, amr string, now time.Time) error {
-	_, err := db.idb.NewUpdate().Model((*model.Session)(nil)).
-		Set("aal = ?", aal).Set("amr = ?", amr).Set("auth_time = ?", now).
-		Where("id = ?", id).Exec(ctx)
-	return wrap(err, "SetSessionAuth")
+	return wrap(db.Transact(ctx, func(tx *Tx) error {
+		_, err := tx.idb.NewUpdate().Model((*model.Session)(nil)).
+			Set("aal = ?", aal).Set("amr = ?", amr).Set("auth_time = ?", now).
+			Where("id = ?", id).Exec(ctx)
+		return err
+	}), "SetSessionAuth")
 }
 
 // RecountFactors sets the user's factor count (users.mfa_factors) from the factor tables and
@@ -25,10 +27,13 @@ func (db *DB) SetSessionAuth(ctx context.Context, id string, aal model.AuthLevel
 // change of the user's factors committed, so concurrent changes on any instance never leave a
 // stale count.
 func (db *DB) RecountFactors(ctx context.Context, userID string) (int, error) {
-	_, err := db.idb.NewUpdate().Model((*model.User)(nil)).
-		Set(`mfa_factors = (SELECT count(*) FROM totp_factors WHERE user_id = ? AND confirmed_at IS NOT NULL)
+	err := db.Transact(ctx, func(tx *Tx) error {
+		_, err := tx.idb.NewUpdate().Model((*model.User)(nil)).
+			Set(`mfa_factors = (SELECT count(*) FROM totp_factors WHERE user_id = ? AND confirmed_at IS NOT NULL)
 			+ (SELECT count(*) FROM webauthn_credentials WHERE user_id = ?)`, userID, userID).
-		Where("id = ?", userID).Exec(ctx)
+			Where("id = ?", userID).Exec(ctx)
+		return err
+	})
 	if err != nil {
 		return 0, wrap(err, "RecountFactors")
 	}

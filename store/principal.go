@@ -58,6 +58,11 @@ func (db *DB) principalStmt(ctx context.Context) (*sql.Stmt, error) {
 // a request. Whether the session is live and the user enabled is for the caller to judge. It runs
 // on the pool, never inside a transaction.
 func (db *DB) Principal(ctx context.Context, sessionID, userID string) (*model.Session, *model.User, error) {
+	if c := db.cacheFor(ctx); c != nil {
+		return db.cachedPrincipal(ctx, c, sessionID, userID, func() (*model.Session, *model.User, error) {
+			return db.principalPG(ctx, sessionID, userID)
+		})
+	}
 	if db.hotPool != nil {
 		return db.principalPG(ctx, sessionID, userID)
 	}

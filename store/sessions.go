@@ -52,10 +52,13 @@ func (db *DB) lockSession(ctx context.Context, op, where string, args ...any) (*
 // next, remembering the retired one and when it was retired, and counting the rotation.
 func (db *DB) RotateRefreshToken(ctx context.Context, s *model.Session, next string, now time.Time) error {
 	retired := s.RefreshHash
-	_, err := db.idb.NewUpdate().Model((*model.Session)(nil)).
-		Set("previous_hash = ?", retired).Set("refresh_hash = ?", next).
-		Set("rotated_at = ?", now).Set("last_used_at = ?", now).Set("generation = generation + 1").
-		Where("id = ?", s.ID).Exec(ctx)
+	err := db.Transact(ctx, func(tx *Tx) error {
+		_, err := tx.idb.NewUpdate().Model((*model.Session)(nil)).
+			Set("previous_hash = ?", retired).Set("refresh_hash = ?", next).
+			Set("rotated_at = ?", now).Set("last_used_at = ?", now).Set("generation = generation + 1").
+			Where("id = ?", s.ID).Exec(ctx)
+		return err
+	})
 	if err != nil {
 		return wrap(err, "RotateRefreshToken")
 	}
@@ -76,20 +79,23 @@ const (
 // RevokeSessions revokes live sessions of userID, relative to sessionID as scope says, and
 // returns how many it revoked.
 func (db *DB) RevokeSessions(ctx context.Context, userID, sessionID string, scope RevokeScope, now time.Time) (int, error) {
-	q := db.idb.NewUpdate().Model((*model.Session)(nil)).Set("revoked_at = ?", now).
-		Where("user_id = ?", userID).Where("revoked_at IS NULL")
-	switch scope {
-	case RevokeOne:
-		q = q.Where("id = ?", sessionID)
-	case RevokeOthers:
-		q = q.Where("id <> ?", sessionID)
-	}
-	res, err := q.Exec(ctx)
-	if err != nil {
-		return 0, wrap(err, "RevokeSessions")
-	}
-	n, _ := res.RowsAffected()
-	return int(n), nil
+	var n int64
+	err := db.Transact(ctx, func(tx *Tx) error {
+		q := tx.idb.NewUpdate().Model((*model.Session)(nil)).Set("revoked_at = ?", now).
+			Where("user_id = ?", userID).Where("revoked_at IS NULL")
+		switch scope {
+		case RevokeOne:
+			q = q.Where("id = ?", sessionID)
+		case RevokeOthers:
+			q = q.Where("id <> ?", sessionID)
+		}
+		res, err := q.Exec(ctx)
+		if err == nil {
+			n, _ = res.RowsAffected()
+		}
+		return err
+	})
+	return int(n), wrap(err, "RevokeSessions")
 }
 
 // LiveSessions returns the user's sessions that are neither revoked nor expired, newest first.
@@ -108,12 +114,15 @@ func (db *DB) DeleteDeadSessions(ctx context.Context, expiredBefore, revokedBefo
 	if noRows(limit) {
 		return 0, nil
 	}
-	dead := db.idb.NewSelect().Model((*model.Session)(nil)).Column("id").
-		Where("expires_at < ? OR revoked_at < ?", expiredBefore, revokedBefore).Limit(int64(limit))
-	res, err := db.idb.NewDelete().Model((*model.Session)(nil)).Where("id IN (?)", dead).Exec(ctx)
-	if err != nil {
-		return 0, wrap(err, "DeleteDeadSessions")
-	}
-	n, _ := res.RowsAffected()
-	return int(n), nil
+	var n int64
+	err := db.Transact(ctx, func(tx *Tx) error {
+		dead := tx.idb.NewSelect().Model((*model.Session)(nil)).Column("id").
+			Where("expires_at < ? OR revoked_at < ?", expiredBefore, revokedBefore).Limit(int64(limit))
+		res, err := tx.idb.NewDelete().Model((*model.Session)(nil)).Where("id IN (?)", dead).Exec(ctx)
+		if err == nil {
+			n, _ = res.RowsAffected()
+		}
+		return err
+	})
+	return int(n), wrap(err, "DeleteDeadSessions")
 }

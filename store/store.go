@@ -55,6 +55,8 @@ type DB struct {
 	listenConfig *pgx.ConnConfig
 	// hotPool runs the one query of every guarded request on Postgres (see principal.go).
 	hotPool *pgxpool.Pool
+	// cache is the principal cache, nil when it is off (see principalcache.go).
+	cache *principalCache
 }
 
 // HotPoolSize is how many connections the principal query may hold at once (besides the 32 of
@@ -186,16 +188,29 @@ func (db *DB) Transact(ctx context.Context, fn func(tx *Tx) error) error {
 	if _, inTx := db.idb.(bun.Tx); inTx {
 		return fn(&Tx{db})
 	}
-	var committed []func()
+	var (
+		committed []func()
+		barrier   int64
+	)
 	err := db.root.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
-		return fn(&Tx{&DB{root: db.root, idb: tx, pg: db.pg, hooks: db.hooks, hot: db.hot, sinks: db.sinks, committed: &committed, listenConfig: db.listenConfig, hotPool: db.hotPool}})
-	})
-	if err == nil {
-		for _, f := range committed {
-			f()
+		err := fn(&Tx{&DB{root: db.root, idb: tx, pg: db.pg, hooks: db.hooks, hot: db.hot, sinks: db.sinks, committed: &committed, listenConfig: db.listenConfig, hotPool: db.hotPool, cache: db.cache}})
+		if err == nil && db.pg {
+			// The last statement before COMMIT: if a trigger saw a principal's row change, the
+			// barrier that instances caching principals acknowledge (docs/principal-cache.md).
+			err = wrap(tx.QueryRowContext(ctx, "SELECT gqlauth_cache_commit()").Scan(&barrier), "Transact: cache barrier")
 		}
+		return err
+	})
+	if err != nil {
+		return err
 	}
-	return err
+	for _, f := range committed {
+		f()
+	}
+	if barrier > 0 {
+		return db.awaitBarrier(ctx, barrier)
+	}
+	return nil
 }
 
 // afterCommit runs f once the transaction db belongs to has committed, never if it rolls back;
@@ -251,13 +266,18 @@ func (db *DB) deleteExpired(ctx context.Context, model any, key string, before t
 	if noRows(limit) {
 		return 0, nil
 	}
-	dead := db.idb.NewSelect().Model(model).Column(key).Where("expires_at < ?", before).Limit(int64(limit))
-	res, err := db.idb.NewDelete().Model(model).Where("? IN (?)", bun.Ident(key), dead).Exec(ctx)
-	if err != nil {
-		return 0, err
-	}
-	n, _ := res.RowsAffected()
-	return int(n), nil
+	var n int64
+	// The model is a variable, so this write runs on a Tx as every write that could reach a
+	// principal's table must (the principal cache's barrier is part of Transact).
+	err := db.Transact(ctx, func(tx *Tx) error {
+		dead := tx.idb.NewSelect().Model(model).Column(key).Where("expires_at < ?", before).Limit(int64(limit))
+		res, err := tx.idb.NewDelete().Model(model).Where("? IN (?)", bun.Ident(key), dead).Exec(ctx)
+		if err == nil {
+			n, _ = res.RowsAffected()
+		}
+		return err
+	})
+	return int(n), err
 }
 
 // wrap gives a database error the name of the operation, once; ErrNotFound stays recognizable.

@@ -78,14 +78,19 @@ func (db *DB) SetPasswordHash(ctx context.Context, id, hash string) error {
 }
 
 func (db *DB) updateUser(ctx context.Context, op, id, set string, value any) (*model.User, error) {
-	res, err := db.idb.NewUpdate().Model((*model.User)(nil)).Set(set, value).Where("id = ?", id).Exec(ctx)
-	if err != nil {
-		return nil, wrap(err, op)
-	}
-	if n, _ := res.RowsAffected(); n == 0 {
-		return nil, ErrNotFound
-	}
-	return db.UserByID(ctx, id)
+	var u *model.User
+	err := db.Transact(ctx, func(tx *Tx) error {
+		res, err := tx.idb.NewUpdate().Model((*model.User)(nil)).Set(set, value).Where("id = ?", id).Exec(ctx)
+		if err != nil {
+			return wrap(err, op)
+		}
+		if n, _ := res.RowsAffected(); n == 0 {
+			return ErrNotFound
+		}
+		u, err = tx.UserByID(ctx, id)
+		return err
+	})
+	return u, err
 }
 
 // Setting returns the value stored under name.

@@ -1,0 +1,101 @@
+package store_test
+
+import (
+	"context"
+	"regexp"
+	"sync"
+	"testing"
+	"time"
+
+	"gqlauth/model"
+	"gqlauth/store"
+	"gqlauth/store/storetest"
+)
+
+// TestPrincipalCache_EveryTableAPrincipalIsReadFromIsWatched reads the principal queries' FROM and
+// JOIN clauses and checks that each table has the cache's three triggers (update, delete,
+// truncate): a column added to the principal from a new table must bring its triggers along.
+func TestPrincipalCache_EveryTableAPrincipalIsReadFromIsWatched(t *testing.T) {
+	if !contains(storetest.Kinds(t), storetest.Postgres) {
+		t.Skip("TEST_DATABASE_URL not set")
+	}
+	db := storetest.Open(t, storetest.Postgres)
+	tables := map[string]bool{}
+	for _, q := range db.PrincipalQueries() {
+		for _, m := range regexp.MustCompile(`(?i)\b(?:FROM|JOIN)\s+"?(\w+)"?`).FindAllStringSubmatch(q, -1) {
+			tables[m[1]] = true
+		}
+	}
+	if !tables["sessions"] || !tables["users"] || !tables["api_keys"] {
+		t.Fatalf("tables read: %v; the test no longer reads the principal queries", tables)
+	}
+	for table := range tables {
+		var n int
+		err := db.QueryRow(context.Background(), `SELECT count(*) FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid
+WHERE c.relname = '`+table+`' AND c.relnamespace = current_schema()::regnamespace AND t.tgfoid = 'gqlauth_cache_invalidate'::regproc`, &n)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n != 3 {
+			t.Errorf("%s has %d of the principal cache's triggers, want 3 (update, delete, truncate)", table, n)
+		}
+	}
+}
+
+func contains[T comparable](xs []T, x T) bool {
+	for _, v := range xs {
+		if v == x {
+			return true
+		}
+	}
+	return false
+}
+
+// TestPrincipalCache_ARevocationDuringARead_IsNotCached revokes a session (and waits, as every
+// revoker does) between the cache's database read of it and the store of what it read: the read
+// may answer its own request, but must not be kept for the next one.
+func TestPrincipalCache_ARevocationDuringARead_IsNotCached(t *testing.T) {
+	if !contains(storetest.Kinds(t), storetest.Postgres) {
+		t.Skip("TEST_DATABASE_URL not set")
+	}
+	db := storetest.Open(t, storetest.Postgres)
+	ctx := context.Background()
+	run, err := db.CachePrincipals(store.CacheConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	runCtx, cancel := context.WithCancel(ctx)
+	joined, done := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	go func() { defer close(done); run(runCtx, func() { once.Do(func() { close(joined) }) }) }()
+	t.Cleanup(func() { cancel(); <-done })
+	select {
+	case <-joined:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the cache did not start serving")
+	}
+	now := time.Now().UTC()
+	u := &model.User{ID: "u1", Username: "alice", Role: model.RoleUser, CreatedAt: now}
+	s := &model.Session{ID: "s1", UserID: u.ID, RefreshHash: "h1", CreatedAt: now, LastUsedAt: now, ExpiresAt: now.Add(time.Hour)}
+	if err := db.CreateUser(ctx, u); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.CreateSession(ctx, s); err != nil {
+		t.Fatal(err)
+	}
+	db.AfterCacheLoad(func() {
+		db.AfterCacheLoad(nil)
+		if _, err := db.RevokeSessions(ctx, u.ID, s.ID, store.RevokeOne, time.Now().UTC()); err != nil {
+			t.Error(err)
+		}
+	})
+	if sess, _, err := db.Principal(ctx, s.ID, u.ID); err != nil || sess.RevokedAt != nil {
+		t.Fatalf("the read that started before the revocation: %+v, %v", sess, err)
+	}
+	if sess, _, err := db.Principal(ctx, s.ID, u.ID); err != nil || sess.RevokedAt == nil {
+		t.Fatalf("the next read, after the revocation returned: %+v, %v (a stale read was cached)", sess, err)
+	}
+	if !db.CacheServing() {
+		t.Fatal("the cache stopped serving: the test proved nothing about it")
+	}
+}
