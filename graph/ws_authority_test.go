@@ -304,6 +304,10 @@ func TestSocket_EveryOperationIsAuthorizedAsAFreshRequestWould(t *testing.T) {
 					t.Fatalf("users before the change: %+v", rs)
 				}
 				roleBefore := userRole(t, s, admin.User.ID)
+				// The setup's own events (the key's creation…) reach the socket through LISTEN and
+				// make it re-check itself; one arriving after the change would close the socket
+				// before the operations below are refused one by one.
+				s.settle(t)
 
 				c.change(t, s, admin.User.ID)
 				roleAfter := userRole(t, s, admin.User.ID)
