@@ -1,0 +1,158 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"database/sql"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/url"
+	"os"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"gqlauth/store/storetest"
+)
+
+// Findings of the principal cache's security review (branch attack-cache). These tests FAIL on
+// the code they were written against; each names the class of the fault it shows.
+
+// graphqlWithin is graphql with a deadline: nil when none came back in time.
+func graphqlWithin(t *testing.T, d time.Duration, base, token, query string, vars map[string]any) map[string]any {
+	t.Helper()
+	body, _ := json.Marshal(map[string]any{"query": query, "variables": vars})
+	req, _ := http.NewRequest(http.MethodPost, base+"/query", bytes.NewReader(body))
+	req.Header.Set("Content-Type", "application/json")
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	res, err := (&http.Client{Timeout: d}).Do(req)
+	if err != nil {
+		return nil
+	}
+	defer res.Body.Close()
+	var out map[string]any
+	json.NewDecoder(res.Body).Decode(&out)
+	return out
+}
+
+func adminConn(t *testing.T, searchPath string) *sql.DB {
+	t.Helper()
+	u, err := url.Parse(os.Getenv("TEST_DATABASE_URL"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if searchPath != "" {
+		q := u.Query()
+		q.Set("search_path", searchPath)
+		u.RawQuery = q.Encode()
+	}
+	db, err := sql.Open("pgx", u.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	return db
+}
+
+// Class: availability — a cluster-wide lock held across a client round trip. Transact takes the
+// schema's advisory lock in gqlauth_cache_commit() and releases it only at COMMIT, which is the
+// NEXT round trip of the client. An instance frozen (SIGSTOP, GC/VM pause) or cut off from the
+// network between the two holds the lock for as long as it is frozen (Postgres sees only an idle
+// transaction): every other transaction that changes a principal's row — every logout, refresh,
+// disable, role change on every instance — and every heartbeat waits for it. The docs promise at
+// most one lease (2 s) for a frozen instance.
+func TestPrincipalCache_InstanceFrozenBetweenBarrierAndCommitStallsEveryRevocation(t *testing.T) {
+	schema := cacheFaultSetup(t)
+	a := startInstance(t, schema)
+	c := startInstance(t, schema)
+	db := adminConn(t, schema)
+
+	// C refreshes sessions in a loop: every refresh is a dirty transaction that ends with the barrier.
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for i := range 4 {
+		name := fmt.Sprintf("loader%d", i)
+		out := graphql(t, c.URL, "", fmt.Sprintf(`mutation { register(username: %q, password: "correct horse battery") { refreshToken } }`, name))
+		refresh := out["data"].(map[string]any)["register"].(map[string]any)["refreshToken"].(string)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				out := graphqlWithin(t, 5*time.Second, c.URL, "", `mutation($r: String) { refresh(refreshToken: $r) { refreshToken } }`, map[string]any{"r": refresh})
+				if data, ok := out["data"].(map[string]any); ok {
+					if p, ok := data["refresh"].(map[string]any); ok {
+						refresh = p["refreshToken"].(string)
+					}
+				}
+			}
+		}()
+	}
+	t.Cleanup(func() { close(stop); c.cmd.Process.Signal(syscall.SIGCONT); wg.Wait() })
+
+	// Freeze C until it is caught holding the lock between its barrier and its COMMIT.
+	held := func() bool {
+		var n int
+		db.QueryRow(`SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a USING (pid)
+			WHERE l.locktype = 'advisory' AND l.granted AND a.state LIKE 'idle in transaction%'
+			AND a.query LIKE '%gqlauth_cache_commit%'`).Scan(&n)
+		return n > 0
+	}
+	caught := false
+	for range 200 {
+		c.cmd.Process.Signal(syscall.SIGSTOP)
+		time.Sleep(50 * time.Millisecond)
+		if held() {
+			caught = true
+			break
+		}
+		c.cmd.Process.Signal(syscall.SIGCONT)
+		time.Sleep(20 * time.Millisecond)
+	}
+	if !caught {
+		t.Skip("C was never frozen between its barrier and its COMMIT")
+	}
+
+	tok := accessToken(t, graphql(t, a.URL, "", `mutation { register(username: "alice", password: "correct horse battery") { accessToken } }`), "register")
+	start := time.Now()
+	out := graphqlWithin(t, 10*time.Second, a.URL, tok, `mutation { logout(scope: ALL) }`, nil)
+	if out == nil || out["errors"] != nil {
+		t.Fatalf("logout on A with C frozen mid-commit: no answer (or an error: %v) after %v; a frozen instance should delay a revocation by at most its lease (2 s)",
+			out, time.Since(start).Round(time.Millisecond))
+	}
+}
+
+// Class: invalidation routed by the writer's search_path instead of the written table. The
+// triggers call gqlauth_cache_channel() unqualified, and it names the channel after
+// current_schema(): both resolve in the WRITER's session. An operator (or another service) whose
+// search_path starts with another gqlauth schema — two deployments in one database, as the tests
+// themselves run — that disables a user with a schema-qualified UPDATE announces it on the other
+// deployment's channel. Nobody of this deployment hears it, and cached entries have no time to
+// live: every instance serves the disabled user until its channel breaks.
+func TestPrincipalCache_WriteFromAnotherSearchPathIsHeard(t *testing.T) {
+	schema := cacheFaultSetup(t)
+	other := storetest.NewName(t, storetest.Postgres)
+	a := startInstance(t, schema)
+	startInstance(t, other) // a second deployment in the same database: its migrations create its functions
+	tok := accessToken(t, graphql(t, a.URL, "", `mutation { register(username: "alice", password: "correct horse battery") { accessToken } }`), "register")
+	if !meOK(t, a.URL, tok) {
+		t.Fatal("A refused a live session")
+	}
+	// An operator's session whose search_path names the other deployment first.
+	op := adminConn(t, other)
+	if _, err := op.ExecContext(context.Background(), fmt.Sprintf(`UPDATE %s.users SET disabled = true WHERE username = 'alice'`, schema)); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(3 * time.Second) // far longer than any delivery through a working channel
+	if meOK(t, a.URL, tok) {
+		t.Fatal("A still serves a user disabled 3 s ago (the invalidation went to the other schema's channel)")
+	}
+}
