@@ -156,3 +156,94 @@ func TestPrincipalCache_WriteFromAnotherSearchPathIsHeard(t *testing.T) {
 		t.Fatal("A still serves a user disabled 3 s ago (the invalidation went to the other schema's channel)")
 	}
 }
+
+// Class: a lapsed lease renewed without starting over. An acknowledgement renews the lease on the
+// holder's side from the time it was SENT (sent + lease − margin), whatever happened before it
+// committed; the revoker, meanwhile, reads the committed row, where the lease has already run out,
+// and returns. Once the slow acknowledgement commits, the holder serves again — from entries it
+// never cleared, because only rejoin() (run before the acknowledgement was sent) clears on a lapse.
+// Here: the acker's upsert is held up by a row lock (a slow database connection) while the
+// listener's backend is frozen (a slow delivery of notifications), a logout on A returns after B's
+// lease ran out, and B — its acknowledgement then committing — serves the logged-out session.
+func TestPrincipalCache_AckCommittedAfterTheLeaseRanOutDoesNotRenewIt(t *testing.T) {
+	schema := cacheFaultSetup(t)
+	db := adminConn(t, schema)
+	ctx := context.Background()
+	a := startInstance(t, schema)
+	var idA, idB string
+	if err := db.QueryRow(`SELECT instance_id FROM cache_leases`).Scan(&idA); err != nil {
+		t.Fatal(err)
+	}
+	b := startInstance(t, schema)
+	if err := db.QueryRow(`SELECT instance_id FROM cache_leases WHERE instance_id <> $1`, idA).Scan(&idB); err != nil {
+		t.Fatal(err)
+	}
+	tok := accessToken(t, graphql(t, a.URL, "", `mutation { register(username: "alice", password: "correct horse battery") { accessToken } }`), "register")
+	for range 3 {
+		if !meOK(t, b.URL, tok) {
+			t.Fatal("B refused a live session")
+		}
+	}
+	var listener int
+	if err := db.QueryRow(`SELECT pid FROM pg_stat_activity WHERE application_name = $1`, "gqlauth-cache-listener "+idB).Scan(&listener); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { syscall.Kill(listener, syscall.SIGCONT) })
+
+	// 1. Hold the barrier lock: B's next heartbeat (and so its next acknowledgement) waits.
+	l2, _ := db.Conn(ctx)
+	defer l2.Close()
+	l2.ExecContext(ctx, `BEGIN`)
+	if _, err := l2.ExecContext(ctx, `SELECT pg_advisory_xact_lock(hashtext('gqlauth.cache.' || current_schema()))`); err != nil {
+		t.Fatal(err)
+	}
+	var left time.Duration
+	var ms float64
+	if err := db.QueryRow(`SELECT extract(epoch FROM expires_at - clock_timestamp()) * 1000 FROM cache_leases WHERE instance_id = $1`, idB).Scan(&ms); err != nil {
+		t.Fatal(err)
+	}
+	left = time.Duration(ms) * time.Millisecond
+	time.Sleep(left - 900*time.Millisecond) // B's lease: 0.9 s left on the database, 0.4 s on B
+	// 2. Hold B's lease row, then let the heartbeat through: B sends its acknowledgement now, and
+	// it waits on the row.
+	l1, _ := db.Conn(ctx)
+	defer l1.Close()
+	l1.ExecContext(ctx, `BEGIN`)
+	if _, err := l1.ExecContext(ctx, `SELECT 1 FROM cache_leases WHERE instance_id = $1 FOR UPDATE`, idB); err != nil {
+		t.Fatal(err)
+	}
+	l2.ExecContext(ctx, `COMMIT`)
+	deadline := time.Now().Add(2 * time.Second)
+	for {
+		var waiting bool
+		db.QueryRow(`SELECT coalesce(wait_event_type = 'Lock', false) FROM pg_stat_activity WHERE application_name = $1`, "gqlauth-cache-acker "+idB).Scan(&waiting)
+		if waiting {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Skip("B's acknowledgement never waited on the row")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	// 3. B's listener stops hearing (its backend frozen).
+	if err := syscall.Kill(listener, syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	// 4. The revocation: it waits for B's lease to run out on the database, then returns.
+	start := time.Now()
+	out := graphqlWithin(t, 10*time.Second, a.URL, tok, `mutation { logout(scope: CURRENT) }`, nil)
+	if out == nil || out["errors"] != nil {
+		t.Fatalf("logout: %v", out)
+	}
+	t.Logf("logout returned after %v", time.Since(start).Round(time.Millisecond))
+	returned := time.Now()
+	// 5. B's acknowledgement commits now (the row is free again).
+	l1.ExecContext(ctx, `ROLLBACK`)
+	for time.Since(returned) < 1500*time.Millisecond {
+		if meOK(t, b.URL, tok) {
+			syscall.Kill(listener, syscall.SIGCONT)
+			t.Fatalf("B served a session %v after its logout on A had returned", time.Since(returned).Round(time.Millisecond))
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
