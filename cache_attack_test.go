@@ -280,3 +280,31 @@ func TestSigningKeyRevocation_RefusedOnTheOtherInstanceAtOnce(t *testing.T) {
 		}
 	}
 }
+
+// Class: an invalidation that depends on the writer's session, with no bound on a missed one.
+// Ordinary triggers do not fire in session_replication_role = replica (logical replication's apply
+// workers, pg_restore --disable-triggers, an operator's session so set), and cached entries have
+// no time to live: the disabled user is served from memory until the instance's channel breaks.
+// ALTER TABLE … ENABLE ALWAYS TRIGGER makes them fire in every role.
+func TestPrincipalCache_WriteInReplicationRoleReplicaIsHeard(t *testing.T) {
+	schema := cacheFaultSetup(t)
+	a := startInstance(t, schema)
+	tok := accessToken(t, graphql(t, a.URL, "", `mutation { register(username: "alice", password: "correct horse battery") { accessToken } }`), "register")
+	if !meOK(t, a.URL, tok) {
+		t.Fatal("A refused a live session")
+	}
+	conn, err := adminConn(t, schema).Conn(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	for _, stmt := range []string{`SET session_replication_role = replica`, `UPDATE users SET disabled = true WHERE username = 'alice'`} {
+		if _, err := conn.ExecContext(context.Background(), stmt); err != nil {
+			t.Fatal(err)
+		}
+	}
+	time.Sleep(3 * time.Second)
+	if meOK(t, a.URL, tok) {
+		t.Fatal("A still serves a user disabled 3 s ago (no trigger fired in replica mode)")
+	}
+}
