@@ -29,7 +29,7 @@ type instance struct {
 }
 
 // startInstance starts a server process on the schema and waits until its principal cache serves.
-func startInstance(t *testing.T, schema string) *instance {
+func startInstance(t *testing.T, schema string, env ...string) *instance {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -47,6 +47,14 @@ func startInstance(t *testing.T, schema string) *instance {
 	cmd.Env = append(os.Environ(), "GQLAUTH_RUN_MAIN=1", "DATABASE_URL="+pgURL+sep+"search_path="+schema,
 		"JWT_SECRET="+strings.Repeat("k", 32), "HOST=127.0.0.1", fmt.Sprint("PORT=", port), "BCRYPT_COST=10",
 		"LOG_FORMAT=json", "ACCESS_LOG=off")
+	cmd.Env = append(cmd.Env, "PRINCIPAL_CACHE=true") // off by default; these tests are about it
+	cmd.Env = append(cmd.Env, env...)
+	cacheOn := true
+	for _, kv := range env {
+		if kv == "PRINCIPAL_CACHE=false" {
+			cacheOn = false
+		}
+	}
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -64,7 +72,7 @@ func startInstance(t *testing.T, schema string) *instance {
 	go func() {
 		lines := bufio.NewScanner(out)
 		for lines.Scan() {
-			if strings.Contains(lines.Text(), `"principal cache serving"`) {
+			if strings.Contains(lines.Text(), `"principal cache serving"`) || !cacheOn && strings.Contains(lines.Text(), `"listening"`) {
 				select {
 				case <-serving:
 				default:

@@ -316,6 +316,68 @@ CREATE TRIGGER api_keys_cache_update AFTER UPDATE ON api_keys FOR EACH ROW WHEN 
 CREATE TRIGGER api_keys_cache_delete AFTER DELETE ON api_keys FOR EACH ROW EXECUTE FUNCTION gqlauth_cache_invalidate('k');
 CREATE TRIGGER api_keys_cache_truncate AFTER TRUNCATE ON api_keys FOR EACH STATEMENT EXECUTE FUNCTION gqlauth_cache_invalidate();
 `},
+	{"20261219000002", "principal_cache_hardened", postgresOnly + `
+-- The principal cache's review (docs/principal-cache.md, "Faults found and fixed").
+-- 1. The channel is named after the schema of the table written, not the writer's search_path,
+--    and the trigger function calls only pg_catalog, schema-qualified: a write from a session
+--    whose search_path names another schema first is announced on this schema's channel.
+CREATE OR REPLACE FUNCTION gqlauth_cache_invalidate() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+	IF TG_LEVEL = 'STATEMENT' THEN
+		PERFORM pg_catalog.pg_notify('gqlauth_cache_' || TG_TABLE_SCHEMA, '* ' || TG_TABLE_NAME);
+	ELSE
+		PERFORM pg_catalog.pg_notify('gqlauth_cache_' || TG_TABLE_SCHEMA, TG_ARGV[0] || ' ' || OLD.id);
+	END IF;
+	PERFORM pg_catalog.set_config('gqlauth.cache_dirty', 'on', true);
+	RETURN NULL;
+END
+$$;
+-- 2. The barrier is drawn by its own autocommit statement, after the change it follows has
+--    committed (store.DB.Transact), so it no longer serialises on an exclusive lock held until a
+--    client's COMMIT. It takes the lock shared, and only for its own statement, so that it still
+--    orders after a barrier of an older instance drawn inside its transaction
+--    (gqlauth_cache_commit, kept for them); lock_timeout bounds the wait for such a one.
+CREATE OR REPLACE FUNCTION gqlauth_cache_barrier(heartbeat_of text DEFAULT '') RETURNS bigint LANGUAGE plpgsql AS $$
+DECLARE n bigint;
+BEGIN
+	PERFORM set_config('lock_timeout', '2s', true);
+	PERFORM pg_advisory_xact_lock_shared(hashtext('gqlauth.cache.' || current_schema()));
+	n := nextval('cache_barrier_seq');
+	IF heartbeat_of = '' THEN
+		PERFORM pg_notify(gqlauth_cache_channel(), 'b ' || n);
+	ELSE
+		PERFORM pg_notify(gqlauth_cache_channel(), 'h ' || n || ' ' || heartbeat_of);
+	END IF;
+	RETURN n;
+END
+$$;
+CREATE OR REPLACE FUNCTION gqlauth_cache_commit() RETURNS bigint LANGUAGE plpgsql AS $$
+DECLARE n bigint;
+BEGIN
+	IF coalesce(current_setting('gqlauth.cache_dirty', true), '') = 'on' THEN
+		PERFORM set_config('lock_timeout', '2s', true);
+		PERFORM set_config('idle_in_transaction_session_timeout', '5s', true);
+		PERFORM pg_advisory_xact_lock(hashtext('gqlauth.cache.' || current_schema()));
+		n := nextval('cache_barrier_seq');
+		PERFORM pg_notify(gqlauth_cache_channel(), 'b ' || n);
+		PERFORM set_config('gqlauth.cache_dirty', '', true);
+		RETURN n;
+	END IF;
+	RETURN 0;
+END
+$$;
+-- 3. The triggers fire in every session_replication_role (replica: logical replication's apply,
+--    pg_restore --disable-triggers, an operator's session so set).
+ALTER TABLE sessions ENABLE ALWAYS TRIGGER sessions_cache_update;
+ALTER TABLE sessions ENABLE ALWAYS TRIGGER sessions_cache_delete;
+ALTER TABLE sessions ENABLE ALWAYS TRIGGER sessions_cache_truncate;
+ALTER TABLE users ENABLE ALWAYS TRIGGER users_cache_update;
+ALTER TABLE users ENABLE ALWAYS TRIGGER users_cache_delete;
+ALTER TABLE users ENABLE ALWAYS TRIGGER users_cache_truncate;
+ALTER TABLE api_keys ENABLE ALWAYS TRIGGER api_keys_cache_update;
+ALTER TABLE api_keys ENABLE ALWAYS TRIGGER api_keys_cache_delete;
+ALTER TABLE api_keys ENABLE ALWAYS TRIGGER api_keys_cache_truncate;
+`},
 }
 
 // Migrate applies the migrations that have not been applied yet. It is idempotent, and safe when

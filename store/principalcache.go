@@ -82,7 +82,12 @@ type cacheEntry struct {
 	key     *model.APIKey
 	user    *model.User
 	ids     []string
+	at      int64 // since base: when the database read that filled it began
 }
+
+// maxEntryAge bounds how long an entry is served, in defence in depth: an invalidation the
+// triggers never sent (a write the design does not cover) is served for at most this long.
+const maxEntryAge = 30 * time.Second
 
 // CachePrincipals turns the principal cache on (Postgres only) and returns what runs it — the
 // channel, the acknowledgements, the heartbeats — until ctx ends; joined, if not nil, is called
@@ -128,7 +133,7 @@ func (c *principalCache) get(key string) (cacheEntry, bool) {
 	c.mu.Lock()
 	e, ok := c.entries[key]
 	c.mu.Unlock()
-	if !ok || !c.serving() { // judged after the lookup: a hit is never older than this check
+	if !ok || !c.serving() || c.now()-e.at > int64(maxEntryAge) { // judged after the lookup
 		return cacheEntry{}, false
 	}
 	out := cacheEntry{user: copyOf(e.user), session: copyOf(e.session), key: copyOf(e.key)}
@@ -156,7 +161,7 @@ func (c *principalCache) put(gen uint64, key string, e *cacheEntry) {
 	if old, ok := c.entries[key]; ok {
 		c.unindex(key, old)
 	}
-	stored := &cacheEntry{user: copyOf(e.user), session: copyOf(e.session), key: copyOf(e.key), ids: e.ids}
+	stored := &cacheEntry{user: copyOf(e.user), session: copyOf(e.session), key: copyOf(e.key), ids: e.ids, at: e.at}
 	c.entries[key] = stored
 	for _, id := range e.ids {
 		if c.index[id] == nil {
@@ -225,12 +230,13 @@ func (db *DB) cachedPrincipal(ctx context.Context, c *principalCache, sessionID,
 		return e.session, e.user, nil
 	}
 	gen, ok := c.begin()
+	at := c.now()
 	sess, user, err := load()
 	if c.afterLoad != nil {
 		c.afterLoad()
 	}
 	if err == nil && ok {
-		c.put(gen, key, &cacheEntry{session: sess, user: user, ids: []string{"s:" + sessionID, "u:" + userID}})
+		c.put(gen, key, &cacheEntry{session: sess, user: user, ids: []string{"s:" + sessionID, "u:" + userID}, at: at})
 	}
 	return sess, user, err
 }
@@ -243,9 +249,10 @@ func (db *DB) cachedKeyPrincipal(ctx context.Context, c *principalCache, secretH
 		return e.key, e.user, nil
 	}
 	gen, ok := c.begin()
+	at := c.now()
 	k, user, err := load()
 	if err == nil && ok {
-		c.put(gen, key, &cacheEntry{key: k, user: user, ids: []string{"k:" + k.ID, "u:" + k.UserID}})
+		c.put(gen, key, &cacheEntry{key: k, user: user, ids: []string{"k:" + k.ID, "u:" + k.UserID}, at: at})
 	}
 	return k, user, err
 }
@@ -298,6 +305,9 @@ func (db *DB) cacheSession(ctx context.Context, c *principalCache, joined func()
 	connect := func(role string) (*pgx.Conn, error) {
 		cfg := db.listenConfig.Copy()
 		cfg.RuntimeParams["application_name"] = "gqlauth-cache-" + role + " " + c.id // pg_stat_activity
+		// A safety net: an acknowledgement or heartbeat that waits on a lock longer than a lease
+		// fails, and the cache goes off until it has joined again.
+		cfg.RuntimeParams["lock_timeout"] = strconv.FormatInt(c.cfg.Lease.Milliseconds(), 10)
 		// Canceled (shutdown, or the other connection failed): break the connection at once.
 		cfg.BuildContextWatcherHandler = func(c *pgconn.PgConn) ctxwatch.Handler {
 			return &pgconn.DeadlineContextWatcherHandler{Conn: c.Conn()}
@@ -413,16 +423,35 @@ func (db *DB) acknowledge(ctx context.Context, c *principalCache, acker *pgx.Con
 				return err
 			}
 		case n := <-received:
+			sent := c.now() // before rejoin judges the lease: a lapse in between is caught below
 			if err := rejoin(); err != nil {
 				return err
 			}
-			sent := c.now()
-			if _, err := acker.Exec(ctx, `WITH up AS (
+			joining := !c.joined.Load() // nothing cached: an expired row may be taken up again
+			prev := c.deadline.Load()
+			// The database renews only a live lease (or the row of an instance that is joining,
+			// which caches nothing yet): a revoker may already have stopped waiting for one that
+			// ran out, so its late acknowledgement must not revive the entries it kept.
+			tag, err := acker.Exec(ctx, `WITH up AS (
 	INSERT INTO cache_leases (instance_id, expires_at, applied) VALUES ($1, clock_timestamp() + $2 * interval '1 millisecond', $3)
 	ON CONFLICT (instance_id) DO UPDATE SET expires_at = EXCLUDED.expires_at, applied = greatest(cache_leases.applied, EXCLUDED.applied)
+	WHERE cache_leases.expires_at > clock_timestamp() OR $4
 	RETURNING 1)
-SELECT pg_notify(gqlauth_cache_channel(), 'a') FROM up`, c.id, lease, n); err != nil {
+SELECT pg_notify(gqlauth_cache_channel(), 'a') FROM up`, c.id, lease, n, joining)
+			if err != nil {
 				return err
+			}
+			renewed := tag.RowsAffected() > 0
+			if !joining && (!renewed || c.now() >= prev) {
+				// The lease ran out before this acknowledgement committed: a lapse. Start over.
+				c.off()
+				if err := rejoin(); err != nil {
+					return err
+				}
+				continue
+			}
+			if !renewed {
+				continue
 			}
 			c.deadline.Store(sent + int64(c.cfg.Lease-c.cfg.Margin))
 			if join != 0 && n >= join {
@@ -442,11 +471,29 @@ SELECT pg_notify(gqlauth_cache_channel(), 'a') FROM up`, c.id, lease, n); err !=
 // maxBarrierWait bounds a revoker's wait. A holder renews its lease only by acknowledging
 // barriers in order, so the wait ends within one lease of the last acknowledgement of a holder
 // that stopped; this bound is only reached if the database itself misbehaves.
-const maxBarrierWait = 30 * time.Second
+// It is shorter than the HTTP server's WriteTimeout (30 s), so that the client is told
+// ErrRevocationUnconfirmed rather than losing its connection.
+const maxBarrierWait = 10 * time.Second
 
 // ErrRevocationUnconfirmed is returned by a transaction that committed a change to a principal
 // but could not confirm that every instance caching principals had dropped it.
 var ErrRevocationUnconfirmed = errors.New("store: the change is committed, but not confirmed by every instance")
+
+// cacheBarrier draws a barrier after a committed change to a principal's row and waits until
+// every live lease holder has acknowledged it. The barrier is its own autocommit statement, drawn
+// after the change committed: no lock is held across a round trip of this instance, so a frozen
+// or cut-off instance holds up nobody beyond its lease. Order holds without a lock: the change's
+// invalidations entered the notification queue before its COMMIT, which came before the barrier's
+// number was drawn, which came before the barrier's own notification (docs/principal-cache.md).
+func (db *DB) cacheBarrier(ctx context.Context) error {
+	bctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), maxBarrierWait)
+	defer cancel()
+	var n int64
+	if err := db.root.QueryRowContext(bctx, "SELECT gqlauth_cache_barrier()").Scan(&n); err != nil {
+		return fmt.Errorf("%w: %w", ErrRevocationUnconfirmed, wrap(err, "cacheBarrier"))
+	}
+	return db.awaitBarrier(ctx, n)
+}
 
 // awaitBarrier returns once no instance holds a live lease without having acknowledged barrier n.
 func (db *DB) awaitBarrier(ctx context.Context, n int64) error {

@@ -190,14 +190,14 @@ func (db *DB) Transact(ctx context.Context, fn func(tx *Tx) error) error {
 	}
 	var (
 		committed []func()
-		barrier   int64
+		dirty     bool
 	)
 	err := db.root.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
 		err := fn(&Tx{&DB{root: db.root, idb: tx, pg: db.pg, hooks: db.hooks, hot: db.hot, sinks: db.sinks, committed: &committed, listenConfig: db.listenConfig, hotPool: db.hotPool, cache: db.cache}})
 		if err == nil && db.pg {
-			// The last statement before COMMIT: if a trigger saw a principal's row change, the
-			// barrier that instances caching principals acknowledge (docs/principal-cache.md).
-			err = wrap(tx.QueryRowContext(ctx, "SELECT gqlauth_cache_commit()").Scan(&barrier), "Transact: cache barrier")
+			// Did a trigger see a principal's row change? Then the instances caching principals
+			// must acknowledge a barrier drawn after this COMMIT (docs/principal-cache.md).
+			err = wrap(tx.QueryRowContext(ctx, "SELECT coalesce(current_setting('gqlauth.cache_dirty', true), '') = 'on'").Scan(&dirty), "Transact: cache dirty")
 		}
 		return err
 	})
@@ -207,8 +207,8 @@ func (db *DB) Transact(ctx context.Context, fn func(tx *Tx) error) error {
 	for _, f := range committed {
 		f()
 	}
-	if barrier > 0 {
-		return db.awaitBarrier(ctx, barrier)
+	if dirty {
+		return db.cacheBarrier(ctx)
 	}
 	return nil
 }
