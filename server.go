@@ -202,6 +202,7 @@ func build(ctx context.Context, cfg config.Config, db *store.DB, log *slog.Logge
 			PerClient: cfg.RateLimitPerIP, ClientWindow: cfg.RateLimitIPWindow,
 			FailuresPerUser: cfg.UserFailures, UserWindow: cfg.UserFailuresWindow,
 			FailuresPerUserAllClients: cfg.UserFailuresAll,
+			SecondFactorFailures:      cfg.SecondFactorFailures,
 			MailPerAddress:            cfg.Mail.PerAddress,
 		},
 		Mail: account.MailConfig{Mailer: s.mail, LinkURL: cfg.Mail.LinkURL, VerifyTTL: cfg.Mail.VerifyTTL, ResetTTL: cfg.Mail.ResetTTL,
