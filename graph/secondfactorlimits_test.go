@@ -9,6 +9,7 @@ import (
 
 	"gqlauth/account"
 	"gqlauth/mfa"
+	"gqlauth/mfa/softauthn"
 	"gqlauth/ratelimit"
 	"gqlauth/store/storetest"
 	"gqlauth/web"
@@ -197,5 +198,23 @@ func TestSecondFactor_WrongReauthenticationsCountTowardTheCeiling(t *testing.T) 
 		}
 		s.do(t, call{Query: reauth, Variables: map[string]any{"p": password}, Token: half.AccessToken}).wantError(t, "TOO_MANY_REQUESTS", "")
 		s.verifyMfa(t, half.AccessToken, totpCode(t, secret, s.Clock.Now())).wantError(t, "TOO_MANY_REQUESTS", "")
+	})
+}
+
+// Refused passkey step-ups count toward the same ceiling: past it, the right passkey is refused
+// too until the window ends.
+func TestSecondFactor_RefusedPasskeyStepUpsCountTowardTheCeiling(t *testing.T) {
+	storetest.Each(t, func(t *testing.T, kind storetest.Kind) {
+		clk := &clock{now: time.Now().UTC()}
+		l := limiterCase{counter: ratelimit.NewMemory(clk.Now), clock: clk, window: 15 * time.Minute}
+		s := secondFactorServer(t, kind, l)
+		_, auth := withPasskey(t, s)
+		half := s.loginMFA(t, "ann")
+		for range secondFactorCeiling {
+			s.passkeyStepUp(t, half.AccessToken, auth, softauthn.WithOrigin("https://evil.example")).wantError(t, "UNAUTHENTICATED", "INVALID_CODE")
+		}
+		s.passkeyStepUp(t, half.AccessToken, auth).wantError(t, "TOO_MANY_REQUESTS", "")
+		clk.Advance(l.window + time.Second)
+		atAAL2(t, s.passkeyStepUp(t, s.loginMFA(t, "ann").AccessToken, auth), "finishPasskeyVerification")
 	})
 }
