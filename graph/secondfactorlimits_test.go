@@ -3,6 +3,7 @@ package graph_test
 import (
 	"fmt"
 	"net/http"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -216,5 +217,31 @@ func TestSecondFactor_RefusedPasskeyStepUpsCountTowardTheCeiling(t *testing.T) {
 		s.passkeyStepUp(t, half.AccessToken, auth).wantError(t, "TOO_MANY_REQUESTS", "")
 		clk.Advance(l.window + time.Second)
 		atAAL2(t, s.passkeyStepUp(t, s.loginMFA(t, "ann").AccessToken, auth), "finishPasskeyVerification")
+	})
+}
+
+// The failure that reaches the ceiling mails the owner (verified address) once: the failures
+// past it, refused, mail nothing more.
+func TestSecondFactor_TheOwnerIsMailedOncePerLockOut(t *testing.T) {
+	storetest.Each(t, func(t *testing.T, kind storetest.Kind) {
+		clk := &clock{now: time.Now().UTC()}
+		s, smtp := mailServer(t, kind, withRateLimits(account.Limits{
+			Counter: ratelimit.NewMemory(clk.Now), FailuresPerUser: 1000, UserWindow: 15 * time.Minute, SecondFactorFailures: secondFactorCeiling,
+		}))
+		ann := s.verifiedUser(t, smtp, "ann", "ann@example.com", 0)
+		secret, _ := s.enrolTotp(t, ann.AccessToken)
+		before := len(smtp.quiet())
+		half := s.loginMFA(t, "ann")
+		wrong := wrongCodes(t, secret, s.Clock.Now())
+		for range 2 * secondFactorCeiling {
+			s.verifyMfa(t, half.AccessToken, wrong())
+		}
+		msgs := smtp.quiet()
+		if len(msgs) != before+1 {
+			t.Fatalf("%d messages after the lock-out, want one more than %d", len(msgs), before)
+		}
+		if n := msgs[len(msgs)-1]; n.To[0] != "ann@example.com" || !strings.Contains(n.Text, "refused 10 times") {
+			t.Fatalf("notice to %v: %s", n.To, n.Text)
+		}
 	})
 }
