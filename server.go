@@ -202,6 +202,7 @@ func build(ctx context.Context, cfg config.Config, db *store.DB, log *slog.Logge
 			PerClient: cfg.RateLimitPerIP, ClientWindow: cfg.RateLimitIPWindow,
 			FailuresPerUser: cfg.UserFailures, UserWindow: cfg.UserFailuresWindow,
 			FailuresPerUserAllClients: cfg.UserFailuresAll,
+			SecondFactorFailures:      cfg.SecondFactorFailures,
 			MailPerAddress:            cfg.Mail.PerAddress,
 		},
 		Mail: account.MailConfig{Mailer: s.mail, LinkURL: cfg.Mail.LinkURL, VerifyTTL: cfg.Mail.VerifyTTL, ResetTTL: cfg.Mail.ResetTTL,
@@ -279,7 +280,7 @@ func mount(cfg config.Config, db *store.DB, s *services) http.Handler {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		io.WriteString(w, schemaSDL)
 	})
-	if cfg.Mail.SMTPURL == "" && cfg.Mail.DevInbox {
+	if cfg.Mail.DevInboxServed() {
 		mux.Handle("GET /dev/mail", web.DevMail(s.mail.Inbox))
 	}
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok\n") })
@@ -352,6 +353,9 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger, handler htt
 		browse = cfg.Host
 	}
 	log.Info("listening", "addr", addr.String(), "playground", "http://"+net.JoinHostPort(browse, strconv.Itoa(addr.Port))+"/")
+	if warning := web.DevMailListenWarning(addr); cfg.Mail.DevInboxServed() && warning != "" {
+		log.Warn(warning, "addr", addr.String())
+	}
 	if ready != nil {
 		ready <- addr.String()
 	}

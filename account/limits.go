@@ -11,6 +11,7 @@ import (
 
 	"gqlauth/model"
 	"gqlauth/ratelimit"
+	"gqlauth/store"
 )
 
 // Limits are the rate limits on credential operations. They are counted per operation field, in
@@ -36,14 +37,29 @@ type Limits struct {
 	// from before, is not locked out.
 	FailuresPerUserAllClients int
 
+	// SecondFactorFailures failed second-factor checks of one user (a wrong TOTP or recovery code
+	// in verifyMfa, a refused passkey step-up, a wrong reauthenticate password) from all clients
+	// together in UserWindow (0: off); then every such check of the user is refused, from every
+	// client, known or not, until the window ends. A second factor exists for the attacker who
+	// has the password, so nothing the password alone earns may lift this ceiling. Over it, at
+	// most SecondFactorFailuresPerDay failures count per day (NIST SP 800-63B §5.2.2: at most
+	// 100 consecutive failures). A correct second factor clears both counts.
+	SecondFactorFailures int
+
 	// MailPerAddress messages of any kind to one address per MailWindow (an hour by default).
 	MailPerAddress int
 	MailWindow     time.Duration
 }
 
-// KnownClientTTL is how long a client (IP or IPv6 /64) stays known to a username after a correct
-// password from it: known clients pass the all-clients ceiling (never the per-client limit).
+// KnownClientTTL is how long a client (IP or IPv6 /64) stays known to a username after a
+// sign-in at the user's full level from it (the password for a user without a second factor, the
+// second step for one with): known clients pass the all-clients ceiling of passwords (never the
+// per-client limit, never the ceiling of second-factor failures).
 const KnownClientTTL = 30 * 24 * time.Hour
+
+// SecondFactorFailuresPerDay is the daily ceiling of a user's second-factor failures (while
+// SecondFactorFailures is on): NIST SP 800-63B §5.2.2 allows at most 100 consecutive failures.
+const SecondFactorFailuresPerDay = 100
 
 // LimitClient counts one credential attempt from the request's client IP (also the edge's
 // provider sign-in pages count one).
@@ -102,8 +118,13 @@ func clientKey(ip string) string {
 }
 
 // attempt is a password check of a username, counted before it runs: its place in this client's
-// count and in the all-clients count of the username (0 where that limit is off).
-type attempt struct{ client, all int64 }
+// count and in the all-clients count of the username (0 where that limit is off), and, for a
+// second-factor check, its places under the ceilings of second-factor failures
+// (countSecondFactor).
+type attempt struct {
+	client, all int64
+	second      []int64
+}
 
 // countAttempt counts a password check of username from this client and from all clients, and
 // then refuses it when a count is over its limit: count first, then decide. A check that only
@@ -168,10 +189,12 @@ func (s *Service) attemptFailed(ctx context.Context, username string, a attempt)
 }
 
 // forgetFailures clears this client's failures of a username after a correct password, so that a
-// user who mistyped a few times is not locked out later in the window, and makes the client known
-// to the username. The all-clients count is left to its window: one correct password must not
-// give a guesser spread over many clients a fresh allowance.
-func (s *Service) forgetFailures(ctx context.Context, username string) {
+// user who mistyped a few times is not locked out later in the window, and, when signedIn (the
+// sign-in reached the user's full level), makes the client known to the username. The
+// all-clients count is left to its window: one correct password must not give a guesser spread
+// over many clients a fresh allowance. A password alone never makes a client known to a user
+// with a second factor: it is what a password thief has.
+func (s *Service) forgetFailures(ctx context.Context, username string, signedIn bool) {
 	l := s.cfg.Limits
 	if l.Counter == nil {
 		return
@@ -180,7 +203,7 @@ func (s *Service) forgetFailures(ctx context.Context, username string) {
 	if l.FailuresPerUser > 0 {
 		err = l.Counter.Reset(ctx, userClientKey(username, ClientIP(ctx)))
 	}
-	if l.FailuresPerUserAllClients > 0 && err == nil {
+	if l.FailuresPerUserAllClients > 0 && signedIn && err == nil {
 		// Reset, then count: the client stays known for KnownClientTTL after its latest sign-in.
 		known := knownClientKey(username, ClientIP(ctx))
 		if err = l.Counter.Reset(ctx, known); err == nil {
@@ -189,6 +212,78 @@ func (s *Service) forgetFailures(ctx context.Context, username string) {
 	}
 	if err != nil {
 		s.log.ErrorContext(ctx, "rate limiter unavailable", "err", err)
+	}
+}
+
+// ceiling is a limit of failures per window, counted under key and an id.
+type ceiling struct {
+	key    string
+	limit  int64
+	window time.Duration
+}
+
+// secondFactorWindows are the ceilings of a user's second-factor failures: SecondFactorFailures
+// per UserWindow, and SecondFactorFailuresPerDay per day.
+func (l *Limits) secondFactorWindows() []ceiling {
+	if l.Counter == nil || l.SecondFactorFailures <= 0 {
+		return nil
+	}
+	return []ceiling{
+		{"2fa:", int64(l.SecondFactorFailures), cmp.Or(l.UserWindow, 15*time.Minute)},
+		{"2fa-day:", SecondFactorFailuresPerDay, 24 * time.Hour},
+	}
+}
+
+// countSecondFactor counts a second-factor check of user u from any client, before it is
+// decided (as countAttempt: N parallel checks hold N places, and exactly the ceiling's worth are
+// decided), and refuses it over a ceiling. It returns the check's places, for
+// secondFactorFailed.
+func (s *Service) countSecondFactor(ctx context.Context, u *model.User) ([]int64, error) {
+	windows := s.cfg.Limits.secondFactorWindows()
+	places := make([]int64, len(windows))
+	for i, w := range windows {
+		n, left, err := s.cfg.Limits.Counter.Incr(ctx, w.key+u.ID, w.window)
+		if err != nil {
+			return places, s.limiterDown(ctx, err)
+		}
+		places[i] = n
+		if n > w.limit {
+			return places, tooMany(left)
+		}
+	}
+	return places, nil
+}
+
+// secondFactorFailed records that the check counted at places failed. The failure that reaches
+// a ceiling (it held the ceiling's last place) records RATE_LIMITED and mails the owner, once per
+// lock-out window.
+func (s *Service) secondFactorFailed(ctx context.Context, p *Principal, places []int64) {
+	for i, w := range s.cfg.Limits.secondFactorWindows() {
+		if i >= len(places) || places[i] != w.limit {
+			continue
+		}
+		what := "Your second factor was refused " + strconv.FormatInt(w.limit, 10) +
+			" times; it is locked for " + w.window.String() + ". If this was not you, your password is known: change it."
+		err := s.db.Transact(ctx, func(tx *store.Tx) error {
+			if err := tx.RecordEvent(ctx, s.event(ctx, model.AuditEventTypeRateLimited, p.User.ID, p.User.ID, p.Session.ID,
+				"second factor locked after failures from all clients")); err != nil {
+				return err
+			}
+			return s.mfaNotice(ctx, tx, p.User, what)
+		})
+		if err != nil {
+			s.log.ErrorContext(ctx, "second-factor lock-out not recorded", "err", err)
+		}
+	}
+}
+
+// forgetSecondFactorFailures clears a user's second-factor failures after a correct second
+// factor: the ceilings bound consecutive failures.
+func (s *Service) forgetSecondFactorFailures(ctx context.Context, u *model.User) {
+	for _, w := range s.cfg.Limits.secondFactorWindows() {
+		if err := s.cfg.Limits.Counter.Reset(ctx, w.key+u.ID); err != nil {
+			s.log.ErrorContext(ctx, "rate limiter unavailable", "err", err)
+		}
 	}
 }
 

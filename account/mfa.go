@@ -180,7 +180,7 @@ func (s *Service) newRecoveryCodes(ctx context.Context, tx *store.Tx, userID str
 // VerifyMfa is the second step of a sign-in: a TOTP code (whose time step was never accepted
 // before for the user) or an unused recovery code raises the caller's session to AAL2 and
 // returns fresh tokens (StepUp). Anything else is INVALID_CODE, recorded as MFA_FAILED, and counts
-// toward RATE_LIMIT_USER_FAILURES; of concurrent requests with one code, on any instance, exactly
+// toward RATE_LIMIT_USER_FAILURES and RATE_LIMIT_SECOND_FACTOR_FAILURES; of concurrent requests with one code, on any instance, exactly
 // one succeeds (the store moves the last step forward, or marks the recovery code used, with a
 // conditional update).
 func (s *Service) VerifyMfa(ctx context.Context, code string) (*model.AuthPayload, error) {
@@ -253,25 +253,39 @@ func (s *Service) VerifyMfa(ctx context.Context, code string) (*model.AuthPayloa
 
 // codeAttempt counts a second-factor code (or a reauthentication's password) of p's user from
 // this client against the limits of failed sign-ins (RATE_LIMIT_PER_IP, RATE_LIMIT_USER_FAILURES):
-// the same counters as password sign-ins, counted before the code is checked (countAttempt).
+// the same counters as password sign-ins, counted before the code is checked (countAttempt); and
+// against the ceiling of the user's second-factor failures from all clients
+// (RATE_LIMIT_SECOND_FACTOR_FAILURES, countSecondFactor), which no client is exempt from.
 func (s *Service) codeAttempt(ctx context.Context, p *Principal) (attempt, error) {
 	if err := s.LimitClient(ctx); err != nil {
 		return attempt{}, err
 	}
-	return s.countAttempt(ctx, p.User.Username)
+	a, err := s.countAttempt(ctx, p.User.Username)
+	if err != nil {
+		return a, err
+	}
+	a.second, err = s.countSecondFactor(ctx, p.User)
+	return a, err
+}
+
+// codeAttemptFailed records the failure of the counted code attempt a under every limit.
+func (s *Service) codeAttemptFailed(ctx context.Context, p *Principal, a attempt) {
+	s.attemptFailed(ctx, p.User.Username, a)
+	s.secondFactorFailed(ctx, p, a.second)
 }
 
 // codeFailed records a refused code (MFA_FAILED, detail says why) and its attempt's failure, and
 // returns INVALID_CODE.
 func (s *Service) codeFailed(ctx context.Context, p *Principal, a attempt, detail string) error {
-	s.attemptFailed(ctx, p.User.Username, a)
+	s.codeAttemptFailed(ctx, p, a)
 	s.recordAlone(ctx, s.event(ctx, model.AuditEventTypeMfaFailed, p.User.ID, p.User.ID, p.Session.ID, detail))
 	return invalidCode()
 }
 
 // codeSettled answers the transaction of an accepted code: taken meanwhile (errRefused: a
 // replay, or a concurrent request with the same code won) it is a failed attempt; done, the
-// client's failures of the user are forgotten.
+// sign-in is at the user's full level: the client's failures of the user and the user's
+// second-factor failures are forgotten, and the client becomes known to the user.
 func (s *Service) codeSettled(ctx context.Context, p *Principal, counted attempt, op string, err error) error {
 	switch {
 	case errors.Is(err, errRefused):
@@ -279,7 +293,8 @@ func (s *Service) codeSettled(ctx context.Context, p *Principal, counted attempt
 	case err != nil:
 		return s.check(ctx, op, err)
 	}
-	s.forgetFailures(ctx, p.User.Username)
+	s.forgetFailures(ctx, p.User.Username, true)
+	s.forgetSecondFactorFailures(ctx, p.User)
 	return nil
 }
 
@@ -331,7 +346,8 @@ func (s *Service) RegenerateRecoveryCodes(ctx context.Context) ([]string, error)
 
 // Reauthenticate renews the caller's recent authentication (REAUTH_WINDOW) with their password,
 // without changing the session's level, and returns fresh tokens. A wrong password is
-// INVALID_CREDENTIALS, recorded as MFA_FAILED, and counts toward RATE_LIMIT_USER_FAILURES.
+// INVALID_CREDENTIALS, recorded as MFA_FAILED, and counts toward RATE_LIMIT_USER_FAILURES and
+// RATE_LIMIT_SECOND_FACTOR_FAILURES.
 func (s *Service) Reauthenticate(ctx context.Context, password string) (*model.AuthPayload, error) {
 	p, err := s.RequireSession(ctx)
 	if err != nil {
@@ -347,11 +363,13 @@ func (s *Service) Reauthenticate(ctx context.Context, password string) (*model.A
 		return nil, s.check(ctx, "Reauthenticate", err)
 	}
 	if !ok || !model.ValidText(pw) {
-		s.attemptFailed(ctx, p.User.Username, counted)
+		s.codeAttemptFailed(ctx, p, counted)
 		s.recordAlone(ctx, s.event(ctx, model.AuditEventTypeMfaFailed, p.User.ID, p.User.ID, p.Session.ID, "reauthentication: wrong password"))
 		return nil, model.Unauthenticated(model.AuthErrorReasonInvalidCredentials)
 	}
-	s.forgetFailures(ctx, p.User.Username)
+	// A password is not a second factor: it clears no second-factor failure, and makes the
+	// client known only to a user without a second factor.
+	s.forgetFailures(ctx, p.User.Username, !p.User.HasSecondFactor())
 	var payload *model.AuthPayload
 	err = s.db.Transact(ctx, func(tx *store.Tx) error {
 		if err := tx.RecordEvent(ctx, s.event(ctx, model.AuditEventTypeMfaVerified, p.User.ID, p.User.ID, p.Session.ID, "reauthenticated with password")); err != nil {

@@ -345,13 +345,18 @@ func (s *Service) BeginPasskeyVerification(ctx context.Context) (*model.PasskeyC
 
 // FinishPasskeyVerification checks a step-up's assertion against the caller's ceremony: the
 // session rises to AAL2 and its recent authentication is renewed (MFA_VERIFIED), with a fresh
-// token pair. Any refusal is INVALID_CODE (MFA_FAILED) and uses the ceremony up.
+// token pair. Any refusal is INVALID_CODE (MFA_FAILED), uses the ceremony up, and counts toward
+// RATE_LIMIT_SECOND_FACTOR_FAILURES (counted before the assertion is checked).
 func (s *Service) FinishPasskeyVerification(ctx context.Context, challengeID string, credential json.RawMessage) (*model.AuthPayload, error) {
 	p, err := s.RequireSession(ctx)
 	if err != nil {
 		return nil, err
 	}
 	if err := s.LimitClient(ctx); err != nil {
+		return nil, err
+	}
+	counted, err := s.countSecondFactor(ctx, p.User)
+	if err != nil {
 		return nil, err
 	}
 	var payload *model.AuthPayload
@@ -376,8 +381,11 @@ func (s *Service) FinishPasskeyVerification(ctx context.Context, challengeID str
 		return nil, err
 	}
 	if refused != "" {
+		s.secondFactorFailed(ctx, p, counted)
 		return nil, s.passkeyFailed(ctx, p, refused)
 	}
+	s.forgetFailures(ctx, p.User.Username, true)
+	s.forgetSecondFactorFailures(ctx, p.User)
 	return payload, nil
 }
 

@@ -179,7 +179,9 @@ func (s *Service) login(ctx context.Context, username, password string, oneStep 
 		}
 		return nil, model.Unauthenticated(model.AuthErrorReasonInvalidCredentials)
 	}
-	s.forgetFailures(ctx, username)
+	// The password is the whole sign-in only for a user without a second factor; for one with,
+	// the client becomes known at the second step (codeSettled).
+	s.forgetFailures(ctx, username, !u.HasSecondFactor())
 	if u.Disabled {
 		s.recordAlone(ctx, s.event(ctx, model.AuditEventTypeSignInFailed, "", u.ID, "", "account disabled"))
 		return nil, model.Forbidden(model.AuthErrorReasonAccountDisabled)

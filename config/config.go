@@ -55,26 +55,29 @@ type Config struct {
 	UserFailures       int
 	UserFailuresAll    int // failed passwords of one username from all clients together
 	UserFailuresWindow time.Duration
-	BcryptWorkers      int
-	BcryptQueueTimeout time.Duration
-	QueryLimits        graph.QueryLimits
-	Introspection      bool
-	GraphQLDebug       bool
-	TrustedDocuments   string // path of a persisted-documents manifest; empty: none
-	TrustedOnly        bool   // refuse free-form queries except from admins
-	Sockets            graph.SocketLimits
-	LogJSON            bool
-	LogLevel           slog.Level
-	AccessLog          graph.AccessLog
-	RefreshCookie      bool
-	CookieSecure       bool
-	CORSOrigins        []string
-	OIDC               oidc.Config
-	LinkVerifiedEmail  bool          // a provider's verified email may join the account with that address
-	MFARequiredRoles   []model.Role  // roles that must have a second factor (MFA_REQUIRED_ROLES)
-	ReauthWindow       time.Duration // how recent a sign-in sensitive operations need (REAUTH_WINDOW)
-	Mail               Mail
-	Passkeys           Passkeys
+	// SecondFactorFailures: failed second-factor checks of one user from all clients together
+	// per UserFailuresWindow (no client exempt); at most 100 (NIST SP 800-63B §5.2.2).
+	SecondFactorFailures int
+	BcryptWorkers        int
+	BcryptQueueTimeout   time.Duration
+	QueryLimits          graph.QueryLimits
+	Introspection        bool
+	GraphQLDebug         bool
+	TrustedDocuments     string // path of a persisted-documents manifest; empty: none
+	TrustedOnly          bool   // refuse free-form queries except from admins
+	Sockets              graph.SocketLimits
+	LogJSON              bool
+	LogLevel             slog.Level
+	AccessLog            graph.AccessLog
+	RefreshCookie        bool
+	CookieSecure         bool
+	CORSOrigins          []string
+	OIDC                 oidc.Config
+	LinkVerifiedEmail    bool          // a provider's verified email may join the account with that address
+	MFARequiredRoles     []model.Role  // roles that must have a second factor (MFA_REQUIRED_ROLES)
+	ReauthWindow         time.Duration // how recent a sign-in sensitive operations need (REAUTH_WINDOW)
+	Mail                 Mail
+	Passkeys             Passkeys
 
 	// PrincipalCache answers guarded requests' principals from memory with strict revocation
 	// (docs/principal-cache.md): on by default with Postgres, impossible with SQLite.
@@ -149,14 +152,15 @@ func Load(getenv func(string) string) (Config, error) {
 		AdminPassword:   getenv("ADMIN_PASSWORD"),
 		ShutdownTimeout: duration("SHUTDOWN_TIMEOUT", "10s"),
 
-		RedisURL:           get("REDIS_URL", ""),
-		RateLimitPerIP:     integer("RATE_LIMIT_PER_IP", "60", 0, 1_000_000),
-		RateLimitIPWindow:  duration("RATE_LIMIT_IP_WINDOW", "1m"),
-		UserFailures:       integer("RATE_LIMIT_USER_FAILURES", "10", 0, 1_000_000),
-		UserFailuresAll:    integer("RATE_LIMIT_USER_FAILURES_ALL_CLIENTS", "100", 0, 1_000_000),
-		UserFailuresWindow: duration("RATE_LIMIT_USER_WINDOW", "15m"),
-		BcryptWorkers:      integer("BCRYPT_WORKERS", strconv.Itoa(runtime.NumCPU()), 1, 1024),
-		BcryptQueueTimeout: duration("BCRYPT_QUEUE_TIMEOUT", "2s"),
+		RedisURL:             get("REDIS_URL", ""),
+		RateLimitPerIP:       integer("RATE_LIMIT_PER_IP", "60", 0, 1_000_000),
+		RateLimitIPWindow:    duration("RATE_LIMIT_IP_WINDOW", "1m"),
+		UserFailures:         integer("RATE_LIMIT_USER_FAILURES", "10", 0, 1_000_000),
+		UserFailuresAll:      integer("RATE_LIMIT_USER_FAILURES_ALL_CLIENTS", "100", 0, 1_000_000),
+		UserFailuresWindow:   duration("RATE_LIMIT_USER_WINDOW", "15m"),
+		SecondFactorFailures: integer("RATE_LIMIT_SECOND_FACTOR_FAILURES", "10", 0, 100),
+		BcryptWorkers:        integer("BCRYPT_WORKERS", strconv.Itoa(runtime.NumCPU()), 1, 1024),
+		BcryptQueueTimeout:   duration("BCRYPT_QUEUE_TIMEOUT", "2s"),
 		QueryLimits: graph.QueryLimits{
 			MaxBodyBytes:  int64(integer("MAX_BODY_BYTES", "65536", 1024, 64<<20)),
 			MaxQueryBytes: integer("MAX_QUERY_BYTES", "16384", 256, 16<<20),

@@ -37,6 +37,10 @@ type Mail struct {
 	LinkURLGuessed bool
 }
 
+// DevInboxServed reports whether GET /dev/mail is served: the inbox is on and no SMTP server is
+// set.
+func (m Mail) DevInboxServed() bool { return m.SMTPURL == "" && m.DevInbox }
+
 // loadMail reads the mail variables. The SMTP URL, the sender and the templates are checked in
 // full by mailer.New at start (with the same variable names); here, what can be told without it.
 func loadMail(get func(name, def string) string, boolean func(name, def string) bool, publicURL string, port int) (Mail, error) {

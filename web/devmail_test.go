@@ -1,6 +1,7 @@
 package web_test
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"io"
@@ -32,6 +33,10 @@ func get(t *testing.T, url string, header ...string) (int, string) {
 	t.Helper()
 	req, _ := http.NewRequest(http.MethodGet, url, nil)
 	for i := 0; i+1 < len(header); i += 2 {
+		if header[i] == "Host" {
+			req.Host = header[i+1]
+			continue
+		}
 		req.Header.Set(header[i], header[i+1])
 	}
 	// No proxy from the environment: the request must reach the listener from this host.
@@ -127,7 +132,8 @@ func TestDevMail_NonLoopbackPeerIs404EvenClaimingLoopback(t *testing.T) {
 		defer ts.Close()
 		t.Logf("non-loopback peer %s over TCP", ip)
 		for _, hdr := range headers {
-			if status, body := get(t, ts.URL+"/dev/mail", hdr...); status != http.StatusNotFound {
+			// A loopback Host, so that only the peer check refuses.
+			if status, body := get(t, ts.URL+"/dev/mail", append([]string{"Host", "localhost"}, hdr...)...); status != http.StatusNotFound {
 				t.Fatalf("peer %s, headers %v: status %d %s, want 404", ip, hdr, status, body)
 			}
 		}
@@ -138,6 +144,7 @@ func TestDevMail_NonLoopbackPeerIs404EvenClaimingLoopback(t *testing.T) {
 		for _, hdr := range headers {
 			req := httptest.NewRequest(http.MethodGet, "/dev/mail", nil)
 			req.RemoteAddr = remote
+			req.Host = "localhost"
 			for i := 0; i+1 < len(hdr); i += 2 {
 				req.Header.Set(hdr[i], hdr[i+1])
 			}
@@ -146,6 +153,87 @@ func TestDevMail_NonLoopbackPeerIs404EvenClaimingLoopback(t *testing.T) {
 			if rec.Code != http.StatusNotFound {
 				t.Fatalf("peer %s, headers %v: status %d, want 404", remote, hdr, rec.Code)
 			}
+		}
+	}
+}
+
+// A loopback peer is not enough: a same-host proxy that adds no forwarding header (nginx's
+// default proxy_pass, socat, ssh -L, kubectl port-forward) passes on the visitor's Host, and a
+// DNS-rebinding page sends its own name. Only a loopback name or address with any port is served.
+func TestDevMail_OnlyALoopbackHostIsServed(t *testing.T) {
+	ts := httptest.NewServer(devInbox(t))
+	defer ts.Close()
+	cases := []struct {
+		host string
+		want int
+	}{
+		{"rebind.evil.example", http.StatusNotFound},
+		{"rebind.evil.example:8080", http.StatusNotFound},
+		{"localhost.evil.example", http.StatusNotFound},
+		{"evillocalhost", http.StatusNotFound},
+		{"10.0.0.5:8080", http.StatusNotFound},
+		{"0.0.0.0:8080", http.StatusNotFound},
+		{"[::]:8080", http.StatusNotFound},
+		{"[2001:db8::1]", http.StatusNotFound},
+		{"", http.StatusNotFound},
+		{"localhost", http.StatusOK},
+		{"localhost:8080", http.StatusOK},
+		{"LocalHost.:8080", http.StatusOK},
+		{"app.localhost:3000", http.StatusOK},
+		{"127.0.0.1", http.StatusOK},
+		{"127.0.0.1:8080", http.StatusOK},
+		{"127.1.2.3:80", http.StatusOK},
+		{"[::1]", http.StatusOK},
+		{"[::1]:8080", http.StatusOK},
+		{"[::ffff:127.0.0.1]:8080", http.StatusOK},
+	}
+	for _, c := range cases {
+		t.Run(c.host, func(t *testing.T) {
+			if status := rawGet(t, ts.Listener.Addr().String(), c.host); status != c.want {
+				t.Fatalf("Host %q: status %d, want %d", c.host, status, c.want)
+			}
+		})
+	}
+}
+
+// rawGet sends GET /dev/mail to addr over TCP with the Host header host (none when empty, as
+// HTTP/1.0 allows) and returns the status.
+func rawGet(t *testing.T, addr, host string) int {
+	t.Helper()
+	conn, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	req := "GET /dev/mail HTTP/1.0\r\n\r\n"
+	if host != "" {
+		req = "GET /dev/mail HTTP/1.1\r\nHost: " + host + "\r\nConnection: close\r\n\r\n"
+	}
+	if _, err := io.WriteString(conn, req); err != nil {
+		t.Fatal(err)
+	}
+	res, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	return res.StatusCode
+}
+
+func TestDevMail_ListenWarningUnlessLoopback(t *testing.T) {
+	for _, c := range []struct {
+		addr string
+		warn bool
+	}{
+		{"127.0.0.1:8080", false}, {"[::1]:8080", false},
+		{"0.0.0.0:8080", true}, {"[::]:8080", true}, {"192.0.2.1:8080", true},
+	} {
+		addr, err := net.ResolveTCPAddr("tcp", c.addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := web.DevMailListenWarning(addr) != ""; got != c.warn {
+			t.Errorf("listening on %s: warning %v, want %v", c.addr, got, c.warn)
 		}
 	}
 }
