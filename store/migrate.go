@@ -186,7 +186,7 @@ CREATE TABLE sign_in_codes (
 );
 CREATE INDEX sign_in_codes_expires_at_idx ON sign_in_codes (expires_at);
 `},
-	{"20261216000002", "mail_token_purpose_key_code_failures", `
+	{"20261216000002", "mail_token_purpose_key", `
 -- One token per account and purpose, enforced by a unique key, so that a newer token replaces the
 -- older in one statement (INSERT … ON CONFLICT) even when requests race. Older duplicates are
 -- deleted first, keeping the newest.
@@ -197,6 +197,8 @@ DELETE FROM mail_tokens WHERE EXISTS (
 );
 DROP INDEX mail_tokens_user_purpose_idx;
 CREATE UNIQUE INDEX mail_tokens_user_purpose_key ON mail_tokens (user_id, purpose);
+`},
+	{"20261216000003", "sign_in_code_failures", `
 -- Wrong sign-in codes per address across codes: failures in the window that began at
 -- failures_since (store.MaxCodeFailures per store.CodeFailureWindow). A new code keeps them.
 ALTER TABLE sign_in_codes ADD COLUMN failures INTEGER NOT NULL DEFAULT 0;
