@@ -189,7 +189,8 @@ func cmpErr(err error, fallback error) error {
 }
 
 // SweepMailTokens deletes mailed tokens and sign-in codes that have expired (codes also once
-// dead of wrong tries), in bounded batches.
+// dead of wrong tries; a code row is kept while its address's wrong tries still count toward
+// store.MaxCodeFailures), in bounded batches.
 func (s *Service) SweepMailTokens(ctx context.Context) (int, error) {
 	total := 0
 	for _, sweep := range []func(context.Context, time.Time, int) (int, error){s.db.DeleteExpiredMailTokens, s.db.DeleteExpiredSignInCodes} {

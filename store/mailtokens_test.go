@@ -117,3 +117,48 @@ func TestMigrate_DuplicateMailTokensKeepTheNewest(t *testing.T) {
 
 // stamp is a timestamp literal both databases read.
 func stamp(t time.Time) string { return t.UTC().Format("2006-01-02 15:04:05+00:00") }
+
+// The count of wrong codes outlives the code: the sweep keeps the address's row while the count
+// still holds (else the cap would end with the code, ten minutes on), and a new code is refused
+// (ErrCodesBlocked) until the window is over.
+func TestSignInCodes_FailureCountOutlivesTheCodeUntilTheWindowEnds(t *testing.T) {
+	storetest.Each(t, func(t *testing.T, kind storetest.Kind) {
+		db := storetest.Open(t, kind)
+		ctx := context.Background()
+		now := time.Now().UTC()
+		code := func(at time.Time) error {
+			return db.ReplaceSignInCode(ctx, &store.SignInCode{EmailKey: "ann@example.com", Email: "ann@example.com", CodeHash: "right",
+				CreatedAt: at, ExpiresAt: at.Add(10 * time.Minute)}, at)
+		}
+		for i := range store.MaxCodeFailures {
+			if i%store.MaxCodeTries == 0 {
+				if err := code(now); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if _, err := db.TakeSignInCode(ctx, "ann@example.com", "wrong", now); err != store.ErrNotFound {
+				t.Fatalf("wrong code %d: %v", i, err)
+			}
+		}
+		if err := code(now); err != store.ErrCodesBlocked {
+			t.Fatalf("a new code over the cap: %v", err)
+		}
+		later := now.Add(time.Hour)
+		if _, err := db.DeleteExpiredSignInCodes(ctx, later, 100); err != nil {
+			t.Fatal(err)
+		}
+		if err := code(later); err != store.ErrCodesBlocked {
+			t.Fatalf("after the sweep, a new code: %v (the count was swept with the code)", err)
+		}
+		next := now.Add(store.CodeFailureWindow + time.Hour)
+		if n, err := db.DeleteExpiredSignInCodes(ctx, next, 100); err != nil || n != 1 {
+			t.Fatalf("swept %d, %v; want the row once the window is over", n, err)
+		}
+		if err := code(next); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := db.TakeSignInCode(ctx, "ann@example.com", "right", next); err != nil {
+			t.Fatalf("the right code the next day: %v", err)
+		}
+	})
+}
