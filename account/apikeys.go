@@ -2,11 +2,13 @@ package account
 
 import (
 	"context"
+	"strconv"
 	"strings"
 	"time"
 
 	"github.com/google/uuid"
 
+	"gqlauth/mailer"
 	"gqlauth/model"
 	"gqlauth/store"
 	"gqlauth/token"
@@ -103,7 +105,8 @@ func (s *Service) CreateAPIKey(ctx context.Context, name string, role *model.Rol
 		// The cap is checked where it is enforced: the owner's row is locked (Postgres; SQLite
 		// runs one writing transaction at a time), so concurrent creations of one user, on any
 		// instance, count and insert in turn and none can count before another's insert.
-		if _, err := tx.LockUser(ctx, p.User.ID); err != nil {
+		owner, err := tx.LockUser(ctx, p.User.ID)
+		if err != nil {
 			return err
 		}
 		live, err := tx.CountLiveAPIKeys(ctx, p.User.ID, now)
@@ -114,6 +117,10 @@ func (s *Service) CreateAPIKey(ctx context.Context, name string, role *model.Rol
 			return model.BadInput("name", "too many API keys; revoke one first")
 		}
 		if err := tx.CreateAPIKey(ctx, key); err != nil {
+			return err
+		}
+		// A key is a way in that outlives every session: the owner hears of each new one.
+		if err := s.queueSecurityNotice(ctx, tx, owner, mailer.APIKeyCreated, "A new API key named "+strconv.Quote(name)+" was created."); err != nil {
 			return err
 		}
 		return tx.RecordEvent(ctx, s.event(ctx, model.AuditEventTypeAPIKeyCreated, p.User.ID, p.User.ID, p.Session.ID, name))

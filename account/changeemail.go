@@ -59,7 +59,7 @@ func (s *Service) ChangeEmail(ctx context.Context, newEmail string, currentPassw
 	case err != nil && !isNotFound(err):
 		return false, s.check(ctx, "ChangeEmail", err)
 	}
-	if err := s.limitAddress(ctx, newEmail); err != nil {
+	if err := s.limitMail(ctx, mailer.VerifyEmail, newEmail); err != nil {
 		return false, err
 	}
 	err = s.db.Transact(ctx, func(tx *store.Tx) error {

@@ -67,7 +67,7 @@ func (s *Service) SendEmailVerification(ctx context.Context) (bool, error) {
 	if err := s.LimitClient(ctx); err != nil {
 		return false, err
 	}
-	if err := s.limitAddress(ctx, address); err != nil {
+	if err := s.limitMail(ctx, mailer.VerifyEmail, address); err != nil {
 		return false, err
 	}
 	err = s.db.Transact(ctx, func(tx *store.Tx) error {
@@ -98,7 +98,15 @@ func (s *Service) VerifyEmail(ctx context.Context, secret string) (bool, error) 
 	err := s.db.Transact(ctx, func(tx *store.Tx) error {
 		t, err := s.takeMailToken(ctx, tx, purposeChangeEmail, secret, now)
 		if err == nil {
+			before, err := tx.UserByID(ctx, t.UserID)
+			if err != nil {
+				return err
+			}
 			if err := tx.ChangeEmail(ctx, t.UserID, t.Email, now); err != nil {
+				return err
+			}
+			// The old address (when verified) hears of it: if this was not its owner, they act now.
+			if err := s.queueSecurityNotice(ctx, tx, before, mailer.EmailChanged, "The account's address was changed to "+t.Email+"; mail goes there from now on."); err != nil {
 				return err
 			}
 			return tx.RecordEvent(ctx, s.event(ctx, model.AuditEventTypeEmailChanged, t.UserID, t.UserID, "", "verified with a link mailed to the new address"))
@@ -159,11 +167,17 @@ func (s *Service) useMailLink(ctx context.Context, tx *store.Tx, purpose, secret
 	if err != nil {
 		return nil, err
 	}
+	return t, s.verifyMailedAddress(ctx, tx, t, now)
+}
+
+// verifyMailedAddress marks the address t was mailed to verified, the token being the proof; an
+// account that no longer has that address is UNAUTHENTICATED / INVALID_CODE.
+func (s *Service) verifyMailedAddress(ctx context.Context, tx *store.Tx, t *store.MailToken, now time.Time) error {
 	ok, err := tx.SetEmailVerified(ctx, t.UserID, t.Email, now)
 	if err != nil || !ok {
-		return nil, cmpErr(err, model.Unauthenticated(model.AuthErrorReasonInvalidCode))
+		return cmpErr(err, model.Unauthenticated(model.AuthErrorReasonInvalidCode))
 	}
-	return t, nil
+	return nil
 }
 
 // cmpErr is err, or fallback when err is nil.
@@ -175,7 +189,8 @@ func cmpErr(err error, fallback error) error {
 }
 
 // SweepMailTokens deletes mailed tokens and sign-in codes that have expired (codes also once
-// dead of wrong tries), in bounded batches.
+// dead of wrong tries; a code row is kept while its address's wrong tries still count toward
+// store.MaxCodeFailures), in bounded batches.
 func (s *Service) SweepMailTokens(ctx context.Context) (int, error) {
 	total := 0
 	for _, sweep := range []func(context.Context, time.Time, int) (int, error){s.db.DeleteExpiredMailTokens, s.db.DeleteExpiredSignInCodes} {

@@ -192,6 +192,9 @@ func (s *Service) SetPassword(ctx context.Context, newPassword string) (bool, er
 		} else if err != nil {
 			return err
 		}
+		if err := tx.VoidMailTokens(ctx, p.User.ID); err != nil { // a credential reset
+			return err
+		}
 		if err := s.queueSecurityNotice(ctx, tx, p.User, mailer.PasswordChanged, "A first password was set for the account, which signed in only through a provider before."); err != nil {
 			return err
 		}

@@ -17,7 +17,8 @@ import (
 //
 //   - a malformed address (not a plain address, over 254 bytes, CR, LF, NUL or any control
 //     character) is BAD_USER_INPUT whatever the accounts, and nothing is counted or written;
-//   - the per-IP limit of credential operations and the per-address limit are counted for every
+//   - the per-IP limit of credential operations and the per-address limit of the request's
+//     purpose (limitMail) are counted for every
 //     well-formed address; over the per-address limit the answer is still true and nothing is
 //     written;
 //   - otherwise it writes one row: the request, queued for the mail's sender with the address
@@ -33,7 +34,7 @@ func (s *Service) requestMail(ctx context.Context, kind mailer.RequestKind, emai
 	if err := validAddress("email", email); err != nil {
 		return false, err
 	}
-	if err := s.limitAddress(ctx, email); err != nil {
+	if err := s.limitMail(ctx, requestBudgets[kind], email); err != nil {
 		if e := (*model.Error)(nil); errors.As(err, &e) && e.Code == model.ErrorCodeTooManyRequests {
 			return true, nil
 		}
@@ -49,6 +50,21 @@ func (s *Service) requestMail(ctx context.Context, kind mailer.RequestKind, emai
 		return false, s.check(ctx, "requestMail", err)
 	}
 	return true, nil
+}
+
+// requestBudgets are the per-address budgets (limitMail) of the public requests.
+var requestBudgets = map[mailer.RequestKind]mailer.Kind{
+	mailer.RequestPasswordReset: mailer.ResetPassword,
+	mailer.RequestSignInCode:    mailer.SignInCode,
+}
+
+// limitMail counts one message of budget (mailer.VerifyEmail for every verification link, a
+// change of address's included; mailer.ResetPassword; mailer.SignInCode) to address and refuses
+// it, as TOO_MANY_REQUESTS, over RATE_LIMIT_EMAIL_PER_ADDRESS. Each budget is counted apart, so
+// that a stranger who asks for sign-in codes for an address cannot use up its owner's reset
+// mail, nor the other way round.
+func (s *Service) limitMail(ctx context.Context, budget mailer.Kind, address string) error {
+	return s.limitAddress(ctx, string(budget)+":"+address)
 }
 
 // validAddress checks an address a flow mails to: a plain address (no display name, no

@@ -45,8 +45,9 @@ func (s *Service) resolveReset(ctx context.Context, req mailer.Request, complete
 }
 
 // ResetPassword sets a new password from a reset link's token, in one transaction: the token is
-// used up, the password replaced, every session of the account revoked, the address the link was
-// sent to marked verified, a notice queued to it and a PASSWORD_RESET event recorded. A refused
+// used up, the password replaced, every session of the account revoked and every other mailed
+// token voided, the address the link was sent to marked verified (when it was not verified
+// before, the account is claimed: claimAccount), a notice queued to it and a PASSWORD_RESET event recorded. A refused
 // new password is BAD_USER_INPUT and leaves the token usable; an unknown, used, voided, expired or
 // malformed token, one of another purpose, or one for an address the account no longer has is
 // UNAUTHENTICATED / INVALID_CODE. A second factor still applies at the next sign-in.
@@ -67,14 +68,28 @@ func (s *Service) ResetPassword(ctx context.Context, secret, newPassword string)
 	}
 	now := s.clock()
 	err = s.db.Transact(ctx, func(tx *store.Tx) error {
-		t, err := s.useMailLink(ctx, tx, purposeResetPassword, secret, now)
+		t, err := s.takeMailToken(ctx, tx, purposeResetPassword, secret, now)
 		if err != nil {
+			return err
+		}
+		u, err := tx.UserByID(ctx, t.UserID)
+		if err != nil {
+			return err
+		}
+		if err := s.verifyMailedAddress(ctx, tx, t, now); err != nil {
 			return err
 		}
 		if err := tx.SetPasswordHash(ctx, t.UserID, hash); err != nil {
 			return err
 		}
-		if _, err := tx.RevokeSessions(ctx, t.UserID, "", store.RevokeAll, now); err != nil {
+		// Every session ends and every other mailed token dies (RevokeAll); an address proved
+		// here for the first time also claims the account (its API keys die too).
+		if u.EmailVerifiedAt == nil {
+			err = s.claimAccount(ctx, tx, t.UserID, false, now)
+		} else {
+			_, err = tx.RevokeSessions(ctx, t.UserID, "", store.RevokeAll, now)
+		}
+		if err != nil {
 			return err
 		}
 		if err := s.enqueue(ctx, tx, mailer.Message{Kind: mailer.PasswordChanged, To: t.Email, Detail: "It was reset with a link mailed to this address, and every session was signed out."}); err != nil {

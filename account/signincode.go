@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/rand"
 	"database/sql"
+	"errors"
 	"fmt"
 	"math/big"
 	"strings"
@@ -15,6 +16,7 @@ import (
 	"gqlauth/mailer"
 	"gqlauth/model"
 	"gqlauth/store"
+	"gqlauth/token"
 )
 
 // Sign-in codes: six digits mailed to an address (requestSignInCode), which sign in to the
@@ -29,28 +31,39 @@ func (s *Service) RequestSignInCode(ctx context.Context, email string) (bool, er
 
 // resolveSignInCode is the sender's side of RequestSignInCode: an address with an account, or
 // any address while sign-up is enabled, gets a new code (replacing the address's older one),
-// stored only as its keyed hash; an address with no account on a server without sign-up gets
-// nothing.
+// stored only as its keyed hash. An address with no account on a server without sign-up gets a
+// row all the same, with a hash no code has, and no mail: a wrong code then costs the same writes
+// for every address (signInWithCode's time tells nothing). An address over the cap of wrong codes
+// (store.MaxCodeFailures) gets nothing: the request still answered true.
 func (s *Service) resolveSignInCode(ctx context.Context, req mailer.Request, complete func(*sql.Tx) error) error {
-	to := req.To
+	to, send := req.To, true
 	switch u, err := s.db.UserByEmail(ctx, req.To); {
 	case err == nil:
 		to = *u.Email
 	case !isNotFound(err):
 		return err
 	case !s.cfg.SignupEnabled:
-		return nil
+		send = false
 	}
 	code, now, ttl := newSignInCode(), s.clock(), s.codeTTL()
+	hash := s.hashSignInCode(to, code)
+	if !send {
+		hash = "unusable:" + token.NewMailToken() // no code's hash: HMACs are hex
+	}
 	return s.db.Transact(ctx, func(tx *store.Tx) error {
-		if err := s.enqueue(ctx, tx, mailer.Message{Kind: mailer.SignInCode, To: to, Code: code, ExpiresIn: ttl}); err != nil {
+		err := tx.ReplaceSignInCode(ctx, &store.SignInCode{
+			EmailKey: strings.ToLower(to), Email: to, CodeHash: hash, CreatedAt: now, ExpiresAt: now.Add(ttl),
+		}, now)
+		switch {
+		case errors.Is(err, store.ErrCodesBlocked):
+			send = false
+		case err != nil:
 			return err
 		}
-		err := tx.ReplaceSignInCode(ctx, &store.SignInCode{
-			EmailKey: strings.ToLower(to), Email: to, CodeHash: s.hashSignInCode(to, code), CreatedAt: now, ExpiresAt: now.Add(ttl),
-		})
-		if err != nil {
-			return err
+		if send {
+			if err := s.enqueue(ctx, tx, mailer.Message{Kind: mailer.SignInCode, To: to, Code: code, ExpiresIn: ttl}); err != nil {
+				return err
+			}
 		}
 		return complete(tx.SQLTx())
 	})
@@ -86,8 +99,8 @@ func isSignInCode(code string) bool {
 // is INVALID_CODE and counts nothing; a malformed address is BAD_USER_INPUT.
 //
 // The address's account is signed in to (a disabled one is refused like Login); the code proved
-// the mailbox, so an address that was not verified becomes verified, and the account's other
-// sessions are revoked (whoever registered the address without owning it is signed out). An
+// the mailbox, so an address that was not verified becomes verified and the account is claimed
+// (claimAccount: whoever registered the address without owning it keeps nothing). An
 // address with no account creates a USER account with that address, verified, when sign-up is
 // enabled (SIGN_UP and SIGN_IN, detail "with a mailed code"); otherwise INVALID_CODE.
 func (s *Service) SignInWithCode(ctx context.Context, email, code string) (*model.AuthPayload, error) {
@@ -143,10 +156,10 @@ func (s *Service) SignInWithCode(ctx context.Context, email, code string) (*mode
 			if _, err := tx.SetEmailVerified(ctx, u.ID, c.Email, now); err != nil {
 				return err
 			}
-			if _, err := tx.RevokeSessions(ctx, u.ID, "", store.RevokeAll, now); err != nil {
+			if err := s.claimAccount(ctx, tx, u.ID, true, now); err != nil {
 				return err
 			}
-			u.EmailVerifiedAt = &now
+			u.EmailVerifiedAt, u.PasswordHash = &now, ""
 		}
 		// A mailed code is a one-time password (RFC 8176 "otp"); the session still starts at AAL1, so a
 		// code never skips a second factor.
@@ -163,4 +176,23 @@ func (s *Service) SignInWithCode(ctx context.Context, email, code string) (*mode
 		s.recordAlone(ctx, s.event(ctx, model.AuditEventTypeSignInFailed, "", "", "", "wrong, used or expired sign-in code"))
 	}
 	return payload, outcome
+}
+
+// claimAccount is what proving an address that was not verified before does to its account (a
+// sign-in code, or a reset link): whoever registered the address without owning it must keep
+// nothing. In tx, every session and every API key is revoked and every mailed token voided (a
+// pending change of address above all), and, for a code sign-in (clearPassword), the password is
+// removed: the owner sets one with setPassword or a reset. Second factors stay: a mailbox alone
+// never removes one (an admin's resetUserMfa does, README).
+func (s *Service) claimAccount(ctx context.Context, tx *store.Tx, userID string, clearPassword bool, now time.Time) error {
+	if _, err := tx.RevokeSessions(ctx, userID, "", store.RevokeAll, now); err != nil {
+		return err
+	}
+	if err := tx.RevokeAllAPIKeys(ctx, userID, now); err != nil {
+		return err
+	}
+	if clearPassword {
+		return tx.SetPasswordHash(ctx, userID, "")
+	}
+	return nil
 }

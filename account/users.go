@@ -51,7 +51,7 @@ func (s *Service) registerUnverified(ctx context.Context, u *model.User) error {
 	if err := validAddress("email", *u.Email); err != nil {
 		return err
 	}
-	mail := s.limitAddress(ctx, *u.Email) == nil
+	mail := s.limitMail(ctx, mailer.VerifyEmail, *u.Email) == nil
 	err := s.db.Transact(ctx, func(tx *store.Tx) error {
 		if err := tx.CreateUser(ctx, u); err != nil {
 			return err
@@ -79,7 +79,7 @@ func (s *Service) refuseUnverified(ctx context.Context, u *model.User) error {
 		return nil
 	}
 	s.recordAlone(ctx, s.event(ctx, model.AuditEventTypeSignInFailed, "", u.ID, "", "email address not verified"))
-	if s.limitAddress(ctx, *u.Email) == nil {
+	if s.limitMail(ctx, mailer.VerifyEmail, *u.Email) == nil {
 		err := s.db.Transact(ctx, func(tx *store.Tx) error {
 			return s.mailLink(ctx, tx, mailer.VerifyEmail, purposeVerifyEmail, u.ID, *u.Email, s.verifyTTL())
 		})
@@ -209,7 +209,7 @@ func (s *Service) login(ctx context.Context, username, password string, oneStep 
 }
 
 // ChangePassword replaces the caller's password after checking the current one, and revokes every
-// other session of the caller in the same transaction. A wrong current password is BAD_USER_INPUT
+// other session of the caller and voids every mailed token of theirs in the same transaction. A wrong current password is BAD_USER_INPUT
 // on currentPassword rather than UNAUTHENTICATED, so that clients do not mistake it for a dead
 // session and sign the user out.
 func (s *Service) ChangePassword(ctx context.Context, current, next string) (bool, error) {
@@ -248,6 +248,11 @@ func (s *Service) ChangePassword(ctx context.Context, current, next string) (boo
 			return err
 		}
 		if err := s.queueSecurityNotice(ctx, tx, p.User, mailer.PasswordChanged, "It was changed while signed in, and every other session was signed out."); err != nil {
+			return err
+		}
+		// A credential reset: every mailed token dies too (a pending change of address a thief
+		// started with the old password above all).
+		if err := tx.VoidMailTokens(ctx, p.User.ID); err != nil {
 			return err
 		}
 		_, err := tx.RevokeSessions(ctx, p.User.ID, p.Session.ID, store.RevokeOthers, s.clock())

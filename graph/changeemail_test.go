@@ -76,9 +76,13 @@ func TestChangeEmail_LinkToTheNewAddressChangesItAndTheOldGetsANotice(t *testing
 		if types := eventTypes(s.securityEvents(t, ann.AccessToken, nil)); !slices.Contains(types, "EMAIL_CHANGED") {
 			t.Fatalf("events %v", types)
 		}
+		// When the change completes, the old address hears of it too.
+		if done := smtp.waitFor(t, 4)[3]; done.To[0] != "ann@example.com" || !strings.Contains(done.Text, "was changed to ann@new.example") {
+			t.Fatalf("the notice of the completed change: %+v", done)
+		}
 		// The old address no longer signs in with a code to this account: a reset goes to the new one.
 		wantTrue(t, s.requestReset(t, "ann@new.example"), "requestPasswordReset")
-		if m := smtp.waitFor(t, 4)[3]; m.To[0] != "ann@new.example" {
+		if m := smtp.waitFor(t, 5)[4]; m.To[0] != "ann@new.example" {
 			t.Fatalf("reset went to %v", m.To)
 		}
 	})

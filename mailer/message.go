@@ -22,6 +22,7 @@ const (
 	PasswordChanged Kind = "password_changed"
 	EmailChanged    Kind = "email_changed"
 	MFAChanged      Kind = "mfa_changed"
+	APIKeyCreated   Kind = "api_key_created"
 )
 
 // Message is one mail to queue. Link and Code are secrets: they are sealed in the outbox.
@@ -56,7 +57,7 @@ func (m Message) validate() error {
 		needLink = true
 	case SignInCode:
 		needCode = true
-	case PasswordChanged, EmailChanged, MFAChanged:
+	case PasswordChanged, EmailChanged, MFAChanged, APIKeyCreated:
 		noCode = true
 	default:
 		return invalid("unknown kind %q", m.Kind)

@@ -28,7 +28,7 @@ type TemplateData struct {
 	Link      string // the link to open (verify_email, reset_password; optional in a notice)
 	Code      string // the code to type (sign_in_code)
 	ExpiresIn string // how long the link or code works, in words: "30 minutes"
-	Event     string // a notice's kind: password_changed, email_changed or mfa_changed
+	Event     string // a notice's kind: password_changed, email_changed, mfa_changed or api_key_created
 	What      string // a notice's sentence: "Your password was changed."
 	Detail    string // a notice's optional extra line
 }
@@ -37,12 +37,14 @@ type TemplateData struct {
 var templateNames = map[Kind]string{
 	VerifyEmail: "verify_email", ResetPassword: "reset_password", SignInCode: "sign_in_code",
 	PasswordChanged: "security_notice", EmailChanged: "security_notice", MFAChanged: "security_notice",
+	APIKeyCreated: "security_notice",
 }
 
 var noticeSentences = map[Kind]string{
 	PasswordChanged: "The password of your account was changed.",
 	EmailChanged:    "The email address of your account is being changed.",
 	MFAChanged:      "The sign-in methods of your account (second factors or passkeys) were changed.",
+	APIKeyCreated:   "A new API key was created for your account.",
 }
 
 type templatePair struct {

@@ -186,6 +186,24 @@ CREATE TABLE sign_in_codes (
 );
 CREATE INDEX sign_in_codes_expires_at_idx ON sign_in_codes (expires_at);
 `},
+	{"20261216000002", "mail_token_purpose_key", `
+-- One token per account and purpose, enforced by a unique key, so that a newer token replaces the
+-- older in one statement (INSERT … ON CONFLICT) even when requests race. Older duplicates are
+-- deleted first, keeping the newest.
+DELETE FROM mail_tokens WHERE EXISTS (
+	SELECT 1 FROM mail_tokens AS newer WHERE newer.user_id = mail_tokens.user_id
+	AND newer.purpose = mail_tokens.purpose
+	AND (newer.created_at > mail_tokens.created_at OR (newer.created_at = mail_tokens.created_at AND newer.token_hash > mail_tokens.token_hash))
+);
+DROP INDEX mail_tokens_user_purpose_idx;
+CREATE UNIQUE INDEX mail_tokens_user_purpose_key ON mail_tokens (user_id, purpose);
+`},
+	{"20261216000003", "sign_in_code_failures", `
+-- Wrong sign-in codes per address across codes: failures in the window that began at
+-- failures_since (store.MaxCodeFailures per store.CodeFailureWindow). A new code keeps them.
+ALTER TABLE sign_in_codes ADD COLUMN failures INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE sign_in_codes ADD COLUMN failures_since %[1]s;
+`},
 	{"20261217000001", "mfa", `
 -- The session's assurance level (AAL1, AAL2: it only rises), the RFC 8176 methods it used
 -- (space-separated) and when it last signed in or stepped up (REAUTH_WINDOW), read by the

@@ -77,10 +77,18 @@ const (
 )
 
 // RevokeSessions revokes live sessions of userID, relative to sessionID as scope says, and
-// returns how many it revoked.
+// returns how many it revoked. RevokeAll is a credential reset (a password reset, logout ALL, a
+// disabled account, an admin's MFA reset, a claimed account): in the same transaction it voids
+// every live mailed token of the user too (VoidMailTokens), so that a link mailed before the
+// remedy, a thief's pending change of address above all, dies with the sessions.
 func (db *DB) RevokeSessions(ctx context.Context, userID, sessionID string, scope RevokeScope, now time.Time) (int, error) {
 	var n int64
 	err := db.Transact(ctx, func(tx *Tx) error {
+		if scope == RevokeAll {
+			if err := tx.VoidMailTokens(ctx, userID); err != nil {
+				return err
+			}
+		}
 		q := tx.idb.NewUpdate().Model((*model.Session)(nil)).Set("revoked_at = ?", now).
 			Where("user_id = ?", userID).Where("revoked_at IS NULL")
 		switch scope {
