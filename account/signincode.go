@@ -191,6 +191,10 @@ func (s *Service) claimAccount(ctx context.Context, tx *store.Tx, userID string,
 	if err := tx.RevokeAllAPIKeys(ctx, userID, now); err != nil {
 		return err
 	}
+	// A provider identity the squatter linked would be a way back in, like a key or a password.
+	if _, err := tx.DeleteIdentitiesOf(ctx, userID); err != nil {
+		return err
+	}
 	if clearPassword {
 		return tx.SetPasswordHash(ctx, userID, "")
 	}

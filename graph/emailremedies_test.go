@@ -119,6 +119,23 @@ func TestSignInCode_ClaimingAnAccountRevokesTheSquattersAPIKeys(t *testing.T) {
 	})
 }
 
+func TestSignInCode_ClaimingAnAccountUnlinksTheSquattersProviderIdentities(t *testing.T) {
+	storetest.Each(t, func(t *testing.T, kind storetest.Kind) {
+		s, smtp := mailServer(t, kind)
+		squat := s.registerWithEmail(t, "squatter", "owner@example.com")
+		s.link(t, squat.User.ID, "corp")
+
+		code := s.mailedCode(t, smtp, "owner@example.com", 0)
+		var owner tokens
+		s.signInWithCode(t, "owner@example.com", code).field(t, "signInWithCode", &owner)
+		var me struct{ Identities []struct{ Provider string } }
+		s.query(t, owner.AccessToken, `{ me { identities { provider } } }`, nil).field(t, "me", &me)
+		if len(me.Identities) != 0 {
+			t.Fatalf("the squatter's provider identity is still linked to the owner's account: %+v", me.Identities)
+		}
+	})
+}
+
 func TestSignInCode_ClaimingAnAccountVoidsTheSquattersPendingChange(t *testing.T) {
 	storetest.Each(t, func(t *testing.T, kind storetest.Kind) {
 		s, smtp := mailServer(t, kind)

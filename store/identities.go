@@ -66,6 +66,20 @@ func (db *DB) DeleteIdentity(ctx context.Context, userID, provider string) error
 	return nil
 }
 
+// DeleteIdentitiesOf unlinks every provider identity of the user and returns how many it
+// unlinked (claiming an account: whoever registered it may have linked their own provider).
+func (db *DB) DeleteIdentitiesOf(ctx context.Context, userID string) (int, error) {
+	var n int64
+	err := db.Transact(ctx, func(tx *Tx) error {
+		res, err := tx.idb.NewDelete().Model((*model.Identity)(nil)).Where("user_id = ?", userID).Exec(ctx)
+		if err == nil {
+			n, _ = res.RowsAffected()
+		}
+		return err
+	})
+	return int(n), wrap(err, "DeleteIdentitiesOf")
+}
+
 // LockUser reads a user and, on Postgres, locks its row until the transaction ends, so that
 // changes that check the user's ways of signing in take turns.
 func (db *DB) LockUser(ctx context.Context, id string) (*model.User, error) {
