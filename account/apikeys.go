@@ -97,7 +97,7 @@ func (s *Service) CreateAPIKey(ctx context.Context, name string, role *model.Rol
 	secret := newAPIKeySecret()
 	key := &model.APIKey{
 		ID: uuid.Must(uuid.NewV7()).String(), UserID: p.User.ID, Name: name, Prefix: secret[:apiKeyDisplayLength],
-		SecretHash: token.HashRefreshToken(secret), Role: keyRole, CreatedAt: now, ExpiresAt: now.Add(lifetime),
+		SecretHash: token.HashRefreshToken(secret), Role: keyRole, AAL: p.Session.AAL, CreatedAt: now, ExpiresAt: now.Add(lifetime),
 	}
 	err = s.db.Transact(ctx, func(tx *store.Tx) error {
 		// The cap is checked where it is enforced: the owner's row is locked (Postgres; SQLite

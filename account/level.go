@@ -101,15 +101,16 @@ func (s *Service) OwnLevel(u *model.User) model.AuthLevel {
 	return model.AuthLevelAal1
 }
 
-// Level is the assurance level of the request: its session's. A request with an API key is at
-// its owner's factor level (AAL2 when the owner has a second factor: a key is minted only by a
-// session at the owner's level within REAUTH_WINDOW), and never passes a step-up (aal: AAL2)
-// field, which needs a session.
+// Level is the assurance level of the request: its session's. A request with an API key acts at
+// the lower of the level of the session that minted the key and its owner's factor level (AAL2
+// only while the owner has a second factor): a key minted at AAL1 — before the owner's first
+// factor, perhaps with a stolen password — never acts at AAL2. A key never passes a step-up
+// (aal: AAL2) field, which needs a session.
 func (p *Principal) Level() model.AuthLevel {
 	if p.Session != nil {
 		return p.Session.AAL
 	}
-	if p.User.HasSecondFactor() {
+	if p.APIKey != nil && p.APIKey.AAL == model.AuthLevelAal2 && p.User.HasSecondFactor() {
 		return model.AuthLevelAal2
 	}
 	return model.AuthLevelAal1
@@ -177,7 +178,7 @@ func (s *Service) reauthenticated(ctx context.Context, tx *store.Tx, p *Principa
 // written (a confirmed TOTP, a registered passkey), for the caller p: the user's factor count is
 // brought up to date; on the user's first factor, p's session is raised to AAL2 (method added to
 // its amr) and every other session of the user is revoked, which a stolen password may have
-// opened; MFA_ENROLLED is recorded (detail names the factor) and a notice is mailed to the
+// opened, and every API key of the user; MFA_ENROLLED is recorded (detail names the factor) and a notice is mailed to the
 // verified address. The caller must have locked the user's row (tx.LockUser) before writing the
 // factor, and must have written exactly one. It reports whether this was the first factor.
 func (s *Service) FactorAdded(ctx context.Context, tx *store.Tx, p *Principal, method, detail string) (first bool, err error) {
@@ -195,7 +196,12 @@ func (s *Service) FactorAdded(ctx context.Context, tx *store.Tx, p *Principal, m
 		if _, err := tx.RevokeSessions(ctx, p.User.ID, p.Session.ID, store.RevokeOthers, now); err != nil {
 			return false, err
 		}
-		detail += "; first factor: other sessions revoked"
+		// The user's API keys too: a stolen password may have minted them, and they were minted
+		// at AAL1 (a key this session makes from now on is at AAL2).
+		if err := tx.RevokeAllAPIKeys(ctx, p.User.ID, now); err != nil {
+			return false, err
+		}
+		detail += "; first factor: other sessions and API keys revoked"
 	}
 	if err := tx.RecordEvent(ctx, s.event(ctx, model.AuditEventTypeMfaEnrolled, p.User.ID, p.User.ID, p.Session.ID, detail)); err != nil {
 		return false, err

@@ -365,7 +365,7 @@ func (s *Service) Reauthenticate(ctx context.Context, password string) (*model.A
 }
 
 // ResetUserMfa removes every second factor and recovery code of user id (an admin's help for a
-// user who lost them) and revokes every session of the user: whoever holds one may be the reason
+// user who lost them) and revokes every session and API key of the user: whoever holds one may be the reason
 // for the reset, and the user signs in again with their password and enrols anew. MFA_RESET is
 // recorded and a notice mailed.
 func (s *Service) ResetUserMfa(ctx context.Context, id string) (*model.User, error) {
@@ -389,7 +389,10 @@ func (s *Service) ResetUserMfa(ctx context.Context, id string) (*model.User, err
 		if _, err := tx.RevokeSessions(ctx, id, "", store.RevokeAll, s.clock()); err != nil {
 			return err
 		}
-		if err := tx.RecordEvent(ctx, s.event(ctx, model.AuditEventTypeMfaReset, actor, id, session, strconv.Itoa(n)+" factors removed; every session revoked")); err != nil {
+		if err := tx.RevokeAllAPIKeys(ctx, id, s.clock()); err != nil {
+			return err
+		}
+		if err := tx.RecordEvent(ctx, s.event(ctx, model.AuditEventTypeMfaReset, actor, id, session, strconv.Itoa(n)+" factors removed; every session and API key revoked")); err != nil {
 			return err
 		}
 		return s.mfaNotice(ctx, tx, u, "An administrator removed every second factor and recovery code of your account and signed it out everywhere.")
