@@ -177,7 +177,7 @@ func (s *Service) FinishPasskeyRegistration(ctx context.Context, challengeID, na
 	}
 	var key *model.Passkey
 	refused, err := s.finishCeremony(ctx, "FinishPasskeyRegistration", ceremonyRegistration, challengeID, p, func(tx *store.Tx, pk *mfa.Passkeys, session []byte) (string, error) {
-		if _, err := tx.LockUser(ctx, p.User.ID); err != nil {
+		if _, err := s.lockFactors(ctx, tx, p); err != nil {
 			return "", err
 		}
 		keys, err := tx.Passkeys(ctx, p.User.ID)
@@ -393,7 +393,7 @@ func (s *Service) RemovePasskey(ctx context.Context, id string) (bool, error) {
 		return false, err
 	}
 	err = s.db.Transact(ctx, func(tx *store.Tx) error {
-		if _, err := tx.LockUser(ctx, p.User.ID); err != nil {
+		if _, err := s.lockFactors(ctx, tx, p); err != nil {
 			return err
 		}
 		keys, err := tx.Passkeys(ctx, p.User.ID)
