@@ -197,15 +197,13 @@ func (s *Service) FinishPasskeyRegistration(ctx context.Context, challengeID, na
 			return "", err
 		}
 		// A credential id registered to any account is refused (WebAuthn §7.1 step 22): a client
-		// could claim someone else's to stand in the way of their sign-in.
-		if _, err := tx.PasskeyByCredentialID(ctx, created.CredentialID); err == nil {
-			return "credential already registered", nil
-		} else if !isNotFound(err) {
-			return "", err
-		}
+		// could claim someone else's to stand in the way of their sign-in. The insert decides, so
+		// that two registrations of one id at once get one passkey and one INVALID_CODE.
 		created.ID, created.UserID, created.Name, created.CreatedAt = uuid.Must(uuid.NewV7()).String(), p.User.ID, name, s.clock()
-		if err := tx.CreatePasskey(ctx, created); err != nil {
+		if ok, err := tx.CreatePasskey(ctx, created); err != nil {
 			return "", err
+		} else if !ok {
+			return "credential already registered", nil
 		}
 		key = created
 		_, err = s.FactorAdded(ctx, tx, p, passkeyMethods(created)[0], "passkey "+name)

@@ -176,11 +176,18 @@ func (db *DB) RecoveryCodesLeft(ctx context.Context, userID string) (int, error)
 
 func (db *DB) passkeys() string { return "webauthn_credentials AS passkey" }
 
-// CreatePasskey stores a registered passkey. The caller recounts the user's factors
+// CreatePasskey stores a registered passkey and reports false, storing nothing, when its
+// credential id is registered already (to any account: two registrations of one id at once both
+// pass a prior check, and the unique index decides). The caller recounts the user's factors
 // (RecountFactors) in the same transaction.
-func (db *DB) CreatePasskey(ctx context.Context, p *model.Passkey) error {
-	_, err := db.idb.NewInsert().Model(p).ModelTableExpr("webauthn_credentials").Exec(ctx)
-	return wrap(err, "CreatePasskey")
+func (db *DB) CreatePasskey(ctx context.Context, p *model.Passkey) (bool, error) {
+	res, err := db.idb.NewInsert().Model(p).ModelTableExpr("webauthn_credentials").
+		On("CONFLICT (credential_id) DO NOTHING").Exec(ctx)
+	if err != nil {
+		return false, wrap(err, "CreatePasskey")
+	}
+	n, _ := res.RowsAffected()
+	return n == 1, nil
 }
 
 // Passkeys returns the user's passkeys, oldest first.
