@@ -41,11 +41,14 @@ func (s *Service) reauthWindow() time.Duration {
 
 // Guard is what a guarded field requires: a role, and a level (nil: the user's own level).
 // Enrolment marks a field that enrols a factor (@enrollsFactor): a user with none yet passes it
-// at AAL1 even when their role needs a second factor.
+// at AAL1 even when their role needs a second factor. Recent marks a field that needs a recent
+// authentication (@recentAuth, the one source of that rule): a session that signed in, stepped
+// up or reauthenticated within REAUTH_WINDOW; an API key never passes it.
 type Guard struct {
 	Role      model.Role
 	AAL       *model.AuthLevel
 	Enrolment bool
+	Recent    bool
 }
 
 // Authorize authenticates the caller and checks that their role, as stored now, is at least
@@ -77,6 +80,9 @@ func (s *Service) allows(p *Principal, g Guard) error {
 	required := s.requiredLevel(p.User, g)
 	if !p.Level().Satisfies(required) {
 		return model.MFARequired(required)
+	}
+	if g.Recent {
+		return s.requireRecent(p)
 	}
 	return nil
 }
@@ -130,8 +136,8 @@ func (s *Service) requireRecent(p *Principal) error {
 }
 
 // RequireRecentSession authenticates the caller and refuses an API key or a session whose last
-// authentication is older than REAUTH_WINDOW (an operation that mints a long-lived credential or
-// changes how the account signs in: createApiKey, setPassword, changeEmail, a factor's change).
+// authentication is older than REAUTH_WINDOW. The GraphQL fields get this rule from @recentAuth
+// (Guard.Recent); this is for callers outside the schema's guard.
 func (s *Service) RequireRecentSession(ctx context.Context) (*Principal, error) {
 	p, err := s.RequireSession(ctx)
 	if err != nil {

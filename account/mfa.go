@@ -58,7 +58,7 @@ func totpAD(userID string) []byte { return []byte("totp\x00" + userID) }
 // session of the user started is refused (pendingElsewhere). It needs a recent authentication;
 // TOTP already active is refused (remove it first).
 func (s *Service) EnrollTotp(ctx context.Context) (*model.TotpEnrollment, error) {
-	p, err := s.RequireRecentSession(ctx)
+	p, err := s.RequireSession(ctx) // @recentAuth checked the recent authentication
 	if err != nil {
 		return nil, err
 	}
@@ -129,7 +129,7 @@ func (s *Service) totpMatch(ctx context.Context, userID, code string, confirmed 
 // user raises this session to AAL2 and revokes the others (FactorAdded). A wrong code is
 // INVALID_CODE and counts toward RATE_LIMIT_USER_FAILURES.
 func (s *Service) ConfirmTotp(ctx context.Context, code string) ([]string, error) {
-	p, err := s.RequireRecentSession(ctx)
+	p, err := s.RequireSession(ctx) // @recentAuth checked the recent authentication
 	if err != nil {
 		return nil, err
 	}
@@ -306,7 +306,7 @@ func (s *Service) codeSettled(ctx context.Context, p *Principal, counted attempt
 // RemoveTotp removes the caller's TOTP factor (pending or active). It needs a recent
 // authentication; the directive requires AAL2.
 func (s *Service) RemoveTotp(ctx context.Context) (bool, error) {
-	p, err := s.RequireRecentSession(ctx)
+	p, err := s.RequireSession(ctx) // @recentAuth checked the recent authentication
 	if err != nil {
 		return false, err
 	}
@@ -329,7 +329,7 @@ func (s *Service) RemoveTotp(ctx context.Context) (bool, error) {
 // RegenerateRecoveryCodes replaces the caller's recovery codes with ten new ones, shown once. It
 // needs a recent authentication and a second factor (the directive requires AAL2).
 func (s *Service) RegenerateRecoveryCodes(ctx context.Context) ([]string, error) {
-	p, err := s.RequireRecentSession(ctx)
+	p, err := s.RequireSession(ctx) // @recentAuth checked the recent authentication
 	if err != nil {
 		return nil, err
 	}

@@ -147,7 +147,7 @@ func validPasskeyName(name string) (string, error) {
 // BeginPasskeyRegistration starts registering a passkey for the caller: the options for
 // navigator.credentials.create(). It needs a recent authentication (REAUTH_WINDOW).
 func (s *Service) BeginPasskeyRegistration(ctx context.Context) (*model.PasskeyChallenge, error) {
-	p, err := s.RequireRecentSession(ctx)
+	p, err := s.RequireSession(ctx) // @recentAuth checked the recent authentication
 	if err != nil {
 		return nil, err
 	}
@@ -168,7 +168,7 @@ func (s *Service) BeginPasskeyRegistration(ctx context.Context) (*model.PasskeyC
 // session to AAL2 and revokes the others (FactorAdded). A refused credential is INVALID_CODE
 // (MFA_FAILED) and uses the ceremony up; a refused name does not.
 func (s *Service) FinishPasskeyRegistration(ctx context.Context, challengeID, name string, credential json.RawMessage) (*model.Passkey, error) {
-	p, err := s.RequireRecentSession(ctx)
+	p, err := s.RequireSession(ctx) // @recentAuth checked the recent authentication
 	if err != nil {
 		return nil, err
 	}
@@ -383,7 +383,7 @@ func (s *Service) FinishPasskeyVerification(ctx context.Context, challengeID str
 // account's factor count up to date in the same transaction. It needs a recent authentication;
 // the directive requires AAL2. Another account's passkey is NOT_FOUND, as an unknown one is.
 func (s *Service) RemovePasskey(ctx context.Context, id string) (bool, error) {
-	p, err := s.RequireRecentSession(ctx)
+	p, err := s.RequireSession(ctx) // @recentAuth checked the recent authentication
 	if err != nil {
 		return false, err
 	}
