@@ -137,3 +137,20 @@ func TestAdmin_MintingAnAdminNeedsARecentAuthentication(t *testing.T) {
 		}
 	})
 }
+
+// On a socket the rule is the same per operation: a socket opened with a session whose sign-in
+// is older than REAUTH_WINDOW cannot mint a key; a fresh one can.
+func TestRecentAuth_TheSameRuleOnASocket(t *testing.T) {
+	storetest.Each(t, func(t *testing.T, kind storetest.Kind) {
+		s := newServer(t, kind, withMFA(account.MFAConfig{ReauthWindow: 10 * time.Minute}))
+		ann := s.signedInUser(t, "ann")
+		const mint = `mutation { createApiKey(name: "socket") { secret } }`
+		sock, _ := s.dialSocket(t, "", bearer(ann.AccessToken))
+		sock.acked(t)
+		if r := results(t, sock.operation(t, "1", mint, nil)); len(r) == 0 || len(r[0].Errors) > 0 {
+			t.Fatalf("a fresh session on a socket: %+v", r)
+		}
+		s.Clock.Advance(11 * time.Minute)
+		results(t, sock.operation(t, "2", mint, nil))[0].wantError(t, "FORBIDDEN", "REAUTHENTICATION_REQUIRED")
+	})
+}
