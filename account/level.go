@@ -216,12 +216,18 @@ func (s *Service) FactorAdded(ctx context.Context, tx *store.Tx, p *Principal, m
 }
 
 // FactorRemoved finishes, in tx, the removal of a factor whose row the caller has just deleted:
-// the count is brought up to date, MFA_REMOVED recorded and a notice mailed. When the user has no
-// factor left, their recovery codes are deleted too (they would be a second factor of nothing).
+// the count is brought up to date, MFA_REMOVED recorded and a notice mailed. The last factor of a
+// user whose role needs one (MFA_REQUIRED_ROLES) is refused (BAD_USER_INPUT), which undoes the
+// removal. When the user has no factor left, their recovery codes are deleted too (they would be
+// a second factor of nothing).
 func (s *Service) FactorRemoved(ctx context.Context, tx *store.Tx, p *Principal, detail string) error {
 	n, err := tx.RecountFactors(ctx, p.User.ID)
 	if err != nil {
 		return err
+	}
+	if n == 0 && slices.Contains(s.cfg.MFA.RequiredRoles, p.User.Role) {
+		// The caller rolls the removal back: the role cannot go without a second factor.
+		return model.BadInput("id", "your role needs a second factor: add another before removing the last one")
 	}
 	if n == 0 {
 		if err := tx.DeleteRecoveryCodes(ctx, p.User.ID); err != nil {

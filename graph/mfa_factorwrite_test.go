@@ -6,8 +6,10 @@ import (
 	"testing"
 	"time"
 
+	"gqlauth/account"
 	"gqlauth/mfa"
 	"gqlauth/mfa/softauthn"
+	"gqlauth/model"
 	"gqlauth/store/storetest"
 )
 
@@ -139,5 +141,19 @@ func TestConfirmTotp_OnlyTheSessionThatStartedTheEnrolmentConfirmsIt(t *testing.
 			Token: other.AccessToken}).wantError(t, "UNAUTHENTICATED", "INVALID_CODE")
 		s.query(t, owner.AccessToken, `mutation($c: String!) { confirmTotp(code: $c) }`,
 			map[string]any{"c": totpCode(t, mine.Secret, s.Clock.Now())}).field(t, "confirmTotp", new([]string))
+	})
+}
+
+// A user whose role needs a second factor (MFA_REQUIRED_ROLES) cannot remove their last one:
+// BAD_USER_INPUT, and the factor stays.
+func TestRemoveTotp_TheLastFactorOfARoleThatNeedsOneIsRefused(t *testing.T) {
+	storetest.Each(t, func(t *testing.T, kind storetest.Kind) {
+		s := newServer(t, kind, withMFA(account.MFAConfig{RequiredRoles: []model.Role{model.RoleAdmin}}))
+		root := s.signedInAdmin(t)
+		secret, _ := s.enrolTotp(t, root.AccessToken)
+		s.Clock.Advance(mfa.Period * time.Second)
+		admin := s.stepUp(t, "root", secret)
+		s.do(t, call{Query: `mutation { removeTotp }`, Token: admin.AccessToken}).wantError(t, "BAD_USER_INPUT", "")
+		s.stepUp(t, "root", secret) // the factor is still there
 	})
 }
