@@ -33,7 +33,7 @@ func (s *Service) lockFactors(ctx context.Context, tx *store.Tx, p *Principal) (
 // another live session of p's user started: replacing it silently would let one session swap the
 // secret another is about to confirm. A pending enrolment of a session that has ended (or from
 // before enrolments named their session) is replaced. The owner who meets a thief's pending
-// enrolment signs that session out (revokeSession) and enrols again.
+// enrolment signs the other sessions out (logout(scope: OTHERS)) and enrols again.
 func (s *Service) pendingElsewhere(ctx context.Context, tx *store.Tx, p *Principal) error {
 	f, err := tx.TOTPFactorOf(ctx, p.User.ID)
 	if isNotFound(err) {
@@ -50,5 +50,5 @@ func (s *Service) pendingElsewhere(ctx context.Context, tx *store.Tx, p *Princip
 	} else if err != nil {
 		return err
 	}
-	return model.BadInput("totp", "another of your sessions has a TOTP enrolment pending: confirm it there, or sign that session out and enrol again")
+	return model.BadInput("totp", "another of your sessions has a TOTP enrolment pending: confirm it there, or sign the other sessions out (logout(scope: OTHERS)) and enrol again")
 }
