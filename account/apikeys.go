@@ -67,7 +67,7 @@ func (s *Service) RequireSession(ctx context.Context) (*Principal, error) {
 func (s *Service) CreateAPIKey(ctx context.Context, name string, role *model.Role, expiresIn *int) (*model.APIKeySecret, error) {
 	// A key outlives the session that mints it: only a session that signed in or stepped up
 	// within REAUTH_WINDOW may, so a stolen access token alone cannot mint one.
-	p, err := s.RequireRecentSession(ctx)
+	p, err := s.RequireSession(ctx) // @recentAuth checked the recent authentication
 	if err != nil {
 		return nil, err
 	}
@@ -99,7 +99,7 @@ func (s *Service) CreateAPIKey(ctx context.Context, name string, role *model.Rol
 	secret := newAPIKeySecret()
 	key := &model.APIKey{
 		ID: uuid.Must(uuid.NewV7()).String(), UserID: p.User.ID, Name: name, Prefix: secret[:apiKeyDisplayLength],
-		SecretHash: token.HashRefreshToken(secret), Role: keyRole, CreatedAt: now, ExpiresAt: now.Add(lifetime),
+		SecretHash: token.HashRefreshToken(secret), Role: keyRole, AAL: p.Session.AAL, CreatedAt: now, ExpiresAt: now.Add(lifetime),
 	}
 	err = s.db.Transact(ctx, func(tx *store.Tx) error {
 		// The cap is checked where it is enforced: the owner's row is locked (Postgres; SQLite

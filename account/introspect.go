@@ -15,16 +15,17 @@ import (
 // Why an introspection caller is refused.
 var (
 	ErrIntrospectionNoAPIKey   = errors.New("account: introspection without an API key")
-	ErrIntrospectionNotAnAdmin = errors.New("account: introspection with an invalid key or a key whose owner is not an ADMIN")
+	ErrIntrospectionNotAnAdmin = errors.New("account: introspection with an invalid key, or a key that does not pass an ADMIN field's guard")
 )
 
-// AuthorizeIntrospection checks that the request in ctx is made with an API key whose owner is
-// an ADMIN.
+// AuthorizeIntrospection checks that the request in ctx is made with an API key that passes the
+// guard of an ADMIN field (Guard: the key's role ADMIN, at its owner's own level — a key minted at
+// AAL1 is refused once its owner has a second factor or MFA_REQUIRED_ROLES names ADMIN).
 func (s *Service) AuthorizeIntrospection(ctx context.Context) error {
 	if ra := fromContext(ctx); ra == nil || ra.apiKey == "" {
 		return ErrIntrospectionNoAPIKey
 	}
-	if p, err := s.Authenticate(ctx); err != nil || p.Role != model.RoleAdmin {
+	if _, err := s.Guard(ctx, Guard{Role: model.RoleAdmin}); err != nil {
 		return ErrIntrospectionNotAnAdmin
 	}
 	return nil

@@ -41,11 +41,14 @@ func (s *Service) reauthWindow() time.Duration {
 
 // Guard is what a guarded field requires: a role, and a level (nil: the user's own level).
 // Enrolment marks a field that enrols a factor (@enrollsFactor): a user with none yet passes it
-// at AAL1 even when their role needs a second factor.
+// at AAL1 even when their role needs a second factor. Recent marks a field that needs a recent
+// authentication (@recentAuth, the one source of that rule): a session that signed in, stepped
+// up or reauthenticated within REAUTH_WINDOW; an API key never passes it.
 type Guard struct {
 	Role      model.Role
 	AAL       *model.AuthLevel
 	Enrolment bool
+	Recent    bool
 }
 
 // Authorize authenticates the caller and checks that their role, as stored now, is at least
@@ -78,6 +81,9 @@ func (s *Service) allows(p *Principal, g Guard) error {
 	if !p.Level().Satisfies(required) {
 		return model.MFARequired(required)
 	}
+	if g.Recent {
+		return s.requireRecent(p)
+	}
 	return nil
 }
 
@@ -101,15 +107,16 @@ func (s *Service) OwnLevel(u *model.User) model.AuthLevel {
 	return model.AuthLevelAal1
 }
 
-// Level is the assurance level of the request: its session's. A request with an API key is at
-// its owner's factor level (AAL2 when the owner has a second factor: a key is minted only by a
-// session at the owner's level within REAUTH_WINDOW), and never passes a step-up (aal: AAL2)
-// field, which needs a session.
+// Level is the assurance level of the request: its session's. A request with an API key acts at
+// the lower of the level of the session that minted the key and its owner's factor level (AAL2
+// only while the owner has a second factor): a key minted at AAL1 — before the owner's first
+// factor, perhaps with a stolen password — never acts at AAL2. A key never passes a step-up
+// (aal: AAL2) field, which needs a session.
 func (p *Principal) Level() model.AuthLevel {
 	if p.Session != nil {
 		return p.Session.AAL
 	}
-	if p.User.HasSecondFactor() {
+	if p.APIKey != nil && p.APIKey.AAL == model.AuthLevelAal2 && p.User.HasSecondFactor() {
 		return model.AuthLevelAal2
 	}
 	return model.AuthLevelAal1
@@ -129,8 +136,8 @@ func (s *Service) requireRecent(p *Principal) error {
 }
 
 // RequireRecentSession authenticates the caller and refuses an API key or a session whose last
-// authentication is older than REAUTH_WINDOW (an operation that mints a long-lived credential or
-// changes how the account signs in: createApiKey, setPassword, changeEmail, a factor's change).
+// authentication is older than REAUTH_WINDOW. The GraphQL fields get this rule from @recentAuth
+// (Guard.Recent); this is for callers outside the schema's guard.
 func (s *Service) RequireRecentSession(ctx context.Context) (*Principal, error) {
 	p, err := s.RequireSession(ctx)
 	if err != nil {
@@ -177,7 +184,7 @@ func (s *Service) reauthenticated(ctx context.Context, tx *store.Tx, p *Principa
 // written (a confirmed TOTP, a registered passkey), for the caller p: the user's factor count is
 // brought up to date; on the user's first factor, p's session is raised to AAL2 (method added to
 // its amr) and every other session of the user is revoked, which a stolen password may have
-// opened; MFA_ENROLLED is recorded (detail names the factor) and a notice is mailed to the
+// opened, and every API key of the user; MFA_ENROLLED is recorded (detail names the factor) and a notice is mailed to the
 // verified address. The caller must have locked the user's row (tx.LockUser) before writing the
 // factor, and must have written exactly one. It reports whether this was the first factor.
 func (s *Service) FactorAdded(ctx context.Context, tx *store.Tx, p *Principal, method, detail string) (first bool, err error) {
@@ -195,7 +202,12 @@ func (s *Service) FactorAdded(ctx context.Context, tx *store.Tx, p *Principal, m
 		if _, err := tx.RevokeSessions(ctx, p.User.ID, p.Session.ID, store.RevokeOthers, now); err != nil {
 			return false, err
 		}
-		detail += "; first factor: other sessions revoked"
+		// The user's API keys too: a stolen password may have minted them, and they were minted
+		// at AAL1 (a key this session makes from now on is at AAL2).
+		if err := tx.RevokeAllAPIKeys(ctx, p.User.ID, now); err != nil {
+			return false, err
+		}
+		detail += "; first factor: other sessions and API keys revoked"
 	}
 	if err := tx.RecordEvent(ctx, s.event(ctx, model.AuditEventTypeMfaEnrolled, p.User.ID, p.User.ID, p.Session.ID, detail)); err != nil {
 		return false, err
@@ -204,12 +216,18 @@ func (s *Service) FactorAdded(ctx context.Context, tx *store.Tx, p *Principal, m
 }
 
 // FactorRemoved finishes, in tx, the removal of a factor whose row the caller has just deleted:
-// the count is brought up to date, MFA_REMOVED recorded and a notice mailed. When the user has no
-// factor left, their recovery codes are deleted too (they would be a second factor of nothing).
+// the count is brought up to date, MFA_REMOVED recorded and a notice mailed. The last factor of a
+// user whose role needs one (MFA_REQUIRED_ROLES) is refused (BAD_USER_INPUT), which undoes the
+// removal. When the user has no factor left, their recovery codes are deleted too (they would be
+// a second factor of nothing).
 func (s *Service) FactorRemoved(ctx context.Context, tx *store.Tx, p *Principal, detail string) error {
 	n, err := tx.RecountFactors(ctx, p.User.ID)
 	if err != nil {
 		return err
+	}
+	if n == 0 && slices.Contains(s.cfg.MFA.RequiredRoles, p.User.Role) {
+		// The caller rolls the removal back: the role cannot go without a second factor.
+		return model.BadInput("id", "your role needs a second factor: add another before removing the last one")
 	}
 	if n == 0 {
 		if err := tx.DeleteRecoveryCodes(ctx, p.User.ID); err != nil {

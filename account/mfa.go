@@ -53,10 +53,12 @@ func (s *Service) MFAStatus(ctx context.Context, u *model.User) (*model.MfaStatu
 func totpAD(userID string) []byte { return []byte("totp\x00" + userID) }
 
 // EnrollTotp starts a TOTP enrolment for the caller: a new secret, stored sealed and pending
-// (replacing a pending one) until ConfirmTotp. It needs a recent authentication; TOTP already
-// active is refused (remove it first).
+// until ConfirmTotp, bound to the caller's session (only it confirms the secret). It replaces a
+// pending enrolment of the same session, or of a session that has ended; one that another live
+// session of the user started is refused (pendingElsewhere). It needs a recent authentication;
+// TOTP already active is refused (remove it first).
 func (s *Service) EnrollTotp(ctx context.Context) (*model.TotpEnrollment, error) {
-	p, err := s.RequireRecentSession(ctx)
+	p, err := s.RequireSession(ctx) // @recentAuth checked the recent authentication
 	if err != nil {
 		return nil, err
 	}
@@ -68,11 +70,15 @@ func (s *Service) EnrollTotp(ctx context.Context) (*model.TotpEnrollment, error)
 		return nil, s.check(ctx, "EnrollTotp", err)
 	}
 	err = s.db.Transact(ctx, func(tx *store.Tx) error {
-		if _, err := tx.LockUser(ctx, p.User.ID); err != nil {
+		if _, err := s.lockFactors(ctx, tx, p); err != nil {
+			return err
+		}
+		if err := s.pendingElsewhere(ctx, tx, p); err != nil {
 			return err
 		}
 		ok, err := tx.PutPendingTOTP(ctx, &store.TOTPFactor{
 			UserID: p.User.ID, Secret: s.tokens.FactorSealer().Seal([]byte(secret), totpAD(p.User.ID)), CreatedAt: s.clock(),
+			SessionID: &p.Session.ID,
 		})
 		if err == nil && !ok {
 			return &model.Error{Code: model.ErrorCodeBadUserInput, Message: "TOTP is already active; remove it first"}
@@ -88,30 +94,42 @@ func (s *Service) EnrollTotp(ctx context.Context) (*model.TotpEnrollment, error)
 // totpStep finds the time step of code for the user's TOTP factor (confirmed or pending as
 // wanted) later than the last accepted one, or reports that there is none.
 func (s *Service) totpStep(ctx context.Context, userID, code string, confirmed bool) (int64, bool, error) {
+	_, step, ok, err := s.totpMatch(ctx, userID, code, confirmed)
+	return step, ok, err
+}
+
+// totpMatch is totpStep that also returns the factor the code was checked against (nil when it
+// did not match), for a compare-and-set on its secret (ConfirmTotp).
+func (s *Service) totpMatch(ctx context.Context, userID, code string, confirmed bool) (*store.TOTPFactor, int64, bool, error) {
 	if !mfa.IsTOTPCode(code) {
-		return 0, false, nil
+		return nil, 0, false, nil
 	}
 	f, err := s.db.TOTPFactorOf(ctx, userID)
 	if isNotFound(err) || (err == nil && (f.ConfirmedAt != nil) != confirmed) {
-		return 0, false, nil
+		return nil, 0, false, nil
 	}
 	if err != nil {
-		return 0, false, err
+		return nil, 0, false, err
 	}
 	secret, err := s.tokens.FactorSealer().Open(f.Secret, totpAD(userID))
 	if err != nil {
-		return 0, false, err
+		return nil, 0, false, err
 	}
 	step, ok := mfa.MatchTOTP(string(secret), code, s.now(), f.LastStep)
-	return step, ok, nil
+	if !ok {
+		return nil, 0, false, nil
+	}
+	return f, step, true, nil
 }
 
-// ConfirmTotp activates the caller's pending TOTP factor with a code from it, and returns ten
+// ConfirmTotp activates the caller's pending TOTP factor with a code from it — exactly the
+// secret the code was checked against, and only when the caller's session started the
+// enrolment and is still live (lockFactors, ConfirmPendingTOTP) — and returns ten
 // recovery codes (shown once) when the caller had none left, else none. The first factor of the
 // user raises this session to AAL2 and revokes the others (FactorAdded). A wrong code is
 // INVALID_CODE and counts toward RATE_LIMIT_USER_FAILURES.
 func (s *Service) ConfirmTotp(ctx context.Context, code string) ([]string, error) {
-	p, err := s.RequireRecentSession(ctx)
+	p, err := s.RequireSession(ctx) // @recentAuth checked the recent authentication
 	if err != nil {
 		return nil, err
 	}
@@ -119,7 +137,7 @@ func (s *Service) ConfirmTotp(ctx context.Context, code string) ([]string, error
 	if err != nil {
 		return nil, err
 	}
-	step, ok, err := s.totpStep(ctx, p.User.ID, code, false)
+	f, step, ok, err := s.totpMatch(ctx, p.User.ID, code, false)
 	if err != nil {
 		return nil, s.check(ctx, "ConfirmTotp", err)
 	}
@@ -129,11 +147,13 @@ func (s *Service) ConfirmTotp(ctx context.Context, code string) ([]string, error
 	var codes []string
 	err = s.db.Transact(ctx, func(tx *store.Tx) error {
 		// The user's row first: factor changes of one user take turns (RecountFactors).
-		u, err := tx.LockUser(ctx, p.User.ID)
+		u, err := s.lockFactors(ctx, tx, p)
 		if err != nil {
 			return err
 		}
-		if ok, err := tx.AcceptTOTPStep(ctx, u.ID, step, true, s.clock()); err != nil || !ok {
+		// Replaced, removed or confirmed since the code was checked, or begun by another
+		// session: refused like a code taken meanwhile.
+		if ok, err := tx.ConfirmPendingTOTP(ctx, u.ID, p.Session.ID, f.Secret, step, s.clock()); err != nil || !ok {
 			return cmpErr(err, errRefused)
 		}
 		if codes, err = s.recoveryCodesIfNone(ctx, tx, u.ID); err != nil {
@@ -301,12 +321,12 @@ func (s *Service) codeSettled(ctx context.Context, p *Principal, counted attempt
 // RemoveTotp removes the caller's TOTP factor (pending or active). It needs a recent
 // authentication; the directive requires AAL2.
 func (s *Service) RemoveTotp(ctx context.Context) (bool, error) {
-	p, err := s.RequireRecentSession(ctx)
+	p, err := s.RequireSession(ctx) // @recentAuth checked the recent authentication
 	if err != nil {
 		return false, err
 	}
 	err = s.db.Transact(ctx, func(tx *store.Tx) error {
-		if _, err := tx.LockUser(ctx, p.User.ID); err != nil {
+		if _, err := s.lockFactors(ctx, tx, p); err != nil {
 			return err
 		}
 		active, err := tx.DeleteTOTP(ctx, p.User.ID)
@@ -324,13 +344,13 @@ func (s *Service) RemoveTotp(ctx context.Context) (bool, error) {
 // RegenerateRecoveryCodes replaces the caller's recovery codes with ten new ones, shown once. It
 // needs a recent authentication and a second factor (the directive requires AAL2).
 func (s *Service) RegenerateRecoveryCodes(ctx context.Context) ([]string, error) {
-	p, err := s.RequireRecentSession(ctx)
+	p, err := s.RequireSession(ctx) // @recentAuth checked the recent authentication
 	if err != nil {
 		return nil, err
 	}
 	var codes []string
 	err = s.db.Transact(ctx, func(tx *store.Tx) error {
-		if _, err := tx.LockUser(ctx, p.User.ID); err != nil {
+		if _, err := s.lockFactors(ctx, tx, p); err != nil {
 			return err
 		}
 		if codes, err = s.newRecoveryCodes(ctx, tx, p.User.ID); err != nil {
@@ -383,7 +403,7 @@ func (s *Service) Reauthenticate(ctx context.Context, password string) (*model.A
 }
 
 // ResetUserMfa removes every second factor and recovery code of user id (an admin's help for a
-// user who lost them) and revokes every session of the user: whoever holds one may be the reason
+// user who lost them) and revokes every session and API key of the user: whoever holds one may be the reason
 // for the reset, and the user signs in again with their password and enrols anew. MFA_RESET is
 // recorded and a notice mailed.
 func (s *Service) ResetUserMfa(ctx context.Context, id string) (*model.User, error) {
@@ -407,7 +427,10 @@ func (s *Service) ResetUserMfa(ctx context.Context, id string) (*model.User, err
 		if _, err := tx.RevokeSessions(ctx, id, "", store.RevokeAll, s.clock()); err != nil {
 			return err
 		}
-		if err := tx.RecordEvent(ctx, s.event(ctx, model.AuditEventTypeMfaReset, actor, id, session, strconv.Itoa(n)+" factors removed; every session revoked")); err != nil {
+		if err := tx.RevokeAllAPIKeys(ctx, id, s.clock()); err != nil {
+			return err
+		}
+		if err := tx.RecordEvent(ctx, s.event(ctx, model.AuditEventTypeMfaReset, actor, id, session, strconv.Itoa(n)+" factors removed; every session and API key revoked")); err != nil {
 			return err
 		}
 		return s.mfaNotice(ctx, tx, u, "An administrator removed every second factor and recovery code of your account and signed it out everywhere.")

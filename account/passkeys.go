@@ -147,7 +147,7 @@ func validPasskeyName(name string) (string, error) {
 // BeginPasskeyRegistration starts registering a passkey for the caller: the options for
 // navigator.credentials.create(). It needs a recent authentication (REAUTH_WINDOW).
 func (s *Service) BeginPasskeyRegistration(ctx context.Context) (*model.PasskeyChallenge, error) {
-	p, err := s.RequireRecentSession(ctx)
+	p, err := s.RequireSession(ctx) // @recentAuth checked the recent authentication
 	if err != nil {
 		return nil, err
 	}
@@ -168,7 +168,7 @@ func (s *Service) BeginPasskeyRegistration(ctx context.Context) (*model.PasskeyC
 // session to AAL2 and revokes the others (FactorAdded). A refused credential is INVALID_CODE
 // (MFA_FAILED) and uses the ceremony up; a refused name does not.
 func (s *Service) FinishPasskeyRegistration(ctx context.Context, challengeID, name string, credential json.RawMessage) (*model.Passkey, error) {
-	p, err := s.RequireRecentSession(ctx)
+	p, err := s.RequireSession(ctx) // @recentAuth checked the recent authentication
 	if err != nil {
 		return nil, err
 	}
@@ -177,7 +177,7 @@ func (s *Service) FinishPasskeyRegistration(ctx context.Context, challengeID, na
 	}
 	var key *model.Passkey
 	refused, err := s.finishCeremony(ctx, "FinishPasskeyRegistration", ceremonyRegistration, challengeID, p, func(tx *store.Tx, pk *mfa.Passkeys, session []byte) (string, error) {
-		if _, err := tx.LockUser(ctx, p.User.ID); err != nil {
+		if _, err := s.lockFactors(ctx, tx, p); err != nil {
 			return "", err
 		}
 		keys, err := tx.Passkeys(ctx, p.User.ID)
@@ -197,15 +197,13 @@ func (s *Service) FinishPasskeyRegistration(ctx context.Context, challengeID, na
 			return "", err
 		}
 		// A credential id registered to any account is refused (WebAuthn §7.1 step 22): a client
-		// could claim someone else's to stand in the way of their sign-in.
-		if _, err := tx.PasskeyByCredentialID(ctx, created.CredentialID); err == nil {
-			return "credential already registered", nil
-		} else if !isNotFound(err) {
-			return "", err
-		}
+		// could claim someone else's to stand in the way of their sign-in. The insert decides, so
+		// that two registrations of one id at once get one passkey and one INVALID_CODE.
 		created.ID, created.UserID, created.Name, created.CreatedAt = uuid.Must(uuid.NewV7()).String(), p.User.ID, name, s.clock()
-		if err := tx.CreatePasskey(ctx, created); err != nil {
+		if ok, err := tx.CreatePasskey(ctx, created); err != nil {
 			return "", err
+		} else if !ok {
+			return "credential already registered", nil
 		}
 		key = created
 		_, err = s.FactorAdded(ctx, tx, p, passkeyMethods(created)[0], "passkey "+name)
@@ -393,7 +391,7 @@ func (s *Service) FinishPasskeyVerification(ctx context.Context, challengeID str
 // account's factor count up to date in the same transaction. It needs a recent authentication;
 // the directive requires AAL2. Another account's passkey is NOT_FOUND, as an unknown one is.
 func (s *Service) RemovePasskey(ctx context.Context, id string) (bool, error) {
-	p, err := s.RequireRecentSession(ctx)
+	p, err := s.RequireSession(ctx) // @recentAuth checked the recent authentication
 	if err != nil {
 		return false, err
 	}
@@ -401,7 +399,7 @@ func (s *Service) RemovePasskey(ctx context.Context, id string) (bool, error) {
 		return false, err
 	}
 	err = s.db.Transact(ctx, func(tx *store.Tx) error {
-		if _, err := tx.LockUser(ctx, p.User.ID); err != nil {
+		if _, err := s.lockFactors(ctx, tx, p); err != nil {
 			return err
 		}
 		keys, err := tx.Passkeys(ctx, p.User.ID)

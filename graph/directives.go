@@ -12,20 +12,25 @@ import (
 	"gqlauth/model"
 )
 
-// directives implements @auth, @public and @enrollsFactor.
+// directives implements @auth, @public, @enrollsFactor and @recentAuth.
 func directives(svc *account.Service) DirectiveRoot {
 	return DirectiveRoot{
 		// The check is memoized per request by the account rules, so a request pays one database
 		// query however many guarded fields it resolves. Every operation on a socket goes through
 		// it with credentials of its own (ws.go), so the level is checked there as on HTTP.
 		Auth: func(ctx context.Context, _ any, next graphql.Resolver, role model.Role, aal *model.AuthLevel) (any, error) {
-			if _, err := svc.Guard(ctx, account.Guard{Role: role, AAL: aal, Enrolment: enrollsFactor(ctx)}); err != nil {
+			g := account.Guard{Role: role, AAL: aal, Enrolment: marked(ctx, "enrollsFactor"), Recent: marked(ctx, "recentAuth")}
+			if _, err := svc.Guard(ctx, g); err != nil {
 				return nil, err
 			}
 			return next(ctx)
 		},
-		// @enrollsFactor only marks a field; @auth reads the mark (enrollsFactor).
+		// @enrollsFactor and @recentAuth only mark a field; @auth reads the marks (marked), so
+		// that one guard decides, whatever order the directives run in.
 		EnrollsFactor: func(ctx context.Context, _ any, next graphql.Resolver) (any, error) {
+			return next(ctx)
+		},
+		RecentAuth: func(ctx context.Context, _ any, next graphql.Resolver) (any, error) {
 			return next(ctx)
 		},
 		Public: func(ctx context.Context, _ any, next graphql.Resolver) (any, error) {
@@ -34,11 +39,12 @@ func directives(svc *account.Service) DirectiveRoot {
 	}
 }
 
-// enrollsFactor reports whether the field being resolved carries @enrollsFactor: it enrols a
-// second factor, so a user whose role needs one may call it before having any.
-func enrollsFactor(ctx context.Context) bool {
+// marked reports whether the field being resolved carries the marking directive name:
+// @enrollsFactor (it enrols a second factor, so a user whose role needs one may call it before
+// having any) or @recentAuth (it needs a recent authentication).
+func marked(ctx context.Context, name string) bool {
 	fc := graphql.GetFieldContext(ctx)
-	return fc != nil && fc.Field.Definition != nil && fc.Field.Definition.Directives.ForName("enrollsFactor") != nil
+	return fc != nil && fc.Field.Definition != nil && fc.Field.Definition.Directives.ForName(name) != nil
 }
 
 // CheckGuards enforces "secure by default": every field of the root operation types carries

@@ -41,6 +41,7 @@ type DirectiveRoot struct {
 	Auth          func(ctx context.Context, obj any, next graphql.Resolver, role model.Role, aal *model.AuthLevel) (res any, err error)
 	EnrollsFactor func(ctx context.Context, obj any, next graphql.Resolver) (res any, err error)
 	Public        func(ctx context.Context, obj any, next graphql.Resolver) (res any, err error)
+	RecentAuth    func(ctx context.Context, obj any, next graphql.Resolver) (res any, err error)
 }
 
 type ComplexityRoot struct {
@@ -1276,6 +1277,14 @@ written.
 """
 directive @enrollsFactor on FIELD_DEFINITION
 
+"""
+Marks a field that needs a recent authentication (§12): a session that signed in, stepped up or
+reauthenticated within REAUTH_WINDOW (else FORBIDDEN/REAUTHENTICATION_REQUIRED; an API key is
+refused). It goes with ` + "`" + `@auth` + "`" + `, which checks it, on every mutation that mints a lasting
+credential, adds a way to sign in, changes how the account signs in, or grants privilege.
+"""
+directive @recentAuth on FIELD_DEFINITION
+
 "How strongly the session's user proved who they are (NIST SP 800-63B): one factor, or two."
 enum AuthLevel {
   "One factor: a password, a provider, a mailed code."
@@ -1453,9 +1462,9 @@ type Mutation {
   "Changes the caller's password and ends every other session of the caller."
   changePassword(currentPassword: String!, newPassword: String!): Boolean! @auth
   "Creates an account with any role."
-  createUser(username: String!, password: String!, email: String, role: Role! = USER): User! @auth(role: ADMIN)
+  createUser(username: String!, password: String!, email: String, role: Role! = USER): User! @auth(role: ADMIN) @recentAuth
   "Changes a user's role; it applies from the user's next request."
-  setUserRole(id: ID!, role: Role!): User! @auth(role: ADMIN)
+  setUserRole(id: ID!, role: Role!): User! @auth(role: ADMIN) @recentAuth
   "Disables (and signs out everywhere) or re-enables a user."
   setUserDisabled(id: ID!, disabled: Boolean!): User! @auth(role: ADMIN)
 }
@@ -1497,7 +1506,7 @@ extend type Mutation {
   ` + "`" + `expiresIn` + "`" + ` is in seconds (default 90 days, at most 366 days). Needs a signed-in session: an API
   key cannot create keys.
   """
-  createApiKey(name: String!, role: Role, expiresIn: Int): ApiKeySecret! @auth
+  createApiKey(name: String!, role: Role, expiresIn: Int): ApiKeySecret! @auth @recentAuth
   "Revokes one of the caller's API keys; it is refused from the next request on."
   revokeApiKey(id: ID!): Boolean! @auth
 }
@@ -1670,18 +1679,18 @@ extend type Mutation {
   callback links nothing: it redirects to ` + "`" + `redirectTo` + "`" + ` (one of ` + "`" + `OIDC_REDIRECT_URLS` + "`" + `) with
   ` + "`" + `?link_code=<one-time code>` + "`" + `, or with ` + "`" + `?error=` + "`" + `, and ` + "`" + `completeIdentityLink` + "`" + ` makes the link.
   """
-  linkIdentityStart(provider: String!, redirectTo: String!, codeChallenge: String!): String! @auth
+  linkIdentityStart(provider: String!, redirectTo: String!, codeChallenge: String!): String! @auth @recentAuth
   """
   Links the identity of a ` + "`" + `?link_code=` + "`" + ` to the caller's account. Works once, within 60 seconds,
   only from the session that called ` + "`" + `linkIdentityStart` + "`" + ` and with the PKCE verifier of its
   ` + "`" + `codeChallenge` + "`" + `: redeemed by any other session (even the same user's) or with another verifier,
   the code links nothing and is used up (UNAUTHENTICATED/INVALID_CREDENTIALS).
   """
-  completeIdentityLink(code: String!, codeVerifier: String!): Identity! @auth
+  completeIdentityLink(code: String!, codeVerifier: String!): Identity! @auth @recentAuth
   "Unlinks the caller's identity of ` + "`" + `provider` + "`" + `; refused when it is the account's last way to sign in."
   unlinkIdentity(provider: String!): Boolean! @auth
   "Gives an account created through a provider its first password; refused for one that has a password."
-  setPassword(newPassword: String!): Boolean! @auth
+  setPassword(newPassword: String!): Boolean! @auth @recentAuth
 }
 
 extend type User { emailVerified: Boolean! }
@@ -1696,7 +1705,7 @@ extend type Mutation {
   "Sets a new password from a reset link: every session of the account is revoked and the address counts as verified. The caller then signs in as usual."
   resetPassword(token: String!, newPassword: String!): Boolean! @public
   "Starts a change of address: the new address gets a verification link, the old one (when verified) a notice; nothing changes until the link is used. Needs the current password when the account has one (wrong: INVALID_CREDENTIALS); an address another account holds is BAD_USER_INPUT."
-  changeEmail(newEmail: String!, currentPassword: String): Boolean! @auth
+  changeEmail(newEmail: String!, currentPassword: String): Boolean! @auth @recentAuth
   "Always true. The address gets a six-digit sign-in code."
   requestSignInCode(email: String!): Boolean! @public
   "Signs in with a mailed code. An address with no account creates a USER account (verified address) when SIGNUP_ENABLED."
@@ -1741,17 +1750,17 @@ extend type Mutation {
   Starts (or restarts) a TOTP enrolment: a new secret, not active until ` + "`" + `confirmTotp` + "`" + `. Needs a
   recent authentication (REAUTH_WINDOW); refused when TOTP is already active (remove it first).
   """
-  enrollTotp: TotpEnrollment! @auth @enrollsFactor
+  enrollTotp: TotpEnrollment! @auth @recentAuth @enrollsFactor
   """
   Activates the TOTP factor with a first code. Returns ten recovery codes (shown once) when the user
   had none, else an empty list. The first factor raises this session to AAL2 and signs out every
   other session.
   """
-  confirmTotp(code: String!): [String!]! @auth @enrollsFactor
+  confirmTotp(code: String!): [String!]! @auth @recentAuth @enrollsFactor
   "Removes the TOTP factor. Needs a recent authentication."
-  removeTotp: Boolean! @auth(aal: AAL2)
+  removeTotp: Boolean! @auth(aal: AAL2) @recentAuth
   "Replaces every recovery code with ten new ones (shown once). Needs a recent authentication."
-  regenerateRecoveryCodes: [String!]! @auth(aal: AAL2)
+  regenerateRecoveryCodes: [String!]! @auth(aal: AAL2) @recentAuth
   """
   The second step of a sign-in: a TOTP code or a recovery code raises this session to AAL2 and
   returns fresh tokens (the refresh token is replaced). A wrong, replayed or used code is
@@ -1780,15 +1789,15 @@ type PasskeyChallenge {
 
 extend type Mutation {
   "Options for navigator.credentials.create(), as PublicKeyCredentialCreationOptionsJSON. Needs a recent authentication (REAUTH_WINDOW)."
-  beginPasskeyRegistration: PasskeyChallenge! @auth @enrollsFactor
+  beginPasskeyRegistration: PasskeyChallenge! @auth @recentAuth @enrollsFactor
   """
   The credential's toJSON() from the browser. ` + "`" + `name` + "`" + ` (1–64 characters, no control characters) tells
   the user's passkeys apart. The first second factor raises this session to AAL2 and signs out
   every other session. A response that fails any check is UNAUTHENTICATED/INVALID_CODE.
   """
-  finishPasskeyRegistration(challengeId: ID!, name: String!, credential: JSON!): Passkey! @auth @enrollsFactor
+  finishPasskeyRegistration(challengeId: ID!, name: String!, credential: JSON!): Passkey! @auth @recentAuth @enrollsFactor
   "Removes one of the caller's passkeys. Needs a recent authentication."
-  removePasskey(id: ID!): Boolean! @auth(aal: AAL2)
+  removePasskey(id: ID!): Boolean! @auth(aal: AAL2) @recentAuth
   "Sign-in with a discoverable passkey, no username or password."
   beginPasskeySignIn: PasskeyChallenge! @public
   """
@@ -4150,8 +4159,15 @@ func (ec *executionContext) _Mutation_createUser(ctx context.Context, field grap
 				}
 				return ec.Directives.Auth(ctx, nil, directive0, role, nil)
 			}
+			directive2 := func(ctx context.Context) (any, error) {
+				if ec.Directives.RecentAuth == nil {
+					var zeroVal *model.User
+					return zeroVal, errors.New("directive recentAuth is not implemented")
+				}
+				return ec.Directives.RecentAuth(ctx, nil, directive1)
+			}
 
-			next = directive1
+			next = directive2
 			return next
 		},
 		func(ctx context.Context, selections ast.SelectionSet, v *model.User) graphql.Marshaler {
@@ -4212,8 +4228,15 @@ func (ec *executionContext) _Mutation_setUserRole(ctx context.Context, field gra
 				}
 				return ec.Directives.Auth(ctx, nil, directive0, role, nil)
 			}
+			directive2 := func(ctx context.Context) (any, error) {
+				if ec.Directives.RecentAuth == nil {
+					var zeroVal *model.User
+					return zeroVal, errors.New("directive recentAuth is not implemented")
+				}
+				return ec.Directives.RecentAuth(ctx, nil, directive1)
+			}
 
-			next = directive1
+			next = directive2
 			return next
 		},
 		func(ctx context.Context, selections ast.SelectionSet, v *model.User) graphql.Marshaler {
@@ -4336,8 +4359,15 @@ func (ec *executionContext) _Mutation_createApiKey(ctx context.Context, field gr
 				}
 				return ec.Directives.Auth(ctx, nil, directive0, role, nil)
 			}
+			directive2 := func(ctx context.Context) (any, error) {
+				if ec.Directives.RecentAuth == nil {
+					var zeroVal *model.APIKeySecret
+					return zeroVal, errors.New("directive recentAuth is not implemented")
+				}
+				return ec.Directives.RecentAuth(ctx, nil, directive1)
+			}
 
-			next = directive1
+			next = directive2
 			return next
 		},
 		func(ctx context.Context, selections ast.SelectionSet, v *model.APIKeySecret) graphql.Marshaler {
@@ -4629,8 +4659,15 @@ func (ec *executionContext) _Mutation_linkIdentityStart(ctx context.Context, fie
 				}
 				return ec.Directives.Auth(ctx, nil, directive0, role, nil)
 			}
+			directive2 := func(ctx context.Context) (any, error) {
+				if ec.Directives.RecentAuth == nil {
+					var zeroVal string
+					return zeroVal, errors.New("directive recentAuth is not implemented")
+				}
+				return ec.Directives.RecentAuth(ctx, nil, directive1)
+			}
 
-			next = directive1
+			next = directive2
 			return next
 		},
 		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
@@ -4691,8 +4728,15 @@ func (ec *executionContext) _Mutation_completeIdentityLink(ctx context.Context, 
 				}
 				return ec.Directives.Auth(ctx, nil, directive0, role, nil)
 			}
+			directive2 := func(ctx context.Context) (any, error) {
+				if ec.Directives.RecentAuth == nil {
+					var zeroVal *model.Identity
+					return zeroVal, errors.New("directive recentAuth is not implemented")
+				}
+				return ec.Directives.RecentAuth(ctx, nil, directive1)
+			}
 
-			next = directive1
+			next = directive2
 			return next
 		},
 		func(ctx context.Context, selections ast.SelectionSet, v *model.Identity) graphql.Marshaler {
@@ -4815,8 +4859,15 @@ func (ec *executionContext) _Mutation_setPassword(ctx context.Context, field gra
 				}
 				return ec.Directives.Auth(ctx, nil, directive0, role, nil)
 			}
+			directive2 := func(ctx context.Context) (any, error) {
+				if ec.Directives.RecentAuth == nil {
+					var zeroVal bool
+					return zeroVal, errors.New("directive recentAuth is not implemented")
+				}
+				return ec.Directives.RecentAuth(ctx, nil, directive1)
+			}
 
-			next = directive1
+			next = directive2
 			return next
 		},
 		func(ctx context.Context, selections ast.SelectionSet, v bool) graphql.Marshaler {
@@ -5089,8 +5140,15 @@ func (ec *executionContext) _Mutation_changeEmail(ctx context.Context, field gra
 				}
 				return ec.Directives.Auth(ctx, nil, directive0, role, nil)
 			}
+			directive2 := func(ctx context.Context) (any, error) {
+				if ec.Directives.RecentAuth == nil {
+					var zeroVal bool
+					return zeroVal, errors.New("directive recentAuth is not implemented")
+				}
+				return ec.Directives.RecentAuth(ctx, nil, directive1)
+			}
 
-			next = directive1
+			next = directive2
 			return next
 		},
 		func(ctx context.Context, selections ast.SelectionSet, v bool) graphql.Marshaler {
@@ -5265,14 +5323,21 @@ func (ec *executionContext) _Mutation_enrollTotp(ctx context.Context, field grap
 				return ec.Directives.Auth(ctx, nil, directive0, role, nil)
 			}
 			directive2 := func(ctx context.Context) (any, error) {
+				if ec.Directives.RecentAuth == nil {
+					var zeroVal *model.TotpEnrollment
+					return zeroVal, errors.New("directive recentAuth is not implemented")
+				}
+				return ec.Directives.RecentAuth(ctx, nil, directive1)
+			}
+			directive3 := func(ctx context.Context) (any, error) {
 				if ec.Directives.EnrollsFactor == nil {
 					var zeroVal *model.TotpEnrollment
 					return zeroVal, errors.New("directive enrollsFactor is not implemented")
 				}
-				return ec.Directives.EnrollsFactor(ctx, nil, directive1)
+				return ec.Directives.EnrollsFactor(ctx, nil, directive2)
 			}
 
-			next = directive2
+			next = directive3
 			return next
 		},
 		func(ctx context.Context, selections ast.SelectionSet, v *model.TotpEnrollment) graphql.Marshaler {
@@ -5323,14 +5388,21 @@ func (ec *executionContext) _Mutation_confirmTotp(ctx context.Context, field gra
 				return ec.Directives.Auth(ctx, nil, directive0, role, nil)
 			}
 			directive2 := func(ctx context.Context) (any, error) {
+				if ec.Directives.RecentAuth == nil {
+					var zeroVal []string
+					return zeroVal, errors.New("directive recentAuth is not implemented")
+				}
+				return ec.Directives.RecentAuth(ctx, nil, directive1)
+			}
+			directive3 := func(ctx context.Context) (any, error) {
 				if ec.Directives.EnrollsFactor == nil {
 					var zeroVal []string
 					return zeroVal, errors.New("directive enrollsFactor is not implemented")
 				}
-				return ec.Directives.EnrollsFactor(ctx, nil, directive1)
+				return ec.Directives.EnrollsFactor(ctx, nil, directive2)
 			}
 
-			next = directive2
+			next = directive3
 			return next
 		},
 		func(ctx context.Context, selections ast.SelectionSet, v []string) graphql.Marshaler {
@@ -5395,8 +5467,15 @@ func (ec *executionContext) _Mutation_removeTotp(ctx context.Context, field grap
 				}
 				return ec.Directives.Auth(ctx, nil, directive0, role, aal)
 			}
+			directive2 := func(ctx context.Context) (any, error) {
+				if ec.Directives.RecentAuth == nil {
+					var zeroVal bool
+					return zeroVal, errors.New("directive recentAuth is not implemented")
+				}
+				return ec.Directives.RecentAuth(ctx, nil, directive1)
+			}
 
-			next = directive1
+			next = directive2
 			return next
 		},
 		func(ctx context.Context, selections ast.SelectionSet, v bool) graphql.Marshaler {
@@ -5441,8 +5520,15 @@ func (ec *executionContext) _Mutation_regenerateRecoveryCodes(ctx context.Contex
 				}
 				return ec.Directives.Auth(ctx, nil, directive0, role, aal)
 			}
+			directive2 := func(ctx context.Context) (any, error) {
+				if ec.Directives.RecentAuth == nil {
+					var zeroVal []string
+					return zeroVal, errors.New("directive recentAuth is not implemented")
+				}
+				return ec.Directives.RecentAuth(ctx, nil, directive1)
+			}
 
-			next = directive1
+			next = directive2
 			return next
 		},
 		func(ctx context.Context, selections ast.SelectionSet, v []string) graphql.Marshaler {
@@ -5684,14 +5770,21 @@ func (ec *executionContext) _Mutation_beginPasskeyRegistration(ctx context.Conte
 				return ec.Directives.Auth(ctx, nil, directive0, role, nil)
 			}
 			directive2 := func(ctx context.Context) (any, error) {
+				if ec.Directives.RecentAuth == nil {
+					var zeroVal *model.PasskeyChallenge
+					return zeroVal, errors.New("directive recentAuth is not implemented")
+				}
+				return ec.Directives.RecentAuth(ctx, nil, directive1)
+			}
+			directive3 := func(ctx context.Context) (any, error) {
 				if ec.Directives.EnrollsFactor == nil {
 					var zeroVal *model.PasskeyChallenge
 					return zeroVal, errors.New("directive enrollsFactor is not implemented")
 				}
-				return ec.Directives.EnrollsFactor(ctx, nil, directive1)
+				return ec.Directives.EnrollsFactor(ctx, nil, directive2)
 			}
 
-			next = directive2
+			next = directive3
 			return next
 		},
 		func(ctx context.Context, selections ast.SelectionSet, v *model.PasskeyChallenge) graphql.Marshaler {
@@ -5742,14 +5835,21 @@ func (ec *executionContext) _Mutation_finishPasskeyRegistration(ctx context.Cont
 				return ec.Directives.Auth(ctx, nil, directive0, role, nil)
 			}
 			directive2 := func(ctx context.Context) (any, error) {
+				if ec.Directives.RecentAuth == nil {
+					var zeroVal *model.Passkey
+					return zeroVal, errors.New("directive recentAuth is not implemented")
+				}
+				return ec.Directives.RecentAuth(ctx, nil, directive1)
+			}
+			directive3 := func(ctx context.Context) (any, error) {
 				if ec.Directives.EnrollsFactor == nil {
 					var zeroVal *model.Passkey
 					return zeroVal, errors.New("directive enrollsFactor is not implemented")
 				}
-				return ec.Directives.EnrollsFactor(ctx, nil, directive1)
+				return ec.Directives.EnrollsFactor(ctx, nil, directive2)
 			}
 
-			next = directive2
+			next = directive3
 			return next
 		},
 		func(ctx context.Context, selections ast.SelectionSet, v *model.Passkey) graphql.Marshaler {
@@ -5815,8 +5915,15 @@ func (ec *executionContext) _Mutation_removePasskey(ctx context.Context, field g
 				}
 				return ec.Directives.Auth(ctx, nil, directive0, role, aal)
 			}
+			directive2 := func(ctx context.Context) (any, error) {
+				if ec.Directives.RecentAuth == nil {
+					var zeroVal bool
+					return zeroVal, errors.New("directive recentAuth is not implemented")
+				}
+				return ec.Directives.RecentAuth(ctx, nil, directive1)
+			}
 
-			next = directive1
+			next = directive2
 			return next
 		},
 		func(ctx context.Context, selections ast.SelectionSet, v bool) graphql.Marshaler {

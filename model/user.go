@@ -75,12 +75,14 @@ func (r Role) Satisfies(required Role) bool {
 
 // APIKey is a personal access token. Only the hash of its secret is kept.
 type APIKey struct {
-	ID         string     `bun:"id,pk"`
-	UserID     string     `bun:"user_id"`
-	Name       string     `bun:"name"`
-	Prefix     string     `bun:"prefix"`
-	SecretHash string     `bun:"secret_hash"`
-	Role       Role       `bun:"role"`
+	ID         string `bun:"id,pk"`
+	UserID     string `bun:"user_id"`
+	Name       string `bun:"name"`
+	Prefix     string `bun:"prefix"`
+	SecretHash string `bun:"secret_hash"`
+	Role       Role   `bun:"role"`
+	// AAL is the level of the session that minted the key: the highest it acts at.
+	AAL        AuthLevel  `bun:"aal"`
 	CreatedAt  time.Time  `bun:"created_at"`
 	LastUsedAt *time.Time `bun:"last_used_at"`
 	ExpiresAt  time.Time  `bun:"expires_at"`

@@ -50,6 +50,8 @@ type TOTPFactor struct {
 	CreatedAt   time.Time  `bun:"created_at"`
 	ConfirmedAt *time.Time `bun:"confirmed_at"`
 	LastStep    int64      `bun:"last_step"`
+	// SessionID is the session that started a pending enrolment (nil for older ones).
+	SessionID *string `bun:"session_id"`
 }
 
 func (db *DB) totp() string { return "totp_factors AS totp_factor" }
@@ -92,6 +94,21 @@ func (db *DB) AcceptTOTPStep(ctx context.Context, userID string, step int64, con
 	res, err := q.Exec(ctx)
 	if err != nil {
 		return false, wrap(err, "AcceptTOTPStep")
+	}
+	n, _ := res.RowsAffected()
+	return n == 1, nil
+}
+
+// ConfirmPendingTOTP confirms the user's pending TOTP factor at step, by a compare-and-set on
+// exactly the secret the code was checked against and the session that started the enrolment:
+// it reports false when the pending secret was replaced or removed meanwhile, was started by
+// another session, is already confirmed, or step is not later than the last accepted one.
+func (db *DB) ConfirmPendingTOTP(ctx context.Context, userID, sessionID string, secret []byte, step int64, now time.Time) (bool, error) {
+	res, err := db.idb.NewUpdate().TableExpr("totp_factors").Set("last_step = ?", step).Set("confirmed_at = ?", now).
+		Where("user_id = ?", userID).Where("confirmed_at IS NULL").Where("last_step < ?", step).
+		Where("secret = ?", secret).Where("session_id = ?", sessionID).Exec(ctx)
+	if err != nil {
+		return false, wrap(err, "ConfirmPendingTOTP")
 	}
 	n, _ := res.RowsAffected()
 	return n == 1, nil
@@ -159,11 +176,18 @@ func (db *DB) RecoveryCodesLeft(ctx context.Context, userID string) (int, error)
 
 func (db *DB) passkeys() string { return "webauthn_credentials AS passkey" }
 
-// CreatePasskey stores a registered passkey. The caller recounts the user's factors
+// CreatePasskey stores a registered passkey and reports false, storing nothing, when its
+// credential id is registered already (to any account: two registrations of one id at once both
+// pass a prior check, and the unique index decides). The caller recounts the user's factors
 // (RecountFactors) in the same transaction.
-func (db *DB) CreatePasskey(ctx context.Context, p *model.Passkey) error {
-	_, err := db.idb.NewInsert().Model(p).ModelTableExpr("webauthn_credentials").Exec(ctx)
-	return wrap(err, "CreatePasskey")
+func (db *DB) CreatePasskey(ctx context.Context, p *model.Passkey) (bool, error) {
+	res, err := db.idb.NewInsert().Model(p).ModelTableExpr("webauthn_credentials").
+		On("CONFLICT (credential_id) DO NOTHING").Exec(ctx)
+	if err != nil {
+		return false, wrap(err, "CreatePasskey")
+	}
+	n, _ := res.RowsAffected()
+	return n == 1, nil
 }
 
 // Passkeys returns the user's passkeys, oldest first.

@@ -131,7 +131,7 @@ func TestRecountFactors_CountsConfirmedTOTPAndPasskeys(t *testing.T) {
 		}
 		db.AcceptTOTPStep(ctx, u.ID, 1, true, now)
 		for i := range 2 {
-			if err := db.CreatePasskey(ctx, &model.Passkey{ID: uuid.NewString(), UserID: u.ID, Name: "key", CreatedAt: now,
+			if _, err := db.CreatePasskey(ctx, &model.Passkey{ID: uuid.NewString(), UserID: u.ID, Name: "key", CreatedAt: now,
 				CredentialID: []byte{byte(i)}, PublicKey: []byte{1}}); err != nil {
 				t.Fatal(err)
 			}

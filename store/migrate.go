@@ -257,6 +257,17 @@ CREATE TABLE webauthn_credentials (
 CREATE UNIQUE INDEX webauthn_credentials_credential_id_key ON webauthn_credentials (credential_id);
 CREATE INDEX webauthn_credentials_user_id_idx ON webauthn_credentials (user_id);
 `},
+	{"20261217000002", "api_key_aal", `
+-- The assurance level of the session that minted each API key (§12): a key acts at most at this
+-- level, so a key minted at AAL1 before the owner's first factor never acts at AAL2. Keys minted
+-- before this column existed are taken at AAL1.
+ALTER TABLE api_keys ADD COLUMN aal TEXT NOT NULL DEFAULT 'AAL1';
+`},
+	{"20261217000003", "totp_enrolment_session", `
+-- The session that started a pending TOTP enrolment (§12): only it confirms the secret, and
+-- another live session of the user cannot replace it. NULL for enrolments from before.
+ALTER TABLE totp_factors ADD COLUMN session_id TEXT;
+`},
 	{"20261218000001", "webauthn_challenges", `
 -- Begun passkey ceremonies (§12): go-webauthn's session data (JSON) until the ceremony is
 -- finished — taking a row deletes it, so each works once, on whichever instance finishes it — or
