@@ -21,7 +21,7 @@ import (
 //   - the account's own address, or one another account holds, is BAD_USER_INPUT on newEmail;
 //   - over the per-address limit of the new address, TOO_MANY_REQUESTS; nothing is written.
 func (s *Service) ChangeEmail(ctx context.Context, newEmail string, currentPassword *string) (bool, error) {
-	p, err := s.RequireRecentSession(ctx)
+	p, err := s.RequireSession(ctx) // recent authentication: @recentAuth on the field
 	if err != nil {
 		return false, err
 	}
