@@ -77,7 +77,12 @@ func TestPrincipalCache_InstanceFrozenBetweenBarrierAndCommitStallsEveryRevocati
 	for i := range 4 {
 		name := fmt.Sprintf("loader%d", i)
 		out := graphql(t, c.URL, "", fmt.Sprintf(`mutation { register(username: %q, password: "correct horse battery") { refreshToken } }`, name))
-		refresh := out["data"].(map[string]any)["register"].(map[string]any)["refreshToken"].(string)
+		data, _ := out["data"].(map[string]any)
+		reg, _ := data["register"].(map[string]any)
+		refresh, _ := reg["refreshToken"].(string)
+		if refresh == "" {
+			t.Fatalf("register %s: %v", name, out)
+		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
