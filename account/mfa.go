@@ -231,7 +231,7 @@ func (s *Service) VerifyMfa(ctx context.Context, code string) (*model.AuthPayloa
 			return nil, s.codeFailed(ctx, p, counted, "totp: wrong code")
 		}
 		method = model.AMROTP
-		use = func(tx *store.Tx) (bool, error) { return tx.AcceptTOTPStep(ctx, p.User.ID, step, false, now) }
+		use = func(tx *store.Tx) (bool, error) { return tx.AcceptTOTPStep(ctx, p.User.ID, step) }
 	} else if normal, ok := mfa.NormalRecoveryCode(code); ok {
 		method = model.AMRRecovery
 		use = func(tx *store.Tx) (bool, error) {

@@ -79,18 +79,13 @@ func (db *DB) PutPendingTOTP(ctx context.Context, f *TOTPFactor) (bool, error) {
 	return err == nil, wrap(err, "PutPendingTOTP")
 }
 
-// AcceptTOTPStep moves the user's accepted time step forward to step, confirming a pending factor
-// (confirm) or using a confirmed one (!confirm), in one conditional update: it reports false when
-// the step is not later than the last accepted one — a replay, here or on another instance, or a
-// concurrent request that took the step first — or when there is no such factor.
-func (db *DB) AcceptTOTPStep(ctx context.Context, userID string, step int64, confirm bool, now time.Time) (bool, error) {
+// AcceptTOTPStep moves the user's accepted time step of a confirmed factor forward to step, in one
+// conditional update: it reports false when the step is not later than the last accepted one — a
+// replay, here or on another instance, or a concurrent request that took the step first — or
+// when there is no confirmed factor. (A pending factor is confirmed by ConfirmPendingTOTP.)
+func (db *DB) AcceptTOTPStep(ctx context.Context, userID string, step int64) (bool, error) {
 	q := db.idb.NewUpdate().TableExpr("totp_factors").Set("last_step = ?", step).
-		Where("user_id = ?", userID).Where("last_step < ?", step)
-	if confirm {
-		q = q.Set("confirmed_at = ?", now).Where("confirmed_at IS NULL")
-	} else {
-		q = q.Where("confirmed_at IS NOT NULL")
-	}
+		Where("user_id = ?", userID).Where("last_step < ?", step).Where("confirmed_at IS NOT NULL")
 	res, err := q.Exec(ctx)
 	if err != nil {
 		return false, wrap(err, "AcceptTOTPStep")

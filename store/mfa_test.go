@@ -31,13 +31,14 @@ func TestAcceptTOTPStep_OnlyForwardAndOnceUnderConcurrency(t *testing.T) {
 		ctx := context.Background()
 		u := newUser(t, db)
 		now := time.Now().UTC()
-		if ok, err := db.PutPendingTOTP(ctx, &store.TOTPFactor{UserID: u.ID, Secret: []byte("sealed"), CreatedAt: now}); err != nil || !ok {
+		sid := "session"
+		if ok, err := db.PutPendingTOTP(ctx, &store.TOTPFactor{UserID: u.ID, Secret: []byte("sealed"), SessionID: &sid, CreatedAt: now}); err != nil || !ok {
 			t.Fatal(ok, err)
 		}
-		if ok, err := db.AcceptTOTPStep(ctx, u.ID, 100, false, now); err != nil || ok {
+		if ok, err := db.AcceptTOTPStep(ctx, u.ID, 100); err != nil || ok {
 			t.Fatalf("a pending factor was used: %v %v", ok, err)
 		}
-		if ok, err := db.AcceptTOTPStep(ctx, u.ID, 100, true, now); err != nil || !ok {
+		if ok, err := db.ConfirmPendingTOTP(ctx, u.ID, sid, []byte("sealed"), 100, now); err != nil || !ok {
 			t.Fatalf("confirm: %v %v", ok, err)
 		}
 		const n = 8
@@ -50,7 +51,7 @@ func TestAcceptTOTPStep_OnlyForwardAndOnceUnderConcurrency(t *testing.T) {
 				defer wg.Done()
 				<-start
 				err := db.Transact(ctx, func(tx *store.Tx) error {
-					ok, err := tx.AcceptTOTPStep(ctx, u.ID, 101, false, now)
+					ok, err := tx.AcceptTOTPStep(ctx, u.ID, 101)
 					if ok {
 						wins.Add(1)
 					}
@@ -67,7 +68,7 @@ func TestAcceptTOTPStep_OnlyForwardAndOnceUnderConcurrency(t *testing.T) {
 			t.Fatalf("%d of %d concurrent acceptances of one step won, want 1", got, n)
 		}
 		for _, step := range []int64{101, 100, 50} {
-			if ok, _ := db.AcceptTOTPStep(ctx, u.ID, step, false, now); ok {
+			if ok, _ := db.AcceptTOTPStep(ctx, u.ID, step); ok {
 				t.Fatalf("step %d accepted after step 101", step)
 			}
 		}
@@ -125,11 +126,12 @@ func TestRecountFactors_CountsConfirmedTOTPAndPasskeys(t *testing.T) {
 			}
 			return n
 		}
-		db.PutPendingTOTP(ctx, &store.TOTPFactor{UserID: u.ID, Secret: []byte("s"), CreatedAt: now})
+		sid := "session"
+		db.PutPendingTOTP(ctx, &store.TOTPFactor{UserID: u.ID, Secret: []byte("s"), SessionID: &sid, CreatedAt: now})
 		if n := count(); n != 0 {
 			t.Fatalf("a pending TOTP counts: %d", n)
 		}
-		db.AcceptTOTPStep(ctx, u.ID, 1, true, now)
+		db.ConfirmPendingTOTP(ctx, u.ID, sid, []byte("s"), 1, now)
 		for i := range 2 {
 			if _, err := db.CreatePasskey(ctx, &model.Passkey{ID: uuid.NewString(), UserID: u.ID, Name: "key", CreatedAt: now,
 				CredentialID: []byte{byte(i)}, PublicKey: []byte{1}}); err != nil {
