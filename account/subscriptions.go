@@ -15,11 +15,10 @@ import (
 // is the caller now, not when the subscription started. (The fields of its response resolve with
 // a caller of their own, no older than the event either: see WithEventScope.)
 func (s *Service) SubscribeSecurityEvents(ctx context.Context) (<-chan *model.AuditEvent, error) {
-	p, err := s.Authenticate(ctx)
+	events, _, err := s.subscribeThenCheck(ctx, false, Guard{Role: model.RoleUser})
 	if err != nil {
 		return nil, err
 	}
-	events := s.feed.Subscribe(ctx, p.User.ID)
 	out := make(chan *model.AuditEvent)
 	go func() {
 		defer close(out)
@@ -60,11 +59,10 @@ func (s *Service) SubscribeSecurityEvents(ctx context.Context) (<-chan *model.Au
 // it, the stream ends and ended is told why (the socket itself stays, for what they still may
 // run).
 func (s *Service) SubscribeAuditEvents(ctx context.Context, ended func(error)) (<-chan *model.AuditEvent, error) {
-	p, err := s.Authorize(ctx, model.RoleAdmin)
+	events, p, err := s.subscribeThenCheck(ctx, true, Guard{Role: model.RoleAdmin})
 	if err != nil {
 		return nil, err
 	}
-	events := s.feed.Subscribe(ctx, "")
 	out := make(chan *model.AuditEvent)
 	go func() {
 		defer close(out)
@@ -97,4 +95,35 @@ func (s *Service) SubscribeAuditEvents(ctx context.Context, ended func(error)) (
 		}
 	}()
 	return out, nil
+}
+
+// subscribeThenCheck opens the caller's feed (everyone's when all) and only then checks the
+// caller against g, from the database (Recheck: never the principal cache). In that order a
+// revocation or demotion committed before the check is seen by it, and one committed after it
+// reaches the stream as an event, which makes the stream check the caller again. Checked first,
+// or from memory that may lag a commit, a change could fall between the two and the stream would
+// run on under an authority that is gone.
+func (s *Service) subscribeThenCheck(ctx context.Context, all bool, g Guard) (_ <-chan *model.AuditEvent, _ *Principal, err error) {
+	p, err := s.Authenticate(ctx) // who the caller is (a user's id never changes)
+	if err != nil {
+		return nil, nil, err
+	}
+	ctx, cancel := context.WithCancel(ctx) // ends with the operation; at once if refused here
+	defer func() {
+		if err != nil {
+			cancel()
+		}
+	}()
+	feedUser := p.User.ID
+	if all {
+		feedUser = ""
+	}
+	events := s.feed.Subscribe(ctx, feedUser)
+	if p, err = s.Recheck(ctx); err == nil {
+		err = s.allows(p, g)
+	}
+	if err != nil {
+		return nil, nil, err
+	}
+	return events, p, nil
 }

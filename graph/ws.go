@@ -200,7 +200,11 @@ func (s *Sockets) init(ctx context.Context, payload transport.InitPayload) (cont
 	s.byUser[userID][sock] = struct{}{}
 	sock.userID = userID
 	s.mu.Unlock()
-	p, err := s.svc.Authenticate(ctx)
+	// Admitted from the database, never from the principal cache: a revocation committed before
+	// this read is seen by it, and one committed after finds the socket registered above when its
+	// event arrives. A cached read could lag a revocation whose event this instance has already
+	// handled (before the socket was registered) — and nothing would check the socket again.
+	p, err := s.svc.Recheck(ctx)
 	if err != nil {
 		s.forget(sock)
 		return refuseSocket(ctx, closeUnauthorized, reasonOf(err), err)
