@@ -110,3 +110,38 @@ func (c *countQueries) BeforeQuery(ctx context.Context, _ *bun.QueryEvent) conte
 }
 
 func (c *countQueries) AfterQuery(context.Context, *bun.QueryEvent) {}
+
+// BenchmarkTokenPrincipal compares the principal query of an HS256 token (kid "", no key row
+// matches) with one of an asymmetric key (the LEFT JOIN finds the key's row), on Postgres:
+// go test -run '^$' -bench TokenPrincipal ./store/ (TEST_DATABASE_URL set).
+func BenchmarkTokenPrincipal(b *testing.B) {
+	if !contains(storetest.Kinds(b), storetest.Postgres) {
+		b.Skip("TEST_DATABASE_URL not set")
+	}
+	db := storetest.Open(b, storetest.Postgres)
+	ctx := context.Background()
+	now := time.Now().UTC()
+	u := &model.User{ID: uuid.Must(uuid.NewV7()).String(), Username: "ann", Role: model.RoleUser, PasswordHash: "x", CreatedAt: now}
+	sid := uuid.Must(uuid.NewV7()).String()
+	if err := db.CreateUser(ctx, u); err != nil {
+		b.Fatal(err)
+	}
+	if err := db.CreateSession(ctx, &model.Session{ID: sid, UserID: u.ID, RefreshHash: sid, CreatedAt: now, LastUsedAt: now, ExpiresAt: now.Add(time.Hour)}); err != nil {
+		b.Fatal(err)
+	}
+	if err := db.InsertSigningKey(ctx, &model.SigningKey{Kid: "k1", Alg: "ES256", PublicKey: []byte("p"), PrivateKey: []byte("s"), CreatedAt: now, ActivatesAt: now}); err != nil {
+		b.Fatal(err)
+	}
+	for _, kid := range []string{"", "k1"} {
+		b.Run("kid="+kid, func(b *testing.B) {
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					if _, _, err := db.TokenPrincipal(ctx, sid, u.ID, kid); err != nil {
+						b.Error(err)
+						return
+					}
+				}
+			})
+		})
+	}
+}
