@@ -48,9 +48,9 @@ func (s *Service) Introspect(ctx context.Context, accessToken string) (*Introspe
 	if reason != "" {
 		return nil, nil
 	}
-	sess, user, err := s.db.Principal(ctx, claims.SessionID, claims.Subject)
+	sess, user, err := s.db.TokenPrincipal(ctx, claims.SessionID, claims.Subject, claims.KeyID)
 	switch {
-	case errors.Is(err, store.ErrNotFound):
+	case errors.Is(err, store.ErrNotFound), errors.Is(err, store.ErrSigningKeyRevoked):
 		return nil, nil
 	case err != nil:
 		return nil, s.check(ctx, "Introspect", err)

@@ -218,9 +218,15 @@ func (s *Service) Authenticate(ctx context.Context) (*Principal, error) {
 	return ra.principal, ra.err
 }
 
+// loadPrincipal loads the session and user of a verified token, and checks in the same query that
+// its signing key is not revoked: this instance's key ring learns of a revocation made on another
+// instance only when its reload ends, the database at once (issue #25). A revoked key's token is
+// refused as verification refuses it once the ring has reloaded: INVALID_TOKEN.
 func (s *Service) loadPrincipal(ctx context.Context, claims *token.Claims) (*Principal, error) {
-	sess, user, err := s.db.Principal(ctx, claims.SessionID, claims.Subject)
+	sess, user, err := s.db.TokenPrincipal(ctx, claims.SessionID, claims.Subject, claims.KeyID)
 	switch {
+	case errors.Is(err, store.ErrSigningKeyRevoked):
+		return nil, model.Unauthenticated(model.AuthErrorReasonInvalidToken)
 	case errors.Is(err, store.ErrNotFound):
 		return nil, model.Unauthenticated(model.AuthErrorReasonSessionRevoked)
 	case err != nil:

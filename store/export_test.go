@@ -5,12 +5,12 @@ import (
 	"strings"
 )
 
-// ExplainPrincipal returns the query plan of the principal query for a session and user: EXPLAIN
-// on Postgres (on the pool the query runs on), EXPLAIN QUERY PLAN on SQLite.
-func (db *DB) ExplainPrincipal(ctx context.Context, sessionID, userID string) (string, error) {
+// ExplainPrincipal returns the query plan of the principal query for a session, user and signing
+// key: EXPLAIN on Postgres (on the pool the query runs on), EXPLAIN QUERY PLAN on SQLite.
+func (db *DB) ExplainPrincipal(ctx context.Context, sessionID, userID, kid string) (string, error) {
 	var lines []string
 	if db.hotPool != nil {
-		rows, err := db.hotPool.Query(ctx, "EXPLAIN "+principalQueryPG, sessionID, userID)
+		rows, err := db.hotPool.Query(ctx, "EXPLAIN "+principalQueryPG, sessionID, userID, kid)
 		if err != nil {
 			return "", err
 		}
@@ -24,7 +24,7 @@ func (db *DB) ExplainPrincipal(ctx context.Context, sessionID, userID string) (s
 		}
 		return strings.Join(lines, "\n"), rows.Err()
 	}
-	rows, err := db.root.DB.QueryContext(ctx, "EXPLAIN QUERY PLAN "+principalQuery, sessionID, userID)
+	rows, err := db.root.DB.QueryContext(ctx, "EXPLAIN QUERY PLAN "+principalQuery, principalArgs(sessionID, userID, kid)...)
 	if err != nil {
 		return "", err
 	}

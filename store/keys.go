@@ -34,19 +34,30 @@ func (db *DB) InsertSigningKey(ctx context.Context, k *model.SigningKey) error {
 	return wrap(err, "InsertSigningKey")
 }
 
-// RevokeSigningKey revokes the key kid and reports whether it was live.
+// RevokeSigningKey revokes the key kid and reports whether it was live. Like every write to a
+// table the principal query reads, it runs on a *Tx: the transaction returns only once every
+// instance caching principals has dropped what it read with that key (docs/principal-cache.md).
 func (db *DB) RevokeSigningKey(ctx context.Context, kid string, now time.Time) (bool, error) {
-	res, err := db.idb.NewUpdate().Model((*model.SigningKey)(nil)).Set("revoked_at = ?", now).
-		Where("kid = ?", kid).Where("revoked_at IS NULL").Exec(ctx)
+	var n int64
+	err := db.Transact(ctx, func(tx *Tx) error {
+		res, err := tx.idb.NewUpdate().Model((*model.SigningKey)(nil)).Set("revoked_at = ?", now).
+			Where("kid = ?", kid).Where("revoked_at IS NULL").Exec(ctx)
+		if err == nil {
+			n, _ = res.RowsAffected()
+		}
+		return err
+	})
 	if err != nil {
 		return false, wrap(err, "RevokeSigningKey")
 	}
-	n, _ := res.RowsAffected()
 	return n > 0, nil
 }
 
-// ActivateSigningKey moves the activation of key kid to at.
+// ActivateSigningKey moves the activation of key kid to at (on a *Tx, as RevokeSigningKey).
 func (db *DB) ActivateSigningKey(ctx context.Context, kid string, at time.Time) error {
-	_, err := db.idb.NewUpdate().Model((*model.SigningKey)(nil)).Set("activates_at = ?", at).Where("kid = ?", kid).Exec(ctx)
+	err := db.Transact(ctx, func(tx *Tx) error {
+		_, err := tx.idb.NewUpdate().Model((*model.SigningKey)(nil)).Set("activates_at = ?", at).Where("kid = ?", kid).Exec(ctx)
+		return err
+	})
 	return wrap(err, "ActivateSigningKey")
 }

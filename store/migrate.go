@@ -407,6 +407,32 @@ ALTER TABLE api_keys ENABLE ALWAYS TRIGGER api_keys_cache_update;
 ALTER TABLE api_keys ENABLE ALWAYS TRIGGER api_keys_cache_delete;
 ALTER TABLE api_keys ENABLE ALWAYS TRIGGER api_keys_cache_truncate;
 `},
+	{"20261220000001", "principal_cache_signing_keys", postgresOnly + `
+-- Signing keys join the tables a principal is read from (the principal query checks the token's
+-- kid, issue #25): a key's revocation is announced on the cache channel ("j <kid>") and the
+-- transaction that revoked it waits for every lease holder, as a logout does. signing_keys is
+-- keyed by kid, not id: the function reads OLD.kid on that branch only (PL/pgSQL resolves a
+-- record's field when the statement first runs, so the other tables never touch it).
+CREATE OR REPLACE FUNCTION gqlauth_cache_invalidate() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+	IF TG_LEVEL = 'STATEMENT' THEN
+		PERFORM pg_catalog.pg_notify('gqlauth_cache_' || TG_TABLE_SCHEMA, '* ' || TG_TABLE_NAME);
+	ELSIF TG_ARGV[0] = 'j' THEN
+		PERFORM pg_catalog.pg_notify('gqlauth_cache_' || TG_TABLE_SCHEMA, 'j ' || OLD.kid);
+	ELSE
+		PERFORM pg_catalog.pg_notify('gqlauth_cache_' || TG_TABLE_SCHEMA, TG_ARGV[0] || ' ' || OLD.id);
+	END IF;
+	PERFORM pg_catalog.set_config('gqlauth.cache_dirty', 'on', true);
+	RETURN NULL;
+END
+$$;
+CREATE TRIGGER signing_keys_cache_update AFTER UPDATE ON signing_keys FOR EACH ROW WHEN (OLD.* IS DISTINCT FROM NEW.*) EXECUTE FUNCTION gqlauth_cache_invalidate('j');
+CREATE TRIGGER signing_keys_cache_delete AFTER DELETE ON signing_keys FOR EACH ROW EXECUTE FUNCTION gqlauth_cache_invalidate('j');
+CREATE TRIGGER signing_keys_cache_truncate AFTER TRUNCATE ON signing_keys FOR EACH STATEMENT EXECUTE FUNCTION gqlauth_cache_invalidate();
+ALTER TABLE signing_keys ENABLE ALWAYS TRIGGER signing_keys_cache_update;
+ALTER TABLE signing_keys ENABLE ALWAYS TRIGGER signing_keys_cache_delete;
+ALTER TABLE signing_keys ENABLE ALWAYS TRIGGER signing_keys_cache_truncate;
+`},
 }
 
 // Migrate applies the migrations that have not been applied yet. It is idempotent, and safe when

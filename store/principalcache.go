@@ -21,9 +21,9 @@ import (
 
 // The principal cache (docs/principal-cache.md has the argument). Principal and APIKeyPrincipal
 // answer from memory while this instance holds a live lease and its invalidation channel is
-// healthy; every change to sessions, users or api_keys is announced on that channel by triggers,
-// and the transaction that made it returns only once every live lease holder acknowledged it
-// (Transact → awaitBarrier).
+// healthy; every change to sessions, users, api_keys or signing_keys is announced on that channel
+// by triggers, and the transaction that made it returns only once every live lease holder
+// acknowledged it (Transact → awaitBarrier).
 
 // CacheConfig sets the lease of the principal cache. Zero values take the defaults.
 type CacheConfig struct {
@@ -63,7 +63,7 @@ type principalCache struct {
 
 	mu      sync.Mutex
 	entries map[string]*cacheEntry
-	index   map[string]map[string]struct{} // "s:"/"u:"/"k:" + row id → entry keys
+	index   map[string]map[string]struct{} // "s:"/"u:"/"k:"/"j:" + row id (kid) → entry keys
 	// gen moves (under mu) with every invalidation and every change of state: an entry read from
 	// the database is stored only if gen did not move while it was read.
 	gen atomic.Uint64
@@ -180,7 +180,7 @@ func (c *principalCache) unindex(key string, e *cacheEntry) {
 	}
 }
 
-// invalidate drops every entry read from the row named id ("s:…", "u:…", "k:…").
+// invalidate drops every entry read from the row named id ("s:…", "u:…", "k:…", "j:…").
 func (c *principalCache) invalidate(id string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -222,10 +222,11 @@ func (c *principalCache) waitChan() <-chan struct{} {
 	return c.wake
 }
 
-// cachedPrincipal is Principal through the cache.
-func (db *DB) cachedPrincipal(ctx context.Context, c *principalCache, sessionID, userID string,
+// cachedPrincipal is TokenPrincipal through the cache. The entry is kept per signing key too:
+// it says the key was unrevoked when it was read, and a change to the key's row drops it ("j:").
+func (db *DB) cachedPrincipal(ctx context.Context, c *principalCache, sessionID, userID, kid string,
 	load func() (*model.Session, *model.User, error)) (*model.Session, *model.User, error) {
-	key := "S\x00" + sessionID + "\x00" + userID
+	key := "S\x00" + sessionID + "\x00" + userID + "\x00" + kid
 	if e, ok := c.get(key); ok {
 		return e.session, e.user, nil
 	}
@@ -236,7 +237,11 @@ func (db *DB) cachedPrincipal(ctx context.Context, c *principalCache, sessionID,
 		c.afterLoad()
 	}
 	if err == nil && ok {
-		c.put(gen, key, &cacheEntry{session: sess, user: user, ids: []string{"s:" + sessionID, "u:" + userID}, at: at})
+		ids := []string{"s:" + sessionID, "u:" + userID}
+		if kid != "" {
+			ids = append(ids, "j:"+kid)
+		}
+		c.put(gen, key, &cacheEntry{session: sess, user: user, ids: ids, at: at})
 	}
 	return sess, user, err
 }
@@ -354,7 +359,7 @@ func (db *DB) applyInvalidations(ctx context.Context, c *principalCache, listene
 		}
 		kind, id, _ := strings.Cut(n.Payload, " ")
 		switch kind {
-		case "s", "u", "k":
+		case "s", "u", "k", "j": // a session, user, API key or signing key ("j": by its kid)
 			c.invalidate(kind + ":" + id)
 		case "*":
 			c.clear() // a table was emptied

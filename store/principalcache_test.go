@@ -2,6 +2,7 @@ package store_test
 
 import (
 	"context"
+	"errors"
 	"regexp"
 	"sync"
 	"testing"
@@ -26,7 +27,7 @@ func TestPrincipalCache_EveryTableAPrincipalIsReadFromIsWatched(t *testing.T) {
 			tables[m[1]] = true
 		}
 	}
-	if !tables["sessions"] || !tables["users"] || !tables["api_keys"] {
+	if !tables["sessions"] || !tables["users"] || !tables["api_keys"] || !tables["signing_keys"] {
 		t.Fatalf("tables read: %v; the test no longer reads the principal queries", tables)
 	}
 	for table := range tables {
@@ -94,6 +95,72 @@ func TestPrincipalCache_ARevocationDuringARead_IsNotCached(t *testing.T) {
 	}
 	if sess, _, err := db.Principal(ctx, s.ID, u.ID); err != nil || sess.RevokedAt == nil {
 		t.Fatalf("the next read, after the revocation returned: %+v, %v (a stale read was cached)", sess, err)
+	}
+	if !db.CacheServing() {
+		t.Fatal("the cache stopped serving: the test proved nothing about it")
+	}
+}
+
+// TestPrincipalCache_SigningKeyRevocationDropsItsEntries: an entry read with a token of key kid
+// says the key was live then; the key's revocation (like a logout) returns only once every lease
+// holder has dropped the entries read with it, so the next read asks the database and is refused.
+func TestPrincipalCache_SigningKeyRevocationDropsItsEntries(t *testing.T) {
+	if !contains(storetest.Kinds(t), storetest.Postgres) {
+		t.Skip("TEST_DATABASE_URL not set")
+	}
+	db := storetest.Open(t, storetest.Postgres)
+	ctx := context.Background()
+	run, err := db.CachePrincipals(store.CacheConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	runCtx, cancel := context.WithCancel(ctx)
+	joined, done := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	go func() { defer close(done); run(runCtx, func() { once.Do(func() { close(joined) }) }) }()
+	t.Cleanup(func() { cancel(); <-done })
+	select {
+	case <-joined:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the cache did not start serving")
+	}
+	now := time.Now().UTC()
+	u := &model.User{ID: "u1", Username: "alice", Role: model.RoleUser, CreatedAt: now}
+	s := &model.Session{ID: "s1", UserID: u.ID, RefreshHash: "h1", CreatedAt: now, LastUsedAt: now, ExpiresAt: now.Add(time.Hour)}
+	if err := db.CreateUser(ctx, u); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.CreateSession(ctx, s); err != nil {
+		t.Fatal(err)
+	}
+	for _, kid := range []string{"k1", "k2"} {
+		if err := db.InsertSigningKey(ctx, &model.SigningKey{Kid: kid, Alg: "ES256", PublicKey: []byte("p"), PrivateKey: []byte("s"), CreatedAt: now, ActivatesAt: now}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	loads := 0
+	db.AfterCacheLoad(func() { loads++ })
+	for range 3 {
+		for _, kid := range []string{"k1", "k2"} {
+			if _, _, err := db.TokenPrincipal(ctx, s.ID, u.ID, kid); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if loads != 2 {
+		t.Fatalf("%d database reads for 6 principals of 2 keys, want 2: the cache does not serve them", loads)
+	}
+	if ok, err := db.RevokeSigningKey(ctx, "k1", time.Now().UTC()); err != nil || !ok {
+		t.Fatalf("revoke: %v %v", ok, err)
+	}
+	if _, _, err := db.TokenPrincipal(ctx, s.ID, u.ID, "k1"); !errors.Is(err, store.ErrSigningKeyRevoked) {
+		t.Fatalf("the revoked key's token after its revocation returned: %v (served from memory)", err)
+	}
+	if _, _, err := db.TokenPrincipal(ctx, s.ID, u.ID, "k2"); err != nil {
+		t.Fatal(err)
+	}
+	if loads != 3 {
+		t.Fatalf("%d database reads, want 3: the other key's entry should have stayed", loads)
 	}
 	if !db.CacheServing() {
 		t.Fatal("the cache stopped serving: the test proved nothing about it")

@@ -13,20 +13,21 @@ import (
 	"testing"
 )
 
-// principalTables are the tables a principal is read from: a change to one of their rows must
-// reach every instance's principal cache before the change's transaction returns.
-var principalTables = []string{"sessions", "users", "api_keys"}
+// principalTables are the tables a principal is read from (signing_keys: the principal query
+// checks the token's key): a change to one of their rows must reach every instance's principal
+// cache before the change's transaction returns.
+var principalTables = []string{"sessions", "users", "api_keys", "signing_keys"}
 
 var (
 	// rawWrite finds SQL text that changes rows of a principal table.
-	rawWrite = regexp.MustCompile(`(?is)\b(update|delete\s+from|truncate(\s+table)?|insert\s+into)\s+"?(sessions|users|api_keys)\b`)
+	rawWrite = regexp.MustCompile(`(?is)\b(update|delete\s+from|truncate(\s+table)?|insert\s+into)\s+"?(sessions|users|api_keys|signing_keys)\b`)
 	// builderTarget finds the table a Bun update or delete names, when it names one we know.
 	builderTarget  = regexp.MustCompile(`Model\(\(\*(model\.)?\w+\)\(nil\)\)|Table\("\w+"\)|(Model)?TableExpr\("\w+`)
-	principalModel = regexp.MustCompile(`Model\(\(\*model\.(Session|User|APIKey)\)\(nil\)\)|Table\("(sessions|users|api_keys)"\)|(Model)?TableExpr\("(sessions|users|api_keys)\b`)
+	principalModel = regexp.MustCompile(`Model\(\(\*model\.(Session|User|APIKey|SigningKey)\)\(nil\)\)|Table\("(sessions|users|api_keys|signing_keys)"\)|(Model)?TableExpr\("(sessions|users|api_keys|signing_keys)\b`)
 )
 
 // TestPrincipalCache_EveryWriterOfAPrincipalRowRunsInATx reads store's source: every statement
-// that updates or deletes rows of sessions, users or api_keys (Bun's builders, or SQL text) must
+// that updates or deletes rows of sessions, users, api_keys or signing_keys (Bun's builders, or SQL text) must
 // run on a *Tx (tx.idb), because only Transact ends with the barrier and waits for the caches.
 // A statement on db.idb outside a transaction would commit on its own: the triggers would still
 // announce it, but nobody would wait for the instances to drop it. An update or delete whose
@@ -69,13 +70,13 @@ func TestPrincipalCache_EveryWriterOfAPrincipalRowRunsInATx(t *testing.T) {
 			}
 			checked++
 			if !onTx(text) {
-				t.Errorf("%s: a write to sessions, users or api_keys outside a *Tx (run it in db.Transact on tx.idb):\n%s",
+				t.Errorf("%s: a write to sessions, users, api_keys or signing_keys outside a *Tx (run it in db.Transact on tx.idb):\n%s",
 					fset.Position(stmt.Pos()), text)
 			}
 			return false
 		})
 	}
-	if checked < 8 {
+	if checked < 10 {
 		t.Fatalf("only %d writers found: the test no longer sees store's writes", checked)
 	}
 }

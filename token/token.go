@@ -29,6 +29,10 @@ type Claims struct {
 	// the server reads the level from the session row, never from the token.
 	AMR []string `json:"amr,omitempty"`
 	AAL string   `json:"aal,omitempty"`
+	// KeyID is the kid of the signing key that signed the token ("" with HS256), from its
+	// header, not a claim. The principal query checks it against the database, so that a key
+	// revoked on another instance is refused before this instance's key ring has reloaded.
+	KeyID string `json:"-"`
 }
 
 // Grant is what an access token is issued for: a session (its id, its absolute expiry or zero,
@@ -230,6 +234,7 @@ func (t *Tokens) verify(token string) (*Claims, string, model.AuthErrorReason) {
 	if t.keys != nil {
 		kid, _ = parsed.Header["kid"].(string)
 	}
+	claims.KeyID = kid
 	return claims, kid, ""
 }
 
