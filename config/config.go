@@ -240,9 +240,14 @@ func Load(getenv func(string) string) (Config, error) {
 		cfg.KeyPublishDelay = duration("JWT_KEY_PUBLISH_DELAY", "")
 	}
 	// The principal cache's guarantee needs the invalidation channel of Postgres: another process
-	// sharing an SQLite file could not tell this one what it changed. It is off by default: an
-	// attacker review found faults under which it does not yet hold (README, "The principal cache").
-	if cfg.PrincipalCache = boolean("PRINCIPAL_CACHE", "false"); cfg.PrincipalCache && cfg.DatabaseURL == "" {
+	// sharing an SQLite file could not tell this one what it changed. So it is on by default with
+	// Postgres (where two attacker reviews could not make it serve a revoked principal) and
+	// refused with SQLite (README, "The principal cache").
+	cacheDefault := "false"
+	if cfg.DatabaseURL != "" {
+		cacheDefault = "true"
+	}
+	if cfg.PrincipalCache = boolean("PRINCIPAL_CACHE", cacheDefault); cfg.PrincipalCache && cfg.DatabaseURL == "" {
 		errs = append(errs, errors.New("PRINCIPAL_CACHE: needs DATABASE_URL (Postgres); with the embedded SQLite database it is off"))
 	}
 	if cfg.JWTAlg != "HS256" && !token.IsAsymmetric(cfg.JWTAlg) {

@@ -323,7 +323,7 @@ func TestLoadConfig_Passkeys(t *testing.T) {
 	}
 }
 
-func TestLoadConfig_PrincipalCacheIsOptInAndOnlyWithPostgres(t *testing.T) {
+func TestLoadConfig_PrincipalCacheIsOnWithPostgresAndRefusedWithSQLite(t *testing.T) {
 	secret := strings.Repeat("s", 32)
 	postgres := []string{"DATABASE_URL", "postgres://localhost/db", "JWT_SECRET", secret}
 	cases := []struct {
@@ -333,7 +333,8 @@ func TestLoadConfig_PrincipalCacheIsOptInAndOnlyWithPostgres(t *testing.T) {
 		refused bool
 	}{
 		{"EmbeddedDatabase", nil, false, false},
-		{"Postgres", postgres, false, false},
+		{"Postgres", postgres, true, false},
+		{"PostgresTurnedOff", append(postgres, "PRINCIPAL_CACHE", "false"), false, false},
 		{"PostgresTurnedOn", append(postgres, "PRINCIPAL_CACHE", "true"), true, false},
 		{"EmbeddedTurnedOn", []string{"PRINCIPAL_CACHE", "true"}, false, true},
 	}
