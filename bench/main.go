@@ -6,7 +6,12 @@
 //
 // Scenarios: ceiling, recipe-typename, recipe-me (gqlgen's authentication recipe on the same
 // schema and database: the yardstick), typename, me, me-wide, login, refresh, mix, flood, all. A response with
-// GraphQL errors counts as an error, so a failing server cannot look fast.
+// GraphQL errors counts as an error, so a failing server cannot look fast. The summary states each
+// target of #16 and #25 with its verdict; -fault-tests adds the principal cache's fault tests, so
+// that one command shows them all:
+//
+//	go run ./bench -scenario recipe-typename,typename,recipe-me,me,me-wide -rounds 2 -c 64 -d 6s \
+//	  -database-url postgres://postgres@127.0.0.1:5432/test -log-file /tmp/req.log -fault-tests
 package main
 
 import (
@@ -45,6 +50,7 @@ func main() {
 		scaleN      = flag.Int("scale-users", 100_000, "-scale: how many users to seed (ten sessions each)")
 		noCache     = flag.Bool("no-principal-cache", false, "run the in-process Postgres server with PRINCIPAL_CACHE=false (the cache is on by default, as in server.go)")
 		rounds      = flag.Int("rounds", 1, "split each scenario's duration into this many rounds, interleaved with the other scenarios' (fairer ratios on a noisy machine)")
+		faultTests  = flag.Bool("fault-tests", false, "after the scenarios, run the principal cache's fault tests (go test -count=1 -run '"+faultTestPattern+"' . in the source tree, TEST_DATABASE_URL from -database-url) and state their outcome with the targets")
 	)
 	flag.Parse()
 	if *cpuProfile != "" {
@@ -60,6 +66,7 @@ func main() {
 	defaultAccessLog = graph.AccessLog(*accessLog)
 	logPath = *logFile
 	principalCache = !*noCache
+	runFaults = *faultTests
 	if err := run(*scenario, *concurrency, *duration, *rounds, *open, *scale, *target, *databaseURL, *cost, *jsonOut); err != nil {
 		pprof.StopCPUProfile()
 		fmt.Fprintln(os.Stderr, "bench:", err)
@@ -171,9 +178,24 @@ func run(scenario string, c int, d time.Duration, rounds int, open float64, scal
 		fmt.Printf("\nbcrypt ceiling at cost %d: %.1f logins/s (%d cores / %.1f ms per hash)\n", cost, hash, runtime.NumCPU(), 1000*float64(runtime.NumCPU())/hash)
 		results = append(results, &result{Scenario: "bcrypt-ceiling", RequestsPerSec: hash})
 	}
-	printRatios(results)
+	// The fault tests start server processes of their own: after every measurement.
+	var faults *faultResult
+	if runFaults {
+		faults = runFaultTests(databaseURL)
+	}
+	met, missed := printRatios(results)
 	if len(compared) > 0 {
-		fmt.Printf("%-44s %.0f MB (peak %.0f MB)\n", "RSS after the compared scenarios", rssNow, rssPeak)
+		fmt.Printf("%-44s %.0f MB (peak %.0f MB; server, recipe and load generator together)\n", "RSS after the compared scenarios", rssNow, rssPeak)
+	}
+	if faults != nil {
+		if faults.print() {
+			met++
+		} else {
+			missed++
+		}
+	}
+	if met+missed > 0 {
+		fmt.Printf("%-44s %d met, %d missed\n", "targets", met, missed)
 	}
 	if scale {
 		if err := env.explain(ctx); err != nil {
@@ -191,6 +213,9 @@ var logPath = "/dev/null"
 
 // principalCache is -no-principal-cache's opposite.
 var principalCache = true
+
+// runFaults is -fault-tests.
+var runFaults bool
 
 // comparedScenarios are the ones whose ratios are targets; they run interleaved in rounds.
 var comparedScenarios = []string{"ceiling", "recipe-typename", "typename", "recipe-me", "me", "me-wide", "recipe-me-wide"}

@@ -6,12 +6,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"mime"
 	"net/http"
 	"net/url"
 	"strconv"
 	"strings"
+	"sync"
 
 	"github.com/99designs/gqlgen/graphql"
 	"github.com/99designs/gqlgen/graphql/executor"
@@ -27,6 +27,9 @@ const (
 	mediaJSON            = "application/json"
 	mediaGraphQLResponse = "application/graphql-response+json"
 )
+
+// The frame of a response that carries only data.
+var dataOpen, dataClose = []byte(`{"data":`), []byte(`}`)
 
 // The Content-Type values of responses, built once (see securityHeaders).
 var (
@@ -47,7 +50,7 @@ type endpoint struct {
 }
 
 func (e *endpoint) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if r.Header.Get("Upgrade") != "" {
+	if header(r.Header, "Upgrade") != "" {
 		e.sockets.serve(w, r, e.exec)
 		return
 	}
@@ -56,7 +59,7 @@ func (e *endpoint) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(http.StatusOK)
 		return
 	}
-	media, ok := negotiate(r.Header.Get("Accept"))
+	media, ok := negotiate(header(r.Header, "Accept"))
 	if !ok {
 		writeErrors(w, r, mediaJSON, http.StatusNotAcceptable, requestError(model.ErrorCodeGraphqlParseFailed,
 			"none of the media types in Accept can be served; accept application/graphql-response+json or application/json"))
@@ -119,6 +122,62 @@ type request struct {
 	documentID string // the trusted document asked for, if any
 }
 
+// postRequest is a POST's request, its parameters and the body they are decoded from, allocated
+// together.
+type postRequest struct {
+	request
+	params graphql.RawParams
+	// The five parameters are all that is read (others are ignored, as the spec allows). A
+	// missing parameter and a null one both leave "" or nil, which is what each means. The two
+	// objects are kept as text and decoded on their own (see jsonObject): json.Unmarshal has no
+	// UseNumber, and a json.Decoder for the whole body costs twice as much as Unmarshal.
+	body struct {
+		Query         string          `json:"query"`
+		OperationName string          `json:"operationName"`
+		DocumentID    string          `json:"documentId"`
+		Variables     json.RawMessage `json:"variables"`
+		Extensions    json.RawMessage `json:"extensions"`
+	}
+}
+
+// bodyBuffers hold request bodies while they are read and decoded.
+var bodyBuffers = sync.Pool{New: func() any { return new(bytes.Buffer) }}
+
+// putBodyBuffer returns buf to the pool, unless a large body grew it: one request with a large
+// body should not keep that memory for the life of the process.
+func putBodyBuffer(buf *bytes.Buffer) {
+	if buf.Cap() <= 64<<10 {
+		buf.Reset()
+		bodyBuffers.Put(buf)
+	}
+}
+
+// jsonObject decodes raw, one JSON value, as an object; none or null is nil. ok is false when raw
+// is another JSON type.
+func jsonObject(raw json.RawMessage) (m map[string]any, ok bool) {
+	if len(raw) == 0 || string(raw) == "null" {
+		return nil, true
+	}
+	if raw[0] != '{' {
+		return nil, false
+	}
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.UseNumber() // as gqlgen does: integers beyond 2^53 stay exact
+	if err := dec.Decode(&m); err != nil {
+		return nil, false
+	}
+	return m, true
+}
+
+// header is h's first value of key, which must be in canonical form: Header.Get canonicalizes
+// the key on every call.
+func header(h http.Header, key string) string {
+	if v := h[key]; len(v) > 0 {
+		return v[0]
+	}
+	return ""
+}
+
 // read reads the GraphQL request of a GET or POST. A malformed request is refused with 400 (413,
 // 415, 405 where those say more) in either media type.
 func (e *endpoint) read(w http.ResponseWriter, r *http.Request) (*request, int, *gqlerror.Error) {
@@ -130,67 +189,56 @@ func (e *endpoint) read(w http.ResponseWriter, r *http.Request) (*request, int, 
 		// Only JSON bodies: a cross-site HTML form or a text/plain fetch can send a "simple"
 		// request without a CORS preflight, so accepting them would let any page log a visitor
 		// in or out (CSRF). application/json always needs a preflight.
-		if ct := r.Header.Get("Content-Type"); ct != "application/json" && mediaType(ct) != "application/json" {
+		if ct := header(r.Header, "Content-Type"); ct != "application/json" && mediaType(ct) != "application/json" {
 			return nil, http.StatusUnsupportedMediaType, requestError(model.ErrorCodeGraphqlParseFailed,
 				"send GraphQL requests as POST with Content-Type: application/json")
 		}
 		limit := e.guard.limits.MaxBodyBytes
-		body, err := io.ReadAll(web.LimitBody(w, r, limit))
-		var tooLarge *http.MaxBytesError
-		switch {
-		case errors.As(err, &tooLarge):
-			return nil, http.StatusRequestEntityTooLarge, requestError(model.ErrorCodeGraphqlParseFailed, fmt.Sprintf("request body exceeds %d bytes", limit))
-		case err != nil:
+		// Into a pooled buffer: nothing decoded from it refers to it (json copies strings and
+		// RawMessages), so it is free again when read returns.
+		buf := bodyBuffers.Get().(*bytes.Buffer)
+		defer putBodyBuffer(buf)
+		_, err := buf.ReadFrom(web.LimitBody(w, r, limit))
+		body := buf.Bytes()
+		if err != nil {
+			if tooLarge := (*http.MaxBytesError)(nil); errors.As(err, &tooLarge) {
+				return nil, http.StatusRequestEntityTooLarge, requestError(model.ErrorCodeGraphqlParseFailed, fmt.Sprintf("request body exceeds %d bytes", limit))
+			}
 			return malformed("could not read the request body")
+		}
+		switch {
 		case !validJSONText(body):
 			return malformed("the request body is not valid UTF-8 JSON text (RFC 8259 §8)")
 		}
 		if trimmed := bytes.TrimSpace(body); len(trimmed) > 0 && trimmed[0] == '[' {
 			return malformed("batched operations are not supported; send one operation per request")
 		}
-		// One pass into typed fields: the five parameters are all that is read (others are
-		// ignored, as the spec allows); a parameter of the wrong JSON type is named.
-		var fields struct {
-			Query         *string        `json:"query"`
-			OperationName *string        `json:"operationName"`
-			DocumentID    *string        `json:"documentId"`
-			Variables     map[string]any `json:"variables"`
-			Extensions    map[string]any `json:"extensions"`
-		}
 		trimmed := bytes.TrimSpace(body)
 		if len(trimmed) == 0 || trimmed[0] != '{' {
 			return malformed("the request body is not a JSON object")
 		}
-		dec := json.NewDecoder(bytes.NewReader(trimmed))
-		dec.UseNumber() // as gqlgen does: integers beyond 2^53 stay exact
-		err = dec.Decode(&fields)
-		var typeErr *json.UnmarshalTypeError
-		switch {
-		case errors.As(err, &typeErr) && (typeErr.Field == "variables" || typeErr.Field == "extensions"):
-			return malformed(typeErr.Field + " must be a JSON object")
-		case errors.As(err, &typeErr) && typeErr.Field != "":
-			return malformed(typeErr.Field + " must be a string")
-		case err != nil || dec.InputOffset() != int64(len(trimmed)):
+		// One pass into typed fields; a parameter of the wrong JSON type is named.
+		p := &postRequest{}
+		if err = json.Unmarshal(trimmed, &p.body); err != nil {
+			// Unmarshal refuses trailing data after the object too.
+			if typeErr := (*json.UnmarshalTypeError)(nil); errors.As(err, &typeErr) && typeErr.Field != "" {
+				return malformed(typeErr.Field + " must be a string")
+			}
 			return malformed("the request body is not a JSON object")
 		}
-		text := func(p *string) string {
-			if p == nil {
-				return ""
-			}
-			return *p
+		p.params = graphql.RawParams{Query: p.body.Query, OperationName: p.body.OperationName}
+		var ok bool
+		if p.params.Variables, ok = jsonObject(p.body.Variables); !ok {
+			return malformed("variables must be a JSON object")
 		}
-		req := &request{params: &graphql.RawParams{
-			Query: text(fields.Query), OperationName: text(fields.OperationName),
-			Variables: fields.Variables, Extensions: fields.Extensions,
-		}, documentID: text(fields.DocumentID)}
-		message := ""
-		if req.params.Query == "" && req.documentID == "" {
-			message = "the request has no query"
+		if p.params.Extensions, ok = jsonObject(p.body.Extensions); !ok {
+			return malformed("extensions must be a JSON object")
 		}
-		if message != "" {
-			return malformed(message)
+		p.request = request{params: &p.params, documentID: p.body.DocumentID}
+		if p.params.Query == "" && p.documentID == "" {
+			return malformed("the request has no query")
 		}
-		return req, 0, nil
+		return &p.request, 0, nil
 	case http.MethodGet:
 		values, err := url.ParseQuery(r.URL.RawQuery)
 		if err != nil || !validParams(values) {
@@ -273,6 +321,12 @@ func decodeParams(get func(name string) (json.RawMessage, bool), fromURL bool) (
 // exactly (a client that names it knows it). No header means application/json. ok is false when
 // neither is acceptable.
 func negotiate(accept string) (media string, ok bool) {
+	switch accept {
+	case "", "*/*", mediaJSON: // what most clients send, answered without parsing
+		return mediaJSON, true
+	case mediaGraphQLResponse:
+		return mediaGraphQLResponse, true
+	}
 	if strings.TrimSpace(accept) == "" {
 		return mediaJSON, true
 	}
@@ -334,8 +388,11 @@ func writeResponse(w http.ResponseWriter, r *http.Request, media string, status 
 	w.WriteHeader(status)
 	if resp != nil && !requestError && len(resp.Errors) == 0 && len(resp.Extensions) == 0 && resp.Label == "" && resp.Path == nil && resp.HasNext == nil && len(resp.Data) > 0 {
 		// The common case, written as is: gqlgen's marshalers produced Data as valid JSON, and
-		// encoding/json would only validate and copy it again.
-		w.Write(append(append(append(make([]byte, 0, len(resp.Data)+9), `{"data":`...), resp.Data...), '}'))
+		// encoding/json would only validate and copy it again. Three writes into net/http's
+		// buffer instead of a copy into a new slice.
+		w.Write(dataOpen)
+		w.Write(resp.Data)
+		w.Write(dataClose)
 		return
 	}
 	var body any = resp

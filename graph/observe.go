@@ -3,8 +3,11 @@ package graph
 import (
 	"context"
 	"log/slog"
+	"maps"
 	"math/rand/v2"
 	"net/http"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/99designs/gqlgen/graphql"
@@ -21,6 +24,57 @@ type Metrics struct {
 	latency      *prometheus.HistogramVec
 	authFailures *prometheus.CounterVec
 	rateLimited  prometheus.Counter
+
+	// byLabels holds the children of requests and latency already resolved, by their labels:
+	// WithLabelValues checks and hashes its labels on every call. Copied on write (a new root
+	// field or outcome: a few dozen over the process's life), so a request reads it without a lock.
+	byLabels   atomic.Pointer[map[requestLabels]*requestMetrics]
+	byLabelsMu sync.Mutex
+}
+
+// requestLabels are the labels of a request's metrics; both are bounded (the schema's root
+// fields, the error codes).
+type requestLabels struct{ field, outcome string }
+
+type requestMetrics struct {
+	count   prometheus.Counter
+	latency prometheus.Observer
+}
+
+// observeRequest counts a request and its latency.
+func (m *Metrics) observeRequest(field, outcome string, elapsed time.Duration) {
+	if m == nil {
+		return
+	}
+	key := requestLabels{field, outcome}
+	var rm *requestMetrics
+	if p := m.byLabels.Load(); p != nil {
+		rm = (*p)[key]
+	}
+	if rm == nil {
+		rm = m.resolve(key)
+	}
+	rm.count.Inc()
+	rm.latency.Observe(elapsed.Seconds())
+}
+
+// resolve resolves the children of key once, and publishes them in a new copy of byLabels.
+func (m *Metrics) resolve(key requestLabels) *requestMetrics {
+	m.byLabelsMu.Lock()
+	defer m.byLabelsMu.Unlock()
+	old := map[requestLabels]*requestMetrics{}
+	if p := m.byLabels.Load(); p != nil {
+		old = *p
+	}
+	if rm := old[key]; rm != nil {
+		return rm
+	}
+	rm := &requestMetrics{count: m.requests.WithLabelValues(key.field, key.outcome), latency: m.latency.WithLabelValues(key.field)}
+	next := make(map[requestLabels]*requestMetrics, len(old)+1)
+	maps.Copy(next, old)
+	next[key] = rm
+	m.byLabels.Store(&next)
+	return rm
 }
 
 // NewMetrics registers the metrics with reg. queueDepth, if not nil, reports how many password
@@ -68,15 +122,30 @@ func (m *Metrics) observeError(e *model.Error) {
 	}
 }
 
-// requestInfo is filled in while a request is served and logged when it ends.
+// requestInfo is filled in while a request is served and logged when it ends. It is also the
+// request's context (its parent's values and cancellation, and itself under requestInfoKey), its
+// status-recording ResponseWriter and the X-Request-Id header's value: one allocation per request
+// where a context.WithValue, a writer, a header slice and the record were four.
 type requestInfo struct {
+	context.Context
 	id        string
 	operation string // the client's operation name, for logs
 	rootField string // the first root field, for metrics (bounded by the schema)
 	errorCode string // the first error code of the response
+	sw        statusWriter
+	idHeader  [1]string
 }
 
 type requestInfoKey struct{}
+
+// Value is the parent's, with the request's info under requestInfoKey. Other keys go to the
+// parent, so context.WithCancel below finds the parent's cancelCtx and starts no goroutine.
+func (info *requestInfo) Value(key any) any {
+	if _, ok := key.(requestInfoKey); ok {
+		return info
+	}
+	return info.Context.Value(key)
+}
 
 func infoFrom(ctx context.Context) *requestInfo {
 	info, _ := ctx.Value(requestInfoKey{}).(*requestInfo)
@@ -107,11 +176,12 @@ func observe(log *slog.Logger, metrics *Metrics, accessLog AccessLog, next http.
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		// Not a secret, only unique in practice: math/rand/v2's generator costs no system call.
-		info := &requestInfo{id: requestID(rand.Uint64())}
-		w.Header()["X-Request-Id"] = []string{info.id} // the canonical key, set without a lookup
-		sw := &statusWriter{ResponseWriter: w, status: http.StatusOK}
-		r = r.WithContext(context.WithValue(r.Context(), requestInfoKey{}, info))
-		next.ServeHTTP(sw, r)
+		info := &requestInfo{Context: r.Context(), id: requestID(rand.Uint64())}
+		info.idHeader[0] = info.id
+		w.Header()["X-Request-Id"] = info.idHeader[:] // the canonical key, set without a lookup
+		info.sw = statusWriter{ResponseWriter: w, status: http.StatusOK}
+		r = r.WithContext(info)
+		next.ServeHTTP(&info.sw, r)
 
 		elapsed := time.Since(start)
 		outcome := info.errorCode
@@ -121,31 +191,34 @@ func observe(log *slog.Logger, metrics *Metrics, accessLog AccessLog, next http.
 		if info.rootField == "" {
 			info.rootField = "none"
 		}
-		if metrics != nil {
-			metrics.requests.WithLabelValues(info.rootField, outcome).Inc()
-			metrics.latency.WithLabelValues(info.rootField).Observe(elapsed.Seconds())
-		}
-		if accessLog == AccessLogOff || (accessLog == AccessLogErrors && outcome == "ok" && sw.status < 400) {
+		metrics.observeRequest(info.rootField, outcome, elapsed)
+		status := info.sw.status
+		if accessLog == AccessLogOff || (accessLog == AccessLogErrors && outcome == "ok" && status < 400) {
 			return
 		}
-		// Empty attributes are left out: each one costs formatting on every request.
-		attrs := make([]slog.Attr, 0, 7)
-		attrs = append(attrs, slog.String("method", r.Method))
-		if info.operation != "" {
-			attrs = append(attrs, slog.String("operation", info.operation))
-		}
-		attrs = append(attrs, slog.String("field", info.rootField), slog.Int("status", sw.status),
-			slog.String("outcome", outcome), slog.Duration("duration", elapsed))
-		if user := account.CallerID(r.Context()); user != "" {
-			attrs = append(attrs, slog.String("user", user))
+		h := log.Handler()
+		if !h.Enabled(r.Context(), slog.LevelInfo) {
+			return
 		}
 		// As log.LogAttrs does, without the caller's program counter (runtime.Callers on every
-		// request) that no handler of ours shows.
-		if h := log.Handler(); h.Enabled(r.Context(), slog.LevelInfo) {
-			rec := slog.NewRecord(start.Add(elapsed), slog.LevelInfo, "request", 0)
-			rec.AddAttrs(attrs...)
-			h.Handle(r.Context(), rec)
+		// request) that no handler of ours shows. Empty attributes are left out: each one costs
+		// formatting on every request.
+		rec := slog.NewRecord(start.Add(elapsed), slog.LevelInfo, "request", 0)
+		rec.AddAttrs(slog.String("method", r.Method))
+		if info.operation != "" {
+			rec.AddAttrs(slog.String("operation", info.operation))
 		}
+		rec.AddAttrs(slog.String("field", info.rootField), slog.Int("status", status),
+			slog.String("outcome", outcome), slog.Duration("duration", elapsed))
+		if user := account.CallerID(r.Context()); user != "" {
+			rec.AddAttrs(slog.String("user", user))
+		}
+		if ids, ok := h.(requestIDHandler); ok {
+			// What requestIDHandler would add, added here without its context lookup.
+			h = ids.Handler
+			rec.AddAttrs(slog.String("request_id", info.id))
+		}
+		h.Handle(r.Context(), rec)
 	})
 }
 

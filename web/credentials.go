@@ -33,11 +33,16 @@ type CredentialOptions struct {
 // not to the OAuth form endpoints, where an Authorization: Basic header identifies the client.
 // What the rules decide about the refresh cookie, it writes before the headers go out.
 func Credentials(tokens *token.Tokens, opts CredentialOptions) func(http.Handler) http.Handler {
+	proxies := &opts.Proxies // what the per-request closure captures, instead of a copy of opts
 	return func(next http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			req := account.NewRequest(tokens, r.Header.Values("Authorization"), r.Header.Values("X-API-Key"))
-			req.ClientIP = func() string { return opts.Proxies.ClientIP(r) }
-			req.UserAgent = r.UserAgent()
+			// Header.Values and Get canonicalize their key on every call; these keys are canonical
+			// (X-API-Key's canonical form is X-Api-Key).
+			req := account.NewRequest(tokens, r.Header["Authorization"], r.Header["X-Api-Key"])
+			req.ClientIP = func() string { return proxies.ClientIP(r) }
+			if ua := r.Header["User-Agent"]; len(ua) > 0 {
+				req.UserAgent = ua[0]
+			}
 			if opts.cookieRequest(r) {
 				req.CookieAllowed = true
 				if c, err := r.Cookie(RefreshCookieName); err == nil {
