@@ -1,6 +1,9 @@
 package graph
 
 import (
+	"io"
+	"slices"
+
 	"github.com/99designs/gqlgen/graphql"
 	"github.com/vektah/gqlparser/v2/ast"
 )
@@ -37,4 +40,60 @@ func collectFields(oc *graphql.OperationContext, sel ast.SelectionSet, satisfies
 		}
 	}
 	return fields
+}
+
+// objectJSON returns the object out, whose fields are fields, as the JSON object the response
+// holds (graph/gen rewrites the generated marshallers to return it). It writes what
+// graphql.FieldSet's own MarshalGQL writes — the fields in order, a response key already written
+// skipped — without its iterator, its copy of every field and its map of written keys.
+func objectJSON(out *graphql.FieldSet, fields []graphql.CollectedField) graphql.Marshaler {
+	return &object{values: out.Values, fields: fields}
+}
+
+type object struct {
+	values []graphql.Marshaler
+	fields []graphql.CollectedField
+}
+
+func (o *object) MarshalGQL(w io.Writer) {
+	const most = 32 // above, the written keys are looked up in a map
+	var written map[string]bool
+	if len(o.fields) > most {
+		written = make(map[string]bool, len(o.fields))
+	}
+	io.WriteString(w, "{")
+	for i := range o.fields {
+		key := o.fields[i].Alias
+		if written != nil {
+			if written[key] {
+				continue
+			}
+			written[key] = true
+		} else if slices.ContainsFunc(o.fields[:i], func(f graphql.CollectedField) bool { return f.Alias == key }) {
+			continue
+		}
+		if i > 0 {
+			io.WriteString(w, ",")
+		}
+		if isName(key) { // a GraphQL name needs no escaping
+			io.WriteString(w, `"`)
+			io.WriteString(w, key)
+			io.WriteString(w, `"`)
+		} else {
+			graphql.MarshalString(key).MarshalGQL(w)
+		}
+		io.WriteString(w, ":")
+		o.values[i].MarshalGQL(w)
+	}
+	io.WriteString(w, "}")
+}
+
+// isName reports whether s is of the characters of a GraphQL name, which JSON writes as they are.
+func isName(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; !(c == '_' || '0' <= c && c <= '9' || 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z') {
+			return false
+		}
+	}
+	return true
 }

@@ -7923,7 +7923,7 @@ func (ec *executionContext) _ApiKey(ctx context.Context, sel ast.SelectionSet, o
 		})
 	}
 
-	return out
+	return objectJSON(out, fields)
 }
 
 var apiKeySecretImplementors = []string{"ApiKeySecret"}
@@ -7968,7 +7968,7 @@ func (ec *executionContext) _ApiKeySecret(ctx context.Context, sel ast.Selection
 		})
 	}
 
-	return out
+	return objectJSON(out, fields)
 }
 
 var auditEventImplementors = []string{"AuditEvent"}
@@ -8048,7 +8048,7 @@ func (ec *executionContext) _AuditEvent(ctx context.Context, sel ast.SelectionSe
 		})
 	}
 
-	return out
+	return objectJSON(out, fields)
 }
 
 var auditEventConnectionImplementors = []string{"AuditEventConnection"}
@@ -8093,7 +8093,7 @@ func (ec *executionContext) _AuditEventConnection(ctx context.Context, sel ast.S
 		})
 	}
 
-	return out
+	return objectJSON(out, fields)
 }
 
 var auditEventEdgeImplementors = []string{"AuditEventEdge"}
@@ -8138,7 +8138,7 @@ func (ec *executionContext) _AuditEventEdge(ctx context.Context, sel ast.Selecti
 		})
 	}
 
-	return out
+	return objectJSON(out, fields)
 }
 
 var authPayloadImplementors = []string{"AuthPayload"}
@@ -8208,7 +8208,7 @@ func (ec *executionContext) _AuthPayload(ctx context.Context, sel ast.SelectionS
 		})
 	}
 
-	return out
+	return objectJSON(out, fields)
 }
 
 var identityImplementors = []string{"Identity"}
@@ -8263,7 +8263,7 @@ func (ec *executionContext) _Identity(ctx context.Context, sel ast.SelectionSet,
 		})
 	}
 
-	return out
+	return objectJSON(out, fields)
 }
 
 var mfaStatusImplementors = []string{"MfaStatus"}
@@ -8313,7 +8313,7 @@ func (ec *executionContext) _MfaStatus(ctx context.Context, sel ast.SelectionSet
 		})
 	}
 
-	return out
+	return objectJSON(out, fields)
 }
 
 var mutationImplementors = []string{"Mutation"}
@@ -8622,7 +8622,7 @@ func (ec *executionContext) _Mutation(ctx context.Context, sel ast.SelectionSet)
 		})
 	}
 
-	return out
+	return objectJSON(out, fields)
 }
 
 var pageInfoImplementors = []string{"PageInfo"}
@@ -8667,7 +8667,7 @@ func (ec *executionContext) _PageInfo(ctx context.Context, sel ast.SelectionSet,
 		})
 	}
 
-	return out
+	return objectJSON(out, fields)
 }
 
 var passkeyImplementors = []string{"Passkey"}
@@ -8722,7 +8722,7 @@ func (ec *executionContext) _Passkey(ctx context.Context, sel ast.SelectionSet, 
 		})
 	}
 
-	return out
+	return objectJSON(out, fields)
 }
 
 var passkeyChallengeImplementors = []string{"PasskeyChallenge"}
@@ -8767,7 +8767,7 @@ func (ec *executionContext) _PasskeyChallenge(ctx context.Context, sel ast.Selec
 		})
 	}
 
-	return out
+	return objectJSON(out, fields)
 }
 
 var queryImplementors = []string{"Query"}
@@ -8873,7 +8873,7 @@ func (ec *executionContext) _Query(ctx context.Context, sel ast.SelectionSet) gr
 		})
 	}
 
-	return out
+	return objectJSON(out, fields)
 }
 
 var sessionImplementors = []string{"Session"}
@@ -8938,7 +8938,7 @@ func (ec *executionContext) _Session(ctx context.Context, sel ast.SelectionSet, 
 		})
 	}
 
-	return out
+	return objectJSON(out, fields)
 }
 
 var signingKeyImplementors = []string{"SigningKey"}
@@ -9003,7 +9003,7 @@ func (ec *executionContext) _SigningKey(ctx context.Context, sel ast.SelectionSe
 		})
 	}
 
-	return out
+	return objectJSON(out, fields)
 }
 
 var subscriptionImplementors = []string{"Subscription"}
@@ -9070,7 +9070,7 @@ func (ec *executionContext) _TotpEnrollment(ctx context.Context, sel ast.Selecti
 		})
 	}
 
-	return out
+	return objectJSON(out, fields)
 }
 
 var userImplementors = []string{"User"}
@@ -9216,7 +9216,7 @@ func (ec *executionContext) _User(ctx context.Context, sel ast.SelectionSet, obj
 		})
 	}
 
-	return out
+	return objectJSON(out, fields)
 }
 
 var __DirectiveImplementors = []string{"__Directive"}
@@ -9276,7 +9276,7 @@ func (ec *executionContext) ___Directive(ctx context.Context, sel ast.SelectionS
 		})
 	}
 
-	return out
+	return objectJSON(out, fields)
 }
 
 var __EnumValueImplementors = []string{"__EnumValue"}
@@ -9331,7 +9331,7 @@ func (ec *executionContext) ___EnumValue(ctx context.Context, sel ast.SelectionS
 		})
 	}
 
-	return out
+	return objectJSON(out, fields)
 }
 
 var __FieldImplementors = []string{"__Field"}
@@ -9396,7 +9396,7 @@ func (ec *executionContext) ___Field(ctx context.Context, sel ast.SelectionSet, 
 		})
 	}
 
-	return out
+	return objectJSON(out, fields)
 }
 
 var __InputValueImplementors = []string{"__InputValue"}
@@ -9461,7 +9461,7 @@ func (ec *executionContext) ___InputValue(ctx context.Context, sel ast.Selection
 		})
 	}
 
-	return out
+	return objectJSON(out, fields)
 }
 
 var __SchemaImplementors = []string{"__Schema"}
@@ -9526,7 +9526,7 @@ func (ec *executionContext) ___Schema(ctx context.Context, sel ast.SelectionSet,
 		})
 	}
 
-	return out
+	return objectJSON(out, fields)
 }
 
 var __TypeImplementors = []string{"__Type"}
@@ -9616,7 +9616,7 @@ func (ec *executionContext) ___Type(ctx context.Context, sel ast.SelectionSet, o
 		})
 	}
 
-	return out
+	return objectJSON(out, fields)
 }
 
 // endregion **************************** object.gotpl ****************************
