@@ -363,10 +363,10 @@ func TestPrincipalCache_ChannelCutFallsBackToTheDatabase(t *testing.T) {
 	}
 }
 
-// TestPrincipalCache_RevocationStorm revokes 1,000 of 3,000 sessions on A, eight at a time,
-// while B serves all 3,000 from eight clients: no session is served by a request that started
-// after its logout returned, and every session not revoked keeps working. (The storm is
-// 1,000 revoked among 10,000 served; 3,000 keeps the test's run time fit for CI on two cores.)
+// TestPrincipalCache_RevocationStorm revokes 1,000 of 10,000 sessions on A, eight at a time,
+// while B serves all 10,000 from eight clients (each served once before the storm, so B's cache
+// holds them): no session is served by a request that started after its logout returned, and
+// every session not revoked keeps working.
 func TestPrincipalCache_RevocationStorm(t *testing.T) {
 	postgresOnly(t)
 	if testing.Short() {
@@ -379,7 +379,7 @@ func TestPrincipalCache_RevocationStorm(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	const sessions, revoked, clients = 3000, 1000, 8
+	const sessions, revoked, clients = 10000, 1000, 8
 	bearers := make([]string, sessions)
 	now := a.Clock.Now()
 	for i := range bearers {
@@ -425,7 +425,13 @@ func TestPrincipalCache_RevocationStorm(t *testing.T) {
 			}
 		}()
 	}
-	time.Sleep(200 * time.Millisecond) // B's cache fills
+	// B's cache fills: every session served once at least before the storm starts.
+	for deadline := time.Now().Add(time.Minute); requests.Load() < sessions && !failed.Load(); {
+		if time.Now().After(deadline) {
+			t.Fatalf("B served only %d requests in a minute", requests.Load())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 	b.Queries.n.Store(0)
 	served := requests.Load()
 	start := time.Now()
