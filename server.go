@@ -68,12 +68,8 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer, read
 	// Lines of GraphQL requests are written in batches (see logsink), everything else at once.
 	sink := logsink.New(stdout, logsink.Interval, logsink.Size)
 	defer sink.Close()
-	logOpts := &slog.HandlerOptions{Level: cfg.LogLevel}
-	var logHandler slog.Handler = slog.NewTextHandler(sink, logOpts)
-	if cfg.LogJSON {
-		logHandler = slog.NewJSONHandler(sink, logOpts)
-	}
-	log := slog.New(graph.LogHandler(sink.Handler(logHandler, graph.InRequest)))
+	log := slog.New(graph.NewLogHandler(sink, cfg.LogJSON, &slog.HandlerOptions{Level: cfg.LogLevel},
+		func(h slog.Handler) slog.Handler { return sink.Handler(h, graph.InRequest) }))
 
 	db, err := openStore(ctx, cfg)
 	if err != nil {

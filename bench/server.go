@@ -124,7 +124,10 @@ func (env *environment) startServer(ctx context.Context, databaseURL string) (fu
 	sink := logsink.New(logOut, logsink.Interval, logsink.Size)
 	closeSink := cleanup
 	cleanup = func() { sink.Close(); closeSink() }
-	log := slog.New(graph.LogHandler(sink.Handler(teeHandler{slog.NewTextHandler(sink, nil), slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})}, graph.InRequest)))
+	loud := slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})
+	log := slog.New(graph.NewLogHandler(sink, false, nil, func(all slog.Handler) slog.Handler {
+		return sink.Handler(teeHandler{all, loud}, graph.InRequest)
+	}))
 	svc := account.NewService(db, tokens, env.passwords, account.ServiceConfig{
 		RefreshTTL: 720 * time.Hour, ReuseInterval: 10 * time.Second, SignupEnabled: true, Logger: log,
 		// No rate limits: the harness is one client IP doing what a crowd would.

@@ -175,7 +175,7 @@ func benchmarkIdleSockets(b *testing.B, kind storetest.Kind) {
 func BenchmarkHandler(b *testing.B) {
 	s := newServer(b, storetest.SQLite)
 	alice := s.signedInUser(b, "alice")
-	log := slog.New(graph.LogHandler(slog.NewTextHandler(io.Discard, nil)))
+	log := slog.New(graph.NewLogHandler(io.Discard, false, nil, nil))
 	handler := func(access graph.AccessLog) http.Handler {
 		h, err := graph.NewHandler(&graph.Resolver{Account: s.Service}, graph.Options{Logger: log, Metrics: graph.NewMetrics(prometheus.NewRegistry(), nil), AccessLog: access})
 		if err != nil {

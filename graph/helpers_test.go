@@ -178,7 +178,7 @@ func newServerOn(t testing.TB, db *store.DB, clk *clock, opts ...option) *server
 	if err != nil {
 		t.Fatal(err)
 	}
-	log := slog.New(graph.LogHandler(slog.NewJSONHandler(o.logs, nil)))
+	log := slog.New(graph.NewLogHandler(o.logs, true, nil, nil))
 	// The listener first: the server's URL is part of its configuration (PUBLIC_URL).
 	ts := httptest.NewUnstartedServer(nil)
 	base := "http://" + ts.Listener.Addr().String()

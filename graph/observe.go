@@ -203,22 +203,16 @@ func observe(log *slog.Logger, metrics *Metrics, accessLog AccessLog, next http.
 		// As log.LogAttrs does, without the caller's program counter (runtime.Callers on every
 		// request) that no handler of ours shows. Empty attributes are left out: each one costs
 		// formatting on every request.
-		rec := slog.NewRecord(start.Add(elapsed), slog.LevelInfo, "request", 0)
-		rec.AddAttrs(slog.String("method", r.Method))
-		if info.operation != "" {
-			rec.AddAttrs(slog.String("operation", info.operation))
-		}
-		rec.AddAttrs(slog.String("field", info.rootField), slog.Int("status", status),
-			slog.String("outcome", outcome), slog.Duration("duration", elapsed))
-		if user := account.CallerID(r.Context()); user != "" {
-			rec.AddAttrs(slog.String("user", user))
-		}
+		line := accessLine{time: start.Add(elapsed), method: r.Method, operation: info.operation,
+			field: info.rootField, status: status, outcome: outcome, duration: elapsed, user: account.CallerID(r.Context())}
 		if ids, ok := h.(requestIDHandler); ok {
 			// What requestIDHandler would add, added here without its context lookup.
-			h = ids.Handler
-			rec.AddAttrs(slog.String("request_id", info.id))
+			h, line.requestID = ids.Handler, info.id
+			if ids.lines != nil && ids.lines.write(&line) {
+				return
+			}
 		}
-		h.Handle(r.Context(), rec)
+		h.Handle(r.Context(), line.record())
 	})
 }
 
@@ -286,9 +280,12 @@ func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 func InRequest(ctx context.Context) bool { return infoFrom(ctx) != nil }
 
 // LogHandler wraps h so that every record logged with a request's context carries its request id.
-func LogHandler(h slog.Handler) slog.Handler { return requestIDHandler{h} }
+func LogHandler(h slog.Handler) slog.Handler { return requestIDHandler{Handler: h} }
 
-type requestIDHandler struct{ slog.Handler }
+type requestIDHandler struct {
+	slog.Handler
+	lines *accessLines // where observe may write access lines itself (see NewLogHandler), or nil
+}
 
 func (h requestIDHandler) Handle(ctx context.Context, r slog.Record) error {
 	if id := RequestID(ctx); id != "" {
@@ -298,11 +295,17 @@ func (h requestIDHandler) Handle(ctx context.Context, r slog.Record) error {
 }
 
 func (h requestIDHandler) WithAttrs(attrs []slog.Attr) slog.Handler {
-	return requestIDHandler{h.Handler.WithAttrs(attrs)}
+	if len(attrs) == 0 {
+		return h
+	}
+	return requestIDHandler{Handler: h.Handler.WithAttrs(attrs)} // lines has not got the attributes
 }
 
 func (h requestIDHandler) WithGroup(name string) slog.Handler {
-	return requestIDHandler{h.Handler.WithGroup(name)}
+	if name == "" {
+		return h
+	}
+	return requestIDHandler{Handler: h.Handler.WithGroup(name)}
 }
 
 var (
