@@ -56,34 +56,8 @@ func contains[T comparable](xs []T, x T) bool {
 // revoker does) between the cache's database read of it and the store of what it read: the read
 // may answer its own request, but must not be kept for the next one.
 func TestPrincipalCache_ARevocationDuringARead_IsNotCached(t *testing.T) {
-	if !contains(storetest.Kinds(t), storetest.Postgres) {
-		t.Skip("TEST_DATABASE_URL not set")
-	}
-	db := storetest.Open(t, storetest.Postgres)
+	db, u, s := cachingDBWithASession(t)
 	ctx := context.Background()
-	run, err := db.CachePrincipals(store.CacheConfig{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	runCtx, cancel := context.WithCancel(ctx)
-	joined, done := make(chan struct{}), make(chan struct{})
-	var once sync.Once
-	go func() { defer close(done); run(runCtx, func() { once.Do(func() { close(joined) }) }) }()
-	t.Cleanup(func() { cancel(); <-done })
-	select {
-	case <-joined:
-	case <-time.After(10 * time.Second):
-		t.Fatal("the cache did not start serving")
-	}
-	now := time.Now().UTC()
-	u := &model.User{ID: "u1", Username: "alice", Role: model.RoleUser, CreatedAt: now}
-	s := &model.Session{ID: "s1", UserID: u.ID, RefreshHash: "h1", CreatedAt: now, LastUsedAt: now, ExpiresAt: now.Add(time.Hour)}
-	if err := db.CreateUser(ctx, u); err != nil {
-		t.Fatal(err)
-	}
-	if err := db.CreateSession(ctx, s); err != nil {
-		t.Fatal(err)
-	}
 	db.AfterCacheLoad(func() {
 		db.AfterCacheLoad(nil)
 		if _, err := db.RevokeSessions(ctx, u.ID, s.ID, store.RevokeOne, time.Now().UTC()); err != nil {
@@ -105,34 +79,9 @@ func TestPrincipalCache_ARevocationDuringARead_IsNotCached(t *testing.T) {
 // says the key was live then; the key's revocation (like a logout) returns only once every lease
 // holder has dropped the entries read with it, so the next read asks the database and is refused.
 func TestPrincipalCache_SigningKeyRevocationDropsItsEntries(t *testing.T) {
-	if !contains(storetest.Kinds(t), storetest.Postgres) {
-		t.Skip("TEST_DATABASE_URL not set")
-	}
-	db := storetest.Open(t, storetest.Postgres)
+	db, u, s := cachingDBWithASession(t)
 	ctx := context.Background()
-	run, err := db.CachePrincipals(store.CacheConfig{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	runCtx, cancel := context.WithCancel(ctx)
-	joined, done := make(chan struct{}), make(chan struct{})
-	var once sync.Once
-	go func() { defer close(done); run(runCtx, func() { once.Do(func() { close(joined) }) }) }()
-	t.Cleanup(func() { cancel(); <-done })
-	select {
-	case <-joined:
-	case <-time.After(10 * time.Second):
-		t.Fatal("the cache did not start serving")
-	}
-	now := time.Now().UTC()
-	u := &model.User{ID: "u1", Username: "alice", Role: model.RoleUser, CreatedAt: now}
-	s := &model.Session{ID: "s1", UserID: u.ID, RefreshHash: "h1", CreatedAt: now, LastUsedAt: now, ExpiresAt: now.Add(time.Hour)}
-	if err := db.CreateUser(ctx, u); err != nil {
-		t.Fatal(err)
-	}
-	if err := db.CreateSession(ctx, s); err != nil {
-		t.Fatal(err)
-	}
+	now := s.CreatedAt
 	for _, kid := range []string{"k1", "k2"} {
 		if err := db.InsertSigningKey(ctx, &model.SigningKey{Kid: kid, Alg: "ES256", PublicKey: []byte("p"), PrivateKey: []byte("s"), CreatedAt: now, ActivatesAt: now}); err != nil {
 			t.Fatal(err)
@@ -165,4 +114,39 @@ func TestPrincipalCache_SigningKeyRevocationDropsItsEntries(t *testing.T) {
 	if !db.CacheServing() {
 		t.Fatal("the cache stopped serving: the test proved nothing about it")
 	}
+}
+
+// cachingDBWithASession opens a fresh Postgres schema whose principal cache is serving (it has
+// joined), with one user and one live session.
+func cachingDBWithASession(t *testing.T) (*store.DB, *model.User, *model.Session) {
+	t.Helper()
+	if !contains(storetest.Kinds(t), storetest.Postgres) {
+		t.Skip("TEST_DATABASE_URL not set")
+	}
+	db := storetest.Open(t, storetest.Postgres)
+	ctx := context.Background()
+	run, err := db.CachePrincipals(store.CacheConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	runCtx, cancel := context.WithCancel(ctx)
+	joined, done := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	go func() { defer close(done); run(runCtx, func() { once.Do(func() { close(joined) }) }) }()
+	t.Cleanup(func() { cancel(); <-done })
+	select {
+	case <-joined:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the cache did not start serving")
+	}
+	now := time.Now().UTC()
+	u := &model.User{ID: "u1", Username: "alice", Role: model.RoleUser, CreatedAt: now}
+	s := &model.Session{ID: "s1", UserID: u.ID, RefreshHash: "h1", CreatedAt: now, LastUsedAt: now, ExpiresAt: now.Add(time.Hour)}
+	if err := db.CreateUser(ctx, u); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.CreateSession(ctx, s); err != nil {
+		t.Fatal(err)
+	}
+	return db, u, s
 }
