@@ -48,3 +48,10 @@ func (db *DB) PrincipalQueries() []string {
 
 // AfterCacheLoad makes f run between a principal's database read and its store in the cache.
 func (db *DB) AfterCacheLoad(f func()) { db.cache.afterLoad = f }
+
+// CachedPrincipals is how many principals the cache holds.
+func (db *DB) CachedPrincipals() int {
+	db.cache.mu.Lock()
+	defer db.cache.mu.Unlock()
+	return len(db.cache.entries)
+}

@@ -39,6 +39,9 @@ type CacheConfig struct {
 	// OnError is told why the cache went off (the channel or the acker failed); it comes back on
 	// by itself.
 	OnError func(error)
+	// MaxEntries bounds the principals kept (each about a kilobyte): a new one beyond it evicts
+	// an arbitrary one, which is then read from the database again. Default 100,000.
+	MaxEntries int
 }
 
 func (c CacheConfig) withDefaults() CacheConfig {
@@ -50,6 +53,9 @@ func (c CacheConfig) withDefaults() CacheConfig {
 	}
 	if c.Margin <= 0 {
 		c.Margin = c.Lease / 4
+	}
+	if c.MaxEntries <= 0 {
+		c.MaxEntries = 100_000
 	}
 	return c
 }
@@ -160,6 +166,15 @@ func (c *principalCache) put(gen uint64, key string, e *cacheEntry) {
 	}
 	if old, ok := c.entries[key]; ok {
 		c.unindex(key, old)
+	} else if len(c.entries) >= c.cfg.MaxEntries {
+		// Forgetting is always safe; without a bound, memory would grow with every session ever
+		// used on this instance until the sweep deletes it (second review). Map order is
+		// random, so this evicts an arbitrary entry.
+		for k, e := range c.entries {
+			c.unindex(k, e)
+			delete(c.entries, k)
+			break
+		}
 	}
 	stored := &cacheEntry{user: copyOf(e.user), session: copyOf(e.session), key: copyOf(e.key), ids: e.ids, at: e.at}
 	c.entries[key] = stored

@@ -3,6 +3,7 @@ package store_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"regexp"
 	"sync"
 	"testing"
@@ -56,7 +57,7 @@ func contains[T comparable](xs []T, x T) bool {
 // revoker does) between the cache's database read of it and the store of what it read: the read
 // may answer its own request, but must not be kept for the next one.
 func TestPrincipalCache_ARevocationDuringARead_IsNotCached(t *testing.T) {
-	db, u, s := cachingDBWithASession(t)
+	db, u, s := cachingDBWithASession(t, store.CacheConfig{})
 	ctx := context.Background()
 	db.AfterCacheLoad(func() {
 		db.AfterCacheLoad(nil)
@@ -79,7 +80,7 @@ func TestPrincipalCache_ARevocationDuringARead_IsNotCached(t *testing.T) {
 // says the key was live then; the key's revocation (like a logout) returns only once every lease
 // holder has dropped the entries read with it, so the next read asks the database and is refused.
 func TestPrincipalCache_SigningKeyRevocationDropsItsEntries(t *testing.T) {
-	db, u, s := cachingDBWithASession(t)
+	db, u, s := cachingDBWithASession(t, store.CacheConfig{})
 	ctx := context.Background()
 	now := s.CreatedAt
 	for _, kid := range []string{"k1", "k2"} {
@@ -118,14 +119,14 @@ func TestPrincipalCache_SigningKeyRevocationDropsItsEntries(t *testing.T) {
 
 // cachingDBWithASession opens a fresh Postgres schema whose principal cache is serving (it has
 // joined), with one user and one live session.
-func cachingDBWithASession(t *testing.T) (*store.DB, *model.User, *model.Session) {
+func cachingDBWithASession(t *testing.T, cfg store.CacheConfig) (*store.DB, *model.User, *model.Session) {
 	t.Helper()
 	if !contains(storetest.Kinds(t), storetest.Postgres) {
 		t.Skip("TEST_DATABASE_URL not set")
 	}
 	db := storetest.Open(t, storetest.Postgres)
 	ctx := context.Background()
-	run, err := db.CachePrincipals(store.CacheConfig{})
+	run, err := db.CachePrincipals(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -149,4 +150,39 @@ func cachingDBWithASession(t *testing.T) (*store.DB, *model.User, *model.Session
 		t.Fatal(err)
 	}
 	return db, u, s
+}
+
+// TestPrincipalCache_HoldsAtMostMaxEntries: past its bound the cache forgets arbitrary entries;
+// every principal is still answered, and a revocation still counts.
+func TestPrincipalCache_HoldsAtMostMaxEntries(t *testing.T) {
+	db, u, first := cachingDBWithASession(t, store.CacheConfig{MaxEntries: 3})
+	ctx := context.Background()
+	ids := []string{first.ID}
+	for i := range 9 {
+		now := time.Now().UTC()
+		s := &model.Session{ID: fmt.Sprintf("s-%d", i), UserID: u.ID, RefreshHash: fmt.Sprintf("h-%d", i), CreatedAt: now, LastUsedAt: now, ExpiresAt: now.Add(time.Hour)}
+		if err := db.CreateSession(ctx, s); err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, s.ID)
+	}
+	for range 2 {
+		for _, id := range ids {
+			if sess, _, err := db.Principal(ctx, id, u.ID); err != nil || sess.ID != id || sess.RevokedAt != nil {
+				t.Fatalf("principal of %s: %+v, %v", id, sess, err)
+			}
+		}
+	}
+	if n := db.CachedPrincipals(); n == 0 || n > 3 {
+		t.Fatalf("the cache holds %d principals, want 1 to 3", n)
+	}
+	if _, err := db.RevokeSessions(ctx, u.ID, ids[9], store.RevokeOne, time.Now().UTC()); err != nil {
+		t.Fatal(err)
+	}
+	if sess, _, err := db.Principal(ctx, ids[9], u.ID); err != nil || sess.RevokedAt == nil {
+		t.Fatalf("after its revocation: %+v, %v", sess, err)
+	}
+	if !db.CacheServing() {
+		t.Fatal("the cache stopped serving: the test proved nothing about it")
+	}
 }
