@@ -136,6 +136,15 @@ func (p *leanExec) rewrite(filename string) error {
 		return fmt.Errorf("%s: objects do not end as the rewrite knows: gqlgen's object template changed", filename)
 	}
 	code = strings.ReplaceAll(code, end, "\tif len(deferLabelToView) > 0 {\n"+deferredGroup+"\t}\n\n\treturn objectJSON(out, fields)\n}\n")
+	if code, err = lazyDeferred(filename, code); err != nil {
+		return err
+	}
+	if code, err = sharedRoots(filename, code); err != nil {
+		return err
+	}
+	if code, err = constAuthLevels(filename, code); err != nil {
+		return err
+	}
 	const collect = "graphql.CollectFields(ec.OperationContext, sel, "
 	if !strings.Contains(code, collect) {
 		return fmt.Errorf("%s: no CollectFields call: gqlgen's object template changed", filename)
@@ -175,4 +184,60 @@ func (f plainField) rewrite(code string) (string, error) {
 	}
 	lean := fmt.Sprintf("\t// A plain field (graph/gen: leanExec).\n\treturn ec.%s(ctx, field.Selections, obj.%s)", f.marshal, f.goField)
 	return code[:open] + lean + code[end:], nil
+}
+
+// lazyDeferred makes an object's deferred field set and its map of deferred labels when a field
+// of the object is deferred, not for every object marshalled: two allocations an object. Until
+// then the set is nil and the map empty, which the rest of the marshaller only reads (the group
+// at its end runs only when the map has a label).
+func lazyDeferred(filename, code string) (string, error) {
+	const (
+		set   = "\tdeferredFieldSet := graphql.NewFieldSet(nil)\n\tdeferLabelToView := make(map[string]*graphql.FieldSetView)\n"
+		use   = "\t\t\tif field.IsDeferred() {\n\t\t\t\tdeferredFieldSet.AddField(field)\n"
+		early = "\tvar deferredFieldSet *graphql.FieldSet\n\tvar deferLabelToView map[string]*graphql.FieldSetView\n"
+		late  = "\t\t\tif field.IsDeferred() {\n\t\t\t\tif deferredFieldSet == nil {\n\t\t\t\t\tdeferredFieldSet = graphql.NewFieldSet(nil)\n\t\t\t\t\tdeferLabelToView = make(map[string]*graphql.FieldSetView)\n\t\t\t\t}\n\t\t\t\tdeferredFieldSet.AddField(field)\n"
+	)
+	if strings.Count(code, "deferredFieldSet := ") != strings.Count(code, set) || strings.Count(code, "deferredFieldSet.AddField(") != strings.Count(code, use) {
+		return "", fmt.Errorf("%s: deferred field sets are not made or used as the rewrite knows: gqlgen's object template changed", filename)
+	}
+	// A closure that captured the variable itself, now assigned after its declaration, would
+	// move it to the heap: the closure takes the set it was made with.
+	const (
+		closure = "return innerFunc(ctx, deferredFieldSet)"
+		copied  = "deferred := deferredFieldSet\n\t\t\t\tdeferredFieldSet.Concurrently("
+	)
+	if strings.Count(code, closure) != strings.Count(code, use) || strings.Count(code, "deferredFieldSet.Concurrently(") != strings.Count(code, use) {
+		return "", fmt.Errorf("%s: deferred fields are not run as the rewrite knows: gqlgen's object template changed", filename)
+	}
+	code = strings.ReplaceAll(code, closure, "return innerFunc(ctx, deferred)")
+	code = strings.ReplaceAll(code, "deferredFieldSet.Concurrently(", copied)
+	return strings.ReplaceAll(strings.ReplaceAll(code, set, early), use, late), nil
+}
+
+// sharedRoots has the generated code take the root resolvers (Query, Mutation, User…) of a
+// graph.Resolver from rootResolver, which makes each once per Resolver, instead of from gqlgen's
+// generated getters, which make one for every field resolved (graph/resolver.go). Another
+// ResolverRoot is still asked each time.
+func sharedRoots(filename, code string) (string, error) {
+	n := 0
+	for _, root := range []string{"Query", "Mutation", "Subscription", "User"} {
+		call := "ec.Resolvers." + root + "()"
+		n += strings.Count(code, call)
+		code = strings.ReplaceAll(code, call, "resolver"+root+"(ec.Resolvers)")
+	}
+	if n == 0 || strings.Contains(code, "ec.Resolvers.") {
+		return "", fmt.Errorf("%s: root resolvers are not called as the rewrite knows: a new root resolver or gqlgen's template changed", filename)
+	}
+	return code, nil
+}
+
+// constAuthLevels has a directive's constant AuthLevel argument (@auth(aal: AAL1)) taken from
+// constAuthLevel, which unmarshals each level once, instead of allocating it again on every
+// field (graph/directives.go). The directives only read it.
+func constAuthLevels(filename, code string) (string, error) {
+	const call = `ec.unmarshalOAuthLevel2ᚖgqlauthᚋmodelᚐAuthLevel(ctx, "`
+	if !strings.Contains(code, call) {
+		return "", fmt.Errorf("%s: no constant AuthLevel argument: the schema or gqlgen's directive template changed", filename)
+	}
+	return strings.ReplaceAll(code, call, `ec.constAuthLevel(ctx, "`), nil
 }
