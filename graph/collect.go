@@ -50,6 +50,25 @@ func objectJSON(out *graphql.FieldSet, fields []graphql.CollectedField) graphql.
 	return &object{values: out.Values, fields: fields}
 }
 
+// newPlainObject returns an object of fields whose values the caller sets, with room for a few
+// of them in the same allocation: the marshallers graph/gen writes for selections of plain fields
+// only (_User_plain…), which would otherwise pay for a FieldSet they never need.
+func newPlainObject(fields []graphql.CollectedField) *plainObject {
+	o := &plainObject{}
+	o.fields = fields
+	if len(fields) <= len(o.small) {
+		o.values = o.small[:len(fields)]
+	} else {
+		o.values = make([]graphql.Marshaler, len(fields))
+	}
+	return o
+}
+
+type plainObject struct {
+	object
+	small [4]graphql.Marshaler
+}
+
 type object struct {
 	values []graphql.Marshaler
 	fields []graphql.CollectedField

@@ -7860,6 +7860,9 @@ var apiKeyImplementors = []string{"ApiKey"}
 
 func (ec *executionContext) _ApiKey(ctx context.Context, sel ast.SelectionSet, obj *model.APIKey) graphql.Marshaler {
 	fields := collectFields(ec.OperationContext, sel, apiKeyImplementors)
+	if m := ec._ApiKey_plain(ctx, fields, obj); m != nil {
+		return m
+	}
 
 	out := graphql.NewFieldSet(fields)
 	var deferredFieldSet *graphql.FieldSet
@@ -7930,6 +7933,9 @@ var apiKeySecretImplementors = []string{"ApiKeySecret"}
 
 func (ec *executionContext) _ApiKeySecret(ctx context.Context, sel ast.SelectionSet, obj *model.APIKeySecret) graphql.Marshaler {
 	fields := collectFields(ec.OperationContext, sel, apiKeySecretImplementors)
+	if m := ec._ApiKeySecret_plain(ctx, fields, obj); m != nil {
+		return m
+	}
 
 	out := graphql.NewFieldSet(fields)
 	var deferredFieldSet *graphql.FieldSet
@@ -7975,6 +7981,9 @@ var auditEventImplementors = []string{"AuditEvent"}
 
 func (ec *executionContext) _AuditEvent(ctx context.Context, sel ast.SelectionSet, obj *model.AuditEvent) graphql.Marshaler {
 	fields := collectFields(ec.OperationContext, sel, auditEventImplementors)
+	if m := ec._AuditEvent_plain(ctx, fields, obj); m != nil {
+		return m
+	}
 
 	out := graphql.NewFieldSet(fields)
 	var deferredFieldSet *graphql.FieldSet
@@ -8100,6 +8109,9 @@ var auditEventEdgeImplementors = []string{"AuditEventEdge"}
 
 func (ec *executionContext) _AuditEventEdge(ctx context.Context, sel ast.SelectionSet, obj *model.AuditEventEdge) graphql.Marshaler {
 	fields := collectFields(ec.OperationContext, sel, auditEventEdgeImplementors)
+	if m := ec._AuditEventEdge_plain(ctx, fields, obj); m != nil {
+		return m
+	}
 
 	out := graphql.NewFieldSet(fields)
 	var deferredFieldSet *graphql.FieldSet
@@ -8145,6 +8157,9 @@ var authPayloadImplementors = []string{"AuthPayload"}
 
 func (ec *executionContext) _AuthPayload(ctx context.Context, sel ast.SelectionSet, obj *model.AuthPayload) graphql.Marshaler {
 	fields := collectFields(ec.OperationContext, sel, authPayloadImplementors)
+	if m := ec._AuthPayload_plain(ctx, fields, obj); m != nil {
+		return m
+	}
 
 	out := graphql.NewFieldSet(fields)
 	var deferredFieldSet *graphql.FieldSet
@@ -8215,6 +8230,9 @@ var identityImplementors = []string{"Identity"}
 
 func (ec *executionContext) _Identity(ctx context.Context, sel ast.SelectionSet, obj *model.Identity) graphql.Marshaler {
 	fields := collectFields(ec.OperationContext, sel, identityImplementors)
+	if m := ec._Identity_plain(ctx, fields, obj); m != nil {
+		return m
+	}
 
 	out := graphql.NewFieldSet(fields)
 	var deferredFieldSet *graphql.FieldSet
@@ -8270,6 +8288,9 @@ var mfaStatusImplementors = []string{"MfaStatus"}
 
 func (ec *executionContext) _MfaStatus(ctx context.Context, sel ast.SelectionSet, obj *model.MfaStatus) graphql.Marshaler {
 	fields := collectFields(ec.OperationContext, sel, mfaStatusImplementors)
+	if m := ec._MfaStatus_plain(ctx, fields, obj); m != nil {
+		return m
+	}
 
 	out := graphql.NewFieldSet(fields)
 	var deferredFieldSet *graphql.FieldSet
@@ -8629,6 +8650,9 @@ var pageInfoImplementors = []string{"PageInfo"}
 
 func (ec *executionContext) _PageInfo(ctx context.Context, sel ast.SelectionSet, obj *model.PageInfo) graphql.Marshaler {
 	fields := collectFields(ec.OperationContext, sel, pageInfoImplementors)
+	if m := ec._PageInfo_plain(ctx, fields, obj); m != nil {
+		return m
+	}
 
 	out := graphql.NewFieldSet(fields)
 	var deferredFieldSet *graphql.FieldSet
@@ -8674,6 +8698,9 @@ var passkeyImplementors = []string{"Passkey"}
 
 func (ec *executionContext) _Passkey(ctx context.Context, sel ast.SelectionSet, obj *model.Passkey) graphql.Marshaler {
 	fields := collectFields(ec.OperationContext, sel, passkeyImplementors)
+	if m := ec._Passkey_plain(ctx, fields, obj); m != nil {
+		return m
+	}
 
 	out := graphql.NewFieldSet(fields)
 	var deferredFieldSet *graphql.FieldSet
@@ -8729,6 +8756,9 @@ var passkeyChallengeImplementors = []string{"PasskeyChallenge"}
 
 func (ec *executionContext) _PasskeyChallenge(ctx context.Context, sel ast.SelectionSet, obj *model.PasskeyChallenge) graphql.Marshaler {
 	fields := collectFields(ec.OperationContext, sel, passkeyChallengeImplementors)
+	if m := ec._PasskeyChallenge_plain(ctx, fields, obj); m != nil {
+		return m
+	}
 
 	out := graphql.NewFieldSet(fields)
 	var deferredFieldSet *graphql.FieldSet
@@ -8880,6 +8910,9 @@ var sessionImplementors = []string{"Session"}
 
 func (ec *executionContext) _Session(ctx context.Context, sel ast.SelectionSet, obj *model.Session) graphql.Marshaler {
 	fields := collectFields(ec.OperationContext, sel, sessionImplementors)
+	if m := ec._Session_plain(ctx, fields, obj); m != nil {
+		return m
+	}
 
 	out := graphql.NewFieldSet(fields)
 	var deferredFieldSet *graphql.FieldSet
@@ -8945,6 +8978,9 @@ var signingKeyImplementors = []string{"SigningKey"}
 
 func (ec *executionContext) _SigningKey(ctx context.Context, sel ast.SelectionSet, obj *model.SigningKey) graphql.Marshaler {
 	fields := collectFields(ec.OperationContext, sel, signingKeyImplementors)
+	if m := ec._SigningKey_plain(ctx, fields, obj); m != nil {
+		return m
+	}
 
 	out := graphql.NewFieldSet(fields)
 	var deferredFieldSet *graphql.FieldSet
@@ -9032,6 +9068,9 @@ var totpEnrollmentImplementors = []string{"TotpEnrollment"}
 
 func (ec *executionContext) _TotpEnrollment(ctx context.Context, sel ast.SelectionSet, obj *model.TotpEnrollment) graphql.Marshaler {
 	fields := collectFields(ec.OperationContext, sel, totpEnrollmentImplementors)
+	if m := ec._TotpEnrollment_plain(ctx, fields, obj); m != nil {
+		return m
+	}
 
 	out := graphql.NewFieldSet(fields)
 	var deferredFieldSet *graphql.FieldSet
@@ -9077,6 +9116,9 @@ var userImplementors = []string{"User"}
 
 func (ec *executionContext) _User(ctx context.Context, sel ast.SelectionSet, obj *model.User) graphql.Marshaler {
 	fields := collectFields(ec.OperationContext, sel, userImplementors)
+	if m := ec._User_plain(ctx, fields, obj); m != nil {
+		return m
+	}
 
 	out := graphql.NewFieldSet(fields)
 	var deferredFieldSet *graphql.FieldSet
@@ -9233,6 +9275,9 @@ var __DirectiveImplementors = []string{"__Directive"}
 
 func (ec *executionContext) ___Directive(ctx context.Context, sel ast.SelectionSet, obj *introspection.Directive) graphql.Marshaler {
 	fields := collectFields(ec.OperationContext, sel, __DirectiveImplementors)
+	if m := ec.___Directive_plain(ctx, fields, obj); m != nil {
+		return m
+	}
 
 	out := graphql.NewFieldSet(fields)
 	var deferredFieldSet *graphql.FieldSet
@@ -9293,6 +9338,9 @@ var __EnumValueImplementors = []string{"__EnumValue"}
 
 func (ec *executionContext) ___EnumValue(ctx context.Context, sel ast.SelectionSet, obj *introspection.EnumValue) graphql.Marshaler {
 	fields := collectFields(ec.OperationContext, sel, __EnumValueImplementors)
+	if m := ec.___EnumValue_plain(ctx, fields, obj); m != nil {
+		return m
+	}
 
 	out := graphql.NewFieldSet(fields)
 	var deferredFieldSet *graphql.FieldSet
@@ -9348,6 +9396,9 @@ var __FieldImplementors = []string{"__Field"}
 
 func (ec *executionContext) ___Field(ctx context.Context, sel ast.SelectionSet, obj *introspection.Field) graphql.Marshaler {
 	fields := collectFields(ec.OperationContext, sel, __FieldImplementors)
+	if m := ec.___Field_plain(ctx, fields, obj); m != nil {
+		return m
+	}
 
 	out := graphql.NewFieldSet(fields)
 	var deferredFieldSet *graphql.FieldSet
@@ -9413,6 +9464,9 @@ var __InputValueImplementors = []string{"__InputValue"}
 
 func (ec *executionContext) ___InputValue(ctx context.Context, sel ast.SelectionSet, obj *introspection.InputValue) graphql.Marshaler {
 	fields := collectFields(ec.OperationContext, sel, __InputValueImplementors)
+	if m := ec.___InputValue_plain(ctx, fields, obj); m != nil {
+		return m
+	}
 
 	out := graphql.NewFieldSet(fields)
 	var deferredFieldSet *graphql.FieldSet
@@ -10484,3 +10538,419 @@ func (ec *executionContext) marshalO__Type2ᚖgithubᚗcomᚋ99designsᚋgqlgen�
 }
 
 // endregion ***************************** type.gotpl *****************************
+
+// _ApiKey_plain is _ApiKey for a selection of its plain fields only (graph/gen: leanExec); nil
+// for any other selection.
+func (ec *executionContext) _ApiKey_plain(ctx context.Context, fields []graphql.CollectedField, obj *model.APIKey) graphql.Marshaler {
+	for i := range fields {
+		switch fields[i].Name {
+		case "id", "name", "prefix", "role":
+		default:
+			return nil
+		}
+	}
+	o := newPlainObject(fields)
+	for i, field := range fields {
+		switch field.Name {
+		case "id":
+			o.values[i] = ec.marshalNID2string(ctx, field.Selections, obj.ID)
+		case "name":
+			o.values[i] = ec.marshalNString2string(ctx, field.Selections, obj.Name)
+		case "prefix":
+			o.values[i] = ec.marshalNString2string(ctx, field.Selections, obj.Prefix)
+		case "role":
+			o.values[i] = ec.marshalNRole2gqlauthᚋmodelᚐRole(ctx, field.Selections, obj.Role)
+		}
+	}
+	return o
+}
+
+// _ApiKeySecret_plain is _ApiKeySecret for a selection of its plain fields only (graph/gen: leanExec); nil
+// for any other selection.
+func (ec *executionContext) _ApiKeySecret_plain(ctx context.Context, fields []graphql.CollectedField, obj *model.APIKeySecret) graphql.Marshaler {
+	for i := range fields {
+		switch fields[i].Name {
+		case "secret":
+		default:
+			return nil
+		}
+	}
+	o := newPlainObject(fields)
+	for i, field := range fields {
+		switch field.Name {
+		case "secret":
+			o.values[i] = ec.marshalNString2string(ctx, field.Selections, obj.Secret)
+		}
+	}
+	return o
+}
+
+// _AuditEvent_plain is _AuditEvent for a selection of its plain fields only (graph/gen: leanExec); nil
+// for any other selection.
+func (ec *executionContext) _AuditEvent_plain(ctx context.Context, fields []graphql.CollectedField, obj *model.AuditEvent) graphql.Marshaler {
+	for i := range fields {
+		switch fields[i].Name {
+		case "type", "sessionId", "ip", "userAgent", "detail":
+		default:
+			return nil
+		}
+	}
+	o := newPlainObject(fields)
+	for i, field := range fields {
+		switch field.Name {
+		case "type":
+			o.values[i] = ec.marshalNAuditEventType2gqlauthᚋmodelᚐAuditEventType(ctx, field.Selections, obj.Type)
+		case "sessionId":
+			o.values[i] = ec.marshalOID2ᚖstring(ctx, field.Selections, obj.SessionID)
+		case "ip":
+			o.values[i] = ec.marshalOString2ᚖstring(ctx, field.Selections, obj.IP)
+		case "userAgent":
+			o.values[i] = ec.marshalOString2ᚖstring(ctx, field.Selections, obj.UserAgent)
+		case "detail":
+			o.values[i] = ec.marshalOString2ᚖstring(ctx, field.Selections, obj.Detail)
+		}
+	}
+	return o
+}
+
+// _AuditEventEdge_plain is _AuditEventEdge for a selection of its plain fields only (graph/gen: leanExec); nil
+// for any other selection.
+func (ec *executionContext) _AuditEventEdge_plain(ctx context.Context, fields []graphql.CollectedField, obj *model.AuditEventEdge) graphql.Marshaler {
+	for i := range fields {
+		switch fields[i].Name {
+		case "cursor":
+		default:
+			return nil
+		}
+	}
+	o := newPlainObject(fields)
+	for i, field := range fields {
+		switch field.Name {
+		case "cursor":
+			o.values[i] = ec.marshalNString2string(ctx, field.Selections, obj.Cursor)
+		}
+	}
+	return o
+}
+
+// _AuthPayload_plain is _AuthPayload for a selection of its plain fields only (graph/gen: leanExec); nil
+// for any other selection.
+func (ec *executionContext) _AuthPayload_plain(ctx context.Context, fields []graphql.CollectedField, obj *model.AuthPayload) graphql.Marshaler {
+	for i := range fields {
+		switch fields[i].Name {
+		case "accessToken", "tokenType", "expiresIn", "refreshToken", "aal", "mfaRequired":
+		default:
+			return nil
+		}
+	}
+	o := newPlainObject(fields)
+	for i, field := range fields {
+		switch field.Name {
+		case "accessToken":
+			o.values[i] = ec.marshalNString2string(ctx, field.Selections, obj.AccessToken)
+		case "tokenType":
+			o.values[i] = ec.marshalNString2string(ctx, field.Selections, obj.TokenType)
+		case "expiresIn":
+			o.values[i] = ec.marshalNInt2int(ctx, field.Selections, obj.ExpiresIn)
+		case "refreshToken":
+			o.values[i] = ec.marshalNString2string(ctx, field.Selections, obj.RefreshToken)
+		case "aal":
+			o.values[i] = ec.marshalNAuthLevel2gqlauthᚋmodelᚐAuthLevel(ctx, field.Selections, obj.Aal)
+		case "mfaRequired":
+			o.values[i] = ec.marshalNBoolean2bool(ctx, field.Selections, obj.MfaRequired)
+		}
+	}
+	return o
+}
+
+// _Identity_plain is _Identity for a selection of its plain fields only (graph/gen: leanExec); nil
+// for any other selection.
+func (ec *executionContext) _Identity_plain(ctx context.Context, fields []graphql.CollectedField, obj *model.Identity) graphql.Marshaler {
+	for i := range fields {
+		switch fields[i].Name {
+		case "provider", "subject", "email":
+		default:
+			return nil
+		}
+	}
+	o := newPlainObject(fields)
+	for i, field := range fields {
+		switch field.Name {
+		case "provider":
+			o.values[i] = ec.marshalNString2string(ctx, field.Selections, obj.Provider)
+		case "subject":
+			o.values[i] = ec.marshalNString2string(ctx, field.Selections, obj.Subject)
+		case "email":
+			o.values[i] = ec.marshalOString2ᚖstring(ctx, field.Selections, obj.Email)
+		}
+	}
+	return o
+}
+
+// _MfaStatus_plain is _MfaStatus for a selection of its plain fields only (graph/gen: leanExec); nil
+// for any other selection.
+func (ec *executionContext) _MfaStatus_plain(ctx context.Context, fields []graphql.CollectedField, obj *model.MfaStatus) graphql.Marshaler {
+	for i := range fields {
+		switch fields[i].Name {
+		case "totp", "recoveryCodesLeft":
+		default:
+			return nil
+		}
+	}
+	o := newPlainObject(fields)
+	for i, field := range fields {
+		switch field.Name {
+		case "totp":
+			o.values[i] = ec.marshalNBoolean2bool(ctx, field.Selections, obj.Totp)
+		case "recoveryCodesLeft":
+			o.values[i] = ec.marshalNInt2int(ctx, field.Selections, obj.RecoveryCodesLeft)
+		}
+	}
+	return o
+}
+
+// _PageInfo_plain is _PageInfo for a selection of its plain fields only (graph/gen: leanExec); nil
+// for any other selection.
+func (ec *executionContext) _PageInfo_plain(ctx context.Context, fields []graphql.CollectedField, obj *model.PageInfo) graphql.Marshaler {
+	for i := range fields {
+		switch fields[i].Name {
+		case "hasNextPage", "endCursor":
+		default:
+			return nil
+		}
+	}
+	o := newPlainObject(fields)
+	for i, field := range fields {
+		switch field.Name {
+		case "hasNextPage":
+			o.values[i] = ec.marshalNBoolean2bool(ctx, field.Selections, obj.HasNextPage)
+		case "endCursor":
+			o.values[i] = ec.marshalOString2ᚖstring(ctx, field.Selections, obj.EndCursor)
+		}
+	}
+	return o
+}
+
+// _Passkey_plain is _Passkey for a selection of its plain fields only (graph/gen: leanExec); nil
+// for any other selection.
+func (ec *executionContext) _Passkey_plain(ctx context.Context, fields []graphql.CollectedField, obj *model.Passkey) graphql.Marshaler {
+	for i := range fields {
+		switch fields[i].Name {
+		case "id", "name":
+		default:
+			return nil
+		}
+	}
+	o := newPlainObject(fields)
+	for i, field := range fields {
+		switch field.Name {
+		case "id":
+			o.values[i] = ec.marshalNID2string(ctx, field.Selections, obj.ID)
+		case "name":
+			o.values[i] = ec.marshalNString2string(ctx, field.Selections, obj.Name)
+		}
+	}
+	return o
+}
+
+// _PasskeyChallenge_plain is _PasskeyChallenge for a selection of its plain fields only (graph/gen: leanExec); nil
+// for any other selection.
+func (ec *executionContext) _PasskeyChallenge_plain(ctx context.Context, fields []graphql.CollectedField, obj *model.PasskeyChallenge) graphql.Marshaler {
+	for i := range fields {
+		switch fields[i].Name {
+		case "challengeId":
+		default:
+			return nil
+		}
+	}
+	o := newPlainObject(fields)
+	for i, field := range fields {
+		switch field.Name {
+		case "challengeId":
+			o.values[i] = ec.marshalNID2string(ctx, field.Selections, obj.ChallengeID)
+		}
+	}
+	return o
+}
+
+// _Session_plain is _Session for a selection of its plain fields only (graph/gen: leanExec); nil
+// for any other selection.
+func (ec *executionContext) _Session_plain(ctx context.Context, fields []graphql.CollectedField, obj *model.Session) graphql.Marshaler {
+	for i := range fields {
+		switch fields[i].Name {
+		case "id", "userAgent", "current":
+		default:
+			return nil
+		}
+	}
+	o := newPlainObject(fields)
+	for i, field := range fields {
+		switch field.Name {
+		case "id":
+			o.values[i] = ec.marshalNID2string(ctx, field.Selections, obj.ID)
+		case "userAgent":
+			o.values[i] = ec.marshalOString2ᚖstring(ctx, field.Selections, obj.UserAgent)
+		case "current":
+			o.values[i] = ec.marshalNBoolean2bool(ctx, field.Selections, obj.Current)
+		}
+	}
+	return o
+}
+
+// _SigningKey_plain is _SigningKey for a selection of its plain fields only (graph/gen: leanExec); nil
+// for any other selection.
+func (ec *executionContext) _SigningKey_plain(ctx context.Context, fields []graphql.CollectedField, obj *model.SigningKey) graphql.Marshaler {
+	for i := range fields {
+		switch fields[i].Name {
+		case "kid", "alg", "state":
+		default:
+			return nil
+		}
+	}
+	o := newPlainObject(fields)
+	for i, field := range fields {
+		switch field.Name {
+		case "kid":
+			o.values[i] = ec.marshalNID2string(ctx, field.Selections, obj.Kid)
+		case "alg":
+			o.values[i] = ec.marshalNString2string(ctx, field.Selections, obj.Alg)
+		case "state":
+			o.values[i] = ec.marshalNSigningKeyState2gqlauthᚋmodelᚐSigningKeyState(ctx, field.Selections, obj.State)
+		}
+	}
+	return o
+}
+
+// _TotpEnrollment_plain is _TotpEnrollment for a selection of its plain fields only (graph/gen: leanExec); nil
+// for any other selection.
+func (ec *executionContext) _TotpEnrollment_plain(ctx context.Context, fields []graphql.CollectedField, obj *model.TotpEnrollment) graphql.Marshaler {
+	for i := range fields {
+		switch fields[i].Name {
+		case "secret", "uri":
+		default:
+			return nil
+		}
+	}
+	o := newPlainObject(fields)
+	for i, field := range fields {
+		switch field.Name {
+		case "secret":
+			o.values[i] = ec.marshalNString2string(ctx, field.Selections, obj.Secret)
+		case "uri":
+			o.values[i] = ec.marshalNString2string(ctx, field.Selections, obj.URI)
+		}
+	}
+	return o
+}
+
+// _User_plain is _User for a selection of its plain fields only (graph/gen: leanExec); nil
+// for any other selection.
+func (ec *executionContext) _User_plain(ctx context.Context, fields []graphql.CollectedField, obj *model.User) graphql.Marshaler {
+	for i := range fields {
+		switch fields[i].Name {
+		case "id", "username", "email", "role", "disabled":
+		default:
+			return nil
+		}
+	}
+	o := newPlainObject(fields)
+	for i, field := range fields {
+		switch field.Name {
+		case "id":
+			o.values[i] = ec.marshalNID2string(ctx, field.Selections, obj.ID)
+		case "username":
+			o.values[i] = ec.marshalNString2string(ctx, field.Selections, obj.Username)
+		case "email":
+			o.values[i] = ec.marshalOString2ᚖstring(ctx, field.Selections, obj.Email)
+		case "role":
+			o.values[i] = ec.marshalNRole2gqlauthᚋmodelᚐRole(ctx, field.Selections, obj.Role)
+		case "disabled":
+			o.values[i] = ec.marshalNBoolean2bool(ctx, field.Selections, obj.Disabled)
+		}
+	}
+	return o
+}
+
+// ___Directive_plain is ___Directive for a selection of its plain fields only (graph/gen: leanExec); nil
+// for any other selection.
+func (ec *executionContext) ___Directive_plain(ctx context.Context, fields []graphql.CollectedField, obj *introspection.Directive) graphql.Marshaler {
+	for i := range fields {
+		switch fields[i].Name {
+		case "name", "isRepeatable":
+		default:
+			return nil
+		}
+	}
+	o := newPlainObject(fields)
+	for i, field := range fields {
+		switch field.Name {
+		case "name":
+			o.values[i] = ec.marshalNString2string(ctx, field.Selections, obj.Name)
+		case "isRepeatable":
+			o.values[i] = ec.marshalNBoolean2bool(ctx, field.Selections, obj.IsRepeatable)
+		}
+	}
+	return o
+}
+
+// ___EnumValue_plain is ___EnumValue for a selection of its plain fields only (graph/gen: leanExec); nil
+// for any other selection.
+func (ec *executionContext) ___EnumValue_plain(ctx context.Context, fields []graphql.CollectedField, obj *introspection.EnumValue) graphql.Marshaler {
+	for i := range fields {
+		switch fields[i].Name {
+		case "name":
+		default:
+			return nil
+		}
+	}
+	o := newPlainObject(fields)
+	for i, field := range fields {
+		switch field.Name {
+		case "name":
+			o.values[i] = ec.marshalNString2string(ctx, field.Selections, obj.Name)
+		}
+	}
+	return o
+}
+
+// ___Field_plain is ___Field for a selection of its plain fields only (graph/gen: leanExec); nil
+// for any other selection.
+func (ec *executionContext) ___Field_plain(ctx context.Context, fields []graphql.CollectedField, obj *introspection.Field) graphql.Marshaler {
+	for i := range fields {
+		switch fields[i].Name {
+		case "name":
+		default:
+			return nil
+		}
+	}
+	o := newPlainObject(fields)
+	for i, field := range fields {
+		switch field.Name {
+		case "name":
+			o.values[i] = ec.marshalNString2string(ctx, field.Selections, obj.Name)
+		}
+	}
+	return o
+}
+
+// ___InputValue_plain is ___InputValue for a selection of its plain fields only (graph/gen: leanExec); nil
+// for any other selection.
+func (ec *executionContext) ___InputValue_plain(ctx context.Context, fields []graphql.CollectedField, obj *introspection.InputValue) graphql.Marshaler {
+	for i := range fields {
+		switch fields[i].Name {
+		case "name", "defaultValue":
+		default:
+			return nil
+		}
+	}
+	o := newPlainObject(fields)
+	for i, field := range fields {
+		switch field.Name {
+		case "name":
+			o.values[i] = ec.marshalNString2string(ctx, field.Selections, obj.Name)
+		case "defaultValue":
+			o.values[i] = ec.marshalOString2ᚖstring(ctx, field.Selections, obj.DefaultValue)
+		}
+	}
+	return o
+}

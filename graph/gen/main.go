@@ -59,6 +59,9 @@ func main() {
 //     object's response path for it every time, two allocations per object.
 //   - An object is written to the response by graph.objectJSON, which writes what gqlgen's
 //     FieldSet writes without an iterator, a copy of each field and a map per object.
+//   - An object of which only plain fields are selected (`me { id }`) is marshalled by a function
+//     of its own (_User_plain…), into one graph.plainObject: no FieldSet, which such a selection
+//     never needs (nothing runs concurrently, is deferred or can be null).
 type leanExec struct {
 	plain []plainField
 }
@@ -150,6 +153,9 @@ func (p *leanExec) rewrite(filename string) error {
 		return fmt.Errorf("%s: no CollectFields call: gqlgen's object template changed", filename)
 	}
 	code = strings.ReplaceAll(code, collect, "collectFields(ec.OperationContext, sel, ")
+	if code, err = plainObjects(filename, code, p.plain); err != nil {
+		return err
+	}
 	out, err := format.Source([]byte(code))
 	if err != nil {
 		return fmt.Errorf("%s: rewritten code: %w", filename, err)
@@ -240,4 +246,57 @@ func constAuthLevels(filename, code string) (string, error) {
 		return "", fmt.Errorf("%s: no constant AuthLevel argument: the schema or gqlgen's directive template changed", filename)
 	}
 	return strings.ReplaceAll(code, call, `ec.constAuthLevel(ctx, "`), nil
+}
+
+// plainObjects gives every object with plain fields a marshaller for a selection of those
+// fields only, which the object's own marshaller tries first: the values are the ones the plain
+// fields' rewritten resolvers give, written by graph.plainObject. Any other selection (another
+// field, __typename) goes on to gqlgen's marshaller as before.
+func plainObjects(filename, code string, plain []plainField) (string, error) {
+	var objects []string
+	byObject := map[string][]plainField{}
+	for _, f := range plain {
+		if byObject[f.object] == nil {
+			objects = append(objects, f.object)
+		}
+		byObject[f.object] = append(byObject[f.object], f)
+	}
+	var extra strings.Builder
+	for _, o := range objects {
+		head := fmt.Sprintf("func (ec *executionContext) _%s(ctx context.Context, sel ast.SelectionSet, obj ", o)
+		start := strings.Index(code, head)
+		if start < 0 || strings.Count(code, head) != 1 {
+			return "", fmt.Errorf("%s: %s: no single object marshaller", filename, o)
+		}
+		typ, rest, ok := strings.Cut(code[start+len(head):], ") graphql.Marshaler {\n")
+		collect := fmt.Sprintf("\tfields := collectFields(ec.OperationContext, sel, %sImplementors)\n", lcFirst(o))
+		if !ok || strings.Contains(typ, "\n") || !strings.HasPrefix(rest, collect) {
+			return "", fmt.Errorf("%s: %s: the object marshaller does not begin as the rewrite knows: gqlgen's object template changed", filename, o)
+		}
+		at := len(code) - len(rest) + len(collect)
+		code = code[:at] + fmt.Sprintf("\tif m := ec._%s_plain(ctx, fields, obj); m != nil {\n\t\treturn m\n\t}\n", o) + code[at:]
+
+		fields := byObject[o]
+		names := make([]string, len(fields))
+		for i, f := range fields {
+			names[i] = fmt.Sprintf("%q", f.field)
+		}
+		fmt.Fprintf(&extra, "\n// _%[1]s_plain is _%[1]s for a selection of its plain fields only (graph/gen: leanExec); nil\n// for any other selection.\n", o)
+		fmt.Fprintf(&extra, "func (ec *executionContext) _%s_plain(ctx context.Context, fields []graphql.CollectedField, obj %s) graphql.Marshaler {\n", o, typ)
+		fmt.Fprintf(&extra, "\tfor i := range fields {\n\t\tswitch fields[i].Name {\n\t\tcase %s:\n\t\tdefault:\n\t\t\treturn nil\n\t\t}\n\t}\n", strings.Join(names, ", "))
+		extra.WriteString("\to := newPlainObject(fields)\n\tfor i, field := range fields {\n\t\tswitch field.Name {\n")
+		for _, f := range fields {
+			fmt.Fprintf(&extra, "\t\tcase %q:\n\t\t\to.values[i] = ec.%s(ctx, field.Selections, obj.%s)\n", f.field, f.marshal, f.goField)
+		}
+		extra.WriteString("\t\t}\n\t}\n\treturn o\n}\n")
+	}
+	return code + extra.String(), nil
+}
+
+// lcFirst is gqlgen's lcFirst, for the names of the implementors' lists.
+func lcFirst(s string) string {
+	if s == "" {
+		return s
+	}
+	return strings.ToLower(s[:1]) + s[1:]
 }
