@@ -33,6 +33,10 @@ func TestSelections_CollectedAsTheSpecSays(t *testing.T) {
 	for _, c := range []struct{ name, query, want string }{
 		{"plain", `{ me { role id } x: me { username } }`,
 			`{"me":{"role":"USER","id":"u1"},"x":{"username":"u1"}}`},
+		{"plain, five fields", `{ me { id username email role disabled } }`,
+			`{"me":{"id":"u1","username":"u1","email":null,"role":"USER","disabled":false}}`},
+		{"plain and typename", `{ me { __typename id } }`,
+			`{"me":{"__typename":"User","id":"u1"}}`},
 		{"merged", `{ a: me { id username } b: me { id } a: me { role id } }`,
 			`{"a":{"id":"u1","username":"u1","role":"USER"},"b":{"id":"u1"}}`},
 		{"merged below", `{ me { id i: id id } }`,

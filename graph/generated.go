@@ -7859,10 +7859,10 @@ func (ec *executionContext) fieldContext___Type_isOneOf(_ context.Context, field
 var apiKeyImplementors = []string{"ApiKey"}
 
 func (ec *executionContext) _ApiKey(ctx context.Context, sel ast.SelectionSet, obj *model.APIKey) graphql.Marshaler {
-	fields := collectFields(ec.OperationContext, sel, apiKeyImplementors)
-	if m := ec._ApiKey_plain(ctx, fields, obj); m != nil {
+	if m := ec._ApiKey_plain(ctx, sel, obj); m != nil {
 		return m
 	}
+	fields := collectFields(ec.OperationContext, sel, apiKeyImplementors)
 
 	out := graphql.NewFieldSet(fields)
 	var deferredFieldSet *graphql.FieldSet
@@ -7932,10 +7932,10 @@ func (ec *executionContext) _ApiKey(ctx context.Context, sel ast.SelectionSet, o
 var apiKeySecretImplementors = []string{"ApiKeySecret"}
 
 func (ec *executionContext) _ApiKeySecret(ctx context.Context, sel ast.SelectionSet, obj *model.APIKeySecret) graphql.Marshaler {
-	fields := collectFields(ec.OperationContext, sel, apiKeySecretImplementors)
-	if m := ec._ApiKeySecret_plain(ctx, fields, obj); m != nil {
+	if m := ec._ApiKeySecret_plain(ctx, sel, obj); m != nil {
 		return m
 	}
+	fields := collectFields(ec.OperationContext, sel, apiKeySecretImplementors)
 
 	out := graphql.NewFieldSet(fields)
 	var deferredFieldSet *graphql.FieldSet
@@ -7980,10 +7980,10 @@ func (ec *executionContext) _ApiKeySecret(ctx context.Context, sel ast.Selection
 var auditEventImplementors = []string{"AuditEvent"}
 
 func (ec *executionContext) _AuditEvent(ctx context.Context, sel ast.SelectionSet, obj *model.AuditEvent) graphql.Marshaler {
-	fields := collectFields(ec.OperationContext, sel, auditEventImplementors)
-	if m := ec._AuditEvent_plain(ctx, fields, obj); m != nil {
+	if m := ec._AuditEvent_plain(ctx, sel, obj); m != nil {
 		return m
 	}
+	fields := collectFields(ec.OperationContext, sel, auditEventImplementors)
 
 	out := graphql.NewFieldSet(fields)
 	var deferredFieldSet *graphql.FieldSet
@@ -8108,10 +8108,10 @@ func (ec *executionContext) _AuditEventConnection(ctx context.Context, sel ast.S
 var auditEventEdgeImplementors = []string{"AuditEventEdge"}
 
 func (ec *executionContext) _AuditEventEdge(ctx context.Context, sel ast.SelectionSet, obj *model.AuditEventEdge) graphql.Marshaler {
-	fields := collectFields(ec.OperationContext, sel, auditEventEdgeImplementors)
-	if m := ec._AuditEventEdge_plain(ctx, fields, obj); m != nil {
+	if m := ec._AuditEventEdge_plain(ctx, sel, obj); m != nil {
 		return m
 	}
+	fields := collectFields(ec.OperationContext, sel, auditEventEdgeImplementors)
 
 	out := graphql.NewFieldSet(fields)
 	var deferredFieldSet *graphql.FieldSet
@@ -8156,10 +8156,10 @@ func (ec *executionContext) _AuditEventEdge(ctx context.Context, sel ast.Selecti
 var authPayloadImplementors = []string{"AuthPayload"}
 
 func (ec *executionContext) _AuthPayload(ctx context.Context, sel ast.SelectionSet, obj *model.AuthPayload) graphql.Marshaler {
-	fields := collectFields(ec.OperationContext, sel, authPayloadImplementors)
-	if m := ec._AuthPayload_plain(ctx, fields, obj); m != nil {
+	if m := ec._AuthPayload_plain(ctx, sel, obj); m != nil {
 		return m
 	}
+	fields := collectFields(ec.OperationContext, sel, authPayloadImplementors)
 
 	out := graphql.NewFieldSet(fields)
 	var deferredFieldSet *graphql.FieldSet
@@ -8229,10 +8229,10 @@ func (ec *executionContext) _AuthPayload(ctx context.Context, sel ast.SelectionS
 var identityImplementors = []string{"Identity"}
 
 func (ec *executionContext) _Identity(ctx context.Context, sel ast.SelectionSet, obj *model.Identity) graphql.Marshaler {
-	fields := collectFields(ec.OperationContext, sel, identityImplementors)
-	if m := ec._Identity_plain(ctx, fields, obj); m != nil {
+	if m := ec._Identity_plain(ctx, sel, obj); m != nil {
 		return m
 	}
+	fields := collectFields(ec.OperationContext, sel, identityImplementors)
 
 	out := graphql.NewFieldSet(fields)
 	var deferredFieldSet *graphql.FieldSet
@@ -8287,10 +8287,10 @@ func (ec *executionContext) _Identity(ctx context.Context, sel ast.SelectionSet,
 var mfaStatusImplementors = []string{"MfaStatus"}
 
 func (ec *executionContext) _MfaStatus(ctx context.Context, sel ast.SelectionSet, obj *model.MfaStatus) graphql.Marshaler {
-	fields := collectFields(ec.OperationContext, sel, mfaStatusImplementors)
-	if m := ec._MfaStatus_plain(ctx, fields, obj); m != nil {
+	if m := ec._MfaStatus_plain(ctx, sel, obj); m != nil {
 		return m
 	}
+	fields := collectFields(ec.OperationContext, sel, mfaStatusImplementors)
 
 	out := graphql.NewFieldSet(fields)
 	var deferredFieldSet *graphql.FieldSet
@@ -8649,10 +8649,10 @@ func (ec *executionContext) _Mutation(ctx context.Context, sel ast.SelectionSet)
 var pageInfoImplementors = []string{"PageInfo"}
 
 func (ec *executionContext) _PageInfo(ctx context.Context, sel ast.SelectionSet, obj *model.PageInfo) graphql.Marshaler {
-	fields := collectFields(ec.OperationContext, sel, pageInfoImplementors)
-	if m := ec._PageInfo_plain(ctx, fields, obj); m != nil {
+	if m := ec._PageInfo_plain(ctx, sel, obj); m != nil {
 		return m
 	}
+	fields := collectFields(ec.OperationContext, sel, pageInfoImplementors)
 
 	out := graphql.NewFieldSet(fields)
 	var deferredFieldSet *graphql.FieldSet
@@ -8697,10 +8697,10 @@ func (ec *executionContext) _PageInfo(ctx context.Context, sel ast.SelectionSet,
 var passkeyImplementors = []string{"Passkey"}
 
 func (ec *executionContext) _Passkey(ctx context.Context, sel ast.SelectionSet, obj *model.Passkey) graphql.Marshaler {
-	fields := collectFields(ec.OperationContext, sel, passkeyImplementors)
-	if m := ec._Passkey_plain(ctx, fields, obj); m != nil {
+	if m := ec._Passkey_plain(ctx, sel, obj); m != nil {
 		return m
 	}
+	fields := collectFields(ec.OperationContext, sel, passkeyImplementors)
 
 	out := graphql.NewFieldSet(fields)
 	var deferredFieldSet *graphql.FieldSet
@@ -8755,10 +8755,10 @@ func (ec *executionContext) _Passkey(ctx context.Context, sel ast.SelectionSet, 
 var passkeyChallengeImplementors = []string{"PasskeyChallenge"}
 
 func (ec *executionContext) _PasskeyChallenge(ctx context.Context, sel ast.SelectionSet, obj *model.PasskeyChallenge) graphql.Marshaler {
-	fields := collectFields(ec.OperationContext, sel, passkeyChallengeImplementors)
-	if m := ec._PasskeyChallenge_plain(ctx, fields, obj); m != nil {
+	if m := ec._PasskeyChallenge_plain(ctx, sel, obj); m != nil {
 		return m
 	}
+	fields := collectFields(ec.OperationContext, sel, passkeyChallengeImplementors)
 
 	out := graphql.NewFieldSet(fields)
 	var deferredFieldSet *graphql.FieldSet
@@ -8909,10 +8909,10 @@ func (ec *executionContext) _Query(ctx context.Context, sel ast.SelectionSet) gr
 var sessionImplementors = []string{"Session"}
 
 func (ec *executionContext) _Session(ctx context.Context, sel ast.SelectionSet, obj *model.Session) graphql.Marshaler {
-	fields := collectFields(ec.OperationContext, sel, sessionImplementors)
-	if m := ec._Session_plain(ctx, fields, obj); m != nil {
+	if m := ec._Session_plain(ctx, sel, obj); m != nil {
 		return m
 	}
+	fields := collectFields(ec.OperationContext, sel, sessionImplementors)
 
 	out := graphql.NewFieldSet(fields)
 	var deferredFieldSet *graphql.FieldSet
@@ -8977,10 +8977,10 @@ func (ec *executionContext) _Session(ctx context.Context, sel ast.SelectionSet, 
 var signingKeyImplementors = []string{"SigningKey"}
 
 func (ec *executionContext) _SigningKey(ctx context.Context, sel ast.SelectionSet, obj *model.SigningKey) graphql.Marshaler {
-	fields := collectFields(ec.OperationContext, sel, signingKeyImplementors)
-	if m := ec._SigningKey_plain(ctx, fields, obj); m != nil {
+	if m := ec._SigningKey_plain(ctx, sel, obj); m != nil {
 		return m
 	}
+	fields := collectFields(ec.OperationContext, sel, signingKeyImplementors)
 
 	out := graphql.NewFieldSet(fields)
 	var deferredFieldSet *graphql.FieldSet
@@ -9067,10 +9067,10 @@ func (ec *executionContext) _Subscription(ctx context.Context, sel ast.Selection
 var totpEnrollmentImplementors = []string{"TotpEnrollment"}
 
 func (ec *executionContext) _TotpEnrollment(ctx context.Context, sel ast.SelectionSet, obj *model.TotpEnrollment) graphql.Marshaler {
-	fields := collectFields(ec.OperationContext, sel, totpEnrollmentImplementors)
-	if m := ec._TotpEnrollment_plain(ctx, fields, obj); m != nil {
+	if m := ec._TotpEnrollment_plain(ctx, sel, obj); m != nil {
 		return m
 	}
+	fields := collectFields(ec.OperationContext, sel, totpEnrollmentImplementors)
 
 	out := graphql.NewFieldSet(fields)
 	var deferredFieldSet *graphql.FieldSet
@@ -9115,10 +9115,10 @@ func (ec *executionContext) _TotpEnrollment(ctx context.Context, sel ast.Selecti
 var userImplementors = []string{"User"}
 
 func (ec *executionContext) _User(ctx context.Context, sel ast.SelectionSet, obj *model.User) graphql.Marshaler {
-	fields := collectFields(ec.OperationContext, sel, userImplementors)
-	if m := ec._User_plain(ctx, fields, obj); m != nil {
+	if m := ec._User_plain(ctx, sel, obj); m != nil {
 		return m
 	}
+	fields := collectFields(ec.OperationContext, sel, userImplementors)
 
 	out := graphql.NewFieldSet(fields)
 	var deferredFieldSet *graphql.FieldSet
@@ -9274,10 +9274,10 @@ func (ec *executionContext) _User(ctx context.Context, sel ast.SelectionSet, obj
 var __DirectiveImplementors = []string{"__Directive"}
 
 func (ec *executionContext) ___Directive(ctx context.Context, sel ast.SelectionSet, obj *introspection.Directive) graphql.Marshaler {
-	fields := collectFields(ec.OperationContext, sel, __DirectiveImplementors)
-	if m := ec.___Directive_plain(ctx, fields, obj); m != nil {
+	if m := ec.___Directive_plain(ctx, sel, obj); m != nil {
 		return m
 	}
+	fields := collectFields(ec.OperationContext, sel, __DirectiveImplementors)
 
 	out := graphql.NewFieldSet(fields)
 	var deferredFieldSet *graphql.FieldSet
@@ -9337,10 +9337,10 @@ func (ec *executionContext) ___Directive(ctx context.Context, sel ast.SelectionS
 var __EnumValueImplementors = []string{"__EnumValue"}
 
 func (ec *executionContext) ___EnumValue(ctx context.Context, sel ast.SelectionSet, obj *introspection.EnumValue) graphql.Marshaler {
-	fields := collectFields(ec.OperationContext, sel, __EnumValueImplementors)
-	if m := ec.___EnumValue_plain(ctx, fields, obj); m != nil {
+	if m := ec.___EnumValue_plain(ctx, sel, obj); m != nil {
 		return m
 	}
+	fields := collectFields(ec.OperationContext, sel, __EnumValueImplementors)
 
 	out := graphql.NewFieldSet(fields)
 	var deferredFieldSet *graphql.FieldSet
@@ -9395,10 +9395,10 @@ func (ec *executionContext) ___EnumValue(ctx context.Context, sel ast.SelectionS
 var __FieldImplementors = []string{"__Field"}
 
 func (ec *executionContext) ___Field(ctx context.Context, sel ast.SelectionSet, obj *introspection.Field) graphql.Marshaler {
-	fields := collectFields(ec.OperationContext, sel, __FieldImplementors)
-	if m := ec.___Field_plain(ctx, fields, obj); m != nil {
+	if m := ec.___Field_plain(ctx, sel, obj); m != nil {
 		return m
 	}
+	fields := collectFields(ec.OperationContext, sel, __FieldImplementors)
 
 	out := graphql.NewFieldSet(fields)
 	var deferredFieldSet *graphql.FieldSet
@@ -9463,10 +9463,10 @@ func (ec *executionContext) ___Field(ctx context.Context, sel ast.SelectionSet, 
 var __InputValueImplementors = []string{"__InputValue"}
 
 func (ec *executionContext) ___InputValue(ctx context.Context, sel ast.SelectionSet, obj *introspection.InputValue) graphql.Marshaler {
-	fields := collectFields(ec.OperationContext, sel, __InputValueImplementors)
-	if m := ec.___InputValue_plain(ctx, fields, obj); m != nil {
+	if m := ec.___InputValue_plain(ctx, sel, obj); m != nil {
 		return m
 	}
+	fields := collectFields(ec.OperationContext, sel, __InputValueImplementors)
 
 	out := graphql.NewFieldSet(fields)
 	var deferredFieldSet *graphql.FieldSet
@@ -10541,25 +10541,27 @@ func (ec *executionContext) marshalO__Type2ᚖgithubᚗcomᚋ99designsᚋgqlgen�
 
 // _ApiKey_plain is _ApiKey for a selection of its plain fields only (graph/gen: leanExec); nil
 // for any other selection.
-func (ec *executionContext) _ApiKey_plain(ctx context.Context, fields []graphql.CollectedField, obj *model.APIKey) graphql.Marshaler {
-	for i := range fields {
-		switch fields[i].Name {
+func (ec *executionContext) _ApiKey_plain(ctx context.Context, sel ast.SelectionSet, obj *model.APIKey) graphql.Marshaler {
+	if !plainSelection(sel, func(name string) bool {
+		switch name {
 		case "id", "name", "prefix", "role":
-		default:
-			return nil
+			return true
 		}
+		return false
+	}) {
+		return nil
 	}
-	o := newPlainObject(fields)
-	for i, field := range fields {
-		switch field.Name {
+	o := newPlainObject(sel)
+	for i, s := range sel {
+		switch field := s.(*ast.Field); field.Name {
 		case "id":
-			o.values[i] = ec.marshalNID2string(ctx, field.Selections, obj.ID)
+			o.values[i] = ec.marshalNID2string(ctx, field.SelectionSet, obj.ID)
 		case "name":
-			o.values[i] = ec.marshalNString2string(ctx, field.Selections, obj.Name)
+			o.values[i] = ec.marshalNString2string(ctx, field.SelectionSet, obj.Name)
 		case "prefix":
-			o.values[i] = ec.marshalNString2string(ctx, field.Selections, obj.Prefix)
+			o.values[i] = ec.marshalNString2string(ctx, field.SelectionSet, obj.Prefix)
 		case "role":
-			o.values[i] = ec.marshalNRole2gqlauthᚋmodelᚐRole(ctx, field.Selections, obj.Role)
+			o.values[i] = ec.marshalNRole2gqlauthᚋmodelᚐRole(ctx, field.SelectionSet, obj.Role)
 		}
 	}
 	return o
@@ -10567,19 +10569,21 @@ func (ec *executionContext) _ApiKey_plain(ctx context.Context, fields []graphql.
 
 // _ApiKeySecret_plain is _ApiKeySecret for a selection of its plain fields only (graph/gen: leanExec); nil
 // for any other selection.
-func (ec *executionContext) _ApiKeySecret_plain(ctx context.Context, fields []graphql.CollectedField, obj *model.APIKeySecret) graphql.Marshaler {
-	for i := range fields {
-		switch fields[i].Name {
+func (ec *executionContext) _ApiKeySecret_plain(ctx context.Context, sel ast.SelectionSet, obj *model.APIKeySecret) graphql.Marshaler {
+	if !plainSelection(sel, func(name string) bool {
+		switch name {
 		case "secret":
-		default:
-			return nil
+			return true
 		}
+		return false
+	}) {
+		return nil
 	}
-	o := newPlainObject(fields)
-	for i, field := range fields {
-		switch field.Name {
+	o := newPlainObject(sel)
+	for i, s := range sel {
+		switch field := s.(*ast.Field); field.Name {
 		case "secret":
-			o.values[i] = ec.marshalNString2string(ctx, field.Selections, obj.Secret)
+			o.values[i] = ec.marshalNString2string(ctx, field.SelectionSet, obj.Secret)
 		}
 	}
 	return o
@@ -10587,27 +10591,29 @@ func (ec *executionContext) _ApiKeySecret_plain(ctx context.Context, fields []gr
 
 // _AuditEvent_plain is _AuditEvent for a selection of its plain fields only (graph/gen: leanExec); nil
 // for any other selection.
-func (ec *executionContext) _AuditEvent_plain(ctx context.Context, fields []graphql.CollectedField, obj *model.AuditEvent) graphql.Marshaler {
-	for i := range fields {
-		switch fields[i].Name {
+func (ec *executionContext) _AuditEvent_plain(ctx context.Context, sel ast.SelectionSet, obj *model.AuditEvent) graphql.Marshaler {
+	if !plainSelection(sel, func(name string) bool {
+		switch name {
 		case "type", "sessionId", "ip", "userAgent", "detail":
-		default:
-			return nil
+			return true
 		}
+		return false
+	}) {
+		return nil
 	}
-	o := newPlainObject(fields)
-	for i, field := range fields {
-		switch field.Name {
+	o := newPlainObject(sel)
+	for i, s := range sel {
+		switch field := s.(*ast.Field); field.Name {
 		case "type":
-			o.values[i] = ec.marshalNAuditEventType2gqlauthᚋmodelᚐAuditEventType(ctx, field.Selections, obj.Type)
+			o.values[i] = ec.marshalNAuditEventType2gqlauthᚋmodelᚐAuditEventType(ctx, field.SelectionSet, obj.Type)
 		case "sessionId":
-			o.values[i] = ec.marshalOID2ᚖstring(ctx, field.Selections, obj.SessionID)
+			o.values[i] = ec.marshalOID2ᚖstring(ctx, field.SelectionSet, obj.SessionID)
 		case "ip":
-			o.values[i] = ec.marshalOString2ᚖstring(ctx, field.Selections, obj.IP)
+			o.values[i] = ec.marshalOString2ᚖstring(ctx, field.SelectionSet, obj.IP)
 		case "userAgent":
-			o.values[i] = ec.marshalOString2ᚖstring(ctx, field.Selections, obj.UserAgent)
+			o.values[i] = ec.marshalOString2ᚖstring(ctx, field.SelectionSet, obj.UserAgent)
 		case "detail":
-			o.values[i] = ec.marshalOString2ᚖstring(ctx, field.Selections, obj.Detail)
+			o.values[i] = ec.marshalOString2ᚖstring(ctx, field.SelectionSet, obj.Detail)
 		}
 	}
 	return o
@@ -10615,19 +10621,21 @@ func (ec *executionContext) _AuditEvent_plain(ctx context.Context, fields []grap
 
 // _AuditEventEdge_plain is _AuditEventEdge for a selection of its plain fields only (graph/gen: leanExec); nil
 // for any other selection.
-func (ec *executionContext) _AuditEventEdge_plain(ctx context.Context, fields []graphql.CollectedField, obj *model.AuditEventEdge) graphql.Marshaler {
-	for i := range fields {
-		switch fields[i].Name {
+func (ec *executionContext) _AuditEventEdge_plain(ctx context.Context, sel ast.SelectionSet, obj *model.AuditEventEdge) graphql.Marshaler {
+	if !plainSelection(sel, func(name string) bool {
+		switch name {
 		case "cursor":
-		default:
-			return nil
+			return true
 		}
+		return false
+	}) {
+		return nil
 	}
-	o := newPlainObject(fields)
-	for i, field := range fields {
-		switch field.Name {
+	o := newPlainObject(sel)
+	for i, s := range sel {
+		switch field := s.(*ast.Field); field.Name {
 		case "cursor":
-			o.values[i] = ec.marshalNString2string(ctx, field.Selections, obj.Cursor)
+			o.values[i] = ec.marshalNString2string(ctx, field.SelectionSet, obj.Cursor)
 		}
 	}
 	return o
@@ -10635,29 +10643,31 @@ func (ec *executionContext) _AuditEventEdge_plain(ctx context.Context, fields []
 
 // _AuthPayload_plain is _AuthPayload for a selection of its plain fields only (graph/gen: leanExec); nil
 // for any other selection.
-func (ec *executionContext) _AuthPayload_plain(ctx context.Context, fields []graphql.CollectedField, obj *model.AuthPayload) graphql.Marshaler {
-	for i := range fields {
-		switch fields[i].Name {
+func (ec *executionContext) _AuthPayload_plain(ctx context.Context, sel ast.SelectionSet, obj *model.AuthPayload) graphql.Marshaler {
+	if !plainSelection(sel, func(name string) bool {
+		switch name {
 		case "accessToken", "tokenType", "expiresIn", "refreshToken", "aal", "mfaRequired":
-		default:
-			return nil
+			return true
 		}
+		return false
+	}) {
+		return nil
 	}
-	o := newPlainObject(fields)
-	for i, field := range fields {
-		switch field.Name {
+	o := newPlainObject(sel)
+	for i, s := range sel {
+		switch field := s.(*ast.Field); field.Name {
 		case "accessToken":
-			o.values[i] = ec.marshalNString2string(ctx, field.Selections, obj.AccessToken)
+			o.values[i] = ec.marshalNString2string(ctx, field.SelectionSet, obj.AccessToken)
 		case "tokenType":
-			o.values[i] = ec.marshalNString2string(ctx, field.Selections, obj.TokenType)
+			o.values[i] = ec.marshalNString2string(ctx, field.SelectionSet, obj.TokenType)
 		case "expiresIn":
-			o.values[i] = ec.marshalNInt2int(ctx, field.Selections, obj.ExpiresIn)
+			o.values[i] = ec.marshalNInt2int(ctx, field.SelectionSet, obj.ExpiresIn)
 		case "refreshToken":
-			o.values[i] = ec.marshalNString2string(ctx, field.Selections, obj.RefreshToken)
+			o.values[i] = ec.marshalNString2string(ctx, field.SelectionSet, obj.RefreshToken)
 		case "aal":
-			o.values[i] = ec.marshalNAuthLevel2gqlauthᚋmodelᚐAuthLevel(ctx, field.Selections, obj.Aal)
+			o.values[i] = ec.marshalNAuthLevel2gqlauthᚋmodelᚐAuthLevel(ctx, field.SelectionSet, obj.Aal)
 		case "mfaRequired":
-			o.values[i] = ec.marshalNBoolean2bool(ctx, field.Selections, obj.MfaRequired)
+			o.values[i] = ec.marshalNBoolean2bool(ctx, field.SelectionSet, obj.MfaRequired)
 		}
 	}
 	return o
@@ -10665,23 +10675,25 @@ func (ec *executionContext) _AuthPayload_plain(ctx context.Context, fields []gra
 
 // _Identity_plain is _Identity for a selection of its plain fields only (graph/gen: leanExec); nil
 // for any other selection.
-func (ec *executionContext) _Identity_plain(ctx context.Context, fields []graphql.CollectedField, obj *model.Identity) graphql.Marshaler {
-	for i := range fields {
-		switch fields[i].Name {
+func (ec *executionContext) _Identity_plain(ctx context.Context, sel ast.SelectionSet, obj *model.Identity) graphql.Marshaler {
+	if !plainSelection(sel, func(name string) bool {
+		switch name {
 		case "provider", "subject", "email":
-		default:
-			return nil
+			return true
 		}
+		return false
+	}) {
+		return nil
 	}
-	o := newPlainObject(fields)
-	for i, field := range fields {
-		switch field.Name {
+	o := newPlainObject(sel)
+	for i, s := range sel {
+		switch field := s.(*ast.Field); field.Name {
 		case "provider":
-			o.values[i] = ec.marshalNString2string(ctx, field.Selections, obj.Provider)
+			o.values[i] = ec.marshalNString2string(ctx, field.SelectionSet, obj.Provider)
 		case "subject":
-			o.values[i] = ec.marshalNString2string(ctx, field.Selections, obj.Subject)
+			o.values[i] = ec.marshalNString2string(ctx, field.SelectionSet, obj.Subject)
 		case "email":
-			o.values[i] = ec.marshalOString2ᚖstring(ctx, field.Selections, obj.Email)
+			o.values[i] = ec.marshalOString2ᚖstring(ctx, field.SelectionSet, obj.Email)
 		}
 	}
 	return o
@@ -10689,21 +10701,23 @@ func (ec *executionContext) _Identity_plain(ctx context.Context, fields []graphq
 
 // _MfaStatus_plain is _MfaStatus for a selection of its plain fields only (graph/gen: leanExec); nil
 // for any other selection.
-func (ec *executionContext) _MfaStatus_plain(ctx context.Context, fields []graphql.CollectedField, obj *model.MfaStatus) graphql.Marshaler {
-	for i := range fields {
-		switch fields[i].Name {
+func (ec *executionContext) _MfaStatus_plain(ctx context.Context, sel ast.SelectionSet, obj *model.MfaStatus) graphql.Marshaler {
+	if !plainSelection(sel, func(name string) bool {
+		switch name {
 		case "totp", "recoveryCodesLeft":
-		default:
-			return nil
+			return true
 		}
+		return false
+	}) {
+		return nil
 	}
-	o := newPlainObject(fields)
-	for i, field := range fields {
-		switch field.Name {
+	o := newPlainObject(sel)
+	for i, s := range sel {
+		switch field := s.(*ast.Field); field.Name {
 		case "totp":
-			o.values[i] = ec.marshalNBoolean2bool(ctx, field.Selections, obj.Totp)
+			o.values[i] = ec.marshalNBoolean2bool(ctx, field.SelectionSet, obj.Totp)
 		case "recoveryCodesLeft":
-			o.values[i] = ec.marshalNInt2int(ctx, field.Selections, obj.RecoveryCodesLeft)
+			o.values[i] = ec.marshalNInt2int(ctx, field.SelectionSet, obj.RecoveryCodesLeft)
 		}
 	}
 	return o
@@ -10711,21 +10725,23 @@ func (ec *executionContext) _MfaStatus_plain(ctx context.Context, fields []graph
 
 // _PageInfo_plain is _PageInfo for a selection of its plain fields only (graph/gen: leanExec); nil
 // for any other selection.
-func (ec *executionContext) _PageInfo_plain(ctx context.Context, fields []graphql.CollectedField, obj *model.PageInfo) graphql.Marshaler {
-	for i := range fields {
-		switch fields[i].Name {
+func (ec *executionContext) _PageInfo_plain(ctx context.Context, sel ast.SelectionSet, obj *model.PageInfo) graphql.Marshaler {
+	if !plainSelection(sel, func(name string) bool {
+		switch name {
 		case "hasNextPage", "endCursor":
-		default:
-			return nil
+			return true
 		}
+		return false
+	}) {
+		return nil
 	}
-	o := newPlainObject(fields)
-	for i, field := range fields {
-		switch field.Name {
+	o := newPlainObject(sel)
+	for i, s := range sel {
+		switch field := s.(*ast.Field); field.Name {
 		case "hasNextPage":
-			o.values[i] = ec.marshalNBoolean2bool(ctx, field.Selections, obj.HasNextPage)
+			o.values[i] = ec.marshalNBoolean2bool(ctx, field.SelectionSet, obj.HasNextPage)
 		case "endCursor":
-			o.values[i] = ec.marshalOString2ᚖstring(ctx, field.Selections, obj.EndCursor)
+			o.values[i] = ec.marshalOString2ᚖstring(ctx, field.SelectionSet, obj.EndCursor)
 		}
 	}
 	return o
@@ -10733,21 +10749,23 @@ func (ec *executionContext) _PageInfo_plain(ctx context.Context, fields []graphq
 
 // _Passkey_plain is _Passkey for a selection of its plain fields only (graph/gen: leanExec); nil
 // for any other selection.
-func (ec *executionContext) _Passkey_plain(ctx context.Context, fields []graphql.CollectedField, obj *model.Passkey) graphql.Marshaler {
-	for i := range fields {
-		switch fields[i].Name {
+func (ec *executionContext) _Passkey_plain(ctx context.Context, sel ast.SelectionSet, obj *model.Passkey) graphql.Marshaler {
+	if !plainSelection(sel, func(name string) bool {
+		switch name {
 		case "id", "name":
-		default:
-			return nil
+			return true
 		}
+		return false
+	}) {
+		return nil
 	}
-	o := newPlainObject(fields)
-	for i, field := range fields {
-		switch field.Name {
+	o := newPlainObject(sel)
+	for i, s := range sel {
+		switch field := s.(*ast.Field); field.Name {
 		case "id":
-			o.values[i] = ec.marshalNID2string(ctx, field.Selections, obj.ID)
+			o.values[i] = ec.marshalNID2string(ctx, field.SelectionSet, obj.ID)
 		case "name":
-			o.values[i] = ec.marshalNString2string(ctx, field.Selections, obj.Name)
+			o.values[i] = ec.marshalNString2string(ctx, field.SelectionSet, obj.Name)
 		}
 	}
 	return o
@@ -10755,19 +10773,21 @@ func (ec *executionContext) _Passkey_plain(ctx context.Context, fields []graphql
 
 // _PasskeyChallenge_plain is _PasskeyChallenge for a selection of its plain fields only (graph/gen: leanExec); nil
 // for any other selection.
-func (ec *executionContext) _PasskeyChallenge_plain(ctx context.Context, fields []graphql.CollectedField, obj *model.PasskeyChallenge) graphql.Marshaler {
-	for i := range fields {
-		switch fields[i].Name {
+func (ec *executionContext) _PasskeyChallenge_plain(ctx context.Context, sel ast.SelectionSet, obj *model.PasskeyChallenge) graphql.Marshaler {
+	if !plainSelection(sel, func(name string) bool {
+		switch name {
 		case "challengeId":
-		default:
-			return nil
+			return true
 		}
+		return false
+	}) {
+		return nil
 	}
-	o := newPlainObject(fields)
-	for i, field := range fields {
-		switch field.Name {
+	o := newPlainObject(sel)
+	for i, s := range sel {
+		switch field := s.(*ast.Field); field.Name {
 		case "challengeId":
-			o.values[i] = ec.marshalNID2string(ctx, field.Selections, obj.ChallengeID)
+			o.values[i] = ec.marshalNID2string(ctx, field.SelectionSet, obj.ChallengeID)
 		}
 	}
 	return o
@@ -10775,23 +10795,25 @@ func (ec *executionContext) _PasskeyChallenge_plain(ctx context.Context, fields 
 
 // _Session_plain is _Session for a selection of its plain fields only (graph/gen: leanExec); nil
 // for any other selection.
-func (ec *executionContext) _Session_plain(ctx context.Context, fields []graphql.CollectedField, obj *model.Session) graphql.Marshaler {
-	for i := range fields {
-		switch fields[i].Name {
+func (ec *executionContext) _Session_plain(ctx context.Context, sel ast.SelectionSet, obj *model.Session) graphql.Marshaler {
+	if !plainSelection(sel, func(name string) bool {
+		switch name {
 		case "id", "userAgent", "current":
-		default:
-			return nil
+			return true
 		}
+		return false
+	}) {
+		return nil
 	}
-	o := newPlainObject(fields)
-	for i, field := range fields {
-		switch field.Name {
+	o := newPlainObject(sel)
+	for i, s := range sel {
+		switch field := s.(*ast.Field); field.Name {
 		case "id":
-			o.values[i] = ec.marshalNID2string(ctx, field.Selections, obj.ID)
+			o.values[i] = ec.marshalNID2string(ctx, field.SelectionSet, obj.ID)
 		case "userAgent":
-			o.values[i] = ec.marshalOString2ᚖstring(ctx, field.Selections, obj.UserAgent)
+			o.values[i] = ec.marshalOString2ᚖstring(ctx, field.SelectionSet, obj.UserAgent)
 		case "current":
-			o.values[i] = ec.marshalNBoolean2bool(ctx, field.Selections, obj.Current)
+			o.values[i] = ec.marshalNBoolean2bool(ctx, field.SelectionSet, obj.Current)
 		}
 	}
 	return o
@@ -10799,23 +10821,25 @@ func (ec *executionContext) _Session_plain(ctx context.Context, fields []graphql
 
 // _SigningKey_plain is _SigningKey for a selection of its plain fields only (graph/gen: leanExec); nil
 // for any other selection.
-func (ec *executionContext) _SigningKey_plain(ctx context.Context, fields []graphql.CollectedField, obj *model.SigningKey) graphql.Marshaler {
-	for i := range fields {
-		switch fields[i].Name {
+func (ec *executionContext) _SigningKey_plain(ctx context.Context, sel ast.SelectionSet, obj *model.SigningKey) graphql.Marshaler {
+	if !plainSelection(sel, func(name string) bool {
+		switch name {
 		case "kid", "alg", "state":
-		default:
-			return nil
+			return true
 		}
+		return false
+	}) {
+		return nil
 	}
-	o := newPlainObject(fields)
-	for i, field := range fields {
-		switch field.Name {
+	o := newPlainObject(sel)
+	for i, s := range sel {
+		switch field := s.(*ast.Field); field.Name {
 		case "kid":
-			o.values[i] = ec.marshalNID2string(ctx, field.Selections, obj.Kid)
+			o.values[i] = ec.marshalNID2string(ctx, field.SelectionSet, obj.Kid)
 		case "alg":
-			o.values[i] = ec.marshalNString2string(ctx, field.Selections, obj.Alg)
+			o.values[i] = ec.marshalNString2string(ctx, field.SelectionSet, obj.Alg)
 		case "state":
-			o.values[i] = ec.marshalNSigningKeyState2gqlauthᚋmodelᚐSigningKeyState(ctx, field.Selections, obj.State)
+			o.values[i] = ec.marshalNSigningKeyState2gqlauthᚋmodelᚐSigningKeyState(ctx, field.SelectionSet, obj.State)
 		}
 	}
 	return o
@@ -10823,21 +10847,23 @@ func (ec *executionContext) _SigningKey_plain(ctx context.Context, fields []grap
 
 // _TotpEnrollment_plain is _TotpEnrollment for a selection of its plain fields only (graph/gen: leanExec); nil
 // for any other selection.
-func (ec *executionContext) _TotpEnrollment_plain(ctx context.Context, fields []graphql.CollectedField, obj *model.TotpEnrollment) graphql.Marshaler {
-	for i := range fields {
-		switch fields[i].Name {
+func (ec *executionContext) _TotpEnrollment_plain(ctx context.Context, sel ast.SelectionSet, obj *model.TotpEnrollment) graphql.Marshaler {
+	if !plainSelection(sel, func(name string) bool {
+		switch name {
 		case "secret", "uri":
-		default:
-			return nil
+			return true
 		}
+		return false
+	}) {
+		return nil
 	}
-	o := newPlainObject(fields)
-	for i, field := range fields {
-		switch field.Name {
+	o := newPlainObject(sel)
+	for i, s := range sel {
+		switch field := s.(*ast.Field); field.Name {
 		case "secret":
-			o.values[i] = ec.marshalNString2string(ctx, field.Selections, obj.Secret)
+			o.values[i] = ec.marshalNString2string(ctx, field.SelectionSet, obj.Secret)
 		case "uri":
-			o.values[i] = ec.marshalNString2string(ctx, field.Selections, obj.URI)
+			o.values[i] = ec.marshalNString2string(ctx, field.SelectionSet, obj.URI)
 		}
 	}
 	return o
@@ -10845,27 +10871,29 @@ func (ec *executionContext) _TotpEnrollment_plain(ctx context.Context, fields []
 
 // _User_plain is _User for a selection of its plain fields only (graph/gen: leanExec); nil
 // for any other selection.
-func (ec *executionContext) _User_plain(ctx context.Context, fields []graphql.CollectedField, obj *model.User) graphql.Marshaler {
-	for i := range fields {
-		switch fields[i].Name {
+func (ec *executionContext) _User_plain(ctx context.Context, sel ast.SelectionSet, obj *model.User) graphql.Marshaler {
+	if !plainSelection(sel, func(name string) bool {
+		switch name {
 		case "id", "username", "email", "role", "disabled":
-		default:
-			return nil
+			return true
 		}
+		return false
+	}) {
+		return nil
 	}
-	o := newPlainObject(fields)
-	for i, field := range fields {
-		switch field.Name {
+	o := newPlainObject(sel)
+	for i, s := range sel {
+		switch field := s.(*ast.Field); field.Name {
 		case "id":
-			o.values[i] = ec.marshalNID2string(ctx, field.Selections, obj.ID)
+			o.values[i] = ec.marshalNID2string(ctx, field.SelectionSet, obj.ID)
 		case "username":
-			o.values[i] = ec.marshalNString2string(ctx, field.Selections, obj.Username)
+			o.values[i] = ec.marshalNString2string(ctx, field.SelectionSet, obj.Username)
 		case "email":
-			o.values[i] = ec.marshalOString2ᚖstring(ctx, field.Selections, obj.Email)
+			o.values[i] = ec.marshalOString2ᚖstring(ctx, field.SelectionSet, obj.Email)
 		case "role":
-			o.values[i] = ec.marshalNRole2gqlauthᚋmodelᚐRole(ctx, field.Selections, obj.Role)
+			o.values[i] = ec.marshalNRole2gqlauthᚋmodelᚐRole(ctx, field.SelectionSet, obj.Role)
 		case "disabled":
-			o.values[i] = ec.marshalNBoolean2bool(ctx, field.Selections, obj.Disabled)
+			o.values[i] = ec.marshalNBoolean2bool(ctx, field.SelectionSet, obj.Disabled)
 		}
 	}
 	return o
@@ -10873,21 +10901,23 @@ func (ec *executionContext) _User_plain(ctx context.Context, fields []graphql.Co
 
 // ___Directive_plain is ___Directive for a selection of its plain fields only (graph/gen: leanExec); nil
 // for any other selection.
-func (ec *executionContext) ___Directive_plain(ctx context.Context, fields []graphql.CollectedField, obj *introspection.Directive) graphql.Marshaler {
-	for i := range fields {
-		switch fields[i].Name {
+func (ec *executionContext) ___Directive_plain(ctx context.Context, sel ast.SelectionSet, obj *introspection.Directive) graphql.Marshaler {
+	if !plainSelection(sel, func(name string) bool {
+		switch name {
 		case "name", "isRepeatable":
-		default:
-			return nil
+			return true
 		}
+		return false
+	}) {
+		return nil
 	}
-	o := newPlainObject(fields)
-	for i, field := range fields {
-		switch field.Name {
+	o := newPlainObject(sel)
+	for i, s := range sel {
+		switch field := s.(*ast.Field); field.Name {
 		case "name":
-			o.values[i] = ec.marshalNString2string(ctx, field.Selections, obj.Name)
+			o.values[i] = ec.marshalNString2string(ctx, field.SelectionSet, obj.Name)
 		case "isRepeatable":
-			o.values[i] = ec.marshalNBoolean2bool(ctx, field.Selections, obj.IsRepeatable)
+			o.values[i] = ec.marshalNBoolean2bool(ctx, field.SelectionSet, obj.IsRepeatable)
 		}
 	}
 	return o
@@ -10895,19 +10925,21 @@ func (ec *executionContext) ___Directive_plain(ctx context.Context, fields []gra
 
 // ___EnumValue_plain is ___EnumValue for a selection of its plain fields only (graph/gen: leanExec); nil
 // for any other selection.
-func (ec *executionContext) ___EnumValue_plain(ctx context.Context, fields []graphql.CollectedField, obj *introspection.EnumValue) graphql.Marshaler {
-	for i := range fields {
-		switch fields[i].Name {
+func (ec *executionContext) ___EnumValue_plain(ctx context.Context, sel ast.SelectionSet, obj *introspection.EnumValue) graphql.Marshaler {
+	if !plainSelection(sel, func(name string) bool {
+		switch name {
 		case "name":
-		default:
-			return nil
+			return true
 		}
+		return false
+	}) {
+		return nil
 	}
-	o := newPlainObject(fields)
-	for i, field := range fields {
-		switch field.Name {
+	o := newPlainObject(sel)
+	for i, s := range sel {
+		switch field := s.(*ast.Field); field.Name {
 		case "name":
-			o.values[i] = ec.marshalNString2string(ctx, field.Selections, obj.Name)
+			o.values[i] = ec.marshalNString2string(ctx, field.SelectionSet, obj.Name)
 		}
 	}
 	return o
@@ -10915,19 +10947,21 @@ func (ec *executionContext) ___EnumValue_plain(ctx context.Context, fields []gra
 
 // ___Field_plain is ___Field for a selection of its plain fields only (graph/gen: leanExec); nil
 // for any other selection.
-func (ec *executionContext) ___Field_plain(ctx context.Context, fields []graphql.CollectedField, obj *introspection.Field) graphql.Marshaler {
-	for i := range fields {
-		switch fields[i].Name {
+func (ec *executionContext) ___Field_plain(ctx context.Context, sel ast.SelectionSet, obj *introspection.Field) graphql.Marshaler {
+	if !plainSelection(sel, func(name string) bool {
+		switch name {
 		case "name":
-		default:
-			return nil
+			return true
 		}
+		return false
+	}) {
+		return nil
 	}
-	o := newPlainObject(fields)
-	for i, field := range fields {
-		switch field.Name {
+	o := newPlainObject(sel)
+	for i, s := range sel {
+		switch field := s.(*ast.Field); field.Name {
 		case "name":
-			o.values[i] = ec.marshalNString2string(ctx, field.Selections, obj.Name)
+			o.values[i] = ec.marshalNString2string(ctx, field.SelectionSet, obj.Name)
 		}
 	}
 	return o
@@ -10935,21 +10969,23 @@ func (ec *executionContext) ___Field_plain(ctx context.Context, fields []graphql
 
 // ___InputValue_plain is ___InputValue for a selection of its plain fields only (graph/gen: leanExec); nil
 // for any other selection.
-func (ec *executionContext) ___InputValue_plain(ctx context.Context, fields []graphql.CollectedField, obj *introspection.InputValue) graphql.Marshaler {
-	for i := range fields {
-		switch fields[i].Name {
+func (ec *executionContext) ___InputValue_plain(ctx context.Context, sel ast.SelectionSet, obj *introspection.InputValue) graphql.Marshaler {
+	if !plainSelection(sel, func(name string) bool {
+		switch name {
 		case "name", "defaultValue":
-		default:
-			return nil
+			return true
 		}
+		return false
+	}) {
+		return nil
 	}
-	o := newPlainObject(fields)
-	for i, field := range fields {
-		switch field.Name {
+	o := newPlainObject(sel)
+	for i, s := range sel {
+		switch field := s.(*ast.Field); field.Name {
 		case "name":
-			o.values[i] = ec.marshalNString2string(ctx, field.Selections, obj.Name)
+			o.values[i] = ec.marshalNString2string(ctx, field.SelectionSet, obj.Name)
 		case "defaultValue":
-			o.values[i] = ec.marshalOString2ᚖstring(ctx, field.Selections, obj.DefaultValue)
+			o.values[i] = ec.marshalOString2ᚖstring(ctx, field.SelectionSet, obj.DefaultValue)
 		}
 	}
 	return o

@@ -250,8 +250,10 @@ func constAuthLevels(filename, code string) (string, error) {
 
 // plainObjects gives every object with plain fields a marshaller for a selection of those
 // fields only, which the object's own marshaller tries first: the values are the ones the plain
-// fields' rewritten resolvers give, written by graph.plainObject. Any other selection (another
-// field, __typename) goes on to gqlgen's marshaller as before.
+// fields' rewritten resolvers give, written by graph.plainObject. A plain selection
+// (graph.plainSelection: fields without directives, each response key once) is its own
+// collected fields, so it is not collected. Any other selection (another field, __typename, a
+// fragment) goes on to gqlgen's marshaller as before.
 func plainObjects(filename, code string, plain []plainField) (string, error) {
 	var objects []string
 	byObject := map[string][]plainField{}
@@ -273,8 +275,8 @@ func plainObjects(filename, code string, plain []plainField) (string, error) {
 		if !ok || strings.Contains(typ, "\n") || !strings.HasPrefix(rest, collect) {
 			return "", fmt.Errorf("%s: %s: the object marshaller does not begin as the rewrite knows: gqlgen's object template changed", filename, o)
 		}
-		at := len(code) - len(rest) + len(collect)
-		code = code[:at] + fmt.Sprintf("\tif m := ec._%s_plain(ctx, fields, obj); m != nil {\n\t\treturn m\n\t}\n", o) + code[at:]
+		at := len(code) - len(rest)
+		code = code[:at] + fmt.Sprintf("\tif m := ec._%s_plain(ctx, sel, obj); m != nil {\n\t\treturn m\n\t}\n", o) + code[at:]
 
 		fields := byObject[o]
 		names := make([]string, len(fields))
@@ -282,11 +284,11 @@ func plainObjects(filename, code string, plain []plainField) (string, error) {
 			names[i] = fmt.Sprintf("%q", f.field)
 		}
 		fmt.Fprintf(&extra, "\n// _%[1]s_plain is _%[1]s for a selection of its plain fields only (graph/gen: leanExec); nil\n// for any other selection.\n", o)
-		fmt.Fprintf(&extra, "func (ec *executionContext) _%s_plain(ctx context.Context, fields []graphql.CollectedField, obj %s) graphql.Marshaler {\n", o, typ)
-		fmt.Fprintf(&extra, "\tfor i := range fields {\n\t\tswitch fields[i].Name {\n\t\tcase %s:\n\t\tdefault:\n\t\t\treturn nil\n\t\t}\n\t}\n", strings.Join(names, ", "))
-		extra.WriteString("\to := newPlainObject(fields)\n\tfor i, field := range fields {\n\t\tswitch field.Name {\n")
+		fmt.Fprintf(&extra, "func (ec *executionContext) _%s_plain(ctx context.Context, sel ast.SelectionSet, obj %s) graphql.Marshaler {\n", o, typ)
+		fmt.Fprintf(&extra, "\tif !plainSelection(sel, func(name string) bool {\n\t\tswitch name {\n\t\tcase %s:\n\t\t\treturn true\n\t\t}\n\t\treturn false\n\t}) {\n\t\treturn nil\n\t}\n", strings.Join(names, ", "))
+		extra.WriteString("\to := newPlainObject(sel)\n\tfor i, s := range sel {\n\t\tswitch field := s.(*ast.Field); field.Name {\n")
 		for _, f := range fields {
-			fmt.Fprintf(&extra, "\t\tcase %q:\n\t\t\to.values[i] = ec.%s(ctx, field.Selections, obj.%s)\n", f.field, f.marshal, f.goField)
+			fmt.Fprintf(&extra, "\t\tcase %q:\n\t\t\to.values[i] = ec.%s(ctx, field.SelectionSet, obj.%s)\n", f.field, f.marshal, f.goField)
 		}
 		extra.WriteString("\t\t}\n\t}\n\treturn o\n}\n")
 	}
