@@ -61,7 +61,10 @@ func main() {
 //     FieldSet writes without an iterator, a copy of each field and a map per object.
 //   - An object of which only plain fields are selected (`me { id }`) is marshalled by a function
 //     of its own (_User_plain…), into one graph.plainObject: no FieldSet, which such a selection
-//     never needs (nothing runs concurrently, is deferred or can be null).
+//     never needs (nothing runs concurrently or is deferred, and no value can null the object).
+//   - An object's deferred set is made only when one of its fields is deferred; the root
+//     resolvers (Query, User…) and the constant AuthLevel arguments of @auth are made once, not
+//     on every field (graph/resolver.go, graph/directives.go).
 type leanExec struct {
 	plain []plainField
 }
@@ -221,9 +224,10 @@ func lazyDeferred(filename, code string) (string, error) {
 }
 
 // sharedRoots has the generated code take the root resolvers (Query, Mutation, User…) of a
-// graph.Resolver from rootResolver, which makes each once per Resolver, instead of from gqlgen's
-// generated getters, which make one for every field resolved (graph/resolver.go). Another
-// ResolverRoot is still asked each time.
+// graph.Resolver from resolverQuery and its kin (graph/resolver.go), which make each once per
+// Resolver, instead of from gqlgen's generated getters, which make one for every field resolved.
+// Another ResolverRoot is still asked each time. A type that gains resolvers needs its own
+// function there and its name in the list below.
 func sharedRoots(filename, code string) (string, error) {
 	n := 0
 	for _, root := range []string{"Query", "Mutation", "Subscription", "User"} {
@@ -232,7 +236,7 @@ func sharedRoots(filename, code string) (string, error) {
 		code = strings.ReplaceAll(code, call, "resolver"+root+"(ec.Resolvers)")
 	}
 	if n == 0 || strings.Contains(code, "ec.Resolvers.") {
-		return "", fmt.Errorf("%s: root resolvers are not called as the rewrite knows: a new root resolver or gqlgen's template changed", filename)
+		return "", fmt.Errorf("%s: root resolvers are not called as the rewrite knows: a type with resolvers that graph/resolver.go has no resolverX for, or gqlgen's template changed", filename)
 	}
 	return code, nil
 }
