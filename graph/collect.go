@@ -50,6 +50,71 @@ func objectJSON(out *graphql.FieldSet, fields []graphql.CollectedField) graphql.
 	return &object{values: out.Values, fields: fields}
 }
 
+// plainSelection reports whether sel is a set that collectFields would answer itself (fields
+// without directives, each response key once) of fields that plain accepts: the sets the
+// marshallers graph/gen writes for plain fields only (_User_plain…) take, uncollected.
+func plainSelection(sel ast.SelectionSet, plain func(name string) bool) bool {
+	const most = 32 // the key check below is quadratic
+	if len(sel) > most {
+		return false
+	}
+	for i, s := range sel {
+		f, ok := s.(*ast.Field)
+		if !ok || len(f.Directives) > 0 || !plain(f.Name) {
+			return false
+		}
+		for _, before := range sel[:i] {
+			if before.(*ast.Field).Alias == f.Alias {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// newPlainObject returns the object of the plain selection sel, whose values the caller sets,
+// with room for a few of them in the same allocation: it is what graph/gen's marshallers of plain
+// fields only return, without the FieldSet, collected fields and object a selection costs else.
+func newPlainObject(sel ast.SelectionSet) *plainObject {
+	o := &plainObject{sel: sel}
+	if len(sel) <= len(o.small) {
+		o.values = o.small[:len(sel)]
+	} else {
+		o.values = make([]graphql.Marshaler, len(sel))
+	}
+	return o
+}
+
+type plainObject struct {
+	sel    ast.SelectionSet // of *ast.Field, each response key once (plainSelection)
+	values []graphql.Marshaler
+	small  [4]graphql.Marshaler
+}
+
+func (o *plainObject) MarshalGQL(w io.Writer) {
+	io.WriteString(w, "{")
+	for i, s := range o.sel {
+		if i > 0 {
+			io.WriteString(w, ",")
+		}
+		writeKey(w, s.(*ast.Field).Alias)
+		o.values[i].MarshalGQL(w)
+	}
+	io.WriteString(w, "}")
+}
+
+// writeKey writes the response key key and its colon.
+func writeKey(w io.Writer, key string) {
+	if isName(key) { // a GraphQL name needs no escaping
+		io.WriteString(w, `"`)
+		io.WriteString(w, key)
+		io.WriteString(w, `"`)
+	} else {
+		graphql.MarshalString(key).MarshalGQL(w)
+	}
+	io.WriteString(w, ":")
+}
+
 type object struct {
 	values []graphql.Marshaler
 	fields []graphql.CollectedField
@@ -75,14 +140,7 @@ func (o *object) MarshalGQL(w io.Writer) {
 		if i > 0 {
 			io.WriteString(w, ",")
 		}
-		if isName(key) { // a GraphQL name needs no escaping
-			io.WriteString(w, `"`)
-			io.WriteString(w, key)
-			io.WriteString(w, `"`)
-		} else {
-			graphql.MarshalString(key).MarshalGQL(w)
-		}
-		io.WriteString(w, ":")
+		writeKey(w, key)
 		o.values[i].MarshalGQL(w)
 	}
 	io.WriteString(w, "}")

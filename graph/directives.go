@@ -39,6 +39,26 @@ func directives(svc *account.Service) DirectiveRoot {
 	}
 }
 
+// authLevels are the AuthLevel values, one pointer each, for constAuthLevel.
+var authLevels = func() map[string]*model.AuthLevel {
+	m := make(map[string]*model.AuthLevel, len(model.AllAuthLevel))
+	for _, l := range model.AllAuthLevel {
+		m[string(l)] = &l
+	}
+	return m
+}()
+
+// constAuthLevel is the generated unmarshalOAuthLevel for a constant argument of a directive in
+// the schema (@auth(aal: AAL1)), which graph/gen rewrites the generated code to call: the same
+// level, without a new pointer on every field. The pointer is shared, so the directives must
+// only read it (account.Guard does).
+func (ec *executionContext) constAuthLevel(ctx context.Context, v string) (*model.AuthLevel, error) {
+	if l, ok := authLevels[v]; ok {
+		return l, nil
+	}
+	return ec.unmarshalOAuthLevel2ᚖgqlauthᚋmodelᚐAuthLevel(ctx, v)
+}
+
 // marked reports whether the field being resolved carries the marking directive name:
 // @enrollsFactor (it enrols a second factor, so a user whose role needs one may call it before
 // having any) or @recentAuth (it needs a recent authentication).

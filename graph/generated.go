@@ -3512,7 +3512,7 @@ func (ec *executionContext) _Mutation_register(ctx context.Context, field graphq
 		},
 		func(ctx context.Context) (any, error) {
 			fc := graphql.GetFieldContext(ctx)
-			return ec.Resolvers.Mutation().Register(ctx, fc.Args["username"].(string), fc.Args["password"].(string), fc.Args["email"].(*string))
+			return resolverMutation(ec.Resolvers).Register(ctx, fc.Args["username"].(string), fc.Args["password"].(string), fc.Args["email"].(*string))
 		},
 		func(ctx context.Context, next graphql.Resolver) graphql.Resolver {
 			directive0 := next
@@ -3569,7 +3569,7 @@ func (ec *executionContext) _Mutation_login(ctx context.Context, field graphql.C
 		},
 		func(ctx context.Context) (any, error) {
 			fc := graphql.GetFieldContext(ctx)
-			return ec.Resolvers.Mutation().Login(ctx, fc.Args["username"].(string), fc.Args["password"].(string))
+			return resolverMutation(ec.Resolvers).Login(ctx, fc.Args["username"].(string), fc.Args["password"].(string))
 		},
 		func(ctx context.Context, next graphql.Resolver) graphql.Resolver {
 			directive0 := next
@@ -3626,7 +3626,7 @@ func (ec *executionContext) _Mutation_refresh(ctx context.Context, field graphql
 		},
 		func(ctx context.Context) (any, error) {
 			fc := graphql.GetFieldContext(ctx)
-			return ec.Resolvers.Mutation().Refresh(ctx, fc.Args["refreshToken"].(*string))
+			return resolverMutation(ec.Resolvers).Refresh(ctx, fc.Args["refreshToken"].(*string))
 		},
 		func(ctx context.Context, next graphql.Resolver) graphql.Resolver {
 			directive0 := next
@@ -3683,7 +3683,7 @@ func (ec *executionContext) _Mutation_logout(ctx context.Context, field graphql.
 		},
 		func(ctx context.Context) (any, error) {
 			fc := graphql.GetFieldContext(ctx)
-			return ec.Resolvers.Mutation().Logout(ctx, fc.Args["scope"].(model.LogoutScope))
+			return resolverMutation(ec.Resolvers).Logout(ctx, fc.Args["scope"].(model.LogoutScope))
 		},
 		func(ctx context.Context, next graphql.Resolver) graphql.Resolver {
 			directive0 := next
@@ -3694,7 +3694,7 @@ func (ec *executionContext) _Mutation_logout(ctx context.Context, field graphql.
 					var zeroVal bool
 					return zeroVal, err
 				}
-				aal, err := ec.unmarshalOAuthLevel2ᚖgqlauthᚋmodelᚐAuthLevel(ctx, "AAL1")
+				aal, err := ec.constAuthLevel(ctx, "AAL1")
 				if err != nil {
 					var zeroVal bool
 					return zeroVal, err
@@ -3750,7 +3750,7 @@ func (ec *executionContext) _Mutation_changePassword(ctx context.Context, field 
 		},
 		func(ctx context.Context) (any, error) {
 			fc := graphql.GetFieldContext(ctx)
-			return ec.Resolvers.Mutation().ChangePassword(ctx, fc.Args["currentPassword"].(string), fc.Args["newPassword"].(string))
+			return resolverMutation(ec.Resolvers).ChangePassword(ctx, fc.Args["currentPassword"].(string), fc.Args["newPassword"].(string))
 		},
 		func(ctx context.Context, next graphql.Resolver) graphql.Resolver {
 			directive0 := next
@@ -3812,7 +3812,7 @@ func (ec *executionContext) _Mutation_createUser(ctx context.Context, field grap
 		},
 		func(ctx context.Context) (any, error) {
 			fc := graphql.GetFieldContext(ctx)
-			return ec.Resolvers.Mutation().CreateUser(ctx, fc.Args["username"].(string), fc.Args["password"].(string), fc.Args["email"].(*string), fc.Args["role"].(model.Role))
+			return resolverMutation(ec.Resolvers).CreateUser(ctx, fc.Args["username"].(string), fc.Args["password"].(string), fc.Args["email"].(*string), fc.Args["role"].(model.Role))
 		},
 		func(ctx context.Context, next graphql.Resolver) graphql.Resolver {
 			directive0 := next
@@ -3881,7 +3881,7 @@ func (ec *executionContext) _Mutation_setUserRole(ctx context.Context, field gra
 		},
 		func(ctx context.Context) (any, error) {
 			fc := graphql.GetFieldContext(ctx)
-			return ec.Resolvers.Mutation().SetUserRole(ctx, fc.Args["id"].(string), fc.Args["role"].(model.Role))
+			return resolverMutation(ec.Resolvers).SetUserRole(ctx, fc.Args["id"].(string), fc.Args["role"].(model.Role))
 		},
 		func(ctx context.Context, next graphql.Resolver) graphql.Resolver {
 			directive0 := next
@@ -3950,7 +3950,7 @@ func (ec *executionContext) _Mutation_setUserDisabled(ctx context.Context, field
 		},
 		func(ctx context.Context) (any, error) {
 			fc := graphql.GetFieldContext(ctx)
-			return ec.Resolvers.Mutation().SetUserDisabled(ctx, fc.Args["id"].(string), fc.Args["disabled"].(bool))
+			return resolverMutation(ec.Resolvers).SetUserDisabled(ctx, fc.Args["id"].(string), fc.Args["disabled"].(bool))
 		},
 		func(ctx context.Context, next graphql.Resolver) graphql.Resolver {
 			directive0 := next
@@ -4012,7 +4012,7 @@ func (ec *executionContext) _Mutation_createApiKey(ctx context.Context, field gr
 		},
 		func(ctx context.Context) (any, error) {
 			fc := graphql.GetFieldContext(ctx)
-			return ec.Resolvers.Mutation().CreateAPIKey(ctx, fc.Args["name"].(string), fc.Args["role"].(*model.Role), fc.Args["expiresIn"].(*int))
+			return resolverMutation(ec.Resolvers).CreateAPIKey(ctx, fc.Args["name"].(string), fc.Args["role"].(*model.Role), fc.Args["expiresIn"].(*int))
 		},
 		func(ctx context.Context, next graphql.Resolver) graphql.Resolver {
 			directive0 := next
@@ -4081,7 +4081,7 @@ func (ec *executionContext) _Mutation_revokeApiKey(ctx context.Context, field gr
 		},
 		func(ctx context.Context) (any, error) {
 			fc := graphql.GetFieldContext(ctx)
-			return ec.Resolvers.Mutation().RevokeAPIKey(ctx, fc.Args["id"].(string))
+			return resolverMutation(ec.Resolvers).RevokeAPIKey(ctx, fc.Args["id"].(string))
 		},
 		func(ctx context.Context, next graphql.Resolver) graphql.Resolver {
 			directive0 := next
@@ -4142,7 +4142,7 @@ func (ec *executionContext) _Mutation_rotateSigningKey(ctx context.Context, fiel
 			return ec.fieldContext_Mutation_rotateSigningKey(ctx, field)
 		},
 		func(ctx context.Context) (any, error) {
-			return ec.Resolvers.Mutation().RotateSigningKey(ctx)
+			return resolverMutation(ec.Resolvers).RotateSigningKey(ctx)
 		},
 		func(ctx context.Context, next graphql.Resolver) graphql.Resolver {
 			directive0 := next
@@ -4193,7 +4193,7 @@ func (ec *executionContext) _Mutation_revokeSigningKey(ctx context.Context, fiel
 		},
 		func(ctx context.Context) (any, error) {
 			fc := graphql.GetFieldContext(ctx)
-			return ec.Resolvers.Mutation().RevokeSigningKey(ctx, fc.Args["kid"].(string))
+			return resolverMutation(ec.Resolvers).RevokeSigningKey(ctx, fc.Args["kid"].(string))
 		},
 		func(ctx context.Context, next graphql.Resolver) graphql.Resolver {
 			directive0 := next
@@ -4255,7 +4255,7 @@ func (ec *executionContext) _Mutation_exchangeAuthCode(ctx context.Context, fiel
 		},
 		func(ctx context.Context) (any, error) {
 			fc := graphql.GetFieldContext(ctx)
-			return ec.Resolvers.Mutation().ExchangeAuthCode(ctx, fc.Args["code"].(string), fc.Args["codeVerifier"].(string))
+			return resolverMutation(ec.Resolvers).ExchangeAuthCode(ctx, fc.Args["code"].(string), fc.Args["codeVerifier"].(string))
 		},
 		func(ctx context.Context, next graphql.Resolver) graphql.Resolver {
 			directive0 := next
@@ -4312,7 +4312,7 @@ func (ec *executionContext) _Mutation_linkIdentityStart(ctx context.Context, fie
 		},
 		func(ctx context.Context) (any, error) {
 			fc := graphql.GetFieldContext(ctx)
-			return ec.Resolvers.Mutation().LinkIdentityStart(ctx, fc.Args["provider"].(string), fc.Args["redirectTo"].(string), fc.Args["codeChallenge"].(string))
+			return resolverMutation(ec.Resolvers).LinkIdentityStart(ctx, fc.Args["provider"].(string), fc.Args["redirectTo"].(string), fc.Args["codeChallenge"].(string))
 		},
 		func(ctx context.Context, next graphql.Resolver) graphql.Resolver {
 			directive0 := next
@@ -4381,7 +4381,7 @@ func (ec *executionContext) _Mutation_completeIdentityLink(ctx context.Context, 
 		},
 		func(ctx context.Context) (any, error) {
 			fc := graphql.GetFieldContext(ctx)
-			return ec.Resolvers.Mutation().CompleteIdentityLink(ctx, fc.Args["code"].(string), fc.Args["codeVerifier"].(string))
+			return resolverMutation(ec.Resolvers).CompleteIdentityLink(ctx, fc.Args["code"].(string), fc.Args["codeVerifier"].(string))
 		},
 		func(ctx context.Context, next graphql.Resolver) graphql.Resolver {
 			directive0 := next
@@ -4450,7 +4450,7 @@ func (ec *executionContext) _Mutation_unlinkIdentity(ctx context.Context, field 
 		},
 		func(ctx context.Context) (any, error) {
 			fc := graphql.GetFieldContext(ctx)
-			return ec.Resolvers.Mutation().UnlinkIdentity(ctx, fc.Args["provider"].(string))
+			return resolverMutation(ec.Resolvers).UnlinkIdentity(ctx, fc.Args["provider"].(string))
 		},
 		func(ctx context.Context, next graphql.Resolver) graphql.Resolver {
 			directive0 := next
@@ -4512,7 +4512,7 @@ func (ec *executionContext) _Mutation_setPassword(ctx context.Context, field gra
 		},
 		func(ctx context.Context) (any, error) {
 			fc := graphql.GetFieldContext(ctx)
-			return ec.Resolvers.Mutation().SetPassword(ctx, fc.Args["newPassword"].(string))
+			return resolverMutation(ec.Resolvers).SetPassword(ctx, fc.Args["newPassword"].(string))
 		},
 		func(ctx context.Context, next graphql.Resolver) graphql.Resolver {
 			directive0 := next
@@ -4580,7 +4580,7 @@ func (ec *executionContext) _Mutation_sendEmailVerification(ctx context.Context,
 			return ec.fieldContext_Mutation_sendEmailVerification(ctx, field)
 		},
 		func(ctx context.Context) (any, error) {
-			return ec.Resolvers.Mutation().SendEmailVerification(ctx)
+			return resolverMutation(ec.Resolvers).SendEmailVerification(ctx)
 		},
 		func(ctx context.Context, next graphql.Resolver) graphql.Resolver {
 			directive0 := next
@@ -4622,7 +4622,7 @@ func (ec *executionContext) _Mutation_verifyEmail(ctx context.Context, field gra
 		},
 		func(ctx context.Context) (any, error) {
 			fc := graphql.GetFieldContext(ctx)
-			return ec.Resolvers.Mutation().VerifyEmail(ctx, fc.Args["token"].(string))
+			return resolverMutation(ec.Resolvers).VerifyEmail(ctx, fc.Args["token"].(string))
 		},
 		func(ctx context.Context, next graphql.Resolver) graphql.Resolver {
 			directive0 := next
@@ -4679,7 +4679,7 @@ func (ec *executionContext) _Mutation_requestPasswordReset(ctx context.Context, 
 		},
 		func(ctx context.Context) (any, error) {
 			fc := graphql.GetFieldContext(ctx)
-			return ec.Resolvers.Mutation().RequestPasswordReset(ctx, fc.Args["email"].(string))
+			return resolverMutation(ec.Resolvers).RequestPasswordReset(ctx, fc.Args["email"].(string))
 		},
 		func(ctx context.Context, next graphql.Resolver) graphql.Resolver {
 			directive0 := next
@@ -4736,7 +4736,7 @@ func (ec *executionContext) _Mutation_resetPassword(ctx context.Context, field g
 		},
 		func(ctx context.Context) (any, error) {
 			fc := graphql.GetFieldContext(ctx)
-			return ec.Resolvers.Mutation().ResetPassword(ctx, fc.Args["token"].(string), fc.Args["newPassword"].(string))
+			return resolverMutation(ec.Resolvers).ResetPassword(ctx, fc.Args["token"].(string), fc.Args["newPassword"].(string))
 		},
 		func(ctx context.Context, next graphql.Resolver) graphql.Resolver {
 			directive0 := next
@@ -4793,7 +4793,7 @@ func (ec *executionContext) _Mutation_changeEmail(ctx context.Context, field gra
 		},
 		func(ctx context.Context) (any, error) {
 			fc := graphql.GetFieldContext(ctx)
-			return ec.Resolvers.Mutation().ChangeEmail(ctx, fc.Args["newEmail"].(string), fc.Args["currentPassword"].(*string))
+			return resolverMutation(ec.Resolvers).ChangeEmail(ctx, fc.Args["newEmail"].(string), fc.Args["currentPassword"].(*string))
 		},
 		func(ctx context.Context, next graphql.Resolver) graphql.Resolver {
 			directive0 := next
@@ -4862,7 +4862,7 @@ func (ec *executionContext) _Mutation_requestSignInCode(ctx context.Context, fie
 		},
 		func(ctx context.Context) (any, error) {
 			fc := graphql.GetFieldContext(ctx)
-			return ec.Resolvers.Mutation().RequestSignInCode(ctx, fc.Args["email"].(string))
+			return resolverMutation(ec.Resolvers).RequestSignInCode(ctx, fc.Args["email"].(string))
 		},
 		func(ctx context.Context, next graphql.Resolver) graphql.Resolver {
 			directive0 := next
@@ -4919,7 +4919,7 @@ func (ec *executionContext) _Mutation_signInWithCode(ctx context.Context, field 
 		},
 		func(ctx context.Context) (any, error) {
 			fc := graphql.GetFieldContext(ctx)
-			return ec.Resolvers.Mutation().SignInWithCode(ctx, fc.Args["email"].(string), fc.Args["code"].(string))
+			return resolverMutation(ec.Resolvers).SignInWithCode(ctx, fc.Args["email"].(string), fc.Args["code"].(string))
 		},
 		func(ctx context.Context, next graphql.Resolver) graphql.Resolver {
 			directive0 := next
@@ -4975,7 +4975,7 @@ func (ec *executionContext) _Mutation_enrollTotp(ctx context.Context, field grap
 			return ec.fieldContext_Mutation_enrollTotp(ctx, field)
 		},
 		func(ctx context.Context) (any, error) {
-			return ec.Resolvers.Mutation().EnrollTotp(ctx)
+			return resolverMutation(ec.Resolvers).EnrollTotp(ctx)
 		},
 		func(ctx context.Context, next graphql.Resolver) graphql.Resolver {
 			directive0 := next
@@ -5040,7 +5040,7 @@ func (ec *executionContext) _Mutation_confirmTotp(ctx context.Context, field gra
 		},
 		func(ctx context.Context) (any, error) {
 			fc := graphql.GetFieldContext(ctx)
-			return ec.Resolvers.Mutation().ConfirmTotp(ctx, fc.Args["code"].(string))
+			return resolverMutation(ec.Resolvers).ConfirmTotp(ctx, fc.Args["code"].(string))
 		},
 		func(ctx context.Context, next graphql.Resolver) graphql.Resolver {
 			directive0 := next
@@ -5115,7 +5115,7 @@ func (ec *executionContext) _Mutation_removeTotp(ctx context.Context, field grap
 			return ec.fieldContext_Mutation_removeTotp(ctx, field)
 		},
 		func(ctx context.Context) (any, error) {
-			return ec.Resolvers.Mutation().RemoveTotp(ctx)
+			return resolverMutation(ec.Resolvers).RemoveTotp(ctx)
 		},
 		func(ctx context.Context, next graphql.Resolver) graphql.Resolver {
 			directive0 := next
@@ -5126,7 +5126,7 @@ func (ec *executionContext) _Mutation_removeTotp(ctx context.Context, field grap
 					var zeroVal bool
 					return zeroVal, err
 				}
-				aal, err := ec.unmarshalOAuthLevel2ᚖgqlauthᚋmodelᚐAuthLevel(ctx, "AAL2")
+				aal, err := ec.constAuthLevel(ctx, "AAL2")
 				if err != nil {
 					var zeroVal bool
 					return zeroVal, err
@@ -5168,7 +5168,7 @@ func (ec *executionContext) _Mutation_regenerateRecoveryCodes(ctx context.Contex
 			return ec.fieldContext_Mutation_regenerateRecoveryCodes(ctx, field)
 		},
 		func(ctx context.Context) (any, error) {
-			return ec.Resolvers.Mutation().RegenerateRecoveryCodes(ctx)
+			return resolverMutation(ec.Resolvers).RegenerateRecoveryCodes(ctx)
 		},
 		func(ctx context.Context, next graphql.Resolver) graphql.Resolver {
 			directive0 := next
@@ -5179,7 +5179,7 @@ func (ec *executionContext) _Mutation_regenerateRecoveryCodes(ctx context.Contex
 					var zeroVal []string
 					return zeroVal, err
 				}
-				aal, err := ec.unmarshalOAuthLevel2ᚖgqlauthᚋmodelᚐAuthLevel(ctx, "AAL2")
+				aal, err := ec.constAuthLevel(ctx, "AAL2")
 				if err != nil {
 					var zeroVal []string
 					return zeroVal, err
@@ -5222,7 +5222,7 @@ func (ec *executionContext) _Mutation_verifyMfa(ctx context.Context, field graph
 		},
 		func(ctx context.Context) (any, error) {
 			fc := graphql.GetFieldContext(ctx)
-			return ec.Resolvers.Mutation().VerifyMfa(ctx, fc.Args["code"].(string))
+			return resolverMutation(ec.Resolvers).VerifyMfa(ctx, fc.Args["code"].(string))
 		},
 		func(ctx context.Context, next graphql.Resolver) graphql.Resolver {
 			directive0 := next
@@ -5233,7 +5233,7 @@ func (ec *executionContext) _Mutation_verifyMfa(ctx context.Context, field graph
 					var zeroVal *model.AuthPayload
 					return zeroVal, err
 				}
-				aal, err := ec.unmarshalOAuthLevel2ᚖgqlauthᚋmodelᚐAuthLevel(ctx, "AAL1")
+				aal, err := ec.constAuthLevel(ctx, "AAL1")
 				if err != nil {
 					var zeroVal *model.AuthPayload
 					return zeroVal, err
@@ -5289,7 +5289,7 @@ func (ec *executionContext) _Mutation_reauthenticate(ctx context.Context, field 
 		},
 		func(ctx context.Context) (any, error) {
 			fc := graphql.GetFieldContext(ctx)
-			return ec.Resolvers.Mutation().Reauthenticate(ctx, fc.Args["password"].(string))
+			return resolverMutation(ec.Resolvers).Reauthenticate(ctx, fc.Args["password"].(string))
 		},
 		func(ctx context.Context, next graphql.Resolver) graphql.Resolver {
 			directive0 := next
@@ -5300,7 +5300,7 @@ func (ec *executionContext) _Mutation_reauthenticate(ctx context.Context, field 
 					var zeroVal *model.AuthPayload
 					return zeroVal, err
 				}
-				aal, err := ec.unmarshalOAuthLevel2ᚖgqlauthᚋmodelᚐAuthLevel(ctx, "AAL1")
+				aal, err := ec.constAuthLevel(ctx, "AAL1")
 				if err != nil {
 					var zeroVal *model.AuthPayload
 					return zeroVal, err
@@ -5356,7 +5356,7 @@ func (ec *executionContext) _Mutation_resetUserMfa(ctx context.Context, field gr
 		},
 		func(ctx context.Context) (any, error) {
 			fc := graphql.GetFieldContext(ctx)
-			return ec.Resolvers.Mutation().ResetUserMfa(ctx, fc.Args["id"].(string))
+			return resolverMutation(ec.Resolvers).ResetUserMfa(ctx, fc.Args["id"].(string))
 		},
 		func(ctx context.Context, next graphql.Resolver) graphql.Resolver {
 			directive0 := next
@@ -5367,7 +5367,7 @@ func (ec *executionContext) _Mutation_resetUserMfa(ctx context.Context, field gr
 					var zeroVal *model.User
 					return zeroVal, err
 				}
-				aal, err := ec.unmarshalOAuthLevel2ᚖgqlauthᚋmodelᚐAuthLevel(ctx, "AAL2")
+				aal, err := ec.constAuthLevel(ctx, "AAL2")
 				if err != nil {
 					var zeroVal *model.User
 					return zeroVal, err
@@ -5422,7 +5422,7 @@ func (ec *executionContext) _Mutation_beginPasskeyRegistration(ctx context.Conte
 			return ec.fieldContext_Mutation_beginPasskeyRegistration(ctx, field)
 		},
 		func(ctx context.Context) (any, error) {
-			return ec.Resolvers.Mutation().BeginPasskeyRegistration(ctx)
+			return resolverMutation(ec.Resolvers).BeginPasskeyRegistration(ctx)
 		},
 		func(ctx context.Context, next graphql.Resolver) graphql.Resolver {
 			directive0 := next
@@ -5487,7 +5487,7 @@ func (ec *executionContext) _Mutation_finishPasskeyRegistration(ctx context.Cont
 		},
 		func(ctx context.Context) (any, error) {
 			fc := graphql.GetFieldContext(ctx)
-			return ec.Resolvers.Mutation().FinishPasskeyRegistration(ctx, fc.Args["challengeId"].(string), fc.Args["name"].(string), fc.Args["credential"].(json.RawMessage))
+			return resolverMutation(ec.Resolvers).FinishPasskeyRegistration(ctx, fc.Args["challengeId"].(string), fc.Args["name"].(string), fc.Args["credential"].(json.RawMessage))
 		},
 		func(ctx context.Context, next graphql.Resolver) graphql.Resolver {
 			directive0 := next
@@ -5563,7 +5563,7 @@ func (ec *executionContext) _Mutation_removePasskey(ctx context.Context, field g
 		},
 		func(ctx context.Context) (any, error) {
 			fc := graphql.GetFieldContext(ctx)
-			return ec.Resolvers.Mutation().RemovePasskey(ctx, fc.Args["id"].(string))
+			return resolverMutation(ec.Resolvers).RemovePasskey(ctx, fc.Args["id"].(string))
 		},
 		func(ctx context.Context, next graphql.Resolver) graphql.Resolver {
 			directive0 := next
@@ -5574,7 +5574,7 @@ func (ec *executionContext) _Mutation_removePasskey(ctx context.Context, field g
 					var zeroVal bool
 					return zeroVal, err
 				}
-				aal, err := ec.unmarshalOAuthLevel2ᚖgqlauthᚋmodelᚐAuthLevel(ctx, "AAL2")
+				aal, err := ec.constAuthLevel(ctx, "AAL2")
 				if err != nil {
 					var zeroVal bool
 					return zeroVal, err
@@ -5636,7 +5636,7 @@ func (ec *executionContext) _Mutation_beginPasskeySignIn(ctx context.Context, fi
 			return ec.fieldContext_Mutation_beginPasskeySignIn(ctx, field)
 		},
 		func(ctx context.Context) (any, error) {
-			return ec.Resolvers.Mutation().BeginPasskeySignIn(ctx)
+			return resolverMutation(ec.Resolvers).BeginPasskeySignIn(ctx)
 		},
 		func(ctx context.Context, next graphql.Resolver) graphql.Resolver {
 			directive0 := next
@@ -5682,7 +5682,7 @@ func (ec *executionContext) _Mutation_finishPasskeySignIn(ctx context.Context, f
 		},
 		func(ctx context.Context) (any, error) {
 			fc := graphql.GetFieldContext(ctx)
-			return ec.Resolvers.Mutation().FinishPasskeySignIn(ctx, fc.Args["challengeId"].(string), fc.Args["credential"].(json.RawMessage))
+			return resolverMutation(ec.Resolvers).FinishPasskeySignIn(ctx, fc.Args["challengeId"].(string), fc.Args["credential"].(json.RawMessage))
 		},
 		func(ctx context.Context, next graphql.Resolver) graphql.Resolver {
 			directive0 := next
@@ -5738,7 +5738,7 @@ func (ec *executionContext) _Mutation_beginPasskeyVerification(ctx context.Conte
 			return ec.fieldContext_Mutation_beginPasskeyVerification(ctx, field)
 		},
 		func(ctx context.Context) (any, error) {
-			return ec.Resolvers.Mutation().BeginPasskeyVerification(ctx)
+			return resolverMutation(ec.Resolvers).BeginPasskeyVerification(ctx)
 		},
 		func(ctx context.Context, next graphql.Resolver) graphql.Resolver {
 			directive0 := next
@@ -5749,7 +5749,7 @@ func (ec *executionContext) _Mutation_beginPasskeyVerification(ctx context.Conte
 					var zeroVal *model.PasskeyChallenge
 					return zeroVal, err
 				}
-				aal, err := ec.unmarshalOAuthLevel2ᚖgqlauthᚋmodelᚐAuthLevel(ctx, "AAL1")
+				aal, err := ec.constAuthLevel(ctx, "AAL1")
 				if err != nil {
 					var zeroVal *model.PasskeyChallenge
 					return zeroVal, err
@@ -5794,7 +5794,7 @@ func (ec *executionContext) _Mutation_finishPasskeyVerification(ctx context.Cont
 		},
 		func(ctx context.Context) (any, error) {
 			fc := graphql.GetFieldContext(ctx)
-			return ec.Resolvers.Mutation().FinishPasskeyVerification(ctx, fc.Args["challengeId"].(string), fc.Args["credential"].(json.RawMessage))
+			return resolverMutation(ec.Resolvers).FinishPasskeyVerification(ctx, fc.Args["challengeId"].(string), fc.Args["credential"].(json.RawMessage))
 		},
 		func(ctx context.Context, next graphql.Resolver) graphql.Resolver {
 			directive0 := next
@@ -5805,7 +5805,7 @@ func (ec *executionContext) _Mutation_finishPasskeyVerification(ctx context.Cont
 					var zeroVal *model.AuthPayload
 					return zeroVal, err
 				}
-				aal, err := ec.unmarshalOAuthLevel2ᚖgqlauthᚋmodelᚐAuthLevel(ctx, "AAL1")
+				aal, err := ec.constAuthLevel(ctx, "AAL1")
 				if err != nil {
 					var zeroVal *model.AuthPayload
 					return zeroVal, err
@@ -5969,7 +5969,7 @@ func (ec *executionContext) _Query_me(ctx context.Context, field graphql.Collect
 			return ec.fieldContext_Query_me(ctx, field)
 		},
 		func(ctx context.Context) (any, error) {
-			return ec.Resolvers.Query().Me(ctx)
+			return resolverQuery(ec.Resolvers).Me(ctx)
 		},
 		func(ctx context.Context, next graphql.Resolver) graphql.Resolver {
 			directive0 := next
@@ -5980,7 +5980,7 @@ func (ec *executionContext) _Query_me(ctx context.Context, field graphql.Collect
 					var zeroVal *model.User
 					return zeroVal, err
 				}
-				aal, err := ec.unmarshalOAuthLevel2ᚖgqlauthᚋmodelᚐAuthLevel(ctx, "AAL1")
+				aal, err := ec.constAuthLevel(ctx, "AAL1")
 				if err != nil {
 					var zeroVal *model.User
 					return zeroVal, err
@@ -6024,7 +6024,7 @@ func (ec *executionContext) _Query_sessions(ctx context.Context, field graphql.C
 			return ec.fieldContext_Query_sessions(ctx, field)
 		},
 		func(ctx context.Context) (any, error) {
-			return ec.Resolvers.Query().Sessions(ctx)
+			return resolverQuery(ec.Resolvers).Sessions(ctx)
 		},
 		func(ctx context.Context, next graphql.Resolver) graphql.Resolver {
 			directive0 := next
@@ -6075,7 +6075,7 @@ func (ec *executionContext) _Query_users(ctx context.Context, field graphql.Coll
 		},
 		func(ctx context.Context) (any, error) {
 			fc := graphql.GetFieldContext(ctx)
-			return ec.Resolvers.Query().Users(ctx, fc.Args["limit"].(int), fc.Args["offset"].(int))
+			return resolverQuery(ec.Resolvers).Users(ctx, fc.Args["limit"].(int), fc.Args["offset"].(int))
 		},
 		func(ctx context.Context, next graphql.Resolver) graphql.Resolver {
 			directive0 := next
@@ -6136,7 +6136,7 @@ func (ec *executionContext) _Query_apiKeys(ctx context.Context, field graphql.Co
 			return ec.fieldContext_Query_apiKeys(ctx, field)
 		},
 		func(ctx context.Context) (any, error) {
-			return ec.Resolvers.Query().APIKeys(ctx)
+			return resolverQuery(ec.Resolvers).APIKeys(ctx)
 		},
 		func(ctx context.Context, next graphql.Resolver) graphql.Resolver {
 			directive0 := next
@@ -6187,7 +6187,7 @@ func (ec *executionContext) _Query_auditEvents(ctx context.Context, field graphq
 		},
 		func(ctx context.Context) (any, error) {
 			fc := graphql.GetFieldContext(ctx)
-			return ec.Resolvers.Query().AuditEvents(ctx, fc.Args["first"].(int), fc.Args["after"].(*string), fc.Args["userId"].(*string), fc.Args["types"].([]model.AuditEventType))
+			return resolverQuery(ec.Resolvers).AuditEvents(ctx, fc.Args["first"].(int), fc.Args["after"].(*string), fc.Args["userId"].(*string), fc.Args["types"].([]model.AuditEventType))
 		},
 		func(ctx context.Context, next graphql.Resolver) graphql.Resolver {
 			directive0 := next
@@ -6249,7 +6249,7 @@ func (ec *executionContext) _Query_securityEvents(ctx context.Context, field gra
 		},
 		func(ctx context.Context) (any, error) {
 			fc := graphql.GetFieldContext(ctx)
-			return ec.Resolvers.Query().SecurityEvents(ctx, fc.Args["first"].(int), fc.Args["after"].(*string))
+			return resolverQuery(ec.Resolvers).SecurityEvents(ctx, fc.Args["first"].(int), fc.Args["after"].(*string))
 		},
 		func(ctx context.Context, next graphql.Resolver) graphql.Resolver {
 			directive0 := next
@@ -6310,7 +6310,7 @@ func (ec *executionContext) _Query_signingKeys(ctx context.Context, field graphq
 			return ec.fieldContext_Query_signingKeys(ctx, field)
 		},
 		func(ctx context.Context) (any, error) {
-			return ec.Resolvers.Query().SigningKeys(ctx)
+			return resolverQuery(ec.Resolvers).SigningKeys(ctx)
 		},
 		func(ctx context.Context, next graphql.Resolver) graphql.Resolver {
 			directive0 := next
@@ -6622,7 +6622,7 @@ func (ec *executionContext) _Subscription_securityEvents(ctx context.Context, fi
 			return ec.fieldContext_Subscription_securityEvents(ctx, field)
 		},
 		func(ctx context.Context) (any, error) {
-			return ec.Resolvers.Subscription().SecurityEvents(ctx)
+			return resolverSubscription(ec.Resolvers).SecurityEvents(ctx)
 		},
 		func(ctx context.Context, next graphql.Resolver) graphql.Resolver {
 			directive0 := next
@@ -6672,7 +6672,7 @@ func (ec *executionContext) _Subscription_auditEvents(ctx context.Context, field
 			return ec.fieldContext_Subscription_auditEvents(ctx, field)
 		},
 		func(ctx context.Context) (any, error) {
-			return ec.Resolvers.Subscription().AuditEvents(ctx)
+			return resolverSubscription(ec.Resolvers).AuditEvents(ctx)
 		},
 		func(ctx context.Context, next graphql.Resolver) graphql.Resolver {
 			directive0 := next
@@ -6801,7 +6801,7 @@ func (ec *executionContext) _User_identities(ctx context.Context, field graphql.
 			return ec.fieldContext_User_identities(ctx, field)
 		},
 		func(ctx context.Context) (any, error) {
-			return ec.Resolvers.User().Identities(ctx, obj)
+			return resolverUser(ec.Resolvers).Identities(ctx, obj)
 		},
 		nil,
 		func(ctx context.Context, selections ast.SelectionSet, v []*model.Identity) graphql.Marshaler {
@@ -6856,7 +6856,7 @@ func (ec *executionContext) _User_mfa(ctx context.Context, field graphql.Collect
 			return ec.fieldContext_User_mfa(ctx, field)
 		},
 		func(ctx context.Context) (any, error) {
-			return ec.Resolvers.User().Mfa(ctx, obj)
+			return resolverUser(ec.Resolvers).Mfa(ctx, obj)
 		},
 		nil,
 		func(ctx context.Context, selections ast.SelectionSet, v *model.MfaStatus) graphql.Marshaler {
@@ -7859,11 +7859,14 @@ func (ec *executionContext) fieldContext___Type_isOneOf(_ context.Context, field
 var apiKeyImplementors = []string{"ApiKey"}
 
 func (ec *executionContext) _ApiKey(ctx context.Context, sel ast.SelectionSet, obj *model.APIKey) graphql.Marshaler {
+	if m := ec._ApiKey_plain(ctx, sel, obj); m != nil {
+		return m
+	}
 	fields := collectFields(ec.OperationContext, sel, apiKeyImplementors)
 
 	out := graphql.NewFieldSet(fields)
-	deferredFieldSet := graphql.NewFieldSet(nil)
-	deferLabelToView := make(map[string]*graphql.FieldSetView)
+	var deferredFieldSet *graphql.FieldSet
+	var deferLabelToView map[string]*graphql.FieldSetView
 	for i, field := range fields {
 		switch field.Name {
 		case "__typename":
@@ -7929,11 +7932,14 @@ func (ec *executionContext) _ApiKey(ctx context.Context, sel ast.SelectionSet, o
 var apiKeySecretImplementors = []string{"ApiKeySecret"}
 
 func (ec *executionContext) _ApiKeySecret(ctx context.Context, sel ast.SelectionSet, obj *model.APIKeySecret) graphql.Marshaler {
+	if m := ec._ApiKeySecret_plain(ctx, sel, obj); m != nil {
+		return m
+	}
 	fields := collectFields(ec.OperationContext, sel, apiKeySecretImplementors)
 
 	out := graphql.NewFieldSet(fields)
-	deferredFieldSet := graphql.NewFieldSet(nil)
-	deferLabelToView := make(map[string]*graphql.FieldSetView)
+	var deferredFieldSet *graphql.FieldSet
+	var deferLabelToView map[string]*graphql.FieldSetView
 	for i, field := range fields {
 		switch field.Name {
 		case "__typename":
@@ -7974,11 +7980,14 @@ func (ec *executionContext) _ApiKeySecret(ctx context.Context, sel ast.Selection
 var auditEventImplementors = []string{"AuditEvent"}
 
 func (ec *executionContext) _AuditEvent(ctx context.Context, sel ast.SelectionSet, obj *model.AuditEvent) graphql.Marshaler {
+	if m := ec._AuditEvent_plain(ctx, sel, obj); m != nil {
+		return m
+	}
 	fields := collectFields(ec.OperationContext, sel, auditEventImplementors)
 
 	out := graphql.NewFieldSet(fields)
-	deferredFieldSet := graphql.NewFieldSet(nil)
-	deferLabelToView := make(map[string]*graphql.FieldSetView)
+	var deferredFieldSet *graphql.FieldSet
+	var deferLabelToView map[string]*graphql.FieldSetView
 	for i, field := range fields {
 		switch field.Name {
 		case "__typename":
@@ -8057,8 +8066,8 @@ func (ec *executionContext) _AuditEventConnection(ctx context.Context, sel ast.S
 	fields := collectFields(ec.OperationContext, sel, auditEventConnectionImplementors)
 
 	out := graphql.NewFieldSet(fields)
-	deferredFieldSet := graphql.NewFieldSet(nil)
-	deferLabelToView := make(map[string]*graphql.FieldSetView)
+	var deferredFieldSet *graphql.FieldSet
+	var deferLabelToView map[string]*graphql.FieldSetView
 	for i, field := range fields {
 		switch field.Name {
 		case "__typename":
@@ -8099,11 +8108,14 @@ func (ec *executionContext) _AuditEventConnection(ctx context.Context, sel ast.S
 var auditEventEdgeImplementors = []string{"AuditEventEdge"}
 
 func (ec *executionContext) _AuditEventEdge(ctx context.Context, sel ast.SelectionSet, obj *model.AuditEventEdge) graphql.Marshaler {
+	if m := ec._AuditEventEdge_plain(ctx, sel, obj); m != nil {
+		return m
+	}
 	fields := collectFields(ec.OperationContext, sel, auditEventEdgeImplementors)
 
 	out := graphql.NewFieldSet(fields)
-	deferredFieldSet := graphql.NewFieldSet(nil)
-	deferLabelToView := make(map[string]*graphql.FieldSetView)
+	var deferredFieldSet *graphql.FieldSet
+	var deferLabelToView map[string]*graphql.FieldSetView
 	for i, field := range fields {
 		switch field.Name {
 		case "__typename":
@@ -8144,11 +8156,14 @@ func (ec *executionContext) _AuditEventEdge(ctx context.Context, sel ast.Selecti
 var authPayloadImplementors = []string{"AuthPayload"}
 
 func (ec *executionContext) _AuthPayload(ctx context.Context, sel ast.SelectionSet, obj *model.AuthPayload) graphql.Marshaler {
+	if m := ec._AuthPayload_plain(ctx, sel, obj); m != nil {
+		return m
+	}
 	fields := collectFields(ec.OperationContext, sel, authPayloadImplementors)
 
 	out := graphql.NewFieldSet(fields)
-	deferredFieldSet := graphql.NewFieldSet(nil)
-	deferLabelToView := make(map[string]*graphql.FieldSetView)
+	var deferredFieldSet *graphql.FieldSet
+	var deferLabelToView map[string]*graphql.FieldSetView
 	for i, field := range fields {
 		switch field.Name {
 		case "__typename":
@@ -8214,11 +8229,14 @@ func (ec *executionContext) _AuthPayload(ctx context.Context, sel ast.SelectionS
 var identityImplementors = []string{"Identity"}
 
 func (ec *executionContext) _Identity(ctx context.Context, sel ast.SelectionSet, obj *model.Identity) graphql.Marshaler {
+	if m := ec._Identity_plain(ctx, sel, obj); m != nil {
+		return m
+	}
 	fields := collectFields(ec.OperationContext, sel, identityImplementors)
 
 	out := graphql.NewFieldSet(fields)
-	deferredFieldSet := graphql.NewFieldSet(nil)
-	deferLabelToView := make(map[string]*graphql.FieldSetView)
+	var deferredFieldSet *graphql.FieldSet
+	var deferLabelToView map[string]*graphql.FieldSetView
 	for i, field := range fields {
 		switch field.Name {
 		case "__typename":
@@ -8269,11 +8287,14 @@ func (ec *executionContext) _Identity(ctx context.Context, sel ast.SelectionSet,
 var mfaStatusImplementors = []string{"MfaStatus"}
 
 func (ec *executionContext) _MfaStatus(ctx context.Context, sel ast.SelectionSet, obj *model.MfaStatus) graphql.Marshaler {
+	if m := ec._MfaStatus_plain(ctx, sel, obj); m != nil {
+		return m
+	}
 	fields := collectFields(ec.OperationContext, sel, mfaStatusImplementors)
 
 	out := graphql.NewFieldSet(fields)
-	deferredFieldSet := graphql.NewFieldSet(nil)
-	deferLabelToView := make(map[string]*graphql.FieldSetView)
+	var deferredFieldSet *graphql.FieldSet
+	var deferLabelToView map[string]*graphql.FieldSetView
 	for i, field := range fields {
 		switch field.Name {
 		case "__typename":
@@ -8325,8 +8346,8 @@ func (ec *executionContext) _Mutation(ctx context.Context, sel ast.SelectionSet)
 	})
 
 	out := graphql.NewFieldSet(fields)
-	deferredFieldSet := graphql.NewFieldSet(nil)
-	deferLabelToView := make(map[string]*graphql.FieldSetView)
+	var deferredFieldSet *graphql.FieldSet
+	var deferLabelToView map[string]*graphql.FieldSetView
 	for i, field := range fields {
 		innerCtx := graphql.WithRootFieldContext(ctx, &graphql.RootFieldContext{
 			Object: field.Name,
@@ -8628,11 +8649,14 @@ func (ec *executionContext) _Mutation(ctx context.Context, sel ast.SelectionSet)
 var pageInfoImplementors = []string{"PageInfo"}
 
 func (ec *executionContext) _PageInfo(ctx context.Context, sel ast.SelectionSet, obj *model.PageInfo) graphql.Marshaler {
+	if m := ec._PageInfo_plain(ctx, sel, obj); m != nil {
+		return m
+	}
 	fields := collectFields(ec.OperationContext, sel, pageInfoImplementors)
 
 	out := graphql.NewFieldSet(fields)
-	deferredFieldSet := graphql.NewFieldSet(nil)
-	deferLabelToView := make(map[string]*graphql.FieldSetView)
+	var deferredFieldSet *graphql.FieldSet
+	var deferLabelToView map[string]*graphql.FieldSetView
 	for i, field := range fields {
 		switch field.Name {
 		case "__typename":
@@ -8673,11 +8697,14 @@ func (ec *executionContext) _PageInfo(ctx context.Context, sel ast.SelectionSet,
 var passkeyImplementors = []string{"Passkey"}
 
 func (ec *executionContext) _Passkey(ctx context.Context, sel ast.SelectionSet, obj *model.Passkey) graphql.Marshaler {
+	if m := ec._Passkey_plain(ctx, sel, obj); m != nil {
+		return m
+	}
 	fields := collectFields(ec.OperationContext, sel, passkeyImplementors)
 
 	out := graphql.NewFieldSet(fields)
-	deferredFieldSet := graphql.NewFieldSet(nil)
-	deferLabelToView := make(map[string]*graphql.FieldSetView)
+	var deferredFieldSet *graphql.FieldSet
+	var deferLabelToView map[string]*graphql.FieldSetView
 	for i, field := range fields {
 		switch field.Name {
 		case "__typename":
@@ -8728,11 +8755,14 @@ func (ec *executionContext) _Passkey(ctx context.Context, sel ast.SelectionSet, 
 var passkeyChallengeImplementors = []string{"PasskeyChallenge"}
 
 func (ec *executionContext) _PasskeyChallenge(ctx context.Context, sel ast.SelectionSet, obj *model.PasskeyChallenge) graphql.Marshaler {
+	if m := ec._PasskeyChallenge_plain(ctx, sel, obj); m != nil {
+		return m
+	}
 	fields := collectFields(ec.OperationContext, sel, passkeyChallengeImplementors)
 
 	out := graphql.NewFieldSet(fields)
-	deferredFieldSet := graphql.NewFieldSet(nil)
-	deferLabelToView := make(map[string]*graphql.FieldSetView)
+	var deferredFieldSet *graphql.FieldSet
+	var deferLabelToView map[string]*graphql.FieldSetView
 	for i, field := range fields {
 		switch field.Name {
 		case "__typename":
@@ -8779,8 +8809,8 @@ func (ec *executionContext) _Query(ctx context.Context, sel ast.SelectionSet) gr
 	})
 
 	out := graphql.NewFieldSet(fields)
-	deferredFieldSet := graphql.NewFieldSet(nil)
-	deferLabelToView := make(map[string]*graphql.FieldSetView)
+	var deferredFieldSet *graphql.FieldSet
+	var deferLabelToView map[string]*graphql.FieldSetView
 	for i, field := range fields {
 		innerCtx := graphql.WithRootFieldContext(ctx, &graphql.RootFieldContext{
 			Object: field.Name,
@@ -8879,11 +8909,14 @@ func (ec *executionContext) _Query(ctx context.Context, sel ast.SelectionSet) gr
 var sessionImplementors = []string{"Session"}
 
 func (ec *executionContext) _Session(ctx context.Context, sel ast.SelectionSet, obj *model.Session) graphql.Marshaler {
+	if m := ec._Session_plain(ctx, sel, obj); m != nil {
+		return m
+	}
 	fields := collectFields(ec.OperationContext, sel, sessionImplementors)
 
 	out := graphql.NewFieldSet(fields)
-	deferredFieldSet := graphql.NewFieldSet(nil)
-	deferLabelToView := make(map[string]*graphql.FieldSetView)
+	var deferredFieldSet *graphql.FieldSet
+	var deferLabelToView map[string]*graphql.FieldSetView
 	for i, field := range fields {
 		switch field.Name {
 		case "__typename":
@@ -8944,11 +8977,14 @@ func (ec *executionContext) _Session(ctx context.Context, sel ast.SelectionSet, 
 var signingKeyImplementors = []string{"SigningKey"}
 
 func (ec *executionContext) _SigningKey(ctx context.Context, sel ast.SelectionSet, obj *model.SigningKey) graphql.Marshaler {
+	if m := ec._SigningKey_plain(ctx, sel, obj); m != nil {
+		return m
+	}
 	fields := collectFields(ec.OperationContext, sel, signingKeyImplementors)
 
 	out := graphql.NewFieldSet(fields)
-	deferredFieldSet := graphql.NewFieldSet(nil)
-	deferLabelToView := make(map[string]*graphql.FieldSetView)
+	var deferredFieldSet *graphql.FieldSet
+	var deferLabelToView map[string]*graphql.FieldSetView
 	for i, field := range fields {
 		switch field.Name {
 		case "__typename":
@@ -9031,11 +9067,14 @@ func (ec *executionContext) _Subscription(ctx context.Context, sel ast.Selection
 var totpEnrollmentImplementors = []string{"TotpEnrollment"}
 
 func (ec *executionContext) _TotpEnrollment(ctx context.Context, sel ast.SelectionSet, obj *model.TotpEnrollment) graphql.Marshaler {
+	if m := ec._TotpEnrollment_plain(ctx, sel, obj); m != nil {
+		return m
+	}
 	fields := collectFields(ec.OperationContext, sel, totpEnrollmentImplementors)
 
 	out := graphql.NewFieldSet(fields)
-	deferredFieldSet := graphql.NewFieldSet(nil)
-	deferLabelToView := make(map[string]*graphql.FieldSetView)
+	var deferredFieldSet *graphql.FieldSet
+	var deferLabelToView map[string]*graphql.FieldSetView
 	for i, field := range fields {
 		switch field.Name {
 		case "__typename":
@@ -9076,11 +9115,14 @@ func (ec *executionContext) _TotpEnrollment(ctx context.Context, sel ast.Selecti
 var userImplementors = []string{"User"}
 
 func (ec *executionContext) _User(ctx context.Context, sel ast.SelectionSet, obj *model.User) graphql.Marshaler {
+	if m := ec._User_plain(ctx, sel, obj); m != nil {
+		return m
+	}
 	fields := collectFields(ec.OperationContext, sel, userImplementors)
 
 	out := graphql.NewFieldSet(fields)
-	deferredFieldSet := graphql.NewFieldSet(nil)
-	deferLabelToView := make(map[string]*graphql.FieldSetView)
+	var deferredFieldSet *graphql.FieldSet
+	var deferLabelToView map[string]*graphql.FieldSetView
 	for i, field := range fields {
 		switch field.Name {
 		case "__typename":
@@ -9132,10 +9174,15 @@ func (ec *executionContext) _User(ctx context.Context, sel ast.SelectionSet, obj
 			}
 
 			if field.IsDeferred() {
+				if deferredFieldSet == nil {
+					deferredFieldSet = graphql.NewFieldSet(nil)
+					deferLabelToView = make(map[string]*graphql.FieldSetView)
+				}
 				deferredFieldSet.AddField(field)
 				fieldIndex := len(deferredFieldSet.Values) - 1
+				deferred := deferredFieldSet
 				deferredFieldSet.Concurrently(fieldIndex, func(ctx context.Context) graphql.Marshaler {
-					return innerFunc(ctx, deferredFieldSet)
+					return innerFunc(ctx, deferred)
 				})
 
 				for _, deferrable := range field.Deferrables {
@@ -9175,10 +9222,15 @@ func (ec *executionContext) _User(ctx context.Context, sel ast.SelectionSet, obj
 			}
 
 			if field.IsDeferred() {
+				if deferredFieldSet == nil {
+					deferredFieldSet = graphql.NewFieldSet(nil)
+					deferLabelToView = make(map[string]*graphql.FieldSetView)
+				}
 				deferredFieldSet.AddField(field)
 				fieldIndex := len(deferredFieldSet.Values) - 1
+				deferred := deferredFieldSet
 				deferredFieldSet.Concurrently(fieldIndex, func(ctx context.Context) graphql.Marshaler {
-					return innerFunc(ctx, deferredFieldSet)
+					return innerFunc(ctx, deferred)
 				})
 
 				for _, deferrable := range field.Deferrables {
@@ -9222,11 +9274,14 @@ func (ec *executionContext) _User(ctx context.Context, sel ast.SelectionSet, obj
 var __DirectiveImplementors = []string{"__Directive"}
 
 func (ec *executionContext) ___Directive(ctx context.Context, sel ast.SelectionSet, obj *introspection.Directive) graphql.Marshaler {
+	if m := ec.___Directive_plain(ctx, sel, obj); m != nil {
+		return m
+	}
 	fields := collectFields(ec.OperationContext, sel, __DirectiveImplementors)
 
 	out := graphql.NewFieldSet(fields)
-	deferredFieldSet := graphql.NewFieldSet(nil)
-	deferLabelToView := make(map[string]*graphql.FieldSetView)
+	var deferredFieldSet *graphql.FieldSet
+	var deferLabelToView map[string]*graphql.FieldSetView
 	for i, field := range fields {
 		switch field.Name {
 		case "__typename":
@@ -9282,11 +9337,14 @@ func (ec *executionContext) ___Directive(ctx context.Context, sel ast.SelectionS
 var __EnumValueImplementors = []string{"__EnumValue"}
 
 func (ec *executionContext) ___EnumValue(ctx context.Context, sel ast.SelectionSet, obj *introspection.EnumValue) graphql.Marshaler {
+	if m := ec.___EnumValue_plain(ctx, sel, obj); m != nil {
+		return m
+	}
 	fields := collectFields(ec.OperationContext, sel, __EnumValueImplementors)
 
 	out := graphql.NewFieldSet(fields)
-	deferredFieldSet := graphql.NewFieldSet(nil)
-	deferLabelToView := make(map[string]*graphql.FieldSetView)
+	var deferredFieldSet *graphql.FieldSet
+	var deferLabelToView map[string]*graphql.FieldSetView
 	for i, field := range fields {
 		switch field.Name {
 		case "__typename":
@@ -9337,11 +9395,14 @@ func (ec *executionContext) ___EnumValue(ctx context.Context, sel ast.SelectionS
 var __FieldImplementors = []string{"__Field"}
 
 func (ec *executionContext) ___Field(ctx context.Context, sel ast.SelectionSet, obj *introspection.Field) graphql.Marshaler {
+	if m := ec.___Field_plain(ctx, sel, obj); m != nil {
+		return m
+	}
 	fields := collectFields(ec.OperationContext, sel, __FieldImplementors)
 
 	out := graphql.NewFieldSet(fields)
-	deferredFieldSet := graphql.NewFieldSet(nil)
-	deferLabelToView := make(map[string]*graphql.FieldSetView)
+	var deferredFieldSet *graphql.FieldSet
+	var deferLabelToView map[string]*graphql.FieldSetView
 	for i, field := range fields {
 		switch field.Name {
 		case "__typename":
@@ -9402,11 +9463,14 @@ func (ec *executionContext) ___Field(ctx context.Context, sel ast.SelectionSet, 
 var __InputValueImplementors = []string{"__InputValue"}
 
 func (ec *executionContext) ___InputValue(ctx context.Context, sel ast.SelectionSet, obj *introspection.InputValue) graphql.Marshaler {
+	if m := ec.___InputValue_plain(ctx, sel, obj); m != nil {
+		return m
+	}
 	fields := collectFields(ec.OperationContext, sel, __InputValueImplementors)
 
 	out := graphql.NewFieldSet(fields)
-	deferredFieldSet := graphql.NewFieldSet(nil)
-	deferLabelToView := make(map[string]*graphql.FieldSetView)
+	var deferredFieldSet *graphql.FieldSet
+	var deferLabelToView map[string]*graphql.FieldSetView
 	for i, field := range fields {
 		switch field.Name {
 		case "__typename":
@@ -9470,8 +9534,8 @@ func (ec *executionContext) ___Schema(ctx context.Context, sel ast.SelectionSet,
 	fields := collectFields(ec.OperationContext, sel, __SchemaImplementors)
 
 	out := graphql.NewFieldSet(fields)
-	deferredFieldSet := graphql.NewFieldSet(nil)
-	deferLabelToView := make(map[string]*graphql.FieldSetView)
+	var deferredFieldSet *graphql.FieldSet
+	var deferLabelToView map[string]*graphql.FieldSetView
 	for i, field := range fields {
 		switch field.Name {
 		case "__typename":
@@ -9535,8 +9599,8 @@ func (ec *executionContext) ___Type(ctx context.Context, sel ast.SelectionSet, o
 	fields := collectFields(ec.OperationContext, sel, __TypeImplementors)
 
 	out := graphql.NewFieldSet(fields)
-	deferredFieldSet := graphql.NewFieldSet(nil)
-	deferLabelToView := make(map[string]*graphql.FieldSetView)
+	var deferredFieldSet *graphql.FieldSet
+	var deferLabelToView map[string]*graphql.FieldSetView
 	for i, field := range fields {
 		switch field.Name {
 		case "__typename":
@@ -10474,3 +10538,455 @@ func (ec *executionContext) marshalO__Type2ᚖgithubᚗcomᚋ99designsᚋgqlgen�
 }
 
 // endregion ***************************** type.gotpl *****************************
+
+// _ApiKey_plain is _ApiKey for a selection of its plain fields only (graph/gen: leanExec); nil
+// for any other selection.
+func (ec *executionContext) _ApiKey_plain(ctx context.Context, sel ast.SelectionSet, obj *model.APIKey) graphql.Marshaler {
+	if !plainSelection(sel, func(name string) bool {
+		switch name {
+		case "id", "name", "prefix", "role":
+			return true
+		}
+		return false
+	}) {
+		return nil
+	}
+	o := newPlainObject(sel)
+	for i, s := range sel {
+		switch field := s.(*ast.Field); field.Name {
+		case "id":
+			o.values[i] = ec.marshalNID2string(ctx, field.SelectionSet, obj.ID)
+		case "name":
+			o.values[i] = ec.marshalNString2string(ctx, field.SelectionSet, obj.Name)
+		case "prefix":
+			o.values[i] = ec.marshalNString2string(ctx, field.SelectionSet, obj.Prefix)
+		case "role":
+			o.values[i] = ec.marshalNRole2gqlauthᚋmodelᚐRole(ctx, field.SelectionSet, obj.Role)
+		}
+	}
+	return o
+}
+
+// _ApiKeySecret_plain is _ApiKeySecret for a selection of its plain fields only (graph/gen: leanExec); nil
+// for any other selection.
+func (ec *executionContext) _ApiKeySecret_plain(ctx context.Context, sel ast.SelectionSet, obj *model.APIKeySecret) graphql.Marshaler {
+	if !plainSelection(sel, func(name string) bool {
+		switch name {
+		case "secret":
+			return true
+		}
+		return false
+	}) {
+		return nil
+	}
+	o := newPlainObject(sel)
+	for i, s := range sel {
+		switch field := s.(*ast.Field); field.Name {
+		case "secret":
+			o.values[i] = ec.marshalNString2string(ctx, field.SelectionSet, obj.Secret)
+		}
+	}
+	return o
+}
+
+// _AuditEvent_plain is _AuditEvent for a selection of its plain fields only (graph/gen: leanExec); nil
+// for any other selection.
+func (ec *executionContext) _AuditEvent_plain(ctx context.Context, sel ast.SelectionSet, obj *model.AuditEvent) graphql.Marshaler {
+	if !plainSelection(sel, func(name string) bool {
+		switch name {
+		case "type", "sessionId", "ip", "userAgent", "detail":
+			return true
+		}
+		return false
+	}) {
+		return nil
+	}
+	o := newPlainObject(sel)
+	for i, s := range sel {
+		switch field := s.(*ast.Field); field.Name {
+		case "type":
+			o.values[i] = ec.marshalNAuditEventType2gqlauthᚋmodelᚐAuditEventType(ctx, field.SelectionSet, obj.Type)
+		case "sessionId":
+			o.values[i] = ec.marshalOID2ᚖstring(ctx, field.SelectionSet, obj.SessionID)
+		case "ip":
+			o.values[i] = ec.marshalOString2ᚖstring(ctx, field.SelectionSet, obj.IP)
+		case "userAgent":
+			o.values[i] = ec.marshalOString2ᚖstring(ctx, field.SelectionSet, obj.UserAgent)
+		case "detail":
+			o.values[i] = ec.marshalOString2ᚖstring(ctx, field.SelectionSet, obj.Detail)
+		}
+	}
+	return o
+}
+
+// _AuditEventEdge_plain is _AuditEventEdge for a selection of its plain fields only (graph/gen: leanExec); nil
+// for any other selection.
+func (ec *executionContext) _AuditEventEdge_plain(ctx context.Context, sel ast.SelectionSet, obj *model.AuditEventEdge) graphql.Marshaler {
+	if !plainSelection(sel, func(name string) bool {
+		switch name {
+		case "cursor":
+			return true
+		}
+		return false
+	}) {
+		return nil
+	}
+	o := newPlainObject(sel)
+	for i, s := range sel {
+		switch field := s.(*ast.Field); field.Name {
+		case "cursor":
+			o.values[i] = ec.marshalNString2string(ctx, field.SelectionSet, obj.Cursor)
+		}
+	}
+	return o
+}
+
+// _AuthPayload_plain is _AuthPayload for a selection of its plain fields only (graph/gen: leanExec); nil
+// for any other selection.
+func (ec *executionContext) _AuthPayload_plain(ctx context.Context, sel ast.SelectionSet, obj *model.AuthPayload) graphql.Marshaler {
+	if !plainSelection(sel, func(name string) bool {
+		switch name {
+		case "accessToken", "tokenType", "expiresIn", "refreshToken", "aal", "mfaRequired":
+			return true
+		}
+		return false
+	}) {
+		return nil
+	}
+	o := newPlainObject(sel)
+	for i, s := range sel {
+		switch field := s.(*ast.Field); field.Name {
+		case "accessToken":
+			o.values[i] = ec.marshalNString2string(ctx, field.SelectionSet, obj.AccessToken)
+		case "tokenType":
+			o.values[i] = ec.marshalNString2string(ctx, field.SelectionSet, obj.TokenType)
+		case "expiresIn":
+			o.values[i] = ec.marshalNInt2int(ctx, field.SelectionSet, obj.ExpiresIn)
+		case "refreshToken":
+			o.values[i] = ec.marshalNString2string(ctx, field.SelectionSet, obj.RefreshToken)
+		case "aal":
+			o.values[i] = ec.marshalNAuthLevel2gqlauthᚋmodelᚐAuthLevel(ctx, field.SelectionSet, obj.Aal)
+		case "mfaRequired":
+			o.values[i] = ec.marshalNBoolean2bool(ctx, field.SelectionSet, obj.MfaRequired)
+		}
+	}
+	return o
+}
+
+// _Identity_plain is _Identity for a selection of its plain fields only (graph/gen: leanExec); nil
+// for any other selection.
+func (ec *executionContext) _Identity_plain(ctx context.Context, sel ast.SelectionSet, obj *model.Identity) graphql.Marshaler {
+	if !plainSelection(sel, func(name string) bool {
+		switch name {
+		case "provider", "subject", "email":
+			return true
+		}
+		return false
+	}) {
+		return nil
+	}
+	o := newPlainObject(sel)
+	for i, s := range sel {
+		switch field := s.(*ast.Field); field.Name {
+		case "provider":
+			o.values[i] = ec.marshalNString2string(ctx, field.SelectionSet, obj.Provider)
+		case "subject":
+			o.values[i] = ec.marshalNString2string(ctx, field.SelectionSet, obj.Subject)
+		case "email":
+			o.values[i] = ec.marshalOString2ᚖstring(ctx, field.SelectionSet, obj.Email)
+		}
+	}
+	return o
+}
+
+// _MfaStatus_plain is _MfaStatus for a selection of its plain fields only (graph/gen: leanExec); nil
+// for any other selection.
+func (ec *executionContext) _MfaStatus_plain(ctx context.Context, sel ast.SelectionSet, obj *model.MfaStatus) graphql.Marshaler {
+	if !plainSelection(sel, func(name string) bool {
+		switch name {
+		case "totp", "recoveryCodesLeft":
+			return true
+		}
+		return false
+	}) {
+		return nil
+	}
+	o := newPlainObject(sel)
+	for i, s := range sel {
+		switch field := s.(*ast.Field); field.Name {
+		case "totp":
+			o.values[i] = ec.marshalNBoolean2bool(ctx, field.SelectionSet, obj.Totp)
+		case "recoveryCodesLeft":
+			o.values[i] = ec.marshalNInt2int(ctx, field.SelectionSet, obj.RecoveryCodesLeft)
+		}
+	}
+	return o
+}
+
+// _PageInfo_plain is _PageInfo for a selection of its plain fields only (graph/gen: leanExec); nil
+// for any other selection.
+func (ec *executionContext) _PageInfo_plain(ctx context.Context, sel ast.SelectionSet, obj *model.PageInfo) graphql.Marshaler {
+	if !plainSelection(sel, func(name string) bool {
+		switch name {
+		case "hasNextPage", "endCursor":
+			return true
+		}
+		return false
+	}) {
+		return nil
+	}
+	o := newPlainObject(sel)
+	for i, s := range sel {
+		switch field := s.(*ast.Field); field.Name {
+		case "hasNextPage":
+			o.values[i] = ec.marshalNBoolean2bool(ctx, field.SelectionSet, obj.HasNextPage)
+		case "endCursor":
+			o.values[i] = ec.marshalOString2ᚖstring(ctx, field.SelectionSet, obj.EndCursor)
+		}
+	}
+	return o
+}
+
+// _Passkey_plain is _Passkey for a selection of its plain fields only (graph/gen: leanExec); nil
+// for any other selection.
+func (ec *executionContext) _Passkey_plain(ctx context.Context, sel ast.SelectionSet, obj *model.Passkey) graphql.Marshaler {
+	if !plainSelection(sel, func(name string) bool {
+		switch name {
+		case "id", "name":
+			return true
+		}
+		return false
+	}) {
+		return nil
+	}
+	o := newPlainObject(sel)
+	for i, s := range sel {
+		switch field := s.(*ast.Field); field.Name {
+		case "id":
+			o.values[i] = ec.marshalNID2string(ctx, field.SelectionSet, obj.ID)
+		case "name":
+			o.values[i] = ec.marshalNString2string(ctx, field.SelectionSet, obj.Name)
+		}
+	}
+	return o
+}
+
+// _PasskeyChallenge_plain is _PasskeyChallenge for a selection of its plain fields only (graph/gen: leanExec); nil
+// for any other selection.
+func (ec *executionContext) _PasskeyChallenge_plain(ctx context.Context, sel ast.SelectionSet, obj *model.PasskeyChallenge) graphql.Marshaler {
+	if !plainSelection(sel, func(name string) bool {
+		switch name {
+		case "challengeId":
+			return true
+		}
+		return false
+	}) {
+		return nil
+	}
+	o := newPlainObject(sel)
+	for i, s := range sel {
+		switch field := s.(*ast.Field); field.Name {
+		case "challengeId":
+			o.values[i] = ec.marshalNID2string(ctx, field.SelectionSet, obj.ChallengeID)
+		}
+	}
+	return o
+}
+
+// _Session_plain is _Session for a selection of its plain fields only (graph/gen: leanExec); nil
+// for any other selection.
+func (ec *executionContext) _Session_plain(ctx context.Context, sel ast.SelectionSet, obj *model.Session) graphql.Marshaler {
+	if !plainSelection(sel, func(name string) bool {
+		switch name {
+		case "id", "userAgent", "current":
+			return true
+		}
+		return false
+	}) {
+		return nil
+	}
+	o := newPlainObject(sel)
+	for i, s := range sel {
+		switch field := s.(*ast.Field); field.Name {
+		case "id":
+			o.values[i] = ec.marshalNID2string(ctx, field.SelectionSet, obj.ID)
+		case "userAgent":
+			o.values[i] = ec.marshalOString2ᚖstring(ctx, field.SelectionSet, obj.UserAgent)
+		case "current":
+			o.values[i] = ec.marshalNBoolean2bool(ctx, field.SelectionSet, obj.Current)
+		}
+	}
+	return o
+}
+
+// _SigningKey_plain is _SigningKey for a selection of its plain fields only (graph/gen: leanExec); nil
+// for any other selection.
+func (ec *executionContext) _SigningKey_plain(ctx context.Context, sel ast.SelectionSet, obj *model.SigningKey) graphql.Marshaler {
+	if !plainSelection(sel, func(name string) bool {
+		switch name {
+		case "kid", "alg", "state":
+			return true
+		}
+		return false
+	}) {
+		return nil
+	}
+	o := newPlainObject(sel)
+	for i, s := range sel {
+		switch field := s.(*ast.Field); field.Name {
+		case "kid":
+			o.values[i] = ec.marshalNID2string(ctx, field.SelectionSet, obj.Kid)
+		case "alg":
+			o.values[i] = ec.marshalNString2string(ctx, field.SelectionSet, obj.Alg)
+		case "state":
+			o.values[i] = ec.marshalNSigningKeyState2gqlauthᚋmodelᚐSigningKeyState(ctx, field.SelectionSet, obj.State)
+		}
+	}
+	return o
+}
+
+// _TotpEnrollment_plain is _TotpEnrollment for a selection of its plain fields only (graph/gen: leanExec); nil
+// for any other selection.
+func (ec *executionContext) _TotpEnrollment_plain(ctx context.Context, sel ast.SelectionSet, obj *model.TotpEnrollment) graphql.Marshaler {
+	if !plainSelection(sel, func(name string) bool {
+		switch name {
+		case "secret", "uri":
+			return true
+		}
+		return false
+	}) {
+		return nil
+	}
+	o := newPlainObject(sel)
+	for i, s := range sel {
+		switch field := s.(*ast.Field); field.Name {
+		case "secret":
+			o.values[i] = ec.marshalNString2string(ctx, field.SelectionSet, obj.Secret)
+		case "uri":
+			o.values[i] = ec.marshalNString2string(ctx, field.SelectionSet, obj.URI)
+		}
+	}
+	return o
+}
+
+// _User_plain is _User for a selection of its plain fields only (graph/gen: leanExec); nil
+// for any other selection.
+func (ec *executionContext) _User_plain(ctx context.Context, sel ast.SelectionSet, obj *model.User) graphql.Marshaler {
+	if !plainSelection(sel, func(name string) bool {
+		switch name {
+		case "id", "username", "email", "role", "disabled":
+			return true
+		}
+		return false
+	}) {
+		return nil
+	}
+	o := newPlainObject(sel)
+	for i, s := range sel {
+		switch field := s.(*ast.Field); field.Name {
+		case "id":
+			o.values[i] = ec.marshalNID2string(ctx, field.SelectionSet, obj.ID)
+		case "username":
+			o.values[i] = ec.marshalNString2string(ctx, field.SelectionSet, obj.Username)
+		case "email":
+			o.values[i] = ec.marshalOString2ᚖstring(ctx, field.SelectionSet, obj.Email)
+		case "role":
+			o.values[i] = ec.marshalNRole2gqlauthᚋmodelᚐRole(ctx, field.SelectionSet, obj.Role)
+		case "disabled":
+			o.values[i] = ec.marshalNBoolean2bool(ctx, field.SelectionSet, obj.Disabled)
+		}
+	}
+	return o
+}
+
+// ___Directive_plain is ___Directive for a selection of its plain fields only (graph/gen: leanExec); nil
+// for any other selection.
+func (ec *executionContext) ___Directive_plain(ctx context.Context, sel ast.SelectionSet, obj *introspection.Directive) graphql.Marshaler {
+	if !plainSelection(sel, func(name string) bool {
+		switch name {
+		case "name", "isRepeatable":
+			return true
+		}
+		return false
+	}) {
+		return nil
+	}
+	o := newPlainObject(sel)
+	for i, s := range sel {
+		switch field := s.(*ast.Field); field.Name {
+		case "name":
+			o.values[i] = ec.marshalNString2string(ctx, field.SelectionSet, obj.Name)
+		case "isRepeatable":
+			o.values[i] = ec.marshalNBoolean2bool(ctx, field.SelectionSet, obj.IsRepeatable)
+		}
+	}
+	return o
+}
+
+// ___EnumValue_plain is ___EnumValue for a selection of its plain fields only (graph/gen: leanExec); nil
+// for any other selection.
+func (ec *executionContext) ___EnumValue_plain(ctx context.Context, sel ast.SelectionSet, obj *introspection.EnumValue) graphql.Marshaler {
+	if !plainSelection(sel, func(name string) bool {
+		switch name {
+		case "name":
+			return true
+		}
+		return false
+	}) {
+		return nil
+	}
+	o := newPlainObject(sel)
+	for i, s := range sel {
+		switch field := s.(*ast.Field); field.Name {
+		case "name":
+			o.values[i] = ec.marshalNString2string(ctx, field.SelectionSet, obj.Name)
+		}
+	}
+	return o
+}
+
+// ___Field_plain is ___Field for a selection of its plain fields only (graph/gen: leanExec); nil
+// for any other selection.
+func (ec *executionContext) ___Field_plain(ctx context.Context, sel ast.SelectionSet, obj *introspection.Field) graphql.Marshaler {
+	if !plainSelection(sel, func(name string) bool {
+		switch name {
+		case "name":
+			return true
+		}
+		return false
+	}) {
+		return nil
+	}
+	o := newPlainObject(sel)
+	for i, s := range sel {
+		switch field := s.(*ast.Field); field.Name {
+		case "name":
+			o.values[i] = ec.marshalNString2string(ctx, field.SelectionSet, obj.Name)
+		}
+	}
+	return o
+}
+
+// ___InputValue_plain is ___InputValue for a selection of its plain fields only (graph/gen: leanExec); nil
+// for any other selection.
+func (ec *executionContext) ___InputValue_plain(ctx context.Context, sel ast.SelectionSet, obj *introspection.InputValue) graphql.Marshaler {
+	if !plainSelection(sel, func(name string) bool {
+		switch name {
+		case "name", "defaultValue":
+			return true
+		}
+		return false
+	}) {
+		return nil
+	}
+	o := newPlainObject(sel)
+	for i, s := range sel {
+		switch field := s.(*ast.Field); field.Name {
+		case "name":
+			o.values[i] = ec.marshalNString2string(ctx, field.SelectionSet, obj.Name)
+		case "defaultValue":
+			o.values[i] = ec.marshalOString2ᚖstring(ctx, field.SelectionSet, obj.DefaultValue)
+		}
+	}
+	return o
+}

@@ -59,6 +59,12 @@ func main() {
 //     object's response path for it every time, two allocations per object.
 //   - An object is written to the response by graph.objectJSON, which writes what gqlgen's
 //     FieldSet writes without an iterator, a copy of each field and a map per object.
+//   - An object of which only plain fields are selected (`me { id }`) is marshalled by a function
+//     of its own (_User_plain…), into one graph.plainObject: no FieldSet, which such a selection
+//     never needs (nothing runs concurrently or is deferred, and no value can null the object).
+//   - An object's deferred set is made only when one of its fields is deferred; the root
+//     resolvers (Query, User…) and the constant AuthLevel arguments of @auth are made once, not
+//     on every field (graph/resolver.go, graph/directives.go).
 type leanExec struct {
 	plain []plainField
 }
@@ -136,11 +142,23 @@ func (p *leanExec) rewrite(filename string) error {
 		return fmt.Errorf("%s: objects do not end as the rewrite knows: gqlgen's object template changed", filename)
 	}
 	code = strings.ReplaceAll(code, end, "\tif len(deferLabelToView) > 0 {\n"+deferredGroup+"\t}\n\n\treturn objectJSON(out, fields)\n}\n")
+	if code, err = lazyDeferred(filename, code); err != nil {
+		return err
+	}
+	if code, err = sharedRoots(filename, code); err != nil {
+		return err
+	}
+	if code, err = constAuthLevels(filename, code); err != nil {
+		return err
+	}
 	const collect = "graphql.CollectFields(ec.OperationContext, sel, "
 	if !strings.Contains(code, collect) {
 		return fmt.Errorf("%s: no CollectFields call: gqlgen's object template changed", filename)
 	}
 	code = strings.ReplaceAll(code, collect, "collectFields(ec.OperationContext, sel, ")
+	if code, err = plainObjects(filename, code, p.plain); err != nil {
+		return err
+	}
 	out, err := format.Source([]byte(code))
 	if err != nil {
 		return fmt.Errorf("%s: rewritten code: %w", filename, err)
@@ -175,4 +193,116 @@ func (f plainField) rewrite(code string) (string, error) {
 	}
 	lean := fmt.Sprintf("\t// A plain field (graph/gen: leanExec).\n\treturn ec.%s(ctx, field.Selections, obj.%s)", f.marshal, f.goField)
 	return code[:open] + lean + code[end:], nil
+}
+
+// lazyDeferred makes an object's deferred field set and its map of deferred labels when a field
+// of the object is deferred, not for every object marshalled: two allocations an object. Until
+// then the set is nil and the map empty, which the rest of the marshaller only reads (the group
+// at its end runs only when the map has a label).
+func lazyDeferred(filename, code string) (string, error) {
+	const (
+		set   = "\tdeferredFieldSet := graphql.NewFieldSet(nil)\n\tdeferLabelToView := make(map[string]*graphql.FieldSetView)\n"
+		use   = "\t\t\tif field.IsDeferred() {\n\t\t\t\tdeferredFieldSet.AddField(field)\n"
+		early = "\tvar deferredFieldSet *graphql.FieldSet\n\tvar deferLabelToView map[string]*graphql.FieldSetView\n"
+		late  = "\t\t\tif field.IsDeferred() {\n\t\t\t\tif deferredFieldSet == nil {\n\t\t\t\t\tdeferredFieldSet = graphql.NewFieldSet(nil)\n\t\t\t\t\tdeferLabelToView = make(map[string]*graphql.FieldSetView)\n\t\t\t\t}\n\t\t\t\tdeferredFieldSet.AddField(field)\n"
+	)
+	if strings.Count(code, "deferredFieldSet := ") != strings.Count(code, set) || strings.Count(code, "deferredFieldSet.AddField(") != strings.Count(code, use) {
+		return "", fmt.Errorf("%s: deferred field sets are not made or used as the rewrite knows: gqlgen's object template changed", filename)
+	}
+	// A closure that captured the variable itself, now assigned after its declaration, would
+	// move it to the heap: the closure takes the set it was made with.
+	const (
+		closure = "return innerFunc(ctx, deferredFieldSet)"
+		copied  = "deferred := deferredFieldSet\n\t\t\t\tdeferredFieldSet.Concurrently("
+	)
+	if strings.Count(code, closure) != strings.Count(code, use) || strings.Count(code, "deferredFieldSet.Concurrently(") != strings.Count(code, use) {
+		return "", fmt.Errorf("%s: deferred fields are not run as the rewrite knows: gqlgen's object template changed", filename)
+	}
+	code = strings.ReplaceAll(code, closure, "return innerFunc(ctx, deferred)")
+	code = strings.ReplaceAll(code, "deferredFieldSet.Concurrently(", copied)
+	return strings.ReplaceAll(strings.ReplaceAll(code, set, early), use, late), nil
+}
+
+// sharedRoots has the generated code take the root resolvers (Query, Mutation, User…) of a
+// graph.Resolver from resolverQuery and its kin (graph/resolver.go), which make each once per
+// Resolver, instead of from gqlgen's generated getters, which make one for every field resolved.
+// Another ResolverRoot is still asked each time. A type that gains resolvers needs its own
+// function there and its name in the list below.
+func sharedRoots(filename, code string) (string, error) {
+	n := 0
+	for _, root := range []string{"Query", "Mutation", "Subscription", "User"} {
+		call := "ec.Resolvers." + root + "()"
+		n += strings.Count(code, call)
+		code = strings.ReplaceAll(code, call, "resolver"+root+"(ec.Resolvers)")
+	}
+	if n == 0 || strings.Contains(code, "ec.Resolvers.") {
+		return "", fmt.Errorf("%s: root resolvers are not called as the rewrite knows: a type with resolvers that graph/resolver.go has no resolverX for, or gqlgen's template changed", filename)
+	}
+	return code, nil
+}
+
+// constAuthLevels has a directive's constant AuthLevel argument (@auth(aal: AAL1)) taken from
+// constAuthLevel, which unmarshals each level once, instead of allocating it again on every
+// field (graph/directives.go). The directives only read it.
+func constAuthLevels(filename, code string) (string, error) {
+	const call = `ec.unmarshalOAuthLevel2ᚖgqlauthᚋmodelᚐAuthLevel(ctx, "`
+	if !strings.Contains(code, call) {
+		return "", fmt.Errorf("%s: no constant AuthLevel argument: the schema or gqlgen's directive template changed", filename)
+	}
+	return strings.ReplaceAll(code, call, `ec.constAuthLevel(ctx, "`), nil
+}
+
+// plainObjects gives every object with plain fields a marshaller for a selection of those
+// fields only, which the object's own marshaller tries first: the values are the ones the plain
+// fields' rewritten resolvers give, written by graph.plainObject. A plain selection
+// (graph.plainSelection: fields without directives, each response key once) is its own
+// collected fields, so it is not collected. Any other selection (another field, __typename, a
+// fragment) goes on to gqlgen's marshaller as before.
+func plainObjects(filename, code string, plain []plainField) (string, error) {
+	var objects []string
+	byObject := map[string][]plainField{}
+	for _, f := range plain {
+		if byObject[f.object] == nil {
+			objects = append(objects, f.object)
+		}
+		byObject[f.object] = append(byObject[f.object], f)
+	}
+	var extra strings.Builder
+	for _, o := range objects {
+		head := fmt.Sprintf("func (ec *executionContext) _%s(ctx context.Context, sel ast.SelectionSet, obj ", o)
+		start := strings.Index(code, head)
+		if start < 0 || strings.Count(code, head) != 1 {
+			return "", fmt.Errorf("%s: %s: no single object marshaller", filename, o)
+		}
+		typ, rest, ok := strings.Cut(code[start+len(head):], ") graphql.Marshaler {\n")
+		collect := fmt.Sprintf("\tfields := collectFields(ec.OperationContext, sel, %sImplementors)\n", lcFirst(o))
+		if !ok || strings.Contains(typ, "\n") || !strings.HasPrefix(rest, collect) {
+			return "", fmt.Errorf("%s: %s: the object marshaller does not begin as the rewrite knows: gqlgen's object template changed", filename, o)
+		}
+		at := len(code) - len(rest)
+		code = code[:at] + fmt.Sprintf("\tif m := ec._%s_plain(ctx, sel, obj); m != nil {\n\t\treturn m\n\t}\n", o) + code[at:]
+
+		fields := byObject[o]
+		names := make([]string, len(fields))
+		for i, f := range fields {
+			names[i] = fmt.Sprintf("%q", f.field)
+		}
+		fmt.Fprintf(&extra, "\n// _%[1]s_plain is _%[1]s for a selection of its plain fields only (graph/gen: leanExec); nil\n// for any other selection.\n", o)
+		fmt.Fprintf(&extra, "func (ec *executionContext) _%s_plain(ctx context.Context, sel ast.SelectionSet, obj %s) graphql.Marshaler {\n", o, typ)
+		fmt.Fprintf(&extra, "\tif !plainSelection(sel, func(name string) bool {\n\t\tswitch name {\n\t\tcase %s:\n\t\t\treturn true\n\t\t}\n\t\treturn false\n\t}) {\n\t\treturn nil\n\t}\n", strings.Join(names, ", "))
+		extra.WriteString("\to := newPlainObject(sel)\n\tfor i, s := range sel {\n\t\tswitch field := s.(*ast.Field); field.Name {\n")
+		for _, f := range fields {
+			fmt.Fprintf(&extra, "\t\tcase %q:\n\t\t\to.values[i] = ec.%s(ctx, field.SelectionSet, obj.%s)\n", f.field, f.marshal, f.goField)
+		}
+		extra.WriteString("\t\t}\n\t}\n\treturn o\n}\n")
+	}
+	return code + extra.String(), nil
+}
+
+// lcFirst is gqlgen's lcFirst, for the names of the implementors' lists.
+func lcFirst(s string) string {
+	if s == "" {
+		return s
+	}
+	return strings.ToLower(s[:1]) + s[1:]
 }
