@@ -31,6 +31,10 @@ func WireEvents(db *store.DB, events *feed.Feed, keys *token.KeyRing, sockets *S
 	reloadKeys := func() {
 		if err := keys.Reload(context.Background()); err != nil {
 			log.Warn("signing keys could not be reloaded", "err", err)
+			// The principal query refuses a revoked key's tokens whatever this ring holds: check
+			// every socket and running stream against the database instead (review 3).
+			events.MarkStale()
+			sockets.RecheckAll()
 			return
 		}
 		events.MarkStale()
