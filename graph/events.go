@@ -29,15 +29,15 @@ func WireEvents(db *store.DB, events *feed.Feed, keys *token.KeyRing, sockets *S
 	// A key change on any instance reaches this one at once where events travel between
 	// instances (Postgres); the key ring's periodic reload remains the bound everywhere else.
 	reloadKeys := func() {
-		if err := keys.Reload(context.Background()); err != nil {
+		err := keys.Reload(context.Background())
+		events.MarkStale()
+		if err != nil {
 			log.Warn("signing keys could not be reloaded", "err", err)
 			// The principal query refuses a revoked key's tokens whatever this ring holds: check
-			// every socket and running stream against the database instead (review 3).
-			events.MarkStale()
+			// every socket against the database instead (review 3).
 			sockets.RecheckAll()
 			return
 		}
-		events.MarkStale()
 		sockets.ReverifyAll()
 	}
 	db.AddEventSink(func(e *model.AuditEvent) {

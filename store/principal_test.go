@@ -24,16 +24,7 @@ func TestPrincipal_OneQueryOfTwoKeyLookups(t *testing.T) {
 	storetest.Each(t, func(t *testing.T, kind storetest.Kind) {
 		db := storetest.Open(t, kind)
 		ctx := context.Background()
-		now := time.Now().UTC().Truncate(time.Microsecond)
-		u := &model.User{ID: uuid.Must(uuid.NewV7()).String(), Username: "ann", Role: model.RoleUser, PasswordHash: "x", CreatedAt: now}
-		if err := db.CreateUser(ctx, u); err != nil {
-			t.Fatal(err)
-		}
-		sid := uuid.Must(uuid.NewV7()).String()
-		sess := &model.Session{ID: sid, UserID: u.ID, RefreshHash: sid, CreatedAt: now, LastUsedAt: now, ExpiresAt: now.Add(time.Hour), AMR: "pwd"}
-		if err := db.CreateSession(ctx, sess); err != nil {
-			t.Fatal(err)
-		}
+		now, u, sid := annWithASession(t, db)
 		if err := db.SetSessionAuth(ctx, sid, model.AuthLevelAal2, "pwd otp mfa", now.Add(time.Minute)); err != nil {
 			t.Fatal(err)
 		}
@@ -63,15 +54,7 @@ func TestPrincipal_TokenOfARevokedSigningKeyIsRefusedByTheSameQuery(t *testing.T
 	storetest.Each(t, func(t *testing.T, kind storetest.Kind) {
 		db := storetest.Open(t, kind)
 		ctx := context.Background()
-		now := time.Now().UTC().Truncate(time.Microsecond)
-		u := &model.User{ID: uuid.Must(uuid.NewV7()).String(), Username: "ann", Role: model.RoleUser, PasswordHash: "x", CreatedAt: now}
-		if err := db.CreateUser(ctx, u); err != nil {
-			t.Fatal(err)
-		}
-		sid := uuid.Must(uuid.NewV7()).String()
-		if err := db.CreateSession(ctx, &model.Session{ID: sid, UserID: u.ID, RefreshHash: sid, CreatedAt: now, LastUsedAt: now, ExpiresAt: now.Add(time.Hour)}); err != nil {
-			t.Fatal(err)
-		}
+		now, u, sid := annWithASession(t, db)
 		for _, kid := range []string{"k1", "k2"} {
 			if err := db.InsertSigningKey(ctx, &model.SigningKey{Kid: kid, Alg: "ES256", PublicKey: []byte("p"), PrivateKey: []byte("s"), CreatedAt: now, ActivatesAt: now}); err != nil {
 				t.Fatal(err)
@@ -144,4 +127,22 @@ func BenchmarkTokenPrincipal(b *testing.B) {
 			})
 		})
 	}
+}
+
+// annWithASession stores a user, ann, with one live session (amr pwd), and returns the time they
+// were made at, the user and the session's id.
+func annWithASession(t *testing.T, db *store.DB) (time.Time, *model.User, string) {
+	t.Helper()
+	ctx := context.Background()
+	now := time.Now().UTC().Truncate(time.Microsecond)
+	u := &model.User{ID: uuid.Must(uuid.NewV7()).String(), Username: "ann", Role: model.RoleUser, PasswordHash: "x", CreatedAt: now}
+	if err := db.CreateUser(ctx, u); err != nil {
+		t.Fatal(err)
+	}
+	sid := uuid.Must(uuid.NewV7()).String()
+	sess := &model.Session{ID: sid, UserID: u.ID, RefreshHash: sid, CreatedAt: now, LastUsedAt: now, ExpiresAt: now.Add(time.Hour), AMR: "pwd"}
+	if err := db.CreateSession(ctx, sess); err != nil {
+		t.Fatal(err)
+	}
+	return now, u, sid
 }
