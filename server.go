@@ -103,7 +103,7 @@ func openStore(ctx context.Context, cfg config.Config) (*store.DB, error) {
 		err error
 	)
 	if cfg.DatabaseURL != "" {
-		db, err = store.OpenPostgres(ctx, cfg.DatabaseURL)
+		db, err = store.OpenPostgres(ctx, cfg.DatabaseURL, cfg.DatabaseMaxConns)
 	} else {
 		db, err = store.OpenSQLite(ctx, cfg.SQLitePath)
 	}

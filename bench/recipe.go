@@ -24,16 +24,20 @@ import (
 
 	"gqlauth/graph"
 	"gqlauth/model"
-	"gqlauth/store"
 )
 
-// recipePool is a pgx pool of the same size as the one gqlauth runs its principal query on.
+// recipePoolSize is the recipe's pool: 16, the size gqlauth's principal-query pool had when the
+// recipe was first measured against it. gqlauth's default is smaller now (store.DefaultMaxConns),
+// so a comparison gives the recipe at least as many connections for the session query as gqlauth.
+const recipePoolSize = 16
+
+// recipePool is the recipe's pgx pool.
 func recipePool(ctx context.Context, url string) (*pgxpool.Pool, error) {
 	cfg, err := pgxpool.ParseConfig(url)
 	if err != nil {
 		return nil, err
 	}
-	cfg.MaxConns, cfg.MinConns = store.HotPoolSize, 0
+	cfg.MaxConns, cfg.MinConns = recipePoolSize, 0
 	return pgxpool.NewWithConfig(ctx, cfg)
 }
 

@@ -67,7 +67,7 @@ func (env *environment) startServer(ctx context.Context, databaseURL string) (fu
 	var pool *pgxpool.Pool
 	if databaseURL != "" {
 		// A fresh schema per run, so runs never see each other's rows.
-		admin, err := store.OpenPostgres(ctx, databaseURL)
+		admin, err := store.OpenPostgres(ctx, databaseURL, store.MinMaxConns)
 		if err != nil {
 			return nil, err
 		}
@@ -81,7 +81,7 @@ func (env *environment) startServer(ctx context.Context, databaseURL string) (fu
 			sep = "&"
 		}
 		env.dsn = databaseURL + sep + "search_path=" + schema
-		db, err = store.OpenPostgres(ctx, env.dsn)
+		db, err = store.OpenPostgres(ctx, env.dsn, store.DefaultMaxConns)
 		if err == nil {
 			pool, err = recipePool(ctx, databaseURL+sep+"search_path="+schema)
 		}

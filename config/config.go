@@ -19,6 +19,7 @@ import (
 	"gqlauth/graph"
 	"gqlauth/model"
 	"gqlauth/oidc"
+	"gqlauth/store"
 	"gqlauth/token"
 	"gqlauth/web"
 )
@@ -82,6 +83,10 @@ type Config struct {
 	// PrincipalCache answers guarded requests' principals from memory with strict revocation
 	// (docs/principal-cache.md): on by default with Postgres, impossible with SQLite.
 	PrincipalCache bool
+
+	// DatabaseMaxConns is how many Postgres connections the instance opens for its queries (its
+	// LISTEN connections come on top).
+	DatabaseMaxConns int
 }
 
 // Load reads and validates the configuration. Its error is one line naming the variable.
@@ -250,6 +255,7 @@ func Load(getenv func(string) string) (Config, error) {
 	if cfg.PrincipalCache = boolean("PRINCIPAL_CACHE", cacheDefault); cfg.PrincipalCache && cfg.DatabaseURL == "" {
 		errs = append(errs, errors.New("PRINCIPAL_CACHE: needs DATABASE_URL (Postgres); with the embedded SQLite database it is off"))
 	}
+	cfg.DatabaseMaxConns = integer("DATABASE_MAX_CONNS", strconv.Itoa(store.DefaultMaxConns), store.MinMaxConns, 1000)
 	if cfg.JWTAlg != "HS256" && !token.IsAsymmetric(cfg.JWTAlg) {
 		errs = append(errs, fmt.Errorf("JWT_ALG: %q must be HS256, ES256, EdDSA or RS256", cfg.JWTAlg))
 	}

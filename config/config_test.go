@@ -112,6 +112,8 @@ func TestLoadConfig_RejectsBadValuesNamingTheVariable(t *testing.T) {
 	}{
 		{"PortNotANumber", []string{"PORT", "http"}, "PORT"},
 		{"PortOutOfRange", []string{"PORT", "70000"}, "PORT"},
+		{"DatabaseMaxConnsTooFew", []string{"DATABASE_MAX_CONNS", "3"}, "DATABASE_MAX_CONNS"},
+		{"DatabaseMaxConnsNotANumber", []string{"DATABASE_MAX_CONNS", "many"}, "DATABASE_MAX_CONNS"},
 		{"AccessTTLUnparsable", []string{"ACCESS_TOKEN_TTL", "15"}, "ACCESS_TOKEN_TTL"},
 		{"AccessTTLNegative", []string{"ACCESS_TOKEN_TTL", "-5m"}, "ACCESS_TOKEN_TTL"},
 		{"RefreshTTLUnparsable", []string{"REFRESH_TOKEN_TTL", "a month"}, "REFRESH_TOKEN_TTL"},
@@ -352,6 +354,35 @@ func TestLoadConfig_PrincipalCacheIsOnWithPostgresAndRefusedWithSQLite(t *testin
 			}
 			if cfg.PrincipalCache != c.want {
 				t.Fatalf("PrincipalCache = %v, want %v", cfg.PrincipalCache, c.want)
+			}
+		})
+	}
+}
+
+func TestLoadConfig_DatabaseMaxConnsDefaultsToThreeInstancesInPostgresDefaultLimit(t *testing.T) {
+	secret := strings.Repeat("s", 32)
+	cases := []struct {
+		name string
+		env  []string
+		want int
+	}{
+		{"Default", []string{"DATABASE_URL", "postgres://localhost/db", "JWT_SECRET", secret}, 24},
+		{"Set", []string{"DATABASE_URL", "postgres://localhost/db", "JWT_SECRET", secret, "DATABASE_MAX_CONNS", "60"}, 60},
+		{"Smallest", []string{"DATABASE_URL", "postgres://localhost/db", "JWT_SECRET", secret, "DATABASE_MAX_CONNS", "4"}, 4},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			cfg, err := config.Load(env(c.env...))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if cfg.DatabaseMaxConns != c.want {
+				t.Fatalf("DatabaseMaxConns = %d, want %d", cfg.DatabaseMaxConns, c.want)
+			}
+			// Three default instances, each with its LISTEN and the principal cache's two
+			// connections, within Postgres's default max_connections less its three reserved.
+			if c.name == "Default" && 3*(cfg.DatabaseMaxConns+3) > 100-3 {
+				t.Fatalf("three instances need %d connections", 3*(cfg.DatabaseMaxConns+3))
 			}
 		})
 	}

@@ -59,11 +59,29 @@ type DB struct {
 	cache *principalCache
 }
 
-// HotPoolSize is how many connections the principal query may hold at once (besides the 32 of
-// everything else): on a few cores, more only queue inside Postgres.
-const HotPoolSize = 16
+// DefaultMaxConns is how many Postgres connections an instance opens for its queries when the
+// configuration does not say (DATABASE_MAX_CONNS). Two instances of the default, with their
+// LISTEN and principal-cache connections, fit in Postgres's default max_connections (100) with
+// room left for a third and for migrations and psql: exceeding it fails every request that needs
+// a new connection, while a smaller pool only queues, and on a few cores more connections only
+// queue inside Postgres anyway.
+const DefaultMaxConns = 24
 
-// OpenPostgres connects to a Postgres database given as a postgres:// URL and checks that it answers.
+// MinMaxConns is the smallest pool OpenPostgres accepts: one connection for the principal query
+// and three for everything else, so that a transaction never waits for a connection it holds.
+const MinMaxConns = 4
+
+// poolSplit divides maxConns between the principal query's own pool (a third: with the principal
+// cache on it is rarely used) and everything else.
+func poolSplit(maxConns int) (general, hot int) {
+	hot = max(1, maxConns/3)
+	return maxConns - hot, hot
+}
+
+// OpenPostgres connects to a Postgres database given as a postgres:// URL and checks that it
+// answers. It opens at most maxConns connections for queries (0: DefaultMaxConns; below
+// MinMaxConns: MinMaxConns); the LISTEN connections of events and of the principal cache come on
+// top.
 //
 // The driver is pgx through database/sql: it is the maintained Postgres driver of the Go
 // ecosystem, exposes SQLSTATE codes and constraint names for error mapping, and Bun supports it
@@ -74,7 +92,11 @@ const HotPoolSize = 16
 // ever-churning cache for queries that never repeat. The pool therefore runs Bun's queries in
 // pgx's "exec" mode (one round trip, nothing cached), and the one query that runs on every request
 // is a real prepared statement with parameters (see principal.go).
-func OpenPostgres(ctx context.Context, url string) (*DB, error) {
+func OpenPostgres(ctx context.Context, url string, maxConns int) (*DB, error) {
+	if maxConns == 0 {
+		maxConns = DefaultMaxConns
+	}
+	general, hot := poolSplit(max(maxConns, MinMaxConns))
 	cfg, err := pgx.ParseConfig(url)
 	if err != nil {
 		return nil, fmt.Errorf("open postgres: %w", err)
@@ -82,8 +104,8 @@ func OpenPostgres(ctx context.Context, url string) (*DB, error) {
 	cfg.DefaultQueryExecMode = pgx.QueryExecModeExec
 	cfg.BuildContextWatcherHandler = keepConnectionOnCancel
 	sqldb := stdlib.OpenDB(*cfg)
-	sqldb.SetMaxOpenConns(32)
-	sqldb.SetMaxIdleConns(32)
+	sqldb.SetMaxOpenConns(general)
+	sqldb.SetMaxIdleConns(general)
 	sqldb.SetConnMaxIdleTime(5 * time.Minute)
 	db := newDB(bun.NewDB(sqldb, pgdialect.New()), true)
 	db.listenConfig = cfg.Copy()
@@ -91,9 +113,10 @@ func OpenPostgres(ctx context.Context, url string) (*DB, error) {
 	// of its per-query bookkeeping, on the query every guarded request makes.
 	poolCfg, err := pgxpool.ParseConfig(url)
 	if err != nil {
+		sqldb.Close()
 		return nil, fmt.Errorf("open postgres: %w", err)
 	}
-	poolCfg.MaxConns, poolCfg.MinConns = HotPoolSize, 0
+	poolCfg.MaxConns, poolCfg.MinConns = int32(hot), 0
 	poolCfg.ConnConfig.BuildContextWatcherHandler = keepConnectionOnCancel
 	poolCfg.MaxConnIdleTime = 5 * time.Minute
 	if db.hotPool, err = pgxpool.NewWithConfig(ctx, poolCfg); err != nil {

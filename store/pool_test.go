@@ -1,0 +1,98 @@
+package store_test
+
+import (
+	"context"
+	"database/sql"
+	"net/url"
+	"os"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+
+	"gqlauth/store"
+	"gqlauth/store/storetest"
+)
+
+// An instance must not open more Postgres connections for its queries than DATABASE_MAX_CONNS
+// says, however many requests wait: past the server's max_connections every new connection
+// fails (CI once failed so, two instances of the old 48-connection pools on a default Postgres).
+func TestOpenPostgres_OpensAtMostMaxConnsUnderLoad(t *testing.T) {
+	if !containsPostgres(storetest.Kinds(t)) {
+		t.Skip("TEST_DATABASE_URL not set")
+	}
+	for _, maxConns := range []int{store.MinMaxConns, 9} {
+		app := "pooltest_" + uuid.NewString()[:8]
+		u, err := url.Parse(os.Getenv("TEST_DATABASE_URL"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		q := u.Query()
+		q.Set("search_path", storetest.NewName(t, storetest.Postgres))
+		q.Set("application_name", app)
+		u.RawQuery = q.Encode()
+		ctx := context.Background()
+		db, err := store.OpenPostgres(ctx, u.String(), maxConns)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := db.Migrate(ctx); err != nil {
+			t.Fatal(err)
+		}
+		admin, err := sql.Open("pgx", os.Getenv("TEST_DATABASE_URL"))
+		if err != nil {
+			t.Fatal(err)
+		}
+
+		// Both pools busy at once: slow queries on the general pool, the principal query in a
+		// loop on its own pool, from far more goroutines than connections.
+		stop := make(chan struct{})
+		var wg sync.WaitGroup
+		for i := range 40 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for {
+					select {
+					case <-stop:
+						return
+					default:
+					}
+					if i%2 == 0 {
+						db.Exec(ctx, "SELECT pg_sleep(0.05)")
+					} else {
+						db.Principal(ctx, uuid.NewString(), uuid.NewString())
+					}
+				}
+			}()
+		}
+		most := 0
+		for deadline := time.Now().Add(1500 * time.Millisecond); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+			var n int
+			if err := admin.QueryRow("SELECT count(*) FROM pg_stat_activity WHERE application_name = $1", app).Scan(&n); err != nil {
+				t.Fatal(err)
+			}
+			most = max(most, n)
+		}
+		close(stop)
+		wg.Wait()
+		db.Close()
+		admin.Close()
+		// At least two connections show that the load was concurrent; the migration's and the
+		// cache's own connections are not open here.
+		if most > maxConns || most < 2 {
+			t.Fatalf("DATABASE_MAX_CONNS=%d: %d connections open at most", maxConns, most)
+		}
+		t.Logf("DATABASE_MAX_CONNS=%d: at most %d connections open", maxConns, most)
+	}
+}
+
+func containsPostgres(kinds []storetest.Kind) bool {
+	for _, k := range kinds {
+		if k == storetest.Postgres {
+			return true
+		}
+	}
+	return false
+}
