@@ -88,7 +88,7 @@ func TestRun_MailQueuedInATransactionReachesTheSharedDevInbox(t *testing.T) {
 				engine = mailer.SQLite
 			)
 			if kind == storetest.Postgres {
-				db, err = store.OpenPostgres(ctx, dsn)
+				db, err = store.OpenPostgres(ctx, dsn, storetest.MaxConns)
 				engine = mailer.Postgres
 			} else {
 				db, err = store.OpenSQLite(ctx, filepath.Join(dir, dsn))

@@ -16,6 +16,7 @@ import (
 	"path/filepath"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -82,7 +83,7 @@ func startProcess(t *testing.T, dir string, vars ...string) *serverProcess {
 	cmd := exec.Command(serverBinary(t))
 	cmd.Dir = dir
 	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + dir}
-	for kv := range slices.Chunk(append([]string{"PORT", "0", "LOG_FORMAT", "json", "BCRYPT_COST", "10"}, vars...), 2) {
+	for kv := range slices.Chunk(append([]string{"PORT", "0", "LOG_FORMAT", "json", "BCRYPT_COST", "10", "DATABASE_MAX_CONNS", strconv.Itoa(storetest.MaxConns)}, vars...), 2) {
 		cmd.Env = append(cmd.Env, kv[0]+"="+kv[1])
 	}
 	p := &serverProcess{t: t, cmd: cmd, logs: &syncBuffer{}, done: make(chan struct{})}

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -17,7 +18,8 @@ import (
 )
 
 func env(kv ...string) func(string) string {
-	m := map[string]string{}
+	// Many tests run servers at once on one Postgres: each gets the small pool storetest gives.
+	m := map[string]string{"DATABASE_MAX_CONNS": strconv.Itoa(storetest.MaxConns)}
 	for i := 0; i+1 < len(kv); i += 2 {
 		m[kv[i]] = kv[i+1]
 	}
@@ -26,6 +28,10 @@ func env(kv ...string) func(string) string {
 
 // TestMain lets a test run the real main in a subprocess, to see its exit code and output.
 func TestMain(m *testing.M) {
+	if os.Getenv("DATABASE_MAX_CONNS") == "" {
+		// Inherited by the servers tests start as processes (see env).
+		os.Setenv("DATABASE_MAX_CONNS", strconv.Itoa(storetest.MaxConns))
+	}
 	if os.Getenv("GQLAUTH_RUN_MAIN") == "1" {
 		main()
 		return

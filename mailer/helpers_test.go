@@ -83,7 +83,7 @@ func openPool(kind storetest.Kind, dsn string) (*sql.DB, error) {
 		}
 		cfg.DefaultQueryExecMode = pgx.QueryExecModeExec
 		db := stdlib.OpenDB(*cfg)
-		db.SetMaxOpenConns(32)
+		db.SetMaxOpenConns(storetest.MaxConns)
 		return db, db.Ping()
 	}
 	db, err := sql.Open("sqlite", "file:"+dsn+"?_pragma=foreign_keys(1)&_pragma=busy_timeout(10000)&_txlock=immediate")

@@ -19,6 +19,11 @@ import (
 	"gqlauth/store"
 )
 
+// MaxConns is the pool of every Postgres handle a test opens (and the DATABASE_MAX_CONNS tests
+// give the servers they start): many tests run at once, each with its own handles and servers,
+// against one Postgres whose max_connections may be the default 100.
+const MaxConns = 6
+
 // Kind names a database engine.
 type Kind string
 
@@ -96,7 +101,7 @@ func OpenShared(t testing.TB, kind Kind, name string) *store.DB {
 		q := u.Query()
 		q.Set("search_path", name)
 		u.RawQuery = q.Encode()
-		db, err = store.OpenPostgres(ctx, u.String())
+		db, err = store.OpenPostgres(ctx, u.String(), MaxConns)
 	default:
 		db, err = store.OpenSQLite(ctx, "file:"+name+"?mode=memory&cache=shared")
 	}
