@@ -149,4 +149,52 @@ func (env *environment) send(ctx context.Context, path, token string, header htt
 	return "", out.Data, nil
 }
 
+// sendLean is send for a constant, marshalled body whose answer only needs checking: a 200 whose
+// body is JSON data without "errors" is a success without decoding it; anything else is decoded
+// as send decodes it, for its error code.
+func (env *environment) sendLean(ctx context.Context, path, token string, header http.Header, body []byte) string {
+	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, env.base+path, bytes.NewReader(body))
+	req.Header["Content-Type"] = []string{"application/json"}
+	for k, v := range header {
+		req.Header[k] = v
+	}
+	if token != "" {
+		req.Header["Authorization"] = []string{"Bearer " + token}
+	}
+	res, err := env.client.Do(req)
+	if err != nil {
+		return "TRANSPORT"
+	}
+	defer res.Body.Close()
+	buf := leanBuffers.Get().(*bytes.Buffer)
+	defer leanBuffers.Put(buf)
+	buf.Reset()
+	if _, err := buf.ReadFrom(res.Body); err != nil {
+		return "TRANSPORT"
+	}
+	raw := buf.Bytes()
+	if res.StatusCode == http.StatusOK && bytes.HasPrefix(raw, []byte(`{"data":{`)) && !bytes.Contains(raw, []byte(`"errors"`)) {
+		return ""
+	}
+	var out struct {
+		Errors []struct {
+			Extensions struct {
+				Code string `json:"code"`
+			} `json:"extensions"`
+		} `json:"errors"`
+	}
+	if err := json.Unmarshal(raw, &out); err != nil || res.StatusCode >= 500 {
+		return fmt.Sprintf("HTTP_%d", res.StatusCode)
+	}
+	if len(out.Errors) > 0 {
+		if out.Errors[0].Extensions.Code == "" {
+			return "UNKNOWN"
+		}
+		return out.Errors[0].Extensions.Code
+	}
+	return "NO_DATA" // a 200 without data and without errors is not a success either
+}
+
+var leanBuffers = sync.Pool{New: func() any { return new(bytes.Buffer) }}
+
 func base64URL(s string) ([]byte, error) { return base64.RawURLEncoding.DecodeString(s) }
