@@ -2,7 +2,9 @@ package store
 
 import (
 	"context"
+	"database/sql"
 	"encoding/json"
+	"errors"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -17,17 +19,31 @@ import (
 
 // eventChannel is the NOTIFY channel of the schema the pool uses (tests give every database a
 // schema of its own in one Postgres database; channels are database-wide).
+//
+// The first call asks Postgres, on db's own executor: inside a transaction that is the
+// transaction's connection, so that a transaction recording its first event never waits for a
+// second connection from the pool it holds one of — with every connection held by such
+// transactions, that wait was a deadlock (found by review with a pool of 3). No lock is held
+// while asking: two first calls may both ask, and get the same answer.
 func (db *DB) eventChannel(ctx context.Context) (string, error) {
 	db.hot.mu.Lock()
-	defer db.hot.mu.Unlock()
-	if db.hot.channel == "" {
-		var schema string
-		if err := db.root.DB.QueryRowContext(ctx, "SELECT current_schema()").Scan(&schema); err != nil {
-			return "", wrap(err, "eventChannel")
-		}
-		db.hot.channel = "gqlauth_events_" + schema
+	channel := db.hot.channel
+	db.hot.mu.Unlock()
+	if channel != "" {
+		return channel, nil
 	}
-	return db.hot.channel, nil
+	var schema sql.NullString
+	if err := db.idb.QueryRowContext(ctx, "SELECT current_schema()").Scan(&schema); err != nil {
+		return "", wrap(err, "eventChannel")
+	}
+	if !schema.Valid {
+		return "", errors.New("store: no schema of the search_path exists")
+	}
+	channel = "gqlauth_events_" + schema.String
+	db.hot.mu.Lock()
+	db.hot.channel = channel
+	db.hot.mu.Unlock()
+	return channel, nil
 }
 
 // notifyEvent sends e on the event channel, as part of db's transaction. The event travels whole

@@ -11,6 +11,7 @@ import (
 
 	"github.com/google/uuid"
 
+	"gqlauth/model"
 	"gqlauth/store"
 	"gqlauth/store/storetest"
 )
@@ -95,4 +96,68 @@ func containsPostgres(kinds []storetest.Kind) bool {
 		}
 	}
 	return false
+}
+
+// A transaction recording its first audit event on a fresh instance must not need a second
+// connection: with every connection of a small pool held by such transactions (and the event
+// listener starting beside them, as at a server's start), that wait was a deadlock that no
+// request deadline ended (review of DATABASE_MAX_CONNS).
+func TestRecordEvent_FirstEventsWithEveryConnectionHeldDoNotDeadlock(t *testing.T) {
+	if !containsPostgres(storetest.Kinds(t)) {
+		t.Skip("TEST_DATABASE_URL not set")
+	}
+	for _, withListener := range []bool{false, true} {
+		u, err := url.Parse(os.Getenv("TEST_DATABASE_URL"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		q := u.Query()
+		q.Set("search_path", storetest.NewName(t, storetest.Postgres))
+		u.RawQuery = q.Encode()
+		ctx := context.Background()
+		db, err := store.OpenPostgres(ctx, u.String(), store.MinMaxConns)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := db.Migrate(ctx); err != nil {
+			t.Fatal(err)
+		}
+		listenCtx, stopListening := context.WithCancel(ctx)
+		general := store.MinMaxConns - 1 // the general pool at MinMaxConns (see poolSplit)
+		var held, started sync.WaitGroup
+		held.Add(general)
+		started.Add(1)
+		errs := make(chan error, general)
+		for i := range general {
+			go func() {
+				txCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
+				defer cancel()
+				errs <- db.Transact(txCtx, func(tx *store.Tx) error {
+					var one int
+					err := tx.QueryRow(txCtx, "SELECT 1", &one) // holds one of the connections
+					held.Done()
+					if err != nil {
+						return err
+					}
+					held.Wait()
+					if i == 0 {
+						if withListener {
+							go db.ListenForEvents(listenCtx, nil, nil)
+							time.Sleep(200 * time.Millisecond)
+						}
+						started.Done()
+					}
+					started.Wait()
+					return tx.RecordEvent(txCtx, &model.AuditEvent{At: time.Now().UTC(), Type: model.AuditEventTypeSignIn})
+				})
+			}()
+		}
+		for range general {
+			if err := <-errs; err != nil {
+				t.Errorf("listener %v: a transaction failed: %v", withListener, err)
+			}
+		}
+		stopListening()
+		db.Close()
+	}
 }
