@@ -23,13 +23,15 @@ import (
 // Service holds the rules of authentication: sign-in, sessions, refresh rotation, roles.
 // Resolvers call it; it calls the store.
 type Service struct {
-	db        *store.DB
-	tokens    *token.Tokens
-	passwords *Passwords
-	cfg       ServiceConfig
-	now       func() time.Time
-	log       *slog.Logger
-	feed      *feed.Feed
+	db     *store.DB
+	tokens *token.Tokens
+	// refreshTurns: one refresh per session at a time waits for the session's row (Refresh).
+	refreshTurns turns
+	passwords    *Passwords
+	cfg          ServiceConfig
+	now          func() time.Time
+	log          *slog.Logger
+	feed         *feed.Feed
 }
 
 // ServiceConfig configures a Service.

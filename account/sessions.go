@@ -3,6 +3,7 @@ package account
 import (
 	"context"
 	"errors"
+	"sync"
 	"time"
 
 	"github.com/google/uuid"
@@ -114,6 +115,35 @@ func (s *Service) Refresh(ctx context.Context, refresh string) (*model.AuthPaylo
 		return nil, model.Unauthenticated(model.AuthErrorReasonInvalidRefreshToken)
 	}
 	presented := token.HashRefreshToken(refresh)
+
+	// A token that names its session is told from a forgery before anything waits for the
+	// session's row: the unlocked read and the walk down the chain (Descends, up to
+	// MaxRefreshGenerations steps) hold no lock and no transaction. Queued on the row lock, each
+	// forged refresh held a pooled connection, and the walk ran under the lock: a flood of them
+	// on one's own session filled the pool (attacker review of DATABASE_MAX_CONNS). Only a token
+	// of the session goes on, and concurrent ones on this instance wait their turn here, holding
+	// no connection. Under the lock, a token that was the session's current, previous or an
+	// ancestor of its current one is still one of them, or retired since.
+	ofTheSession := false
+	if sessionID != "" {
+		sess, _, err := s.db.SessionForRefresh(ctx, sessionID)
+		if errors.Is(err, store.ErrNotFound) {
+			return nil, s.refusedRefresh(ctx, fromCookie, model.Unauthenticated(model.AuthErrorReasonInvalidRefreshToken))
+		} else if err != nil {
+			return nil, s.check(ctx, "Refresh", err)
+		}
+		ofTheSession = token.Equal(sess.RefreshHash, presented) ||
+			(sess.PreviousHash != nil && token.Equal(*sess.PreviousHash, presented)) ||
+			s.tokens.Descends(sess.ID, refresh, sess.RefreshHash, min(sess.Generation, MaxRefreshGenerations))
+		if !ofTheSession {
+			return nil, s.refusedRefresh(ctx, fromCookie, model.Unauthenticated(model.AuthErrorReasonInvalidRefreshToken))
+		}
+		release, err := s.refreshTurns.take(ctx, sessionID)
+		if err != nil {
+			return nil, s.check(ctx, "Refresh", err)
+		}
+		defer release()
+	}
 	now := s.clock()
 
 	var (
@@ -137,8 +167,7 @@ func (s *Service) Refresh(ctx context.Context, refresh string) (*model.AuthPaylo
 		}
 		previous := sess.PreviousHash != nil && token.Equal(*sess.PreviousHash, presented)
 		current := token.Equal(sess.RefreshHash, presented)
-		retired := previous || (!current && sessionID != "" &&
-			s.tokens.Descends(sess.ID, refresh, sess.RefreshHash, min(sess.Generation, MaxRefreshGenerations)))
+		retired := previous || (!current && ofTheSession)
 		switch {
 		case !current && !retired:
 			outcome = model.Unauthenticated(model.AuthErrorReasonInvalidRefreshToken)
@@ -173,14 +202,61 @@ func (s *Service) Refresh(ctx context.Context, refresh string) (*model.AuthPaylo
 		return nil, s.check(ctx, "Refresh", err)
 	}
 	if outcome != nil {
-		if fromCookie {
-			s.clearRefreshCookie(ctx) // it will never work again
-		}
-		return nil, outcome
+		return nil, s.refusedRefresh(ctx, fromCookie, outcome)
 	}
 	s.setRefreshCookie(ctx, successor, sess.ExpiresAt)
 	payload, err := s.payload(ctx, user, sess, successor)
 	return payload, s.check(ctx, "Refresh", err)
+}
+
+// refusedRefresh returns a refresh's refusal, clearing the refresh cookie it came from: it will
+// never work again.
+func (s *Service) refusedRefresh(ctx context.Context, fromCookie bool, refusal error) error {
+	if fromCookie {
+		s.clearRefreshCookie(ctx)
+	}
+	return refusal
+}
+
+// turns lets one caller at a time go on per key (a session id), and the others wait in memory
+// for their turn, each until its context ends.
+type turns struct {
+	mu sync.Mutex
+	m  map[string]*turn
+}
+
+type turn struct {
+	token   chan struct{} // holds a value while someone has the turn
+	waiting int           // callers holding or waiting for it; the entry goes at 0
+}
+
+// take waits for key's turn, and returns the function that gives it back.
+func (t *turns) take(ctx context.Context, key string) (release func(), err error) {
+	t.mu.Lock()
+	if t.m == nil {
+		t.m = map[string]*turn{}
+	}
+	e := t.m[key]
+	if e == nil {
+		e = &turn{token: make(chan struct{}, 1)}
+		t.m[key] = e
+	}
+	e.waiting++
+	t.mu.Unlock()
+	leave := func() {
+		t.mu.Lock()
+		if e.waiting--; e.waiting == 0 {
+			delete(t.m, key)
+		}
+		t.mu.Unlock()
+	}
+	select {
+	case e.token <- struct{}{}:
+		return func() { <-e.token; leave() }, nil
+	case <-ctx.Done():
+		leave()
+		return nil, ctx.Err()
+	}
 }
 
 // MaxRefreshGenerations bounds how often one session may be refreshed, and so the work of

@@ -32,6 +32,18 @@ func (db *DB) LockSession(ctx context.Context, id string) (*model.Session, *mode
 	return db.lockSession(ctx, "LockSession", "session.id = ?", id)
 }
 
+// SessionForRefresh is LockSession without the lock, outside any transaction: what a refresh
+// reads to tell a token of the session from a forged one before it queues for the row.
+func (db *DB) SessionForRefresh(ctx context.Context, id string) (*model.Session, *model.User, error) {
+	var row sessionWithUser
+	err := db.idb.NewSelect().Model(&row).ModelTableExpr("sessions AS session").Relation("User").
+		Where("session.id = ?", id).Limit(1).Scan(ctx)
+	if err != nil {
+		return nil, nil, wrap(err, "SessionForRefresh")
+	}
+	return &row.Session, row.User, nil
+}
+
 // SessionByRefreshHash is LockSession for refresh tokens from before they named their session:
 // it finds the session whose current or previous refresh token has the given hash.
 func (db *DB) SessionByRefreshHash(ctx context.Context, hash string) (*model.Session, *model.User, error) {
