@@ -10,6 +10,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"runtime"
 	"time"
 
 	"github.com/google/uuid"
@@ -27,11 +28,14 @@ type Service struct {
 	tokens *token.Tokens
 	// refreshTurns: one refresh per session at a time waits for the session's row (Refresh).
 	refreshTurns turns
-	passwords    *Passwords
-	cfg          ServiceConfig
-	now          func() time.Time
-	log          *slog.Logger
-	feed         *feed.Feed
+	// chainWalks bounds the refresh-chain walks (Descends) running at once to half the cores: a
+	// forged token of a much-refreshed session costs tens of milliseconds of CPU to refuse.
+	chainWalks chan struct{}
+	passwords  *Passwords
+	cfg        ServiceConfig
+	now        func() time.Time
+	log        *slog.Logger
+	feed       *feed.Feed
 }
 
 // ServiceConfig configures a Service.
@@ -62,7 +66,8 @@ type ServiceConfig struct {
 
 // NewService returns a Service.
 func NewService(db *store.DB, tokens *token.Tokens, passwords *Passwords, cfg ServiceConfig) *Service {
-	s := &Service{db: db, tokens: tokens, passwords: passwords, cfg: cfg, now: cfg.Now, log: cfg.Logger, feed: cfg.Feed}
+	s := &Service{db: db, tokens: tokens, passwords: passwords, cfg: cfg, now: cfg.Now, log: cfg.Logger, feed: cfg.Feed,
+		chainWalks: make(chan struct{}, max(1, runtime.GOMAXPROCS(0)/2))}
 	if s.feed == nil {
 		s.feed = feed.New()
 	}

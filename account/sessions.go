@@ -120,10 +120,13 @@ func (s *Service) Refresh(ctx context.Context, refresh string) (*model.AuthPaylo
 	// session's row: the unlocked read and the walk down the chain (Descends, up to
 	// MaxRefreshGenerations steps) hold no lock and no transaction. Queued on the row lock, each
 	// forged refresh held a pooled connection, and the walk ran under the lock: a flood of them
-	// on one's own session filled the pool (attacker review of DATABASE_MAX_CONNS). Only a token
-	// of the session goes on, and concurrent ones on this instance wait their turn here, holding
-	// no connection. Under the lock, a token that was the session's current, previous or an
-	// ancestor of its current one is still one of them, or retired since.
+	// on one's own session filled the pool (attacker review of DATABASE_MAX_CONNS). The walks,
+	// no longer one at a time per session, are bounded to half the cores (chainWalks), so that a
+	// flood of forgeries cannot take the CPU every other request needs (second review); a current
+	// or previous token never walks. Only a token of the session goes on, and concurrent ones on
+	// this instance wait their turn here, holding no connection. Under the lock, a token that was
+	// the session's current, previous or an ancestor of its current one is still one of them, or
+	// retired since.
 	ofTheSession := false
 	if sessionID != "" {
 		sess, _, err := s.db.SessionForRefresh(ctx, sessionID)
@@ -133,8 +136,16 @@ func (s *Service) Refresh(ctx context.Context, refresh string) (*model.AuthPaylo
 			return nil, s.check(ctx, "Refresh", err)
 		}
 		ofTheSession = token.Equal(sess.RefreshHash, presented) ||
-			(sess.PreviousHash != nil && token.Equal(*sess.PreviousHash, presented)) ||
-			s.tokens.Descends(sess.ID, refresh, sess.RefreshHash, min(sess.Generation, MaxRefreshGenerations))
+			(sess.PreviousHash != nil && token.Equal(*sess.PreviousHash, presented))
+		if !ofTheSession {
+			select {
+			case s.chainWalks <- struct{}{}:
+			case <-ctx.Done():
+				return nil, s.check(ctx, "Refresh", ctx.Err())
+			}
+			ofTheSession = s.tokens.Descends(sess.ID, refresh, sess.RefreshHash, min(sess.Generation, MaxRefreshGenerations))
+			<-s.chainWalks
+		}
 		if !ofTheSession {
 			return nil, s.refusedRefresh(ctx, fromCookie, model.Unauthenticated(model.AuthErrorReasonInvalidRefreshToken))
 		}

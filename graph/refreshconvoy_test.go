@@ -114,3 +114,31 @@ func containsKind(kinds []storetest.Kind, want storetest.Kind) bool {
 	}
 	return false
 }
+
+// A forged token of a session refreshed nearly MaxRefreshGenerations times costs the longest
+// walk down the chain to refuse. Many at once are refused (and change nothing) while another
+// user's refresh still answers: the walks run outside the session's row lock, at most half the
+// cores at a time.
+func TestRefresh_ForgedTokensOfAMuchRefreshedSessionAreRefusedWhileOthersRefresh(t *testing.T) {
+	storetest.Each(t, func(t *testing.T, kind storetest.Kind) {
+		s := newServer(t, kind)
+		alice := s.signedInUser(t, "alice")
+		bob := s.signedInUser(t, "bob")
+		sessionID, _, _ := strings.Cut(alice.RefreshToken, ".")
+		if err := s.DB.Exec(context.Background(), "UPDATE sessions SET generation = 99999 WHERE id = '"+sessionID+"'"); err != nil {
+			t.Fatal(err)
+		}
+		forged := inParallel(8, func() response {
+			secret := make([]byte, 32)
+			rand.Read(secret)
+			return s.refresh(t, sessionID+"."+base64.RawURLEncoding.EncodeToString(secret))
+		})
+		for _, r := range forged {
+			r.wantError(t, "UNAUTHENTICATED", "INVALID_REFRESH_TOKEN")
+		}
+		// Nothing was revoked: a forged token proves nothing about the session.
+		s.query(t, alice.AccessToken, `{ me { id } }`, nil)
+		refreshed(t, s.refresh(t, bob.RefreshToken))
+		refreshed(t, s.refresh(t, alice.RefreshToken))
+	})
+}
