@@ -192,6 +192,7 @@ func build(ctx context.Context, cfg config.Config, db *store.DB, log *slog.Logge
 	events := feed.New()
 	s.providers = oidc.New(db, cfg.OIDC, nil, log)
 	s.account = account.NewService(db, s.tokens, passwords, account.ServiceConfig{
+		Cores:      startProcs,
 		RefreshTTL: cfg.RefreshTTL, ReuseInterval: cfg.ReuseInterval, SignupEnabled: cfg.SignupEnabled, Logger: log,
 		Limits: account.Limits{
 			Counter:   counter,

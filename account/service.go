@@ -7,6 +7,7 @@
 package account
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"log/slog"
@@ -40,6 +41,10 @@ type Service struct {
 
 // ServiceConfig configures a Service.
 type ServiceConfig struct {
+	// Cores is how many CPUs the process may use, as the runtime first chose GOMAXPROCS (CPU
+	// quota aware), before the server raises it for bcrypt's threads; 0: GOMAXPROCS now. Refresh
+	// chain walks get half of them (chainWalks).
+	Cores         int
 	RefreshTTL    time.Duration    // absolute lifetime of a session
 	ReuseInterval time.Duration    // grace window in which a retired refresh token still works
 	SignupEnabled bool             // whether Register works
@@ -67,7 +72,7 @@ type ServiceConfig struct {
 // NewService returns a Service.
 func NewService(db *store.DB, tokens *token.Tokens, passwords *Passwords, cfg ServiceConfig) *Service {
 	s := &Service{db: db, tokens: tokens, passwords: passwords, cfg: cfg, now: cfg.Now, log: cfg.Logger, feed: cfg.Feed,
-		chainWalks: make(chan struct{}, max(1, runtime.GOMAXPROCS(0)/2))}
+		chainWalks: make(chan struct{}, max(1, cmp.Or(cfg.Cores, runtime.GOMAXPROCS(0))/2))}
 	if s.feed == nil {
 		s.feed = feed.New()
 	}

@@ -57,6 +57,9 @@ type virtualUser struct {
 	access, refresh             string
 }
 
+// startProcs is GOMAXPROCS as the runtime chose it, before startServer adds to it (server.go's).
+var startProcs = runtime.GOMAXPROCS(0)
+
 // startServer runs gqlauth's GraphQL handler and a ceiling handler in this process.
 func (env *environment) startServer(ctx context.Context, databaseURL string) (func(), error) {
 	var (
@@ -106,7 +109,7 @@ func (env *environment) startServer(ctx context.Context, databaseURL string) (fu
 	if env.passwords, err = account.NewPasswords(account.PasswordConfig{Cost: env.cost}); err != nil {
 		return nil, err
 	}
-	runtime.GOMAXPROCS(runtime.GOMAXPROCS(0) + runtime.NumCPU()) // as server.go does for the bcrypt workers
+	runtime.GOMAXPROCS(startProcs + runtime.NumCPU()) // as server.go does for the bcrypt workers
 	if os.Getenv("GOGC") == "" {
 		debug.SetGCPercent(400) // as server.go does (DefaultGCPercent); the recipe shares the process
 	}
@@ -129,6 +132,7 @@ func (env *environment) startServer(ctx context.Context, databaseURL string) (fu
 		return sink.Handler(teeHandler{all, loud}, graph.InRequest)
 	}))
 	svc := account.NewService(db, tokens, env.passwords, account.ServiceConfig{
+		Cores:      startProcs,
 		RefreshTTL: 720 * time.Hour, ReuseInterval: 10 * time.Second, SignupEnabled: true, Logger: log,
 		// No rate limits: the harness is one client IP doing what a crowd would.
 	})
