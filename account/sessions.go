@@ -109,42 +109,19 @@ func (s *Service) Refresh(ctx context.Context, refresh string) (*model.AuthPaylo
 	}
 	sessionID, ok := token.RefreshTokenSession(refresh)
 	if !ok {
-		if fromCookie {
-			s.clearRefreshCookie(ctx)
-		}
-		return nil, model.Unauthenticated(model.AuthErrorReasonInvalidRefreshToken)
+		return nil, s.refusedRefresh(ctx, fromCookie, model.Unauthenticated(model.AuthErrorReasonInvalidRefreshToken))
 	}
 	presented := token.HashRefreshToken(refresh)
 
 	// A token that names its session is told from a forgery before anything waits for the
-	// session's row: the unlocked read and the walk down the chain (Descends, up to
-	// MaxRefreshGenerations steps) hold no lock and no transaction. Queued on the row lock, each
-	// forged refresh held a pooled connection, and the walk ran under the lock: a flood of them
-	// on one's own session filled the pool (attacker review of DATABASE_MAX_CONNS). The walks,
-	// no longer one at a time per session, are bounded to half the cores (chainWalks), so that a
-	// flood of forgeries cannot take the CPU every other request needs (second review); a current
-	// or previous token never walks. Only a token of the session goes on, and concurrent ones on
-	// this instance wait their turn here, holding no connection. Under the lock, a token that was
-	// the session's current, previous or an ancestor of its current one is still one of them, or
-	// retired since.
+	// session's row (tokenOfSession), and concurrent ones on this instance then wait their turn
+	// here, holding no connection. Under the lock, a token that was the session's current,
+	// previous or an ancestor of its current one is still one of them, or retired since.
 	ofTheSession := false
 	if sessionID != "" {
-		sess, _, err := s.db.SessionForRefresh(ctx, sessionID)
-		if errors.Is(err, store.ErrNotFound) {
-			return nil, s.refusedRefresh(ctx, fromCookie, model.Unauthenticated(model.AuthErrorReasonInvalidRefreshToken))
-		} else if err != nil {
+		var err error
+		if ofTheSession, err = s.tokenOfSession(ctx, sessionID, refresh, presented); err != nil {
 			return nil, s.check(ctx, "Refresh", err)
-		}
-		ofTheSession = token.Equal(sess.RefreshHash, presented) ||
-			(sess.PreviousHash != nil && token.Equal(*sess.PreviousHash, presented))
-		if !ofTheSession {
-			select {
-			case s.chainWalks <- struct{}{}:
-			case <-ctx.Done():
-				return nil, s.check(ctx, "Refresh", ctx.Err())
-			}
-			ofTheSession = s.tokens.Descends(sess.ID, refresh, sess.RefreshHash, min(sess.Generation, MaxRefreshGenerations))
-			<-s.chainWalks
 		}
 		if !ofTheSession {
 			return nil, s.refusedRefresh(ctx, fromCookie, model.Unauthenticated(model.AuthErrorReasonInvalidRefreshToken))
@@ -218,6 +195,33 @@ func (s *Service) Refresh(ctx context.Context, refresh string) (*model.AuthPaylo
 	s.setRefreshCookie(ctx, successor, sess.ExpiresAt)
 	payload, err := s.payload(ctx, user, sess, successor)
 	return payload, s.check(ctx, "Refresh", err)
+}
+
+// tokenOfSession says whether refresh (hashed: presented) is the current or previous token of
+// the session, or an ancestor of its current one; a session that does not exist has none. It
+// reads the session without a lock and walks the chain (Descends, up to MaxRefreshGenerations
+// steps) outside any transaction: queued on the row lock, each forged refresh held a pooled
+// connection, and the walk ran under the lock, so a flood of them on one's own session filled
+// the pool (attacker review of DATABASE_MAX_CONNS). The walks, no longer one at a time per
+// session, run on at most half the cores (chainWalks), so that a flood of forgeries cannot take
+// the CPU every other request needs (second review); a current or previous token never walks.
+func (s *Service) tokenOfSession(ctx context.Context, sessionID, refresh, presented string) (bool, error) {
+	sess, _, err := s.db.SessionForRefresh(ctx, sessionID)
+	if errors.Is(err, store.ErrNotFound) {
+		return false, nil
+	} else if err != nil {
+		return false, err
+	}
+	if token.Equal(sess.RefreshHash, presented) || (sess.PreviousHash != nil && token.Equal(*sess.PreviousHash, presented)) {
+		return true, nil
+	}
+	select {
+	case s.chainWalks <- struct{}{}:
+	case <-ctx.Done():
+		return false, ctx.Err()
+	}
+	defer func() { <-s.chainWalks }()
+	return s.tokens.Descends(sess.ID, refresh, sess.RefreshHash, min(sess.Generation, MaxRefreshGenerations)), nil
 }
 
 // refusedRefresh returns a refresh's refusal, clearing the refresh cookie it came from: it will

@@ -8,7 +8,6 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
 	"runtime"
 	"strings"
@@ -110,49 +109,35 @@ func (env *environment) graphql(ctx context.Context, token, query string, vars m
 // outcome is what one request produced: "" for success, else an error code.
 func (env *environment) send(ctx context.Context, path, token string, header http.Header, query string, vars map[string]any) (string, json.RawMessage, error) {
 	body, _ := json.Marshal(map[string]any{"query": query, "variables": vars})
-	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, env.base+path, bytes.NewReader(body))
-	req.Header.Set("Content-Type", "application/json")
-	for k, v := range header {
-		req.Header[k] = v
-	}
-	if token != "" {
-		req.Header.Set("Authorization", "Bearer "+token)
-	}
-	res, err := env.client.Do(req)
+	var buf bytes.Buffer // not pooled: the data returned points into it
+	status, raw, err := env.post(ctx, path, token, header, body, &buf)
 	if err != nil {
 		return "TRANSPORT", nil, err
 	}
-	defer res.Body.Close()
-	raw, err := io.ReadAll(res.Body)
-	if err != nil {
-		return "TRANSPORT", nil, err
-	}
-	var out struct {
-		Data   json.RawMessage `json:"data"`
-		Errors []struct {
-			Extensions struct {
-				Code string `json:"code"`
-			} `json:"extensions"`
-		} `json:"errors"`
-	}
-	if err := json.Unmarshal(raw, &out); err != nil || res.StatusCode >= 500 {
-		code := fmt.Sprintf("HTTP_%d", res.StatusCode)
-		return code, nil, fmt.Errorf("%s: %.200s", code, raw)
-	}
-	if len(out.Errors) > 0 {
-		code := out.Errors[0].Extensions.Code
-		if code == "" {
-			code = "UNKNOWN"
-		}
-		return code, out.Data, fmt.Errorf("%s", code)
-	}
-	return "", out.Data, nil
+	return answer(status, raw)
 }
 
 // sendLean is send for a constant, marshalled body whose answer only needs checking: a 200 whose
 // body is JSON data without "errors" is a success without decoding it; anything else is decoded
 // as send decodes it, for its error code.
 func (env *environment) sendLean(ctx context.Context, path, token string, header http.Header, body []byte) string {
+	buf := leanBuffers.Get().(*bytes.Buffer)
+	defer leanBuffers.Put(buf)
+	status, raw, err := env.post(ctx, path, token, header, body, buf)
+	if err != nil {
+		return "TRANSPORT"
+	}
+	if status == http.StatusOK && bytes.HasPrefix(raw, []byte(`{"data":{`)) && !bytes.Contains(raw, []byte(`"errors"`)) {
+		return ""
+	}
+	if code, _, _ := answer(status, raw); code != "" {
+		return code
+	}
+	return "NO_DATA" // a 200 that is neither plain data nor errors is not a success either
+}
+
+// post sends body to path as a GraphQL POST and reads the answer into buf (emptied first).
+func (env *environment) post(ctx context.Context, path, token string, header http.Header, body []byte, buf *bytes.Buffer) (int, []byte, error) {
 	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, env.base+path, bytes.NewReader(body))
 	req.Header["Content-Type"] = []string{"application/json"}
 	for k, v := range header {
@@ -163,36 +148,39 @@ func (env *environment) sendLean(ctx context.Context, path, token string, header
 	}
 	res, err := env.client.Do(req)
 	if err != nil {
-		return "TRANSPORT"
+		return 0, nil, err
 	}
 	defer res.Body.Close()
-	buf := leanBuffers.Get().(*bytes.Buffer)
-	defer leanBuffers.Put(buf)
 	buf.Reset()
 	if _, err := buf.ReadFrom(res.Body); err != nil {
-		return "TRANSPORT"
+		return 0, nil, err
 	}
-	raw := buf.Bytes()
-	if res.StatusCode == http.StatusOK && bytes.HasPrefix(raw, []byte(`{"data":{`)) && !bytes.Contains(raw, []byte(`"errors"`)) {
-		return ""
-	}
+	return res.StatusCode, buf.Bytes(), nil
+}
+
+// answer reads a GraphQL response: "" and its data, or the first error's code (HTTP_<status> for
+// a body that is not JSON or a 5xx).
+func answer(status int, raw []byte) (string, json.RawMessage, error) {
 	var out struct {
+		Data   json.RawMessage `json:"data"`
 		Errors []struct {
 			Extensions struct {
 				Code string `json:"code"`
 			} `json:"extensions"`
 		} `json:"errors"`
 	}
-	if err := json.Unmarshal(raw, &out); err != nil || res.StatusCode >= 500 {
-		return fmt.Sprintf("HTTP_%d", res.StatusCode)
+	if err := json.Unmarshal(raw, &out); err != nil || status >= 500 {
+		code := fmt.Sprintf("HTTP_%d", status)
+		return code, nil, fmt.Errorf("%s: %.200s", code, raw)
 	}
 	if len(out.Errors) > 0 {
-		if out.Errors[0].Extensions.Code == "" {
-			return "UNKNOWN"
+		code := out.Errors[0].Extensions.Code
+		if code == "" {
+			code = "UNKNOWN"
 		}
-		return out.Errors[0].Extensions.Code
+		return code, out.Data, fmt.Errorf("%s", code)
 	}
-	return "NO_DATA" // a 200 without data and without errors is not a success either
+	return "", out.Data, nil
 }
 
 var leanBuffers = sync.Pool{New: func() any { return new(bytes.Buffer) }}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/base64"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -21,7 +22,7 @@ import (
 // and the session's real ones wait their turn in memory. Postgres only: SQLite's single
 // connection serializes every transaction by design.
 func TestRefresh_QueuedRefreshesOfOneSessionDoNotStarveOtherUsers(t *testing.T) {
-	if !containsKind(storetest.Kinds(t), storetest.Postgres) {
+	if !slices.Contains(storetest.Kinds(t), storetest.Postgres) {
 		t.Skip("row locks: Postgres only (TEST_DATABASE_URL)")
 	}
 	t.Parallel()
@@ -58,9 +59,7 @@ func TestRefresh_QueuedRefreshesOfOneSessionDoNotStarveOtherUsers(t *testing.T) 
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			secret := make([]byte, 32)
-			rand.Read(secret)
-			forged[i] = s.refresh(t, sessionID+"."+base64.RawURLEncoding.EncodeToString(secret))
+			forged[i] = s.refresh(t, forgedRefreshToken(sessionID))
 		}()
 	}
 	for i := range real {
@@ -106,15 +105,6 @@ func TestRefresh_QueuedRefreshesOfOneSessionDoNotStarveOtherUsers(t *testing.T) 
 	}
 }
 
-func containsKind(kinds []storetest.Kind, want storetest.Kind) bool {
-	for _, k := range kinds {
-		if k == want {
-			return true
-		}
-	}
-	return false
-}
-
 // A forged token of a session refreshed nearly MaxRefreshGenerations times costs the longest
 // walk down the chain to refuse. Many at once are refused (and change nothing) while another
 // user's refresh still answers: the walks run outside the session's row lock, at most half the
@@ -129,9 +119,7 @@ func TestRefresh_ForgedTokensOfAMuchRefreshedSessionAreRefusedWhileOthersRefresh
 			t.Fatal(err)
 		}
 		forged := inParallel(8, func() response {
-			secret := make([]byte, 32)
-			rand.Read(secret)
-			return s.refresh(t, sessionID+"."+base64.RawURLEncoding.EncodeToString(secret))
+			return s.refresh(t, forgedRefreshToken(sessionID))
 		})
 		for _, r := range forged {
 			r.wantError(t, "UNAUTHENTICATED", "INVALID_REFRESH_TOKEN")
@@ -141,4 +129,12 @@ func TestRefresh_ForgedTokensOfAMuchRefreshedSessionAreRefusedWhileOthersRefresh
 		refreshed(t, s.refresh(t, bob.RefreshToken))
 		refreshed(t, s.refresh(t, alice.RefreshToken))
 	})
+}
+
+// forgedRefreshToken names sessionID with a made-up secret: the shape of a refresh token of that
+// session, but not one of its chain.
+func forgedRefreshToken(sessionID string) string {
+	secret := make([]byte, 32)
+	rand.Read(secret)
+	return sessionID + "." + base64.RawURLEncoding.EncodeToString(secret)
 }

@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"net/url"
 	"os"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -20,27 +21,13 @@ import (
 // says, however many requests wait: past the server's max_connections every new connection
 // fails (CI once failed so, two instances of the old 48-connection pools on a default Postgres).
 func TestOpenPostgres_OpensAtMostMaxConnsUnderLoad(t *testing.T) {
-	if !containsPostgres(storetest.Kinds(t)) {
+	if !slices.Contains(storetest.Kinds(t), storetest.Postgres) {
 		t.Skip("TEST_DATABASE_URL not set")
 	}
 	for _, maxConns := range []int{store.MinMaxConns, 9} {
 		app := "pooltest_" + uuid.NewString()[:8]
-		u, err := url.Parse(os.Getenv("TEST_DATABASE_URL"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		q := u.Query()
-		q.Set("search_path", storetest.NewName(t, storetest.Postgres))
-		q.Set("application_name", app)
-		u.RawQuery = q.Encode()
 		ctx := context.Background()
-		db, err := store.OpenPostgres(ctx, u.String(), maxConns)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := db.Migrate(ctx); err != nil {
-			t.Fatal(err)
-		}
+		db := openMigrated(t, maxConns, app)
 		admin, err := sql.Open("pgx", os.Getenv("TEST_DATABASE_URL"))
 		if err != nil {
 			t.Fatal(err)
@@ -89,13 +76,29 @@ func TestOpenPostgres_OpensAtMostMaxConnsUnderLoad(t *testing.T) {
 	}
 }
 
-func containsPostgres(kinds []storetest.Kind) bool {
-	for _, k := range kinds {
-		if k == storetest.Postgres {
-			return true
-		}
+// openMigrated opens a fresh schema with a pool of maxConns, as application appName when set
+// (so that its backends can be counted); the caller closes it.
+func openMigrated(t *testing.T, maxConns int, appName string) *store.DB {
+	t.Helper()
+	u, err := url.Parse(os.Getenv("TEST_DATABASE_URL"))
+	if err != nil {
+		t.Fatal(err)
 	}
-	return false
+	q := u.Query()
+	q.Set("search_path", storetest.NewName(t, storetest.Postgres))
+	if appName != "" {
+		q.Set("application_name", appName)
+	}
+	u.RawQuery = q.Encode()
+	db, err := store.OpenPostgres(context.Background(), u.String(), maxConns)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Migrate(context.Background()); err != nil {
+		db.Close()
+		t.Fatal(err)
+	}
+	return db
 }
 
 // A transaction recording its first audit event on a fresh instance must not need a second
@@ -103,25 +106,12 @@ func containsPostgres(kinds []storetest.Kind) bool {
 // listener starting beside them, as at a server's start), that wait was a deadlock that no
 // request deadline ended (review of DATABASE_MAX_CONNS).
 func TestRecordEvent_FirstEventsWithEveryConnectionHeldDoNotDeadlock(t *testing.T) {
-	if !containsPostgres(storetest.Kinds(t)) {
+	if !slices.Contains(storetest.Kinds(t), storetest.Postgres) {
 		t.Skip("TEST_DATABASE_URL not set")
 	}
 	for _, withListener := range []bool{false, true} {
-		u, err := url.Parse(os.Getenv("TEST_DATABASE_URL"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		q := u.Query()
-		q.Set("search_path", storetest.NewName(t, storetest.Postgres))
-		u.RawQuery = q.Encode()
 		ctx := context.Background()
-		db, err := store.OpenPostgres(ctx, u.String(), store.MinMaxConns)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := db.Migrate(ctx); err != nil {
-			t.Fatal(err)
-		}
+		db := openMigrated(t, store.MinMaxConns, "")
 		listenCtx, stopListening := context.WithCancel(ctx)
 		general := store.MinMaxConns - 1 // the general pool at MinMaxConns (see poolSplit)
 		var held, started sync.WaitGroup

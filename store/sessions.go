@@ -29,32 +29,29 @@ type sessionWithUser struct {
 // LockSession finds a session by id, with its user, and locks the session row until the
 // transaction ends, so that concurrent refreshes of one session take turns.
 func (db *DB) LockSession(ctx context.Context, id string) (*model.Session, *model.User, error) {
-	return db.lockSession(ctx, "LockSession", "session.id = ?", id)
+	return db.sessionWithUser(ctx, "LockSession", true, "session.id = ?", id)
 }
 
 // SessionForRefresh is LockSession without the lock, outside any transaction: what a refresh
 // reads to tell a token of the session from a forged one before it queues for the row.
 func (db *DB) SessionForRefresh(ctx context.Context, id string) (*model.Session, *model.User, error) {
-	var row sessionWithUser
-	err := db.idb.NewSelect().Model(&row).ModelTableExpr("sessions AS session").Relation("User").
-		Where("session.id = ?", id).Limit(1).Scan(ctx)
-	if err != nil {
-		return nil, nil, wrap(err, "SessionForRefresh")
-	}
-	return &row.Session, row.User, nil
+	return db.sessionWithUser(ctx, "SessionForRefresh", false, "session.id = ?", id)
 }
 
 // SessionByRefreshHash is LockSession for refresh tokens from before they named their session:
 // it finds the session whose current or previous refresh token has the given hash.
 func (db *DB) SessionByRefreshHash(ctx context.Context, hash string) (*model.Session, *model.User, error) {
-	return db.lockSession(ctx, "SessionByRefreshHash", "session.refresh_hash = ? OR session.previous_hash = ?", hash, hash)
+	return db.sessionWithUser(ctx, "SessionByRefreshHash", true, "session.refresh_hash = ? OR session.previous_hash = ?", hash, hash)
 }
 
-func (db *DB) lockSession(ctx context.Context, op, where string, args ...any) (*model.Session, *model.User, error) {
+func (db *DB) sessionWithUser(ctx context.Context, op string, lock bool, where string, args ...any) (*model.Session, *model.User, error) {
 	var row sessionWithUser
 	q := db.idb.NewSelect().Model(&row).ModelTableExpr("sessions AS session").Relation("User").
 		Where(where, args...).Limit(1)
-	if err := db.forUpdate(q, "session").Scan(ctx); err != nil {
+	if lock {
+		q = db.forUpdate(q, "session")
+	}
+	if err := q.Scan(ctx); err != nil {
 		return nil, nil, wrap(err, op)
 	}
 	return &row.Session, row.User, nil
